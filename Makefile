@@ -1,0 +1,38 @@
+# Two commands do everything from a fresh clone: `make demo` and `make test`.
+PYTHON     ?= python3
+VENV       ?= .venv
+# The pair that imports together on this x86_64 machine (both lie on disk); change it for yours,
+# e.g. TORCH_SPEC="torch==2.9.1 torchvision==0.24.1" on aarch64, or a CUDA build of your choice.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_DIR   ?= demo-work
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+
+.PHONY: setup demo test ui bwrap clean
+
+setup: $(STAMP) bwrap
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test]' $(TORCH_SPEC)
+	touch $(STAMP)
+
+# Generated code only runs inside bubblewrap; install it when we can (root with apt), else say how.
+bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  else echo "bubblewrap is missing: sudo apt-get install -y bubblewrap" >&2; exit 1; fi; }
+
+demo: setup
+	$(VENV)/bin/llmseg demo --workdir $(DEMO_DIR)
+
+test: setup
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q
+
+ui:
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(DEMO_DIR))/mlflow.db --port 5000
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,147 @@
+"""`llmseg`: the command line, with the same names as the MLproject entry points."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the client would otherwise call an outside host
+
+EXIT_OK, EXIT_HARNESS, EXIT_USAGE, EXIT_NO_PIPELINE = 0, 1, 2, 3
+
+
+def _say(message: str) -> None:
+    click.echo(f"[llmseg] {message}", err=True)
+
+
+def _none_if_negative(value: int | None) -> int | None:
+    return None if value is None or value < 0 else value
+
+
+@click.group()
+def main() -> None:
+    """Benchmark LLMs at writing U-Net segmentation pipelines, tracked in MLflow."""
+
+
+@main.command()
+@click.option("--model", required=True, help="Catalog key (see `llmseg models`) or replay:DIR.")
+@click.option("--dataset", required=True, help="Catalog key (see `llmseg datasets list`).")
+@click.option("--repeat", default=1, show_default=True, type=int, help="Repeat number (repeats never share replies).")
+@click.option("--epochs", default=-1, show_default=True, type=int, help="Force the epoch count; -1 keeps the LLM's choice.")
+@click.option("--max-batches", default=-1, show_default=True, type=int, help="Cap batches per epoch of every DataLoader; -1: no cap.")
+@click.option("--max-fix-rounds", default=10, show_default=True, type=int, help="Error feedback rounds before giving up.")
+@click.option("--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of one execution.")
+@click.option("--memory-gb", default=16.0, show_default=True, type=float, help="Memory cap of one execution.")
+@click.option("--study", default="llmseg", show_default=True, help="Study (MLflow experiment and `study` tag).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
+@click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
+@click.option("--no-preflight", is_flag=True, help="Skip the 1-epoch, 2-batch check before the full run.")
+@click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys).")
+def generate(**opts) -> None:
+    """Ask a model for a pipeline, run and fix it until it trains; log the run tree. Last line: JSON."""
+    from llmseg_mlflow.generate import GenerateConfig, run_generate
+
+    cfg = GenerateConfig(
+        model=opts["model"], dataset=opts["dataset"], repeat=opts["repeat"], study=opts["study"],
+        epochs=_none_if_negative(opts["epochs"]), max_batches=_none_if_negative(opts["max_batches"]),
+        max_fix_rounds=opts["max_fix_rounds"], timeout_s=opts["timeout_s"], memory_gb=opts["memory_gb"],
+        data_root=opts["data_root"], work_root=opts["work_root"],
+        unsafe_no_sandbox=opts["unsafe_no_sandbox"], preflight=not opts["no_preflight"],
+    )
+    result = _guarded(lambda: run_generate(cfg, progress=_say))
+    click.echo(json.dumps(result.as_dict()))
+    sys.exit(EXIT_OK if result.status == "succeeded" else EXIT_NO_PIPELINE)
+
+
+def _guarded(job):
+    """Run a job; bad input exits 2 with its message, a platform failure exits 1.
+
+    Jobs that run pipelines convert their own input errors up front, so a failure
+    mid-pipeline is never mistaken for a usage error.
+    """
+    from llmseg_mlflow.errors import UsageError, bad_input
+
+    try:
+        with bad_input():
+            return job()
+    except UsageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # noqa: BLE001 - the message is the product here; the run holds the rest
+        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_HARNESS)
+
+
+@main.command()
+@click.option("--workdir", default="demo-work", show_default=True, type=click.Path(path_type=Path),
+              help="Everything goes here: data, mlflow.db, artifacts, pipeline folders.")
+@click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code without bubblewrap.")
+def demo(workdir: Path, unsafe_no_sandbox: bool) -> None:
+    """The study in miniature, offline: replay fixtures on synthetic data into a local store."""
+    from llmseg_mlflow.demo import run_demo
+
+    _guarded(lambda: run_demo(workdir.resolve(), unsafe_no_sandbox=unsafe_no_sandbox, progress=_say))
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models_cmd(as_json: bool) -> None:
+    """List the model catalog."""
+    from llmseg_mlflow.catalog.models import load_models
+
+    models = _guarded(load_models)
+    if as_json:
+        click.echo(json.dumps([{**asdict(m), "replay_dir": str(m.replay_dir) if m.replay_dir else None}
+                               for m in models.values()], indent=2))
+        return
+    for m in models.values():
+        cohort = f"{m.year or '-'} {'reasoning' if m.reasoning else 'non-reasoning' if m.reasoning is not None else '-'}"
+        click.echo(f"{m.key:24} {m.provider:18} {cohort:20} {m.title}")
+
+
+@main.group()
+def datasets() -> None:
+    """Dataset catalog and preparation."""
+
+
+@datasets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def datasets_list(as_json: bool) -> None:
+    """List the dataset catalog."""
+    from llmseg_mlflow.catalog.datasets import load_datasets
+
+    specs = _guarded(load_datasets)
+    if as_json:
+        click.echo(json.dumps([asdict(s) for s in specs.values()], indent=2, default=str))
+        return
+    for s in specs.values():
+        click.echo(f"{s.key:24} {s.colour:9} {s.layout:8} {s.title}")
+
+
+@datasets.command("prepare")
+@click.argument("name")
+@click.option("--out", type=click.Path(path_type=Path), help="Data root (default $LLMSEG_HOME/data).")
+@click.option("--source", type=click.Path(path_type=Path, exists=True), help="The downloaded dataset (not needed for synthetic ones).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subset and the held-out split.")
+@click.option("--force", is_flag=True, help="Rebuild even if a prepared copy exists.")
+def datasets_prepare(name: str, out: Path | None, source: Path | None, seed: int, force: bool) -> None:
+    """Split a dataset into pool/ (visible to generated code) and heldout/ (10%), with a manifest."""
+    from llmseg_mlflow.catalog.datasets import get_dataset
+    from llmseg_mlflow.catalog.prepare import prepare_dataset
+    from llmseg_mlflow.generate import llmseg_home
+
+    def job():
+        spec = get_dataset(name)
+        return prepare_dataset(spec, (out or llmseg_home() / "data").resolve(), source=source, seed=seed, force=force)
+
+    prepared = _guarded(job)
+    click.echo(f"{prepared.spec.key}: {prepared.n_pool} pool, {prepared.n_heldout} held-out -> {prepared.root}")
+    click.echo(json.dumps({"root": str(prepared.root), "digest": prepared.digest}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Turn a failed execution into an error type (the paper's Fig. 2 categories) and the text fed back."""
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass
+
+from llmseg_mlflow.pipeline.sandbox import ExecResult
+from llmseg_mlflow.tracking.schema import KILLED, OUT_OF_MEMORY, TIMEOUT
+
+_TRACEBACK = "Traceback (most recent call last):"
+# The exception line closing a traceback: "pkg.mod.ErrorName: message" or a bare "ErrorName".
+_EXC_LINE = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*)(?::\s?(?P<msg>.*))?$")
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
+MAX_FEEDBACK_CHARS = 12_000  # keeps a runaway traceback from flooding the context window
+
+
+@dataclass(frozen=True)
+class ExecError:
+    """One failed execution: its type, the one-line message and the text the LLM is sent."""
+
+    error_type: str
+    message: str
+    feedback: str
+
+
+def _clean(text: str) -> str:
+    """Drop tqdm's carriage-return redraws so only the final state of each line is kept."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines())
+
+
+def last_traceback(stderr: str) -> str | None:
+    """The last traceback in stderr, from its first line to the exception line, verbatim."""
+    text = _clean(stderr)
+    start = text.rfind(_TRACEBACK)
+    if start < 0:
+        return None
+    # Chained exceptions ("During handling of the above exception...") belong to the same report.
+    for marker in ("\nDuring handling of the above exception", "\nThe above exception was the direct cause"):
+        idx = text.rfind(marker, 0, start)
+        if idx >= 0:
+            chain_start = text.rfind(_TRACEBACK, 0, idx)
+            start = min(start, chain_start) if chain_start >= 0 else start
+    return text[start:].strip()
+
+
+def exception_line(traceback: str) -> tuple[str, str]:
+    """(qualified exception name, message) from a traceback's final non-indented line."""
+    for line in reversed(traceback.splitlines()):
+        if not line.strip() or line.startswith((" ", "\t")) or line.startswith(_TRACEBACK):
+            continue
+        match = _EXC_LINE.match(line.strip())
+        if match and (match["msg"] is not None or line.strip()[0].isupper()):
+            return match["qual"], (match["msg"] or "").strip()
+    return "UnknownError", traceback.strip().splitlines()[-1] if traceback.strip() else ""
+
+
+def _is_oom(qualname: str, message: str) -> bool:
+    name = qualname.rsplit(".", 1)[-1]
+    return name in ("MemoryError", "OutOfMemoryError") or any(t in message.lower() for t in _OOM_TEXT)
+
+
+def _cap(text: str) -> str:
+    if len(text) <= MAX_FEEDBACK_CHARS:
+        return text
+    head = text[: MAX_FEEDBACK_CHARS // 4]
+    return head + "\n...\n" + text[-(MAX_FEEDBACK_CHARS * 3 // 4):]
+
+
+def classify(result: ExecResult, timeout_s: float, memory_gb: float) -> ExecError:
+    """Classify a failed execution; its feedback is the traceback verbatim where there is one."""
+    if result.timed_out:
+        msg = f"the program did not finish within {timeout_s:g} seconds and was stopped"
+        return ExecError(TIMEOUT, msg, f"TimeoutError: {msg}")
+    if result.out_of_memory:
+        msg = f"the program used more than {memory_gb:g} GB of memory and was stopped"
+        return ExecError(OUT_OF_MEMORY, msg, f"MemoryError: {msg}")
+    stderr = result.stderr_text()
+    tb = last_traceback(stderr)
+    if tb is not None:
+        qual, message = exception_line(tb)
+        kind = OUT_OF_MEMORY if _is_oom(qual, message) else qual.rsplit(".", 1)[-1]
+        return ExecError(kind, message, _cap(tb))
+    code = result.returncode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        kind = OUT_OF_MEMORY if name == "SIGKILL" else KILLED
+        msg = f"the program was killed by {name}"
+        tail = _clean(stderr).strip()[-2000:]
+        return ExecError(kind, msg, (tail + "\n" if tail else "") + msg)
+    tail = _clean(stderr).strip()[-4000:] or _clean(result.stdout_text()).strip()[-4000:]
+    msg = f"the program exited with status {code}"
+    return ExecError("SystemExit", msg, tail or msg)

@@ -1,0 +1,76 @@
+"""One execution of the generated code: an attempt folder, knob overrides, the sandbox, the verdict."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.pipeline import knobs, sandbox
+from llmseg_mlflow.pipeline.errors import ExecError, classify
+from llmseg_mlflow.pipeline.workspace import Workspace
+
+ENTRY = "main.py"
+SAVE_DIR = "outputs"  # inside the attempt folder; the save-path knobs are pointed here
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one execution may use and how much it trains (None = the LLM's choice)."""
+
+    limits: sandbox.Limits
+    epochs: int | None = None
+    max_batches: int | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The outcome of one execution."""
+
+    number: int
+    phase: str  # "preflight" or "full"
+    folder: Path
+    result: sandbox.ExecResult
+    overrides: list[knobs.Override]
+    error: ExecError | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the code ran to the end."""
+        return self.error is None
+
+    @property
+    def save_dir(self) -> Path:
+        """Where the pipeline was told to write its outputs."""
+        return self.folder / SAVE_DIR
+
+
+def knob_values(data: PreparedDataset, save_dir: Path, epochs: int | None) -> dict[str, object]:
+    """The harness's value for every path knob (and epochs when forced)."""
+    values: dict[str, object] = {
+        "data_dir": str(data.pool),
+        "image_dir": str(data.pool_images()),
+        "mask_dir": str(data.pool_masks()),
+        "save_dir": str(save_dir),
+    }
+    if epochs is not None:
+        values["epochs"] = epochs
+    return values
+
+
+def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number: int, phase: str,
+            budget: Budget, unsafe_no_sandbox: bool = False) -> Attempt:
+    """Copy the code into a fresh attempt folder, point its knobs at the harness's folders, run main.py."""
+    folder = ws.attempts_dir / f"{number:02d}-{phase}"
+    save_dir = folder / SAVE_DIR
+    patched, overrides = knobs.apply_overrides(files, knob_values(data, save_dir, budget.epochs))
+    folder = ws.new_attempt(number, phase, patched)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    env = {"LLMSEG_MAX_BATCHES": str(budget.max_batches)} if budget.max_batches else {}
+    result = sandbox.run(
+        [sys.executable, ENTRY], sandbox.Mounts(folder, readonly=(data.pool,)), budget.limits,
+        log_dir=folder.parent / f"{number:02d}-{phase}.logs", env=env,
+        unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
+    )
+    error = None if result.ok else classify(result, budget.limits.timeout_s, budget.limits.memory_gb)
+    return Attempt(number, phase, folder, result, overrides, error)

@@ -1,0 +1,181 @@
+"""The attempt loop: prompt -> code -> run; while it fails, feed the error back verbatim and run the fix."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.llm.base import Message, Provider, Reply
+from llmseg_mlflow.pipeline.errors import ExecError
+from llmseg_mlflow.pipeline.execute import Attempt, Budget, execute
+from llmseg_mlflow.pipeline.extract import NoCodeError, extract_files, merge_reply
+from llmseg_mlflow.pipeline.sandbox import Limits
+from llmseg_mlflow.pipeline.workspace import Workspace
+from llmseg_mlflow.tracking.runs import RunLogger, RunTree
+from llmseg_mlflow.tracking.schema import NO_CODE, Kind, Status
+
+PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES = 1, 2
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How hard the loop tries and what each execution may use."""
+
+    limits: Limits
+    max_fix_rounds: int = 10
+    epochs: int | None = None  # None: the LLM's choice
+    max_batches: int | None = None  # None: no cap
+    preflight: bool = True
+    preflight_timeout_s: float = 900.0
+    unsafe_no_sandbox: bool = False
+
+
+@dataclass
+class LoopOutcome:
+    """Where the loop ended: the working attempt (if any), the code, the conversation and its cost."""
+
+    status: Status
+    files: dict[str, str]
+    messages: list[Message]
+    errors: Counter = field(default_factory=Counter)
+    fix_rounds: int = 0
+    success: Attempt | None = None
+    preflight: Attempt | None = None
+    usage: Counter = field(default_factory=Counter)
+
+
+def _log_call(run: RunLogger, reply: Reply, prefix: str) -> None:
+    """Tokens, latency and cost of one LLM call; the reply and its reasoning as artifacts."""
+    run.metrics({"tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out,
+                 "tokens_reasoning": reply.tokens_reasoning, "latency_s": reply.latency_s,
+                 "cost_usd": reply.cost_usd})
+    run.tags({"cache_hit": str(reply.cached).lower()})
+    run.text(reply.text, f"{prefix}reply.md")
+    if reply.reasoning:
+        run.text(reply.reasoning, f"{prefix}reasoning.md")
+
+
+def _no_code(exc: NoCodeError) -> ExecError:
+    text = str(exc)
+    feedback = text if text.startswith(NO_CODE) else f"{NO_CODE}: {text}"
+    return ExecError(NO_CODE, text, feedback)
+
+
+class AttemptLoop:
+    """Runs one conversation with one LLM until its pipeline trains or the fix rounds run out."""
+
+    def __init__(self, tree: RunTree, provider: Provider, data: PreparedDataset, ws: Workspace,
+                 config: LoopConfig, progress: Callable[[str], None] = lambda _: None) -> None:
+        self.tree, self.provider, self.data, self.ws, self.cfg = tree, provider, data, ws, config
+        self.say = progress
+        self.out = LoopOutcome(Status.RUNNING, {}, [])
+
+    def _ask(self, content: str) -> Reply:
+        self.out.messages.append(Message("user", content))
+        reply = self.provider.complete(list(self.out.messages))
+        self.out.messages.append(Message("assistant", reply.text))
+        for key, value in (("tokens_in", reply.tokens_in), ("tokens_out", reply.tokens_out),
+                           ("tokens_reasoning", reply.tokens_reasoning), ("calls", 1)):
+            self.out.usage[key] += value
+        self.out.usage["cost_usd_micro"] += round(reply.cost_usd * 1e6)
+        return reply
+
+    def _adopt(self, files: dict[str, str], message: str, run: RunLogger) -> None:
+        """Commit new code to the history and record it on the run that produced it."""
+        _, diff = self.ws.commit(files, message)
+        changed = {n: t for n, t in files.items() if self.out.files.get(n) != t}
+        self.out.files = files
+        run.files(changed, "code")
+        if diff:
+            run.text(diff, "fix.diff")
+
+    def generate(self, prompt: str, prompt_uri: str) -> ExecError | None:
+        """The first call: the prompt in, four files out (or a NoCodeError to feed back)."""
+        with self.tree.child(Kind.GENERATION, "generation", {"prompt_uri": prompt_uri}) as run:
+            self.say("asking the LLM for the pipeline")
+            run.text(prompt, "prompt.md")
+            reply = self._ask(prompt)
+            _log_call(run, reply, "")
+            try:
+                self._adopt(extract_files(reply.text), "generation: first reply", run)
+            except NoCodeError as exc:
+                run.tags({"no_code": "true"})
+                return _no_code(exc)
+        return None
+
+    def _run_once(self, number: int) -> Attempt:
+        """Preflight (1 epoch, 2 batches) then the full run; the first failure ends the attempt."""
+        limits = self.cfg.limits
+        if self.cfg.preflight:
+            quick = Limits(min(limits.timeout_s, self.cfg.preflight_timeout_s), limits.memory_gb, limits.output_mb)
+            self.say(f"attempt {number}: preflight")
+            pre = execute(self.ws, self.out.files, self.data, number, "preflight",
+                          Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES), self.cfg.unsafe_no_sandbox)
+            if not pre.ok:
+                return pre
+            self.out.preflight = pre
+        self.say(f"attempt {number}: training")
+        return execute(self.ws, self.out.files, self.data, number, "full",
+                       Budget(limits, self.cfg.epochs, self.cfg.max_batches), self.cfg.unsafe_no_sandbox)
+
+    def _debug(self, iteration: int, error: ExecError, attempt: Attempt | None) -> ExecError | None:
+        """Record one failure; if rounds remain, send its text verbatim and adopt the fix."""
+        self.out.errors[error.error_type] += 1
+        answer = iteration <= self.cfg.max_fix_rounds
+        tags = {"iteration": iteration, "error_type": error.error_type,
+                "phase": attempt.phase if attempt else "extraction", "answered": str(answer).lower()}
+        with self.tree.child(Kind.DEBUG, f"debug-{iteration}", tags) as run:
+            run.text(error.feedback, "traceback.txt")
+            run.params({"error_message": error.message[:500]})
+            if attempt is not None:
+                run.metrics({"duration_s": attempt.result.duration_s, "peak_rss_gb": attempt.result.peak_rss_gb})
+                run.artifact(attempt.result.stdout_path, "logs")
+                run.artifact(attempt.result.stderr_path, "logs")
+            if not answer:
+                return None
+            self.say(f"fix round {iteration}: {error.error_type}: {error.message[:80]}")
+            self.out.fix_rounds = iteration
+            reply = self._ask(error.feedback)
+            _log_call(run, reply, "")
+            try:
+                merged = merge_reply(self.out.files, reply.text) if self.out.files else extract_files(reply.text)
+            except NoCodeError as exc:
+                run.tags({"no_code": "true"})
+                return _no_code(exc)
+            self._adopt(merged, f"fix {iteration}: {error.error_type}", run)
+        return None
+
+    def run(self, prompt: str, prompt_uri: str) -> LoopOutcome:
+        """Drive the conversation to a working pipeline or give up."""
+        pending = self.generate(prompt, prompt_uri)
+        iteration, number = 0, 0
+        while True:
+            attempt = None
+            if pending is None:
+                number += 1
+                attempt = self._run_once(number)
+                if attempt.ok:
+                    self.out.success, self.out.status = attempt, Status.SUCCEEDED
+                    return self.out
+                pending = attempt.error
+            iteration += 1
+            last = pending
+            pending = self._debug(iteration, pending, attempt)
+            if iteration > self.cfg.max_fix_rounds:
+                self.out.status = Status.NO_CODE if last.error_type == NO_CODE and not self.out.files else Status.GAVE_UP
+                return self.out
+
+
+def chat_markdown(messages: list[Message]) -> str:
+    """The conversation as readable Markdown."""
+    parts = []
+    for i, m in enumerate(messages, 1):
+        parts.append(f"## {i}. {m.role}\n\n{m.content}\n")
+    return "\n".join(parts)
+
+
+def chat_json(messages: list[Message]) -> str:
+    """The conversation as JSON (role, content)."""
+    return json.dumps([{"role": m.role, "content": m.content} for m in messages], indent=2)

@@ -1,0 +1,66 @@
+"""The Appendix D prompt: a template in prompts/, filled from a dataset entry, versioned in MLflow."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PROMPT_NAME = "llmseg-appendix-d"
+_VAR = re.compile(r"{{\s*(\w+)\s*}}")
+# The bracketed "[and do NOT duplicate or copy to new directory]" of the paper's prompt.
+_DEFAULT_FILLS = {"copy_instruction": "and do NOT duplicate or copy to new directory"}
+
+
+def template_path() -> Path:
+    """prompts/appendix_d.md at the project root, or $LLMSEG_PROMPT_FILE."""
+    override = os.environ.get("LLMSEG_PROMPT_FILE")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "prompts" / "appendix_d.md"
+
+
+def load_template() -> str:
+    """The template text with its {{variables}}."""
+    path = template_path()
+    if not path.exists():
+        raise FileNotFoundError(f"prompt template {path} not found; set LLMSEG_PROMPT_FILE to a template file")
+    return path.read_text()
+
+
+def render(template: str, fills: dict[str, str]) -> str:
+    """Fill every {{variable}}; a missing fill is an error naming it."""
+    values = {**_DEFAULT_FILLS, **fills}
+    missing = sorted({m for m in _VAR.findall(template) if m not in values})
+    if missing:
+        raise ValueError(f"prompt template needs fills for {', '.join(missing)}; add them to the dataset's `prompt:` entry")
+    return _VAR.sub(lambda m: str(values[m.group(1)]), template)
+
+
+@dataclass(frozen=True)
+class RegisteredPrompt:
+    """A prompt template version in MLflow's prompt registry."""
+
+    name: str
+    version: int
+    template: str
+
+    @property
+    def uri(self) -> str:
+        """prompts:/name/version."""
+        return f"prompts:/{self.name}/{self.version}"
+
+
+def register(template: str, name: str = PROMPT_NAME) -> RegisteredPrompt:
+    """Register the template unless the latest version already holds this exact text."""
+    import mlflow.genai
+    from mlflow.exceptions import MlflowException
+
+    try:
+        latest = mlflow.genai.load_prompt(f"prompts:/{name}@latest", link_to_model=False)
+        if latest.template == template:
+            return RegisteredPrompt(name, int(latest.version), template)
+    except MlflowException:
+        pass  # first registration
+    version = mlflow.genai.register_prompt(
+        name, template, commit_message="Appendix D prompt template", tags={"source": "Arjomandi et al. 2026, Appendix D"}
+    )
+    return RegisteredPrompt(name, int(version.version), template)

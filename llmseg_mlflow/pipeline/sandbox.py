@@ -1,0 +1,246 @@
+"""Run untrusted generated code under bubblewrap: scratch env, no network, own PID namespace, caps."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+# What Python and its libraries need from /etc; nothing else of the host is bound.
+_ETC_FILES = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
+    "fonts", "alternatives", "mime.types", "hosts",
+)
+_SITE_DIR = Path(__file__).with_name("sandbox_site")  # sitecustomize: the --max-batches cap
+_PASS_THROUGH = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE",
+                 "OPENBLAS_L2_SIZE", "LANG", "TZ")
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create namespaces here."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps for one execution."""
+
+    timeout_s: float = 3 * 3600
+    memory_gb: float = 16.0
+    output_mb: float = 20.0
+
+
+@dataclass(frozen=True)
+class Mounts:
+    """Where the code may write (its attempt folder, also its cwd) and what it may only read."""
+
+    workdir: Path
+    readonly: tuple[Path, ...] = ()
+
+
+@dataclass
+class ExecResult:
+    """How one execution ended, with its captured output."""
+
+    returncode: int | None
+    duration_s: float
+    stdout_path: Path
+    stderr_path: Path
+    timed_out: bool = False
+    out_of_memory: bool = False
+    peak_rss_gb: float = 0.0
+    truncated: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the process exited 0 within its limits."""
+        return self.returncode == 0 and not self.timed_out and not self.out_of_memory
+
+    def stderr_text(self) -> str:
+        """The captured stderr (capped)."""
+        return self.stderr_path.read_text(errors="replace")
+
+    def stdout_text(self) -> str:
+        """The captured stdout (capped)."""
+        return self.stdout_path.read_text(errors="replace")
+
+
+def bwrap_path() -> str | None:
+    """The bubblewrap binary, if installed."""
+    return shutil.which("bwrap")
+
+
+def require_bwrap() -> str:
+    """The bubblewrap binary, or an error that says how to install it."""
+    path = bwrap_path()
+    if path is None:
+        raise SandboxUnavailable(
+            "bubblewrap (bwrap) is not installed; generated code only runs inside it. "
+            "Install it with `sudo apt-get install -y bubblewrap` (Debian/Ubuntu) or "
+            "`sudo dnf install bubblewrap`, or pass --unsafe-no-sandbox to run the code unconfined."
+        )
+    return path
+
+
+_CHECKED: dict[str, str | None] = {}
+
+
+def check_available() -> None:
+    """Fail early, before any run is created, when bwrap is missing or cannot make namespaces here."""
+    bwrap = require_bwrap()
+    if bwrap not in _CHECKED:
+        probe = subprocess.run(
+            _bwrap_argv(bwrap, Mounts(Path("/tmp")), scratch_env()) + ["true"],
+            capture_output=True, text=True, timeout=60,
+        )
+        _CHECKED[bwrap] = None if probe.returncode == 0 else probe.stderr.strip()
+    if _CHECKED[bwrap]:
+        raise SandboxUnavailable(
+            f"bubblewrap is installed but cannot start a sandbox here: {_CHECKED[bwrap]}. "
+            "It needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or root; "
+            "--unsafe-no-sandbox runs the code unconfined."
+        )
+
+
+def scratch_env(extra: dict[str, str] | None = None, home: Path | None = None) -> dict[str, str]:
+    """An environment built from nothing: no keys, tokens or MLFLOW_* variables can leak in."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home or "/tmp"),
+        "TMPDIR": "/tmp",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(_SITE_DIR),
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "TORCH_HOME": "/tmp/torch",
+        "HF_HUB_OFFLINE": "1",
+        "NO_COLOR": "1",
+    }
+    env.update({k: os.environ[k] for k in _PASS_THROUGH if k in os.environ})
+    env.update(extra or {})
+    return env
+
+
+def _bwrap_argv(bwrap: str, mounts: Mounts, env: dict[str, str]) -> list[str]:
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv"]
+    for top in ("usr", "bin", "lib", "lib64", "lib32", "sbin"):
+        path = Path("/") / top
+        if path.is_symlink():
+            argv += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            argv += ["--ro-bind", str(path), str(path)]
+    for name in _ETC_FILES:
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    argv += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
+    # The interpreter: the venv and the Python it was made from, nothing else of $HOME.
+    for prefix in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}):
+        argv += ["--ro-bind", prefix, prefix]
+    argv += ["--ro-bind", str(_SITE_DIR), str(_SITE_DIR)]
+    for dev in sorted(Path("/dev").glob("nvidia*")):  # CUDA when the user has it
+        argv += ["--dev-bind", str(dev), str(dev)]
+    for path in mounts.readonly:
+        argv += ["--ro-bind", str(path), str(path)]
+    argv += ["--bind", str(mounts.workdir), str(mounts.workdir), "--chdir", str(mounts.workdir)]
+    argv += ["--remount-ro", "/"]  # the sandbox's own root stays read-only: writes go to workdir or /tmp
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return argv
+
+
+def _drain(stream, path: Path, cap: int, truncated: list[str]) -> None:
+    """Copy a pipe to a file up to `cap` bytes, then keep reading so the child never blocks."""
+    written = 0
+    with path.open("wb") as out:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            if written < cap:
+                out.write(chunk[: cap - written])
+                out.flush()
+            written += len(chunk)
+        if written > cap:
+            out.write(f"\n[llmseg: output truncated at {cap} of {written} bytes]\n".encode())
+            truncated.append(path.name)
+
+
+def _tree_rss(root: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill bwrap's group; --die-with-parent then ends the sandbox's PID 1, and the kernel the rest."""
+    try:
+        root = psutil.Process(proc.pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        procs = []
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for p in procs:  # belt and braces for the unsandboxed mode, which has no PID namespace
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
+        env: dict[str, str] | None = None, unsafe_no_sandbox: bool = False, name: str = "run") -> ExecResult:
+    """Run argv (e.g. [python, main.py]) confined to `mounts`; stdout/stderr go to log_dir/{name}.*.log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    full_env = scratch_env(env)
+    if unsafe_no_sandbox:
+        command = argv
+    else:
+        command = _bwrap_argv(require_bwrap(), mounts, full_env) + argv
+    out_path, err_path = log_dir / f"{name}.stdout.log", log_dir / f"{name}.stderr.log"
+    cap = int(limits.output_mb * 1024 * 1024)
+    truncated: list[str] = []
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=mounts.workdir, env=full_env, start_new_session=True,
+    )
+    drains = [threading.Thread(target=_drain, args=(s, p, cap, truncated), daemon=True)
+              for s, p in ((proc.stdout, out_path), (proc.stderr, err_path))]
+    for t in drains:
+        t.start()
+    timed_out = oom = False
+    peak = 0
+    mem_cap = limits.memory_gb * 1024**3
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        if time.monotonic() - start > limits.timeout_s:
+            timed_out = True
+        else:
+            peak = max(peak, _tree_rss(root))
+            oom = peak > mem_cap
+        if timed_out or oom:
+            _kill_tree(proc)
+            proc.wait()
+            break
+        time.sleep(0.2)
+    for t in drains:
+        t.join(timeout=10)
+    return ExecResult(
+        returncode=proc.returncode, duration_s=time.monotonic() - start,
+        stdout_path=out_path, stderr_path=err_path, timed_out=timed_out, out_of_memory=oom,
+        peak_rss_gb=peak / 1024**3, truncated=truncated,
+    )

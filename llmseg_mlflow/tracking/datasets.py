@@ -1,0 +1,28 @@
+"""The prepared data a pipeline used, logged as MLflow dataset inputs (pool for training, held-out for evaluation)."""
+from __future__ import annotations
+
+import json
+
+import mlflow.data
+import pandas as pd
+from mlflow.entities import DatasetInput, InputTag
+from mlflow.tracking import MlflowClient
+
+from llmseg_mlflow.catalog.prepare import PreparedDataset
+
+
+def _split_frame(manifest: dict, split: str) -> pd.DataFrame:
+    rows = [f for f in manifest.get("files", []) if f.get("split") == split]
+    return pd.DataFrame(rows)
+
+
+def log_prepared(client: MlflowClient, run_id: str, data: PreparedDataset) -> None:
+    """Log the pool and held-out file lists (names and sha256) as dataset inputs with the manifest digest."""
+    manifest = json.loads(data.manifest.read_text())
+    inputs = []
+    for split, context in (("pool", "training"), ("heldout", "evaluation")):
+        frame = _split_frame(manifest, split)
+        ds = mlflow.data.from_pandas(frame, source=str(data.root / split), name=f"{data.spec.key}-{split}",
+                                     digest=f"{data.digest[:16]}-{split}")
+        inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+    client.log_inputs(run_id, datasets=inputs)

@@ -1,0 +1,153 @@
+"""The pipeline run tree in MLflow: a root run and its nested children, all carrying the cohort tags."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from llmseg_mlflow.tracking.schema import Cohort, Kind
+
+_MAX_PARAM = 6000  # MLflow's limit on a param value; longer text belongs in artifacts
+_BATCH = 900  # log_batch accepts at most 1000 metrics per call
+
+
+def check_tracking_server(timeout_s: float = 5.0) -> None:
+    """Fail fast (OSError naming the URI) when an http tracking server does not answer."""
+    import urllib.request
+
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except OSError as exc:
+        raise ConnectionError(
+            f"the MLflow tracking server at {uri} does not answer ({exc}); start it "
+            "(`mlflow server --host 127.0.0.1 --port 5000`) or point MLFLOW_TRACKING_URI elsewhere"
+        ) from exc
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of the study's experiment, created on first use."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+@dataclass
+class RunLogger:
+    """Write access to one run: batched params/metrics/tags, text and file artifacts."""
+
+    client: MlflowClient
+    run_id: str
+
+    def tags(self, tags: Mapping[str, object]) -> None:
+        """Set tags (values stringified)."""
+        self._batch(tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def params(self, params: Mapping[str, object]) -> None:
+        """Log params; None values are skipped, long values cut (full text belongs in artifacts)."""
+        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items() if v is not None]
+        self._batch(params=items)
+
+    def metrics(self, metrics: Mapping[str, float | None], step: int = 0) -> None:
+        """Log scalar metrics at one step; None values are skipped."""
+        now = int(time.time() * 1000)
+        self._batch(metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None])
+
+    def curve(self, key: str, values: list[float], first_step: int = 1) -> None:
+        """Log a per-epoch series with step = epoch (1-based by default)."""
+        now = int(time.time() * 1000)
+        self._batch(metrics=[Metric(key, float(v), now, first_step + i) for i, v in enumerate(values)])
+
+    def text(self, text: str, artifact_file: str) -> None:
+        """Store text as an artifact file."""
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def json(self, obj: object, artifact_file: str) -> None:
+        """Store an object as a pretty JSON artifact."""
+        self.text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+    def files(self, files: Mapping[str, str], artifact_dir: str) -> None:
+        """Store a {name: text} mapping as files under artifact_dir."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                path = Path(tmp, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content)
+            self.client.log_artifacts(self.run_id, tmp, artifact_dir)
+
+    def artifact(self, path: Path, artifact_dir: str | None = None) -> None:
+        """Upload a local file or folder."""
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_dir)
+        elif path.exists():
+            self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def _batch(self, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()) -> None:
+        metrics, params, tags = list(metrics), list(params), list(tags)
+        while metrics or params or tags:
+            self.client.log_batch(self.run_id, metrics=metrics[:_BATCH], params=params[:100], tags=tags[:100])
+            metrics, params, tags = metrics[_BATCH:], params[100:], tags[100:]
+
+
+@dataclass
+class RunTree:
+    """One pipeline's root run and a factory for its children."""
+
+    client: MlflowClient
+    experiment_id: str
+    cohort: Cohort
+    root: RunLogger
+    children: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, client: MlflowClient, cohort: Cohort, artifact_location: str | None = None) -> "RunTree":
+        """Create the root run, or adopt the run `mlflow run` started for this entry point."""
+        project_run = os.environ.get("MLFLOW_RUN_ID")
+        tags = {**cohort.tags(Kind.PIPELINE), MLFLOW_RUN_NAME: cohort.run_name}
+        if project_run:
+            run = client.get_run(project_run)
+            exp_id = run.info.experiment_id
+            run_id = project_run
+        else:
+            exp_id = ensure_experiment(client, cohort.study, artifact_location)
+            run_id = client.create_run(exp_id, tags=tags, run_name=cohort.run_name).info.run_id
+        tree = cls(client, exp_id, cohort, RunLogger(client, run_id))
+        tree.root.tags(tags)
+        return tree
+
+    @contextmanager
+    def child(self, kind: Kind, name: str, tags: Mapping[str, object] | None = None) -> Iterator[RunLogger]:
+        """A nested run with the cohort tags; FAILED if the block raises, FINISHED otherwise."""
+        all_tags = {**self.cohort.tags(kind), MLFLOW_PARENT_RUN_ID: self.root.run_id,
+                    MLFLOW_RUN_NAME: name, **{k: str(v) for k, v in (tags or {}).items()}}
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        self.children.append(run.info.run_id)
+        logger = RunLogger(self.client, run.info.run_id)
+        try:
+            yield logger
+        except BaseException:
+            self.client.set_terminated(run.info.run_id, "FAILED")
+            raise
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+
+    def finish(self, failed: bool = False) -> None:
+        """End the root run (a project run started by `mlflow run` is ended by mlflow itself)."""
+        if os.environ.get("MLFLOW_RUN_ID") != self.root.run_id:
+            self.client.set_terminated(self.root.run_id, "FAILED" if failed else "FINISHED")
