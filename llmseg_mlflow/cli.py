@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the client would otherwise call an outside host
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout ends with our JSON line
 
 EXIT_OK, EXIT_HARNESS, EXIT_USAGE, EXIT_NO_PIPELINE = 0, 1, 2, 3
 

@@ -1,6 +1,7 @@
 """The `generate` job: one (model, dataset, repeat) from prompt to trained pipeline, logged as a run tree."""
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
         provider = make_provider(model, dataset=spec.key, repeat=cfg.repeat)
         data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve())
         template = prompt.load_template()
-        text = prompt.render(template, spec.prompt_fills())
+        text = prompt.render(template, data.prompt_fills())
         check_tracking_server()
 
     client = MlflowClient()
@@ -181,7 +182,8 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
         out = loop.run(text, registered.uri)
         extra = _log_training(tree, out) if out.success else {}
         if out.success:
-            tree.root.params({f"override.{o.role}": o.new for o in out.success.overrides if o.role != "epochs"})
+            tree.root.params({f"override.{o.role}": ast.literal_eval(o.new)
+                              for o in out.success.overrides if o.role != "epochs"})
             tree.root.json([o.__dict__ for o in out.success.overrides], "overrides.json")
     except BaseException as exc:
         loop.out.status = Status.HARNESS_ERROR

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import mlflow.data
 import pandas as pd
@@ -22,7 +23,9 @@ def log_prepared(client: MlflowClient, run_id: str, data: PreparedDataset) -> No
     inputs = []
     for split, context in (("pool", "training"), ("heldout", "evaluation")):
         frame = _split_frame(manifest, split)
-        ds = mlflow.data.from_pandas(frame, source=str(data.root / split), name=f"{data.spec.key}-{split}",
-                                     digest=f"{data.digest[:16]}-{split}")
+        with warnings.catch_warnings():  # a local path "could be" two source types that are the same class
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(frame, source=str(data.root / split), name=f"{data.spec.key}-{split}",
+                                         digest=f"{data.digest[:16]}-{split}")
         inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
     client.log_inputs(run_id, datasets=inputs)

@@ -1,0 +1,137 @@
+"""`generate` end to end: replay replies -> sandbox -> fix loop -> training, checked on a real tracking server."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from llmseg_mlflow.generate import GenerateConfig, run_generate
+from llmseg_mlflow.pipeline.sandbox import bwrap_path
+from llmseg_mlflow.tracking.schema import COHORT_TAGS
+from tests.replies import FILES, as_reply, with_bug, write_replies
+
+pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap")
+DATASET = "synthetic-gray-suffix"
+
+
+def _children(client: MlflowClient, root) -> list:
+    return client.search_runs([root.info.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
+    buggy = with_bug(FILES, "train.py", "import time\n", "")  # NameError: time is not defined
+    replies = write_replies(tmp_path / "replies", [
+        as_reply(buggy),
+        "Apologies, `time` was not imported. Here is the corrected file:\n\n```python\n# train.py\n"
+        + FILES["train.py"] + "```\n",
+    ])
+    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-fix", epochs=2))
+    client = MlflowClient()
+    root = client.get_run(result.run_id)
+    assert result.status == "succeeded" and result.errors_total == 1
+    assert root.data.tags["status"] == "succeeded" and root.info.status == "FINISHED"
+    assert root.data.tags["mlflow.runName"] == f"replay:replies/{DATASET}/r1"
+    assert root.data.metrics["errors_total"] == 1 and root.data.metrics["debug_iterations"] == 1
+    assert root.data.metrics["errors.NameError"] == 1
+    # the LLM's choices (Tables 1-2), the harness overrides kept apart from them
+    assert root.data.params["batch_size"] == "4" and root.data.params["optimizer"] == "Adam"
+    assert root.data.params["loss"] == "BCEWithLogitsLoss" and root.data.params["epochs"] == "3"
+    assert root.data.params["override.epochs"] == "2"
+    assert root.data.params["override.data_dir"].endswith("/pool")
+    assert root.data.params["final_activation"] == "none"
+
+    kids = _children(client, root)
+    kinds = [r.data.tags["kind"] for r in kids]
+    assert kinds == ["generation", "debug", "training"]
+    for run in [root, *kids]:
+        assert set(COHORT_TAGS) <= set(run.data.tags), run.data.tags
+        assert run.data.tags["study"] == "t-fix" and run.data.tags["dataset"] == DATASET
+    debug = kids[1]
+    assert debug.data.tags["error_type"] == "NameError" and debug.data.tags["iteration"] == "1"
+    assert debug.data.tags["phase"] == "preflight"
+    traceback = client.download_artifacts(debug.info.run_id, "traceback.txt", str(tmp_path))
+    text = open(traceback).read()
+    assert text.startswith("Traceback (most recent call last):") and text.rstrip().endswith("NameError: name 'time' is not defined")
+    diff = open(client.download_artifacts(debug.info.run_id, "fix.diff", str(tmp_path))).read()
+    assert "+import time" in diff
+
+    training = kids[2]
+    history = client.get_metric_history(training.info.run_id, "val_loss")
+    assert [m.step for m in history] == [1, 2]
+    assert len(client.get_metric_history(root.info.run_id, "train_loss")) == 2
+    assert 0.0 <= training.data.metrics["val_dice"] <= 1.0
+    assert "own_test_dice_mean" in root.data.metrics and root.data.metrics["params_total"] > 0
+    outputs = {a.path for a in client.list_artifacts(training.info.run_id, "outputs/outputs")}
+    assert {"outputs/outputs/train_losses.xlsx", "outputs/outputs/unet_state_dict.pth"} <= outputs
+    assert "model_summary.txt" in {a.path for a in client.list_artifacts(training.info.run_id)}
+    chat = json.load(open(client.download_artifacts(root.info.run_id, "chat/chat.json", str(tmp_path))))
+    assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"]
+    assert chat[2]["content"] == text.rstrip()  # the fix request is the traceback, nothing else
+    root_artifacts = {a.path for a in client.list_artifacts(root.info.run_id)}
+    assert {"code", "chat", "code_history.bundle", "prompt.md"} <= root_artifacts
+
+
+def test_gives_up_after_max_fix_rounds(tracking, llmseg_home, tmp_path):
+    broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))
+    replies = write_replies(tmp_path / "r", [broken, broken])
+    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-giveup",
+                                         max_fix_rounds=1))
+    root = MlflowClient().get_run(result.run_id)
+    assert result.status == "gave_up" and result.errors_total == 2
+    assert root.data.metrics["errors.NameError"] == 2 and root.data.metrics["debug_iterations"] == 1
+    kids = _children(MlflowClient(), root)
+    assert [r.data.tags.get("answered") for r in kids if r.data.tags["kind"] == "debug"] == ["true", "false"]
+    assert "training" not in [r.data.tags["kind"] for r in kids]
+
+
+def test_reply_without_code_is_fed_back_as_no_code_error(tracking, llmseg_home, tmp_path):
+    replies = write_replies(tmp_path / "r", ["I cannot help with that.", "Sure! First install PyTorch."])
+    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-nocode",
+                                         max_fix_rounds=1))
+    assert result.status == "no_code"
+    client = MlflowClient()
+    debug = [r for r in _children(client, client.get_run(result.run_id)) if r.data.tags["kind"] == "debug"]
+    assert [r.data.tags["error_type"] for r in debug] == ["NoCodeError", "NoCodeError"]
+
+
+def _cli(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmseg_mlflow.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
+    import os
+
+    env = {**os.environ}
+    replies = write_replies(tmp_path / "r", [as_reply(FILES)])
+    ok = _cli("generate", "--model", f"replay:{replies}", "--dataset", DATASET, "--epochs", "1",
+              "--max-batches", "2", "--study", "t-cli", env=env)
+    assert ok.returncode == 0, ok.stderr
+    last = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert last["status"] == "succeeded" and last["errors_total"] == 0 and last["heldout_dice_mean"] is None
+    history = MlflowClient().get_metric_history(last["run_id"], "train_loss")
+    assert len(history) == 1
+
+    unknown = _cli("generate", "--model", "gpt-17", "--dataset", DATASET, env=env)
+    assert unknown.returncode == 2 and "claude-4-sonnet" in unknown.stderr and "replay:" in unknown.stderr
+    bad_data = _cli("generate", "--model", f"replay:{replies}", "--dataset", "no-such-set", env=env)
+    assert bad_data.returncode == 2 and "synthetic-gray-suffix" in bad_data.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_replies = _cli("generate", "--model", f"replay:{empty}", "--dataset", DATASET, env=env)
+    assert no_replies.returncode == 2 and str(empty) in no_replies.stderr
+    bin_dir = tmp_path / "bin"  # a PATH with git but without bwrap
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git"))
+    no_bwrap = _cli("generate", "--model", f"replay:{replies}", "--dataset", DATASET,
+                    env={**env, "PATH": str(bin_dir)})
+    assert no_bwrap.returncode == 2 and "bubblewrap" in no_bwrap.stderr
+
+    broken = write_replies(tmp_path / "b", ["no code here"])
+    gave_up = _cli("generate", "--model", f"replay:{broken}", "--dataset", DATASET, "--max-fix-rounds", "0", env=env)
+    assert gave_up.returncode == 3 and json.loads(gave_up.stdout.strip().splitlines()[-1])["status"] == "no_code"
