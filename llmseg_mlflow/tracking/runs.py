@@ -118,19 +118,23 @@ class RunTree:
 
     @classmethod
     def open(cls, client: MlflowClient, cohort: Cohort, artifact_location: str | None = None) -> "RunTree":
-        """Create the root run, or adopt the run `mlflow run` started for this entry point."""
-        project_run = os.environ.get("MLFLOW_RUN_ID")
+        """Create the root run in the study's experiment.
+
+        Under `mlflow run`, the run it started already holds the entry point's params (`epochs` = the
+        user's request), which would collide with the root's `epochs` = the LLM's choice; so that run
+        becomes a `kind=launch` parent and the pipeline root is nested under it, in its experiment.
+        """
         tags = {**cohort.tags(Kind.PIPELINE), MLFLOW_RUN_NAME: cohort.run_name}
-        if project_run:
-            run = client.get_run(project_run)
-            exp_id = run.info.experiment_id
-            run_id = project_run
+        launch = os.environ.get("MLFLOW_RUN_ID")
+        if launch:
+            exp_id = client.get_run(launch).info.experiment_id
+            tags[MLFLOW_PARENT_RUN_ID] = launch
         else:
             exp_id = ensure_experiment(client, cohort.study, artifact_location)
-            run_id = client.create_run(exp_id, tags=tags, run_name=cohort.run_name).info.run_id
-        tree = cls(client, exp_id, cohort, RunLogger(client, run_id))
-        tree.root.tags(tags)
-        return tree
+        run_id = client.create_run(exp_id, tags=tags, run_name=cohort.run_name).info.run_id
+        if launch:
+            RunLogger(client, launch).tags({**cohort.tags(Kind.LAUNCH), "pipeline_run_id": run_id})
+        return cls(client, exp_id, cohort, RunLogger(client, run_id))
 
     @contextmanager
     def child(self, kind: Kind, name: str, tags: Mapping[str, object] | None = None) -> Iterator[RunLogger]:
@@ -148,6 +152,5 @@ class RunTree:
         self.client.set_terminated(run.info.run_id, "FINISHED")
 
     def finish(self, failed: bool = False) -> None:
-        """End the root run (a project run started by `mlflow run` is ended by mlflow itself)."""
-        if os.environ.get("MLFLOW_RUN_ID") != self.root.run_id:
-            self.client.set_terminated(self.root.run_id, "FAILED" if failed else "FINISHED")
+        """End the root run (a launch run started by `mlflow run` is ended by mlflow itself)."""
+        self.client.set_terminated(self.root.run_id, "FAILED" if failed else "FINISHED")

@@ -8,6 +8,7 @@ from enum import Enum
 class Kind(str, Enum):
     """The `kind` tag of each run in a pipeline tree."""
 
+    LAUNCH = "launch"  # the run `mlflow run` started; the pipeline root is nested under it
     PIPELINE = "pipeline"
     GENERATION = "generation"
     DEBUG = "debug"

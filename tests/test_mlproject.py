@@ -1,0 +1,41 @@
+"""The user's command: `mlflow run . -e generate --env-manager local`, against a real tracking server."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from llmseg_mlflow.pipeline.sandbox import bwrap_path
+from tests.replies import FILES, as_reply, write_replies
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap")
+
+
+def test_mlflow_run_generate_nests_the_pipeline_under_the_launch_run(tracking, llmseg_home, tmp_path):
+    replies = write_replies(tmp_path / "replies", [as_reply(FILES)])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "generate", "--env-manager", "local",
+         "--experiment-name", "t-mlproject", "-P", f"model=replay:{replies}",
+         "-P", "dataset=synthetic-gray-suffix", "-P", "epochs=1", "-P", "max_batches=2", "-P", "study=t-mlproject"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("t-mlproject")
+    roots = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")
+    assert len(roots) == 1
+    root = roots[0]
+    launch = client.get_run(root.data.tags["mlflow.parentRunId"])
+    assert launch.data.tags["mlflow.project.entryPoint"] == "generate"  # the run `mlflow run` started
+    assert launch.data.tags["kind"] == "launch" and launch.data.tags["pipeline_run_id"] == root.info.run_id
+    assert launch.data.params["epochs"] == "1" and launch.info.status == "FINISHED"  # the request
+    assert root.data.tags["status"] == "succeeded" and root.info.status == "FINISHED"
+    assert root.data.params["epochs"] == "3" and root.data.params["override.epochs"] == "1"  # LLM's choice, override
+    kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}'")
+    assert sorted(r.data.tags["kind"] for r in kids) == ["generation", "training"]
