@@ -23,8 +23,8 @@ def demo_models() -> list[str]:
     return [m.key for m in load_models().values() if m.fixture]
 
 
-def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, max_batches: int | None = None,
-             progress: Callable[[str], None] = print) -> list[GenerateResult]:
+def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, epochs: int | None = None,
+             max_batches: int | None = None, progress: Callable[[str], None] = print) -> list[GenerateResult]:
     """Run every fixture on every demo dataset; data, mlflow.db and artifacts all live under workdir."""
     workdir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
@@ -38,7 +38,7 @@ def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, max_batches: int
     for model, dataset in bar:
         bar.set_postfix_str(f"{model} on {dataset}")
         start = time.monotonic()
-        cfg = GenerateConfig(model=model, dataset=dataset, study=DEMO_STUDY, max_batches=max_batches,
+        cfg = GenerateConfig(model=model, dataset=dataset, study=DEMO_STUDY, epochs=epochs, max_batches=max_batches,
                              data_root=workdir / "data", work_root=workdir / "pipelines",
                              unsafe_no_sandbox=unsafe_no_sandbox, max_fix_rounds=3)
         result = run_generate(cfg, progress=lambda msg: bar.write(f"  {msg}"))

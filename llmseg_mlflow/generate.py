@@ -94,10 +94,7 @@ def _log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
     with tree.child(Kind.TRAINING, "training", {"attempt": attempt.number}) as run:
         run.metrics({**root_metrics, "peak_rss_gb": attempt.result.peak_rss_gb,
                      "preflight_s": out.preflight.result.duration_s if out.preflight else None})
-        for path in sorted(attempt.folder.rglob("*")):
-            if path.is_file() and path.suffix != ".py" and "__pycache__" not in path.parts:
-                rel = path.relative_to(attempt.folder).parent
-                run.artifact(path, str(Path("outputs") / rel) if str(rel) != "." else "outputs")
+        run.artifact(attempt.folder, "attempt")  # the code as run (overrides applied) and all it wrote
         run.artifact(attempt.result.stdout_path, "logs")
         run.artifact(attempt.result.stderr_path, "logs")
         if summary:

@@ -66,8 +66,10 @@ def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
     assert len(client.get_metric_history(root.info.run_id, "train_loss")) == 2
     assert 0.0 <= training.data.metrics["val_dice"] <= 1.0
     assert "own_test_dice_mean" in root.data.metrics and root.data.metrics["params_total"] > 0
-    outputs = {a.path for a in client.list_artifacts(training.info.run_id, "outputs/outputs")}
-    assert {"outputs/outputs/train_losses.xlsx", "outputs/outputs/unet_state_dict.pth"} <= outputs
+    outputs = {a.path for a in client.list_artifacts(training.info.run_id, "attempt/results")}
+    assert {"attempt/results/train_losses.xlsx", "attempt/results/unet_state_dict.pth"} <= outputs
+    ran = open(client.download_artifacts(training.info.run_id, "attempt/main.py", str(tmp_path))).read()
+    assert "NUM_EPOCHS = 2" in ran  # the code as it ran, with the harness's override
     assert "model_summary.txt" in {a.path for a in client.list_artifacts(training.info.run_id)}
     chat = json.load(open(client.download_artifacts(root.info.run_id, "chat/chat.json", str(tmp_path))))
     assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"]

@@ -450,7 +450,7 @@ def prepare_dataset(
         hint = f" (download it from {spec.source_url})" if spec.source_url else ""
         raise DatasetSourceError(
             f"dataset {spec.key!r} is not synthetic: pass the folder holding its images and masks "
-            f"as the source{hint}"
+            f"as the source (--source DIR){hint}"
         )
     root.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename at the end, so a crash never leaves a half-made folder.

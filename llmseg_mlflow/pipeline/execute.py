@@ -11,7 +11,7 @@ from llmseg_mlflow.pipeline.errors import ExecError, classify
 from llmseg_mlflow.pipeline.workspace import Workspace
 
 ENTRY = "main.py"
-SAVE_DIR = "outputs"  # inside the attempt folder; the save-path knobs are pointed here
+SAVE_DIR = "results"  # inside the attempt folder; the save-path knobs are pointed here
 
 
 @dataclass(frozen=True)
