@@ -63,8 +63,9 @@ def make_provider(spec: "ModelSpec", *, dataset: str, repeat: int) -> Provider:
     """Build the provider for a catalog model; imports its module on first use."""
     target = _REGISTRY.get(spec.provider)
     if target is None:
+        note = f" ({spec.notes.strip()})" if spec.notes else ""
         raise LLMError(
-            f"model {spec.key!r} uses provider {spec.provider!r}, which is not available here; "
+            f"model {spec.key!r} uses provider {spec.provider!r}, which is not available here{note}; "
             f"known providers: {', '.join(provider_names())}"
         )
     module_name, _, attr = target.partition(":")
