@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.pipeline import knobs, sandbox
@@ -59,7 +60,8 @@ def knob_values(data: PreparedDataset, save_dir: Path, epochs: int | None) -> di
 
 
 def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number: int, phase: str,
-            budget: Budget, unsafe_no_sandbox: bool = False) -> Attempt:
+            budget: Budget, unsafe_no_sandbox: bool = False,
+            progress: Callable[[str], None] | None = None) -> Attempt:
     """Copy the code into a fresh attempt folder, point its knobs at the harness's folders, run main.py."""
     folder = ws.attempts_dir / f"{number:02d}-{phase}"
     save_dir = folder / SAVE_DIR
@@ -71,6 +73,7 @@ def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number:
         [sys.executable, ENTRY], sandbox.Mounts(folder, readonly=(data.pool,)), budget.limits,
         log_dir=folder.parent / f"{number:02d}-{phase}.logs", env=env,
         unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
+        on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,
     )
     error = None if result.ok else classify(result, budget.limits.timeout_s, budget.limits.memory_gb)
     return Attempt(number, phase, folder, result, overrides, error)

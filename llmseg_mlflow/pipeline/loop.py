@@ -112,13 +112,13 @@ class AttemptLoop:
             quick = Limits(min(limits.timeout_s, self.cfg.preflight_timeout_s), limits.memory_gb, limits.output_mb)
             self.say(f"attempt {number}: preflight")
             pre = execute(self.ws, self.out.files, self.data, number, "preflight",
-                          Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES), self.cfg.unsafe_no_sandbox)
+                          Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES), self.cfg.unsafe_no_sandbox, self.say)
             if not pre.ok:
                 return pre
             self.out.preflight = pre
         self.say(f"attempt {number}: training")
         return execute(self.ws, self.out.files, self.data, number, "full",
-                       Budget(limits, self.cfg.epochs, self.cfg.max_batches), self.cfg.unsafe_no_sandbox)
+                       Budget(limits, self.cfg.epochs, self.cfg.max_batches), self.cfg.unsafe_no_sandbox, self.say)
 
     def _debug(self, iteration: int, error: ExecError, attempt: Attempt | None) -> ExecError | None:
         """Record one failure; if rounds remain, send its text verbatim and adopt the fix."""

@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -201,9 +202,25 @@ def _kill_tree(proc: subprocess.Popen) -> None:
             pass
 
 
+def last_line(path: Path) -> str:
+    """The latest line (or tqdm redraw) written to a log file, for progress display."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
+    return parts[-1] if parts else ""
+
+
 def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
-        env: dict[str, str] | None = None, unsafe_no_sandbox: bool = False, name: str = "run") -> ExecResult:
-    """Run argv (e.g. [python, main.py]) confined to `mounts`; stdout/stderr go to log_dir/{name}.*.log."""
+        env: dict[str, str] | None = None, unsafe_no_sandbox: bool = False, name: str = "run",
+        on_tick: Callable[[float, str], None] | None = None, tick_s: float = 20.0) -> ExecResult:
+    """Run argv (e.g. [python, main.py]) confined to `mounts`; stdout/stderr go to log_dir/{name}.*.log.
+
+    `on_tick(elapsed_s, latest_output_line)` is called every `tick_s` seconds while it runs.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     full_env = scratch_env(env)
     if unsafe_no_sandbox:
@@ -226,7 +243,11 @@ def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
     peak = 0
     mem_cap = limits.memory_gb * 1024**3
     root = psutil.Process(proc.pid)
+    next_tick = start + tick_s
     while proc.poll() is None:
+        if on_tick is not None and time.monotonic() >= next_tick:
+            next_tick += tick_s
+            on_tick(time.monotonic() - start, last_line(err_path) or last_line(out_path))
         if time.monotonic() - start > limits.timeout_s:
             timed_out = True
         else:

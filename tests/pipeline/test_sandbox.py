@@ -161,3 +161,14 @@ def test_missing_bwrap_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install -y bubblewrap"):
         sandbox.require_bwrap()
+
+
+def test_long_runs_report_their_latest_output(place):
+    work, pool, _ = place
+    ticks: list[tuple[float, str]] = []
+    result = sandbox.run([sys.executable, "-c", "import sys, time\nfor i in range(6):\n"
+                          "    sys.stderr.write(f'\\rEpoch {i}'); sys.stderr.flush(); time.sleep(0.5)"],
+                         sandbox.Mounts(work, (pool,)), sandbox.Limits(timeout_s=60), log_dir=work.parent / "logs",
+                         on_tick=lambda s, line: ticks.append((s, line)), tick_s=1.0)
+    assert result.ok and len(ticks) >= 2
+    assert all(line.startswith("Epoch ") for _, line in ticks) and ticks[-1][1] != "Epoch 0"
