@@ -128,7 +128,7 @@ def _log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str
     root.metrics({"errors_total": sum(out.errors.values()), "debug_iterations": out.fix_rounds,
                   "tokens_in": out.usage["tokens_in"], "tokens_out": out.usage["tokens_out"],
                   "tokens_reasoning": out.usage["tokens_reasoning"], "llm_calls": out.usage["calls"],
-                  "cost_usd": out.usage["cost_usd_micro"] / 1e6, **extra})
+                  "cost_usd": out.cost_usd, **extra})
     root.metrics({f"errors.{kind}": n for kind, n in out.errors.items()})
     root.text(chat_json(out.messages), "chat/chat.json")
     root.text(chat_markdown(out.messages), "chat/chat.md")

@@ -43,18 +43,19 @@ class LoopOutcome:
     fix_rounds: int = 0
     success: Attempt | None = None
     preflight: Attempt | None = None
-    usage: Counter = field(default_factory=Counter)
+    usage: Counter = field(default_factory=Counter)  # tokens_in, tokens_out, tokens_reasoning, calls
+    cost_usd: float = 0.0
 
 
-def _log_call(run: RunLogger, reply: Reply, prefix: str) -> None:
+def _log_call(run: RunLogger, reply: Reply) -> None:
     """Tokens, latency and cost of one LLM call; the reply and its reasoning as artifacts."""
     run.metrics({"tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out,
                  "tokens_reasoning": reply.tokens_reasoning, "latency_s": reply.latency_s,
                  "cost_usd": reply.cost_usd})
     run.tags({"cache_hit": str(reply.cached).lower()})
-    run.text(reply.text, f"{prefix}reply.md")
+    run.text(reply.text, "reply.md")
     if reply.reasoning:
-        run.text(reply.reasoning, f"{prefix}reasoning.md")
+        run.text(reply.reasoning, "reasoning.md")
 
 
 def _no_code(exc: NoCodeError) -> ExecError:
@@ -79,7 +80,7 @@ class AttemptLoop:
         for key, value in (("tokens_in", reply.tokens_in), ("tokens_out", reply.tokens_out),
                            ("tokens_reasoning", reply.tokens_reasoning), ("calls", 1)):
             self.out.usage[key] += value
-        self.out.usage["cost_usd_micro"] += round(reply.cost_usd * 1e6)
+        self.out.cost_usd += reply.cost_usd
         return reply
 
     def _adopt(self, files: dict[str, str], message: str, run: RunLogger) -> None:
@@ -97,7 +98,7 @@ class AttemptLoop:
             self.say("asking the LLM for the pipeline")
             run.text(prompt, "prompt.md")
             reply = self._ask(prompt)
-            _log_call(run, reply, "")
+            _log_call(run, reply)
             try:
                 self._adopt(extract_files(reply.text), "generation: first reply", run)
             except NoCodeError as exc:
@@ -138,7 +139,7 @@ class AttemptLoop:
             self.say(f"fix round {iteration}: {error.error_type}: {error.message[:80]}")
             self.out.fix_rounds = iteration
             reply = self._ask(error.feedback)
-            _log_call(run, reply, "")
+            _log_call(run, reply)
             try:
                 merged = merge_reply(self.out.files, reply.text) if self.out.files else extract_files(reply.text)
             except NoCodeError as exc:

@@ -244,7 +244,13 @@ def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
     mem_cap = limits.memory_gb * 1024**3
     root = psutil.Process(proc.pid)
     next_tick = start + tick_s
-    while proc.poll() is None:
+    # Poll once a second: scanning the process tree costs CPU that the training would otherwise use.
+    while True:
+        try:
+            proc.wait(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            pass
         if on_tick is not None and time.monotonic() >= next_tick:
             next_tick += tick_s
             on_tick(time.monotonic() - start, last_line(err_path) or last_line(out_path))
@@ -257,7 +263,6 @@ def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
             _kill_tree(proc)
             proc.wait()
             break
-        time.sleep(0.2)
     for t in drains:
         t.join(timeout=10)
     return ExecResult(
