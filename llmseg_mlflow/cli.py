@@ -40,6 +40,10 @@ def main() -> None:
 @click.option("--study", default="llmseg", show_default=True, help="Study (MLflow experiment and `study` tag).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
 @click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
+@click.option("--models-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).")
+@click.option("--no-cache", is_flag=True, help="Call the LLM even when the reply is cached (it is stored again).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Response cache (default $LLMSEG_HOME/cache).")
 @click.option("--no-preflight", is_flag=True, help="Skip the 1-epoch, 2-batch check before the full run.")
 @click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys).")
 def generate(**opts) -> None:
@@ -52,6 +56,7 @@ def generate(**opts) -> None:
         max_fix_rounds=opts["max_fix_rounds"], timeout_s=opts["timeout_s"], memory_gb=opts["memory_gb"],
         data_root=opts["data_root"], work_root=opts["work_root"],
         unsafe_no_sandbox=opts["unsafe_no_sandbox"], preflight=not opts["no_preflight"],
+        models_file=opts["models_file"], no_cache=opts["no_cache"], cache_dir=opts["cache_dir"],
     )
     result = _guarded(lambda: run_generate(cfg, progress=_say))
     click.echo(json.dumps(result.as_dict()))

@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import mlflow
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import DatasetSpec, get_dataset
 from llmseg_mlflow.catalog.models import ModelSpec, get_model
 from llmseg_mlflow.catalog.prepare import PreparedDataset, load_prepared, prepare_dataset
 from llmseg_mlflow.errors import bad_input
-from llmseg_mlflow.llm.base import LLMError, make_provider
+from llmseg_mlflow.llm import tracing
+from llmseg_mlflow.llm.base import LLMError, Provider, make_provider
+from llmseg_mlflow.llm.cache import CachedProvider
 from llmseg_mlflow.pipeline import architecture, knobs, prompt, sandbox
 from llmseg_mlflow.pipeline.loop import AttemptLoop, LoopConfig, LoopOutcome, chat_json, chat_markdown
 from llmseg_mlflow.pipeline.results import ResultsError, read_results
@@ -41,6 +44,9 @@ class GenerateConfig:
     work_root: Path | None = None
     unsafe_no_sandbox: bool = False
     preflight: bool = True
+    models_file: Path | None = None  # user's model YAML (else $LLMSEG_MODELS_FILE)
+    no_cache: bool = False  # force fresh LLM calls (the replies are still stored)
+    cache_dir: Path | None = None  # default $LLMSEG_CACHE_DIR or $LLMSEG_HOME/cache
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,15 @@ def ensure_prepared(spec: DatasetSpec, data_root: Path) -> PreparedDataset:
             f"`llmseg datasets prepare {spec.key} --source <download folder> --out {data_root}` first"
         )
     return prepare_dataset(spec, data_root)
+
+
+def build_provider(model: ModelSpec, cfg: GenerateConfig, home: Path) -> Provider:
+    """The model's provider; API providers answer through the response cache (replays need none)."""
+    provider = make_provider(model, dataset=cfg.dataset, repeat=cfg.repeat)
+    if model.provider == "replay":
+        return provider
+    root = cfg.cache_dir or Path(os.environ.get("LLMSEG_CACHE_DIR", home / "cache"))
+    return CachedProvider(provider, model, cfg.repeat, root.expanduser().resolve(), read=not cfg.no_cache)
 
 
 def _cohort(model: ModelSpec, cfg: GenerateConfig) -> Cohort:
@@ -146,11 +161,11 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
     """Resolve inputs (failing before any run exists), then run and log one pipeline."""
     home = llmseg_home()
     with bad_input(sandbox.SandboxUnavailable, LLMError):  # every input problem surfaces before any run exists
-        model = get_model(cfg.model)
+        model = get_model(cfg.model, cfg.models_file)
         spec = get_dataset(cfg.dataset)
         if not cfg.unsafe_no_sandbox:
             sandbox.check_available()
-        provider = make_provider(model, dataset=spec.key, repeat=cfg.repeat)
+        provider = build_provider(model, cfg, home)
         data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve())
         template = prompt.load_template()
         text = prompt.render(template, data.prompt_fills())
@@ -159,12 +174,14 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
     client = MlflowClient()
     tree = RunTree.open(client, _cohort(model, cfg))
     run_id = tree.root.run_id
+    mlflow.set_experiment(experiment_id=tree.experiment_id)  # where the calls' traces go
     ws = Workspace((cfg.work_root or home / "pipelines").resolve() / run_id)
     progress(f"pipeline {tree.cohort.run_name}: run {run_id}, folder {ws.root}")
     registered = prompt.register(template)
     loop_cfg = LoopConfig(limits=sandbox.Limits(cfg.timeout_s, cfg.memory_gb), max_fix_rounds=cfg.max_fix_rounds,
                           epochs=cfg.epochs, max_batches=cfg.max_batches, preflight=cfg.preflight,
-                          unsafe_no_sandbox=cfg.unsafe_no_sandbox)
+                          unsafe_no_sandbox=cfg.unsafe_no_sandbox,
+                          llm_name=f"{model.provider}:{model.api_model or model.key}")
     tree.root.params({"llm.api_model": model.api_model, "llm.settings": model.settings or None,
                       "prompt_uri": registered.uri, "max_fix_rounds": cfg.max_fix_rounds,
                       "timeout_s": cfg.timeout_s, "memory_gb": cfg.memory_gb, "data_digest": data.digest,
@@ -183,12 +200,14 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
                               for o in out.success.overrides if o.role != "epochs"})
             tree.root.json([o.__dict__ for o in out.success.overrides], "overrides.json")
     except BaseException as exc:
+        tracing.flush()
         loop.out.status = Status.HARNESS_ERROR
         tree.root.tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
         _log_summary(tree, loop.out, ws, {})
         tree.finish(failed=True)
         raise
     _log_summary(tree, out, ws, extra)
+    tracing.flush()
     tree.finish()
     progress(f"pipeline {tree.cohort.run_name}: {out.status.value}")
     return GenerateResult(run_id, out.status.value, sum(out.errors.values()))

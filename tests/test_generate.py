@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -51,6 +52,9 @@ def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
     for run in [root, *kids]:
         assert set(COHORT_TAGS) <= set(run.data.tags), run.data.tags
         assert run.data.tags["study"] == "t-fix" and run.data.tags["dataset"] == DATASET
+    for run in kids[:2]:  # each LLM call is a trace linked to the run that made it
+        traces = mlflow.search_traces(locations=[root.info.experiment_id], run_id=run.info.run_id, return_type="list")
+        assert len(traces) == 1 and traces[0].info.trace_metadata["mlflow.sourceRun"] == run.info.run_id
     debug = kids[1]
     assert debug.data.tags["error_type"] == "NameError" and debug.data.tags["iteration"] == "1"
     assert debug.data.tags["phase"] == "preflight"

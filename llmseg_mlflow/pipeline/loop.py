@@ -8,6 +8,7 @@ from typing import Callable
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.llm.base import Message, Provider, Reply
+from llmseg_mlflow.llm.tracing import traced_complete
 from llmseg_mlflow.pipeline.errors import ExecError
 from llmseg_mlflow.pipeline.execute import Attempt, Budget, execute
 from llmseg_mlflow.pipeline.extract import NoCodeError, extract_files, merge_reply
@@ -30,6 +31,7 @@ class LoopConfig:
     preflight: bool = True
     preflight_timeout_s: float = 900.0
     unsafe_no_sandbox: bool = False
+    llm_name: str = "llm"  # span name of each call's trace, e.g. "anthropic:claude-sonnet-4-20250514"
 
 
 @dataclass
@@ -53,6 +55,10 @@ def _log_call(run: RunLogger, reply: Reply) -> None:
                  "tokens_reasoning": reply.tokens_reasoning, "latency_s": reply.latency_s,
                  "cost_usd": reply.cost_usd})
     run.tags({"cache_hit": str(reply.cached).lower()})
+    if "retries" in reply.raw:
+        run.metrics({"llm_retries": reply.raw["retries"]})
+    if reply.raw:
+        run.json(reply.raw, "llm_response.json")
     run.text(reply.text, "reply.md")
     if reply.reasoning:
         run.text(reply.reasoning, "reasoning.md")
@@ -73,9 +79,9 @@ class AttemptLoop:
         self.say = progress
         self.out = LoopOutcome(Status.RUNNING, {}, [])
 
-    def _ask(self, content: str) -> Reply:
+    def _ask(self, content: str, run: RunLogger) -> Reply:
         self.out.messages.append(Message("user", content))
-        reply = self.provider.complete(list(self.out.messages))
+        reply = traced_complete(self.provider, list(self.out.messages), name=self.cfg.llm_name, run_id=run.run_id)
         self.out.messages.append(Message("assistant", reply.text))
         for key, value in (("tokens_in", reply.tokens_in), ("tokens_out", reply.tokens_out),
                            ("tokens_reasoning", reply.tokens_reasoning), ("calls", 1)):
@@ -97,7 +103,7 @@ class AttemptLoop:
         with self.tree.child(Kind.GENERATION, "generation", {"prompt_uri": prompt_uri}) as run:
             self.say("asking the LLM for the pipeline")
             run.text(prompt, "prompt.md")
-            reply = self._ask(prompt)
+            reply = self._ask(prompt, run)
             _log_call(run, reply)
             try:
                 self._adopt(extract_files(reply.text), "generation: first reply", run)
@@ -138,7 +144,7 @@ class AttemptLoop:
                 return None
             self.say(f"fix round {iteration}: {error.error_type}: {error.message[:80]}")
             self.out.fix_rounds = iteration
-            reply = self._ask(error.feedback)
+            reply = self._ask(error.feedback, run)
             _log_call(run, reply)
             try:
                 merged = merge_reply(self.out.files, reply.text) if self.out.files else extract_files(reply.text)

@@ -1,0 +1,64 @@
+"""Response cache: content-addressed JSON files, so rerunning a pipeline makes no API call.
+
+The key covers everything that shapes the answer: provider, API model id, request settings, the whole
+message list and the repeat number (repeats must never share replies). Entries are plain, indented
+JSON a person can read: the request's identity and the reply as it came.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmseg_mlflow.llm.base import Message, Provider, Reply
+
+if TYPE_CHECKING:
+    from llmseg_mlflow.catalog.models import ModelSpec
+
+FORMAT = 1  # bump when the entry layout changes; old entries are then simply not found
+
+
+def cache_key(spec: "ModelSpec", repeat: int, messages: list[Message]) -> dict[str, object]:
+    """The request identity that is hashed (and stored beside the reply)."""
+    return {
+        "format": FORMAT,
+        "provider": spec.provider,
+        "api_model": spec.api_model,
+        "settings": spec.settings,
+        "repeat": repeat,
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+    }
+
+
+def digest(identity: dict[str, object]) -> str:
+    """sha256 of the canonical JSON of a request identity."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class CachedProvider:
+    """Wraps a provider: answers from the cache when it can, stores every fresh reply."""
+
+    def __init__(self, inner: Provider, spec: "ModelSpec", repeat: int, root: Path, *, read: bool = True) -> None:
+        self.inner, self.spec, self.repeat, self.read = inner, spec, repeat, read
+        self.folder = root / spec.provider / (spec.api_model or spec.key).replace("/", "_")
+
+    def path_for(self, messages: list[Message]) -> Path:
+        """Where the reply to this conversation is (or would be) stored."""
+        return self.folder / f"{digest(cache_key(self.spec, self.repeat, messages))}.json"
+
+    def complete(self, messages: list[Message]) -> Reply:
+        """A cached reply (cached=True, cost 0) or a fresh one, which is then stored."""
+        path = self.path_for(messages)
+        if self.read and path.exists():
+            stored = json.loads(path.read_text())["reply"]
+            return Reply(**{**stored, "cached": True, "cost_usd": 0.0, "latency_s": 0.0})
+        reply = self.inner.complete(messages)
+        entry = {"request": cache_key(self.spec, self.repeat, messages), "reply": asdict(reply)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entry, indent=2, ensure_ascii=False, default=str))
+        tmp.replace(path)  # atomic: a crash never leaves half an entry
+        return reply
