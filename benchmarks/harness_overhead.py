@@ -52,7 +52,7 @@ def main() -> None:
 
     def bare(i: int) -> float:
         folder = work / f"bare-{i}"
-        patched, _ = knobs.apply_overrides(files, knob_values(data, folder / "outputs", args.epochs))
+        patched, _ = knobs.apply_overrides(files, knob_values(data, data.pool, folder / "outputs", args.epochs))
         folder.mkdir()
         for name, text in patched.items():
             (folder / name).write_text(text)

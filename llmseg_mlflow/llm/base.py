@@ -46,6 +46,9 @@ class Provider(Protocol):
 # name -> "module:factory"; imported only when a model of that provider is used.
 _REGISTRY: dict[str, str] = {
     "replay": "llmseg_mlflow.llm.replay:ReplayProvider",
+    "openai": "llmseg_mlflow.llm.openai_provider:OpenAIProvider",
+    "openai-compatible": "llmseg_mlflow.llm.openai_provider:OpenAIProvider",
+    "anthropic": "llmseg_mlflow.llm.anthropic_provider:AnthropicProvider",
 }
 
 

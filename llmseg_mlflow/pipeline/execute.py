@@ -13,6 +13,8 @@ from llmseg_mlflow.pipeline.workspace import Workspace
 
 ENTRY = "main.py"
 SAVE_DIR = "results"  # inside the attempt folder; the save-path knobs are pointed here
+WORKDIR_INSIDE = Path("/workspace")  # where the attempt folder appears to the sandboxed code
+POOL_INSIDE = Path("/data/pool")  # where the data pool appears (read-only)
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,12 @@ class Attempt:
         return self.folder / SAVE_DIR
 
 
-def knob_values(data: PreparedDataset, save_dir: Path, epochs: int | None) -> dict[str, object]:
-    """The harness's value for every path knob (and epochs when forced)."""
+def knob_values(data: PreparedDataset, pool_at: Path, save_dir: Path, epochs: int | None) -> dict[str, object]:
+    """The harness's value for every path knob (and epochs when forced); the pool appears at `pool_at`."""
     values: dict[str, object] = {
-        "data_dir": str(data.pool),
-        "image_dir": str(data.pool_images()),
-        "mask_dir": str(data.pool_masks()),
+        "data_dir": str(pool_at),
+        "image_dir": str(pool_at / data.pool_images().relative_to(data.pool)),
+        "mask_dir": str(pool_at / data.pool_masks().relative_to(data.pool)),
         "save_dir": str(save_dir),
     }
     if epochs is not None:
@@ -64,13 +66,18 @@ def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number:
             progress: Callable[[str], None] | None = None) -> Attempt:
     """Copy the code into a fresh attempt folder, point its knobs at the harness's folders, run main.py."""
     folder = ws.attempts_dir / f"{number:02d}-{phase}"
-    save_dir = folder / SAVE_DIR
-    patched, overrides = knobs.apply_overrides(files, knob_values(data, save_dir, budget.epochs))
+    if unsafe_no_sandbox:
+        mounts = sandbox.Mounts(folder, readonly=(data.pool,))
+    else:
+        mounts = sandbox.Mounts(folder, readonly=((data.pool, POOL_INSIDE),), workdir_at=WORKDIR_INSIDE)
+    pool_at = data.pool if unsafe_no_sandbox else POOL_INSIDE
+    values = knob_values(data, pool_at, mounts.inside() / SAVE_DIR, budget.epochs)
+    patched, overrides = knobs.apply_overrides(files, values)
     folder = ws.new_attempt(number, phase, patched)
-    save_dir.mkdir(parents=True, exist_ok=True)
+    (folder / SAVE_DIR).mkdir(parents=True, exist_ok=True)
     env = {"LLMSEG_MAX_BATCHES": str(budget.max_batches)} if budget.max_batches else {}
     result = sandbox.run(
-        [sys.executable, ENTRY], sandbox.Mounts(folder, readonly=(data.pool,)), budget.limits,
+        [sys.executable, ENTRY], mounts, budget.limits,
         log_dir=folder.parent / f"{number:02d}-{phase}.logs", env=env,
         unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
         on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,

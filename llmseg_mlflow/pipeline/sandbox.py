@@ -39,10 +39,20 @@ class Limits:
 
 @dataclass(frozen=True)
 class Mounts:
-    """Where the code may write (its attempt folder, also its cwd) and what it may only read."""
+    """Where the code may write (its attempt folder, also its cwd) and what it may only read.
+
+    Each may appear at another path inside the sandbox (`workdir_at`; a readonly entry may be a
+    (host, inside) pair): fixed inside paths keep tracebacks identical from run to run, so a rerun
+    sends the LLM the same text and is answered from the cache; they also hide the host's layout.
+    """
 
     workdir: Path
-    readonly: tuple[Path, ...] = ()
+    readonly: tuple[Path | tuple[Path, Path], ...] = ()
+    workdir_at: Path | None = None
+
+    def inside(self) -> Path:
+        """The attempt folder's path as the code sees it."""
+        return self.workdir_at or self.workdir
 
 
 @dataclass
@@ -147,9 +157,10 @@ def _bwrap_argv(bwrap: str, mounts: Mounts, env: dict[str, str]) -> list[str]:
     argv += ["--ro-bind", str(_SITE_DIR), str(_SITE_DIR)]
     for dev in sorted(Path("/dev").glob("nvidia*")):  # CUDA when the user has it
         argv += ["--dev-bind", str(dev), str(dev)]
-    for path in mounts.readonly:
-        argv += ["--ro-bind", str(path), str(path)]
-    argv += ["--bind", str(mounts.workdir), str(mounts.workdir), "--chdir", str(mounts.workdir)]
+    for entry in mounts.readonly:
+        host, inside = (entry, entry) if isinstance(entry, Path) else entry
+        argv += ["--ro-bind", str(host), str(inside)]
+    argv += ["--bind", str(mounts.workdir), str(mounts.inside()), "--chdir", str(mounts.inside())]
     argv += ["--remount-ro", "/"]  # the sandbox's own root stays read-only: writes go to workdir or /tmp
     for key, value in env.items():
         argv += ["--setenv", key, value]
