@@ -45,6 +45,7 @@ def test_generate_fix_train_through_each_sdk_family(model, protocol, fake_llm, t
     trace = open(client.download_artifacts(gen.info.run_id, "reasoning.md", str(tmp_path))).read()
     assert trace == "The user wants a U-Net..."
     assert gen.data.tags["cache_hit"] == "false" and gen.data.metrics["tokens_out"] == 3000
+    assert gen.data.params["request.model"] == sent[0].body["model"]  # the raw request settings
     assert debug.data.tags["error_type"] == "NameError"
 
     # The same pipeline again: answered from the cache, no request, same outcome.

@@ -59,6 +59,7 @@ def _log_call(run: RunLogger, reply: Reply) -> None:
         run.metrics({"llm_retries": reply.raw["retries"]})
     if reply.raw:
         run.json(reply.raw, "llm_response.json")
+        run.params({f"request.{k}": v for k, v in reply.raw.get("request", {}).items()})
     run.text(reply.text, "reply.md")
     if reply.reasoning:
         run.text(reply.reasoning, "reasoning.md")
