@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import DatasetSpec, get_dataset
@@ -174,7 +173,6 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
     client = MlflowClient()
     tree = RunTree.open(client, _cohort(model, cfg))
     run_id = tree.root.run_id
-    mlflow.set_experiment(experiment_id=tree.experiment_id)  # where the calls' traces go
     ws = Workspace((cfg.work_root or home / "pipelines").resolve() / run_id)
     progress(f"pipeline {tree.cohort.run_name}: run {run_id}, folder {ws.root}")
     registered = prompt.register(template)

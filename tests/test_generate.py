@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,7 @@ def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
     for run in [root, *kids]:
         assert set(COHORT_TAGS) <= set(run.data.tags), run.data.tags
         assert run.data.tags["study"] == "t-fix" and run.data.tags["dataset"] == DATASET
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ  # nothing leaks into child processes
     for run in kids[:2]:  # each LLM call is a trace linked to the run that made it
         traces = mlflow.search_traces(locations=[root.info.experiment_id], run_id=run.info.run_id, return_type="list")
         assert len(traces) == 1 and traces[0].info.trace_metadata["mlflow.sourceRun"] == run.info.run_id

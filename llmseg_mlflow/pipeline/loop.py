@@ -82,7 +82,8 @@ class AttemptLoop:
 
     def _ask(self, content: str, run: RunLogger) -> Reply:
         self.out.messages.append(Message("user", content))
-        reply = traced_complete(self.provider, list(self.out.messages), name=self.cfg.llm_name, run_id=run.run_id)
+        reply = traced_complete(self.provider, list(self.out.messages), name=self.cfg.llm_name,
+                                run_id=run.run_id, experiment_id=self.tree.experiment_id)
         self.out.messages.append(Message("assistant", reply.text))
         for key, value in (("tokens_in", reply.tokens_in), ("tokens_out", reply.tokens_out),
                            ("tokens_reasoning", reply.tokens_reasoning), ("calls", 1)):
