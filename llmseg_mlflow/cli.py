@@ -131,22 +131,95 @@ def datasets_list(as_json: bool) -> None:
 @datasets.command("prepare")
 @click.argument("name")
 @click.option("--out", type=click.Path(path_type=Path), help="Data root (default $LLMSEG_HOME/data).")
-@click.option("--source", type=click.Path(path_type=Path, exists=True), help="The downloaded dataset (not needed for synthetic ones).")
+@click.option("--source", type=click.Path(path_type=Path, exists=True), help="The downloaded dataset (not needed for synthetic ones; see docs/datasets.md).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subset and the held-out split.")
 @click.option("--force", is_flag=True, help="Rebuild even if a prepared copy exists.")
-def datasets_prepare(name: str, out: Path | None, source: Path | None, seed: int, force: bool) -> None:
+@click.option("--split-by", type=click.Choice(["patient", "slice"]), help="Hold out whole patients (volumes), or slices at random as the paper did (default: the catalog entry's).")
+@click.option("--mask-suffix", help="How masks are named in the source: <name><SUFFIX>.<ext> (prepared names follow the catalog entry).")
+@click.option("--skip-invalid", is_flag=True, help="Leave out unreadable, mismatched or non-binary pairs (listed in the summary) instead of failing.")
+@click.option("--datasets-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Your datasets YAML (default $LLMSEG_DATASETS_FILE, else $LLMSEG_HOME/datasets.yaml).")
+def datasets_prepare(name: str, out: Path | None, source: Path | None, seed: int, force: bool, split_by: str | None,
+                     mask_suffix: str | None, skip_invalid: bool, datasets_file: Path | None) -> None:
     """Split a dataset into pool/ (visible to generated code) and heldout/ (10%), with a manifest."""
+    from dataclasses import replace
+
     from llmseg_mlflow.catalog.datasets import get_dataset
     from llmseg_mlflow.catalog.prepare import prepare_dataset
     from llmseg_mlflow.generate import llmseg_home
 
     def job():
-        spec = get_dataset(name)
-        return prepare_dataset(spec, (out or llmseg_home() / "data").resolve(), source=source, seed=seed, force=force)
+        spec = get_dataset(name, datasets_file)
+        if split_by is not None:
+            spec = replace(spec, split_by=split_by)
+        return prepare_dataset(spec, (out or llmseg_home() / "data").resolve(), source=source, seed=seed, force=force,
+                               skip_invalid=skip_invalid, mask_suffix=mask_suffix, progress=_say)
 
     prepared = _guarded(job)
+    _print_prepared(prepared)
+
+
+def _print_prepared(prepared) -> None:
+    """The summary of a preparation, then the count line and the JSON line (last)."""
+    if prepared.summary is not None:
+        for line in prepared.summary.lines():
+            click.echo(line)
     click.echo(f"{prepared.spec.key}: {prepared.n_pool} pool, {prepared.n_heldout} held-out -> {prepared.root}")
     click.echo(json.dumps({"root": str(prepared.root), "digest": prepared.digest}))
+
+
+@datasets.command("add")
+@click.argument("name")
+@click.option("--source", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Folder with your images and masks (or NIfTI volumes).")
+@click.option("--title", help="Title of the entry (default: NAME).")
+@click.option("--modality", default="unknown", show_default=True, help="Imaging modality, e.g. MRI, endoscopy.")
+@click.option("--foreground-value", type=int, help="The mask or label value to segment, when masks hold more than two values.")
+@click.option("--subset-size", type=int, help="Use a seeded random subset of this many pairs (default: all).")
+@click.option("--datasets-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the entry (default $LLMSEG_DATASETS_FILE, else $LLMSEG_HOME/datasets.yaml).")
+@click.option("--out", type=click.Path(path_type=Path), help="Data root (default $LLMSEG_HOME/data).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subset and the held-out split.")
+@click.option("--force", is_flag=True, help="Replace an entry of the same name and rebuild its prepared copy.")
+@click.option("--skip-invalid", is_flag=True, help="Leave out unusable pairs (listed in the summary) instead of failing.")
+@click.option("--no-prepare", is_flag=True, help="Only write the catalog entry.")
+def datasets_add(name: str, source: Path, title: str | None, modality: str, foreground_value: int | None,
+                 subset_size: int | None, datasets_file: Path | None, out: Path | None, seed: int, force: bool,
+                 skip_invalid: bool, no_prepare: bool) -> None:
+    """Add your own dataset: detect its layout, write a catalog entry to your YAML, prepare it."""
+    from llmseg_mlflow.catalog.datasets import (
+        check_user_entry, load_datasets, parse_user_entry, render_user_entry, user_datasets_file, write_user_entry,
+    )
+    from llmseg_mlflow.catalog.detect import detect_layout
+    from llmseg_mlflow.catalog.prepare import prepare_dataset
+    from llmseg_mlflow.generate import llmseg_home
+
+    path = user_datasets_file(datasets_file)
+
+    def job():
+        check_user_entry(path, name, replace=force)
+        found = detect_layout(source, foreground=foreground_value)
+        for line in found.describe():
+            click.echo(f"detected: {line}")
+        entry, comments = found.entry(title or name, modality, subset_size)
+        spec = parse_user_entry(name, entry)
+        prepared = None
+        if not no_prepare:
+            prepared = prepare_dataset(spec, (out or llmseg_home() / "data").resolve(), source=source, seed=seed,
+                                       force=force, skip_invalid=skip_invalid, progress=_say)
+        header = f"detected in {found.source}: " + found.describe()[0].removeprefix("found ")
+        write_user_entry(path, name, render_user_entry(name, entry, comments, header), replace=force)
+        load_datasets(path)  # what was written must read back
+        return spec, prepared
+
+    spec, prepared = _guarded(job)
+    click.echo(f"wrote entry {name!r} to {path} (edit it to change the title, modality or what the prompt says)")
+    if prepared is None:
+        click.echo(f"prepare it with: llmseg datasets prepare {name}" + (f" --datasets-file {path}" if datasets_file else ""))
+        return
+    for key, value in prepared.prompt_fills().items():
+        click.echo(f"prompt {key}: {value}")
+    _print_prepared(prepared)
 
 
 if __name__ == "__main__":

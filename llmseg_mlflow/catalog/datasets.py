@@ -14,6 +14,9 @@ ENV_VAR = "LLMSEG_DATASETS_FILE"
 
 COLOURS = ("grayscale", "rgb")
 LAYOUTS = ("suffix", "folders")
+SOURCE_FORMATS = ("images", "nifti")
+SPLIT_BY = ("patient", "slice")
+USER_FILE_NAME = "datasets.yaml"
 # Lossy formats would turn 0/255 masks into many grey values.
 LOSSY_EXTS = ("jpg", "jpeg", "webp")
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -37,6 +40,30 @@ class SyntheticSpec:
     n: int = 100
     size: int = 64
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How the downloaded source is read, where it differs from the prepared layout.
+
+    The entry's top-level fields describe the prepared layout (what the prompt tells the LLM);
+    these describe the download: folder names to look for (glob patterns, several merge), the
+    masks' suffix there, NIfTI volumes instead of 2-D images, and how patients are told apart.
+    """
+
+    format: str = "images"
+    path: str = ""
+    image_dirs: tuple[str, ...] = ()
+    mask_dirs: tuple[str, ...] = ()
+    mask_suffix: str | None = None
+    group_pattern: str = ""
+    slice_axis: int = 2
+    window: tuple[float, float] = (1.0, 99.0)
+
+    @property
+    def is_volumes(self) -> bool:
+        """True when the source holds NIfTI image and label volumes."""
+        return self.format == "nifti"
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,8 @@ class DatasetSpec:
     heldout_fraction: float = 0.1
     small_foreground: bool = False
     synthetic: SyntheticSpec | None = None
+    split_by: str = "patient"
+    source: SourceSpec = SourceSpec()
     source_url: str = ""
     notes: str = ""
     prompt_overrides: tuple[tuple[str, str], ...] = ()
@@ -185,6 +214,7 @@ def build_prompt_fills(spec: DatasetSpec, n_total: int | None = None) -> PromptF
 # ---- YAML reading and validation -------------------------------------------------------------
 
 _ALLOWED_FIELDS = tuple(f.name for f in fields(DatasetSpec) if f.name not in ("key", "prompt_overrides"))
+_SOURCE_FIELDS = tuple(f.name for f in fields(SourceSpec))
 _REQUIRED = ("title", "modality", "colour", "layout")
 
 
@@ -249,6 +279,54 @@ def _parse_synthetic(key: str, value: Any) -> SyntheticSpec | None:
     )
 
 
+def _as_names(key: str, name: str, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise _fail(key, name, f"expected a folder name or a list of them (glob patterns allowed), got {value!r}")
+    return tuple(_as_folder(key, name, item) for item in items)
+
+
+def _parse_source(key: str, value: Any) -> SourceSpec:
+    """Validate the optional `source:` mapping (how the download is read)."""
+    if value is None:
+        return SourceSpec()
+    if not isinstance(value, dict):
+        raise _fail(key, "source", f"expected a mapping with {', '.join(_SOURCE_FIELDS)}; got {value!r}")
+    unknown = sorted(set(value) - set(_SOURCE_FIELDS))
+    if unknown:
+        raise _fail(key, f"source.{unknown[0]}", f"unknown field, allowed: {', '.join(_SOURCE_FIELDS)}")
+    base = SourceSpec()
+    pattern = _as_str(key, "source.group_pattern", value.get("group_pattern") or "")
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise _fail(key, "source.group_pattern", f"not a valid regular expression ({exc})") from None
+    suffix = value.get("mask_suffix")
+    window = value.get("window", list(base.window))
+    if (
+        not isinstance(window, list)
+        or len(window) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in window)
+        or not 0 <= window[0] < window[1] <= 100
+    ):
+        raise _fail(key, "source.window", f"expected [low, high] percentiles such as [1, 99], got {window!r}")
+    axis = value.get("slice_axis", base.slice_axis)
+    if isinstance(axis, bool) or axis not in (0, 1, 2):
+        raise _fail(key, "source.slice_axis", f"expected 0, 1 or 2 (the voxel axis to slice along), got {axis!r}")
+    path = value.get("path") or ""
+    return SourceSpec(
+        format=_as_choice(key, "source.format", value.get("format", base.format), SOURCE_FORMATS),
+        path=_as_str(key, "source.path", str(path) if isinstance(path, Path) else path),
+        image_dirs=() if value.get("image_dirs") is None else _as_names(key, "source.image_dirs", value["image_dirs"]),
+        mask_dirs=() if value.get("mask_dirs") is None else _as_names(key, "source.mask_dirs", value["mask_dirs"]),
+        mask_suffix=None if suffix is None else _as_str(key, "source.mask_suffix", suffix),
+        group_pattern=pattern,
+        slice_axis=axis,
+        window=(float(window[0]), float(window[1])),
+    )
+
+
 def _parse_prompt(key: str, value: Any) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
@@ -285,7 +363,11 @@ def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
     image_ext = _as_ext(key, "image_ext", raw.get("image_ext", "png"))
     mask_ext = _as_ext(key, "mask_ext", raw.get("mask_ext", "png"))
     if mask_ext in LOSSY_EXTS:
-        raise _fail(key, "mask_ext", f"{mask_ext!r} is lossy and breaks binary masks; convert masks to png")
+        raise _fail(
+            key, "mask_ext",
+            f"{mask_ext!r} is lossy and breaks binary masks; prepared masks must be lossless: set "
+            f"mask_ext: png (source masks in .{mask_ext} are still read, binarized and stored as png)",
+        )
     mask_suffix = _as_str(key, "mask_suffix", raw.get("mask_suffix", default_suffix))
     if layout == "suffix" and not mask_suffix:
         raise _fail(key, "mask_suffix", "the 'suffix' layout needs a suffix such as '_seg'")
@@ -312,6 +394,11 @@ def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
     if not isinstance(small, bool):
         raise _fail(key, "small_foreground", f"expected true or false, got {small!r}")
 
+    split_by = _as_choice(key, "split_by", raw.get("split_by", "patient"), SPLIT_BY)
+    source = _parse_source(key, raw.get("source"))
+    if source.is_volumes and layout != "folders":
+        raise _fail(key, "layout", "NIfTI sources are sliced into images/ and masks/ folders: use layout: folders")
+
     return DatasetSpec(
         key=key,
         title=_as_str(key, "title", raw["title"]),
@@ -328,6 +415,8 @@ def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
         heldout_fraction=float(fraction),
         small_foreground=small,
         synthetic=_parse_synthetic(key, raw.get("synthetic")),
+        split_by=split_by,
+        source=source,
         source_url=_as_str(key, "source_url", raw.get("source_url") or ""),
         notes=_as_str(key, "notes", raw.get("notes") or ""),
         prompt_overrides=_parse_prompt(key, raw.get("prompt")),
@@ -360,15 +449,30 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _user_file(extra: Path | None) -> Path | None:
+def default_user_file() -> Path:
+    """$LLMSEG_HOME/datasets.yaml (~/.llmseg/datasets.yaml): where `datasets add` writes by default."""
+    home = Path(os.environ.get("LLMSEG_HOME", Path.home() / ".llmseg")).expanduser()
+    return home / USER_FILE_NAME
+
+
+def user_datasets_file(extra: Path | None = None) -> Path:
+    """The user's YAML: the given path, else $LLMSEG_DATASETS_FILE, else $LLMSEG_HOME/datasets.yaml."""
     if extra is not None:
-        return Path(extra)
+        return Path(extra).expanduser()
     env = os.environ.get(ENV_VAR)
-    return Path(env) if env else None
+    return Path(env).expanduser() if env else default_user_file()
+
+
+def _user_file(extra: Path | None) -> Path | None:
+    """The user's YAML to read: an explicit path or the env var must exist; the default may be absent."""
+    path = user_datasets_file(extra)
+    if extra is None and not os.environ.get(ENV_VAR) and not path.is_file():
+        return None
+    return path
 
 
 def load_datasets(extra: Path | None = None) -> dict[str, DatasetSpec]:
-    """Built-in catalog plus the user's YAML (path arg or env LLMSEG_DATASETS_FILE); user entries override."""
+    """Built-in catalog plus the user's YAML (see user_datasets_file); user entries override."""
     raw = dict(_read_raw(BUILTIN_FILE))
     sources = {key: BUILTIN_FILE for key in raw}
     user = _user_file(extra)
@@ -395,7 +499,128 @@ def get_dataset(key: str, extra: Path | None = None) -> DatasetSpec:
     if key not in catalog:
         raise UnknownDatasetError(
             f"unknown dataset {key!r}; known datasets: {', '.join(sorted(catalog))}. "
-            f"To add one, write a YAML file with a 'datasets:' mapping (see {BUILTIN_FILE.name} for "
-            f"the fields) and set {ENV_VAR} to its path"
+            f"To add one, run `llmseg datasets add NAME --source DIR`, or write a YAML file with a "
+            f"'datasets:' mapping (see {BUILTIN_FILE.name} for the fields) at {default_user_file()} "
+            f"or set {ENV_VAR} to its path"
         )
     return catalog[key]
+
+
+# ---- writing the user's YAML (`llmseg datasets add`) -------------------------------------------
+
+def _scalar(value: Any) -> str:
+    """One YAML value in flow style, quoted where YAML needs it."""
+    if isinstance(value, tuple):
+        value = list(value)
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1000).strip()
+    return text[: -len("...")].strip() if text.endswith("...") else text
+
+
+def render_user_entry(
+    key: str, entry: dict[str, Any], comments: dict[str, str] | None = None, header: str = ""
+) -> str:
+    """The YAML block of one entry (indented under `datasets:`), with comments and the prompt fills.
+
+    The prompt fills are written commented out: they follow the fields until you uncomment one.
+    """
+    spec = parse_user_entry(key, entry)
+    comments = comments or {}
+    lines = [f"  {key}:"]
+    lines += [f"    # {line}" for line in header.splitlines() if line.strip()]
+    for name, value in entry.items():
+        if name == "prompt":
+            continue
+        note = f"  # {comments[name]}" if name in comments else ""
+        if isinstance(value, dict):
+            lines.append(f"    {name}:{note}")
+            lines += [f"      {sub}: {_scalar(v)}" for sub, v in value.items()]
+        else:
+            lines.append(f"    {name}: {_scalar(value)}{note}")
+    fills = build_prompt_fills(spec, n_total=0).as_dict()
+    overrides = dict(spec.prompt_overrides)
+    lines.append("    prompt:  # what the prompt's brackets say; derived from the fields above,")
+    lines.append("             # uncomment a line to say something else")
+    for name in PROMPT_FILL_NAMES:
+        if name == "n_samples" and name not in overrides:
+            lines.append("      # n_samples: the prepared count, rounded (set it to fix the number)")
+        elif name in overrides:
+            lines.append(f"      {name}: {_scalar(overrides[name])}")
+        else:
+            lines.append(f"      # {name}: {_scalar(fills[name])}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_user_entry(key: str, entry: dict[str, Any]) -> DatasetSpec:
+    """Validate one raw entry (as `datasets add` builds it) into a DatasetSpec; ValueError names the field."""
+    try:
+        return _parse_entry(key, entry)
+    except _EntryError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_user_entry(path: Path, key: str, replace: bool = False) -> None:
+    """Raise ValueError unless `key` can be written to the user's YAML at path (before any work is done).
+
+    Built-in keys are refused (an entry would silently overlay the study's dataset), and so is an
+    existing user key unless replace is set, and a file an entry cannot be appended to.
+    """
+    path = Path(path).expanduser()
+    if key in _read_raw(BUILTIN_FILE):
+        raise ValueError(
+            f"{key!r} is a built-in dataset: prepare it with `llmseg datasets prepare {key} --source DIR`, "
+            "or choose another name for your own data"
+        )
+    if not _KEY_RE.match(key):
+        raise ValueError(
+            f"dataset name {key!r} is not valid: use lower-case letters, digits, '.', '_' or '-' "
+            "(it becomes a folder name and an MLflow tag)"
+        )
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if not text.strip():
+        return
+    existing = _read_raw(path)
+    if key in existing and not replace:
+        raise ValueError(f"{path} already has a dataset {key!r}; pass --force to replace it, or choose another name")
+    if not re.search(r"^datasets:\s*(#.*)?$", text, flags=re.M) or not _is_last_block(text):
+        raise ValueError(
+            f"{path}: cannot add an entry safely (expected a block-style 'datasets:' mapping at the end of "
+            "the file); move 'datasets:' to the end or pass another file with --datasets-file"
+        )
+
+
+def write_user_entry(path: Path, key: str, block: str, replace: bool = False) -> Path:
+    """Append (or with replace, swap in) one rendered entry in the user's YAML; the rest is kept as written."""
+    path = Path(path).expanduser()
+    check_user_entry(path, key, replace)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if text.strip() and key in _read_raw(path):
+        text = _drop_block(text, key, path)
+    if not text.strip():
+        text = "# Your datasets for llmseg (fields as in the built-in datasets.yaml).\ndatasets:\n"
+    new_text = text.rstrip("\n") + "\n" + block
+    parsed = yaml.safe_load(new_text)
+    if not isinstance(parsed, dict) or key not in (parsed.get("datasets") or {}):
+        raise ValueError(f"{path}: appending the entry did not give valid YAML; add this entry by hand:\n{block}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new_text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _is_last_block(text: str) -> bool:
+    """True when no other top-level key follows `datasets:` (so appended entries land inside it)."""
+    after = text[re.search(r"^datasets:", text, flags=re.M).end():]
+    return not re.search(r"^[^\s#]", after, flags=re.M)
+
+
+def _drop_block(text: str, key: str, path: Path) -> str:
+    """The text without the entry `key` (its indented lines under `datasets:`)."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(rf"^  {re.escape(key)}:", line)), None)
+    if start is None:
+        raise ValueError(f"{path}: entry {key!r} is not in the usual two-space block style; edit it by hand")
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end].startswith("   ")):
+        end += 1
+    return "".join(lines[:start] + lines[end:])

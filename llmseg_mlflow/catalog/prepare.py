@@ -1,30 +1,52 @@
-"""Dataset preparation: pair, check, subset and split a dataset into pool/ and heldout/ with a manifest."""
+"""Dataset preparation: read a source through its adapter, check, subset and split it into pool/ and
+heldout/ in the catalog entry's layout, with a manifest (sha256 of every file, seed, summary).
+
+Samples stream through one at a time (a few in flight on worker threads): memory does not grow with
+the number of images, and each file or volume is read once. Everything is built in a temporary
+folder beside the target and renamed into place at the end.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from PIL import Image
+from typing import Any, Callable, Iterator
 
 from llmseg_mlflow.catalog.datasets import DatasetSpec
+from llmseg_mlflow.catalog.sources import (
+    SHOW,
+    Blob,
+    DatasetSourceError,
+    ReadResult,
+    Sample,
+    SampleProblem,
+    Source,
+    Unit,
+    listing,
+    natural_key,
+    open_source,
+    problem_heading,
+)
+from llmseg_mlflow.catalog.split import choose_subset, dataset_rng, split_by_group
+from llmseg_mlflow.catalog.summary import PrepareSummary, Skipped
 from llmseg_mlflow.catalog.synthetic import generate_synthetic
 
+__all__ = [
+    "MANIFEST", "DatasetSourceError", "PreparedDataModifiedError", "Pair", "PreparedDataset",
+    "PrepareSummary", "pair_files", "prepare_dataset", "load_prepared", "verify_prepared",
+]
+
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
-_SHOW = 10  # how many offending files an error message names
-
-
-class DatasetSourceError(ValueError):
-    """A source folder that cannot be prepared: unpaired, unreadable or non-binary files."""
+MANIFEST_VERSION = 2
+_PROBLEM_ORDER = ("unreadable", "colour", "size", "nonbinary", "shape", "orientation", "labels")
 
 
 class PreparedDataModifiedError(RuntimeError):
@@ -33,7 +55,7 @@ class PreparedDataModifiedError(RuntimeError):
 
 @dataclass(frozen=True)
 class Pair:
-    """One image and its mask in a source folder."""
+    """One image and its mask in a source folder (or one image and label volume)."""
 
     stem: str
     image: Path
@@ -52,6 +74,7 @@ class PreparedDataset:
     digest: str
     n_pool: int
     n_heldout: int
+    summary: PrepareSummary | None = None
 
     def pool_images(self) -> Path:
         """Folder of pool images (pool/ for the suffix layout, pool/images for folders)."""
@@ -84,17 +107,6 @@ class PreparedDataset:
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def _natural_key(stem: str) -> tuple[Any, ...]:
-    """Sort '2' before '10' so listings read as people number files."""
-    parts = re.split(r"(\d+)", stem)
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts) + ((2, 0, stem),)
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_SHOW])
-    return shown + (f" ... and {len(items) - _SHOW} more" if len(items) > _SHOW else "")
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -103,21 +115,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _digest(entries: list[dict[str, str]]) -> str:
+def _digest(entries: list[dict[str, Any]]) -> str:
     """sha256 over 'split<TAB>path<TAB>sha256' lines of all files, sorted by path."""
     lines = sorted(f"{e['split']}\t{e['path']}\t{e['sha256']}\n" for e in entries)
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def _dataset_rng(spec: DatasetSpec, seed: int) -> np.random.Generator:
-    """A generator fixed by (seed, dataset key): datasets with the same seed still split differently."""
-    key_number = int.from_bytes(hashlib.sha256(spec.key.encode()).digest()[:8], "big")
-    return np.random.default_rng([seed, key_number])
-
-
 def _settings(spec: DatasetSpec) -> dict[str, Any]:
     """The spec fields that decide which files end where; a change means re-preparing."""
-    return {
+    settings: dict[str, Any] = {
         "layout": spec.layout,
         "image_dir": spec.image_dir,
         "mask_dir": spec.mask_dir,
@@ -128,196 +134,246 @@ def _settings(spec: DatasetSpec) -> dict[str, Any]:
         "subset_size": spec.subset_size,
         "heldout_fraction": spec.heldout_fraction,
         "synthetic": None if spec.synthetic is None else asdict(spec.synthetic),
+        "split_by": spec.split_by,
+        "source_format": spec.source.format,
+        "group_pattern": spec.source.group_pattern,
     }
+    if spec.source.is_volumes:
+        settings["slice_axis"] = spec.source.slice_axis
+        settings["window"] = list(spec.source.window)
+    return settings
 
 
-# ---- pairing and checking --------------------------------------------------------------------
-
-def _visible_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-
-
-def _mask_tail(spec: DatasetSpec) -> str:
-    return f"{spec.mask_suffix}.{spec.mask_ext}".lower()
+def pair_files(spec: DatasetSpec, source: Path, mask_suffix: str | None = None) -> list[Pair]:
+    """Pair every image with its mask (or volume with its labels) as the entry's adapter reads them."""
+    return [Pair(u.key, u.image, u.mask) for u in open_source(spec, Path(source), mask_suffix).listing.units]
 
 
-def pair_files(spec: DatasetSpec, source: Path) -> list[Pair]:
-    """Pair every image with its mask per the spec's layout; other file types are ignored."""
-    source = Path(source)
-    if not source.is_dir():
-        raise DatasetSourceError(f"source folder {source} for dataset {spec.key!r} does not exist")
-    images_dir, masks_dir = spec.images_dir(source), spec.masks_dir(source)
-    for folder in {images_dir, masks_dir}:
-        if not folder.is_dir():
-            raise DatasetSourceError(
-                f"dataset {spec.key!r} uses the 'folders' layout: expected {folder} "
-                f"(folders '{spec.image_dir}/' and '{spec.mask_dir}/' under {source})"
-            )
-    tail = _mask_tail(spec)
-    masks: dict[str, Path] = {}
-    for path in _visible_files(masks_dir):
-        if path.name.lower().endswith(tail) and len(path.name) > len(tail):
-            masks[path.name[: -len(tail)]] = path
-    images: dict[str, Path] = {}
-    for path in _visible_files(images_dir):
-        is_mask = spec.layout == "suffix" and path.name.lower().endswith(tail)
-        if not is_mask and path.suffix.lower() == f".{spec.image_ext}":
-            images[path.name[: -len(path.suffix)]] = path
-    if not images:
-        raise DatasetSourceError(
-            f"no .{spec.image_ext} images found in {images_dir} for dataset {spec.key!r} "
-            f"(layout '{spec.layout}'; masks named like {spec.mask_name('N')})"
-        )
-    problems = []
-    no_mask = sorted((s for s in images if s not in masks), key=_natural_key)
-    if no_mask:
-        problems.append(
-            f"{len(no_mask)} image(s) without a mask (expected {masks_dir / spec.mask_name('<name>')}): "
-            + _listing([images[s].name for s in no_mask])
-        )
-    no_image = sorted((s for s in masks if s not in images), key=_natural_key)
-    if no_image:
-        problems.append(
-            f"{len(no_image)} extra mask(s) without an image: " + _listing([masks[s].name for s in no_image])
-        )
-    if problems:
-        raise DatasetSourceError(f"dataset {spec.key!r} at {source}: " + "; ".join(problems))
-    stems = sorted(images, key=_natural_key)
-    return [Pair(s, images[s], masks[s]) for s in stems]
-
-
-def _mask_array(path: Path) -> tuple[np.ndarray, Image.Image]:
-    """The mask's pixel values as stored (palette indices for 'P'), one channel."""
-    with Image.open(path) as img:
-        img.load()
-    if img.mode == "1":
-        img = img.convert("L")
-    arr = np.asarray(img)
-    if arr.ndim == 3:
-        colour = arr[..., :3]
-        if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):
-            raise ValueError("colour mask (channels differ); save masks as single-channel images")
-        arr = colour[..., 0]
-    return arr, img
-
+# ---- streaming build -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _CheckedMask:
-    needs_rewrite: bool
-    binary: np.ndarray
+class _Record:
+    """One staged sample: where its files lie now and what the manifest keeps about it."""
+
+    stem: str
+    group: str
+    order: tuple[int, int]
+    image: Path
+    mask: Path
+    image_sha: str
+    mask_sha: str
+    image_mode: str
+    meta: tuple[tuple[str, Any], ...]
 
 
-def _check_pairs(spec: DatasetSpec, pairs: list[Pair]) -> dict[str, _CheckedMask]:
-    """Open every image and mask; collect unreadable files, size mismatches and non-binary masks."""
-    unreadable, mismatched, nonbinary = [], [], []
-    allowed = set(spec.mask_values)
-    checked: dict[str, _CheckedMask] = {}
-    for pair in pairs:
-        try:
-            with Image.open(pair.image) as img:
-                img.load()
-                image_size = img.size
-        except Exception as exc:  # Pillow raises many types for broken files
-            unreadable.append(f"{pair.image.name} ({type(exc).__name__}: {exc})")
-            continue
-        try:
-            arr, mask_img = _mask_array(pair.mask)
-        except Exception as exc:
-            unreadable.append(f"{pair.mask.name} ({type(exc).__name__}: {exc})")
-            continue
-        if mask_img.size != image_size:
-            mismatched.append(f"{pair.mask.name} {mask_img.size} vs image {image_size}")
-            continue
-        values = np.unique(arr)
-        extra = [int(v) for v in values if int(v) not in allowed]
-        if extra:
-            nonbinary.append(f"{pair.mask.name} has values {[int(v) for v in values[:12]]}")
-            continue
-        binary = np.where(arr == spec.foreground_value, 255, 0).astype(np.uint8)
-        rewrite = mask_img.mode != "L" or tuple(spec.mask_values) != (0, 255)
-        checked[pair.stem] = _CheckedMask(rewrite, binary)
-    problems = []
-    if unreadable:
-        problems.append(f"{len(unreadable)} unreadable file(s): " + _listing(unreadable))
-    if mismatched:
-        problems.append(f"{len(mismatched)} mask(s) of a different size than the image: " + _listing(mismatched))
-    if nonbinary:
-        problems.append(
-            f"{len(nonbinary)} mask(s) not binary (expected only the values {list(spec.mask_values)}; "
-            f"set mask_values in the catalog entry if the encoding differs): " + _listing(nonbinary)
-        )
-    if problems:
-        raise DatasetSourceError(f"dataset {spec.key!r}: " + "; ".join(problems))
-    return checked
-
-
-# ---- writing ---------------------------------------------------------------------------------
-
-def _place(src: Path, dst: Path) -> None:
-    """Hardlink when the filesystem allows (no extra space), else copy."""
+def _place(blob: Blob, dst: Path) -> None:
+    """Hardlink a source file when the filesystem allows (no extra space), else copy; or write bytes."""
+    if blob.link is None:
+        dst.write_bytes(blob.data or b"")
+        return
     try:
-        os.link(src, dst)
+        os.link(blob.link, dst)
     except OSError:
-        shutil.copy2(src, dst)
+        shutil.copy2(blob.link, dst)
 
 
-def _write_split(
-    spec: DatasetSpec, base: Path, split: str, pairs: list[Pair], checked: dict[str, _CheckedMask]
-) -> list[dict[str, str]]:
-    """Write one split in the spec's layout; return its manifest entries."""
-    target = base / split
-    images_dir, masks_dir = spec.images_dir(target), spec.masks_dir(target)
-    images_dir.mkdir(parents=True, exist_ok=True)
-    masks_dir.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for pair in pairs:
-        image_dst = images_dir / pair.image.name
-        mask_dst = masks_dir / pair.mask.name
-        _place(pair.image, image_dst)
-        mask = checked[pair.stem]
-        if mask.needs_rewrite:
-            Image.fromarray(mask.binary).save(mask_dst)
-        else:
-            _place(pair.mask, mask_dst)
-        for role, path in (("image", image_dst), ("mask", mask_dst)):
-            entries.append(
-                {
-                    "split": split,
-                    "role": role,
-                    "stem": pair.stem,
-                    "path": path.relative_to(base).as_posix(),
-                    "sha256": _sha256(path),
-                }
+class _Stager:
+    """Writes samples into a flat staging folder under the entry's file names."""
+
+    def __init__(self, spec: DatasetSpec, folder: Path) -> None:
+        self.spec = spec
+        self.images = folder / "images"
+        self.masks = folder / "masks"
+        self.images.mkdir(parents=True)
+        self.masks.mkdir()
+
+    def put(self, sample: Sample) -> _Record:
+        image = self.images / self.spec.image_name(sample.stem)
+        mask = self.masks / self.spec.mask_name(sample.stem)
+        if image.exists() or mask.exists():
+            raise DatasetSourceError(
+                f"dataset {self.spec.key!r}: two samples would both be named {image.name!r}; rename one in the source"
             )
-    return entries
+        _place(sample.image, image)
+        _place(sample.mask, mask)
+        return _Record(sample.stem, sample.group, sample.order, image, mask, sample.image.sha256,
+                       sample.mask.sha256, sample.image_mode, sample.meta)
+
+    def drop(self, record: _Record) -> None:
+        record.image.unlink()
+        record.mask.unlink()
 
 
-def _split(spec: DatasetSpec, pairs: list[Pair], seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Seeded subset (if the source has more than subset_size) then a seeded held-out split."""
-    rng = _dataset_rng(spec, seed)
-    if spec.subset_size is not None and len(pairs) > spec.subset_size:
-        chosen = np.sort(rng.choice(len(pairs), size=spec.subset_size, replace=False))
-        pairs = [pairs[i] for i in chosen]
-    if len(pairs) < 2:
+def _attempt(source: Source, unit: Unit) -> ReadResult | SampleProblem:
+    try:
+        return source.read(unit)
+    except SampleProblem as problem:
+        return problem
+
+
+def _read_all(source: Source, units: list[Unit]) -> Iterator[tuple[Unit, ReadResult | SampleProblem]]:
+    """Read units in order on a few threads; only a small window is in flight, so memory stays flat."""
+    workers = min(4, os.cpu_count() or 1)
+    if workers == 1 or len(units) < 4:
+        for unit in units:
+            yield unit, _attempt(source, unit)
+        return
+    window = workers + 1 if source.is_volumes else 4 * workers
+    pending: deque = deque()
+    remaining = iter(units)
+    with ThreadPoolExecutor(workers, thread_name_prefix="prepare") as pool:
+        for unit in remaining:
+            pending.append((unit, pool.submit(_attempt, source, unit)))
+            if len(pending) >= window:
+                break
+        while pending:
+            unit, future = pending.popleft()
+            result = future.result()
+            nxt = next(remaining, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_attempt, source, nxt)))
+            yield unit, result
+
+
+class _Progress:
+    """Reports progress at most every few seconds (long preparations should not look stuck)."""
+
+    def __init__(self, say: Callable[[str], None] | None, total: int, what: str) -> None:
+        self.say, self.total, self.what = say, total, what
+        self.done = 0
+        self.last = time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.say is not None and time.monotonic() - self.last > 5:
+            self.last = time.monotonic()
+            self.say(f"read {self.done}/{self.total} {self.what}")
+
+
+@dataclass
+class _Collected:
+    records: list[_Record]
+    problems: dict[str, list[str]]
+    skipped: Counter
+    notes: Counter
+
+
+def _collect(
+    spec: DatasetSpec, source: Source, todo: list[Unit], reserve: list[Unit], stager: _Stager,
+    skip_invalid: bool, progress: _Progress,
+) -> _Collected:
+    """Read and stage every unit; with skip_invalid, unusable ones are replaced from the reserve."""
+    out = _Collected([], {}, Counter(), Counter())
+    while todo:
+        failed = 0
+        for _, result in _read_all(source, todo):
+            progress.step()
+            if isinstance(result, SampleProblem):
+                out.problems.setdefault(result.kind, []).append(result.detail)
+                failed += 1
+                continue
+            out.records.extend(stager.put(sample) for sample in result.samples)
+            out.skipped.update(result.skipped)
+            out.notes.update(result.notes)
+        todo = []
+        if skip_invalid and failed and reserve:
+            # Replacements keep the subset at its size; they come from a seeded order of the rest.
+            todo, reserve = reserve[:failed], reserve[failed:]
+            progress.total += len(todo)
+    return out
+
+
+def _raise_problems(spec: DatasetSpec, problems: dict[str, list[str]]) -> None:
+    parts = [
+        f"{len(problems[kind])} {problem_heading(spec, kind)}: {listing(problems[kind])}"
+        for kind in sorted(problems, key=lambda k: _PROBLEM_ORDER.index(k) if k in _PROBLEM_ORDER else 99)
+    ]
+    raise DatasetSourceError(
+        f"dataset {spec.key!r}: " + "; ".join(parts)
+        + ". Fix or remove these files, or pass --skip-invalid (skip_invalid=True) to leave them out; "
+        "they are then listed in the summary"
+    )
+
+
+def _build(
+    spec: DatasetSpec, base: Path, source_root: Path, seed: int, source_label: str,
+    skip_invalid: bool, mask_suffix: str | None, say: Callable[[str], None] | None,
+) -> None:
+    """Read, check, subset, split and write everything into `base` (a fresh folder)."""
+    source = open_source(spec, source_root, mask_suffix)
+    units = source.listing.units
+    rng = dataset_rng(spec.key, seed)
+    skipped: list[Skipped] = []
+    chosen = None if source.is_volumes else choose_subset(rng, len(units), spec.subset_size)
+    todo, reserve = units, []
+    if chosen is not None:
+        keep = set(chosen)
+        todo = [units[i] for i in chosen]
+        rest = [u for i, u in enumerate(units) if i not in keep]
+        reserve = [rest[i] for i in dataset_rng(spec.key, seed, stream=1).permutation(len(rest)).tolist()]
+    progress = _Progress(say, len(todo), "volumes" if source.is_volumes else "pairs")
+    stager = _Stager(spec, base.with_name(base.name + ".staging"))
+    got = _collect(spec, source, todo, reserve, stager, skip_invalid, progress)
+    if got.problems and not skip_invalid:
+        _raise_problems(spec, got.problems)
+    for kind, items in sorted(got.problems.items()):
+        skipped.append(Skipped(f"invalid, skipped (--skip-invalid): {problem_heading(spec, kind)}", len(items), tuple(items[:SHOW])))
+    if chosen is not None:
+        used = len(got.records) + sum(len(v) for v in got.problems.values())
+        skipped.append(Skipped(f"pair(s) not in the seeded subset of {spec.subset_size}", len(units) - used))
+    extra_notes = []
+    if chosen is None and spec.subset_size is not None and not source.is_volumes:
+        extra_notes.append(f"the source has {len(units)} pairs, not more than subset_size {spec.subset_size}: all are used")
+
+    records = sorted(got.records, key=lambda r: r.order)
+    candidates = len(records)
+    if source.is_volumes:
+        if not records:
+            reasons = "; ".join(f"{n} {r}" for r, n in got.skipped.items() if n)
+            raise DatasetSourceError(
+                f"dataset {spec.key!r}: no slice holds label {spec.foreground_value} ({reasons}); check mask_values "
+                "(the foreground label) in the catalog entry"
+            )
+        subset = choose_subset(rng, len(records), spec.subset_size)
+        if subset is not None:
+            keep = set(subset)
+            for i, record in enumerate(records):
+                if i not in keep:
+                    stager.drop(record)
+            skipped.append(Skipped(f"slice(s) not in the seeded subset of {spec.subset_size}", len(records) - len(subset)))
+            records = [records[i] for i in subset]
+    if len(records) < 2:
         raise DatasetSourceError(
-            f"dataset {spec.key!r} has {len(pairs)} image/mask pair(s); at least 2 are needed "
-            "to hold one out"
+            f"dataset {spec.key!r} has {len(records)} image/mask pair(s); at least 2 are needed to hold one out"
         )
-    n_heldout = min(len(pairs) - 1, max(1, round(spec.heldout_fraction * len(pairs))))
-    held = set(rng.permutation(len(pairs))[:n_heldout].tolist())
-    pool = [p for i, p in enumerate(pairs) if i not in held]
-    heldout = [p for i, p in enumerate(pairs) if i in held]
-    return pool, heldout
+    groups = [r.group if spec.split_by == "patient" else f"{r.group}\0{r.order}" for r in records]
+    try:
+        held = split_by_group(groups, spec.heldout_fraction, rng)
+    except ValueError as exc:
+        raise DatasetSourceError(f"dataset {spec.key!r}: {exc}") from None
 
-
-def _build(spec: DatasetSpec, base: Path, source: Path, seed: int, source_label: str) -> None:
-    """Pair, check, split and write everything into `base` (a fresh folder)."""
-    pairs = pair_files(spec, source)
-    pool, heldout = _split(spec, pairs, seed)
-    checked = _check_pairs(spec, pool + heldout)
-    entries = _write_split(spec, base, "pool", pool, checked)
-    entries += _write_split(spec, base, "heldout", heldout, checked)
-    entries.sort(key=lambda e: e["path"])
+    entries = _move_into_place(spec, base, records, held)
+    shutil.rmtree(stager.images.parent)
+    skipped += [Skipped(reason, n) for reason, n in got.skipped.items() if n]
+    skipped += [Skipped(what, n) for what, n in sorted(source.listing.ignored.items())]
+    per = "volume(s)" if source.is_volumes else "pair(s)"
+    notes = list(source.listing.notes) + [f"{note} ({n} {per})" for note, n in got.notes.items()] + extra_notes
+    patients_held = len({records[i].group for i in held})
+    summary = PrepareSummary(
+        source=source_label,
+        source_format="nifti" if source.is_volumes else "images",
+        units=len(units),
+        candidates=candidates,
+        prepared=len(records),
+        n_pool=len(records) - len(held),
+        n_heldout=len(held),
+        split_by=spec.split_by,
+        patients_pool=len({r.group for i, r in enumerate(records) if i not in held}),
+        patients_heldout=patients_held,
+        skipped=tuple(skipped),
+        notes=tuple(notes),
+        image_modes=tuple(sorted(Counter(r.image_mode for r in records).items())),
+    )
     manifest = {
         "version": MANIFEST_VERSION,
         "dataset": spec.key,
@@ -325,17 +381,42 @@ def _build(spec: DatasetSpec, base: Path, source: Path, seed: int, source_label:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": source_label,
         "layout": spec.layout,
+        "split_by": spec.split_by,
         "settings": _settings(spec),
         "counts": {
-            "pool": len(pool),
-            "heldout": len(heldout),
-            "total": len(pool) + len(heldout),
-            "source_pairs": len(pairs),
+            "pool": summary.n_pool,
+            "heldout": summary.n_heldout,
+            "total": len(records),
+            "source_pairs": len(units) if not source.is_volumes else candidates,
         },
+        "patients": {"pool": summary.patients_pool, "heldout": summary.patients_heldout},
+        "summary": summary.as_dict(),
         "digest": _digest(entries),
         "files": entries,
     }
     (base / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def _move_into_place(spec: DatasetSpec, base: Path, records: list[_Record], held: set[int]) -> list[dict[str, Any]]:
+    """Rename staged files into pool/ and heldout/ in the entry's layout; return the manifest entries."""
+    entries = []
+    for split in ("pool", "heldout"):
+        target = base / split
+        spec.images_dir(target).mkdir(parents=True, exist_ok=True)
+        spec.masks_dir(target).mkdir(parents=True, exist_ok=True)
+    for i, record in enumerate(records):
+        split = "heldout" if i in held else "pool"
+        target = base / split
+        for role, staged, sha in (("image", record.image, record.image_sha), ("mask", record.mask, record.mask_sha)):
+            folder = spec.images_dir(target) if role == "image" else spec.masks_dir(target)
+            final = folder / staged.name
+            os.replace(staged, final)
+            entry = {"split": split, "role": role, "stem": record.stem, "path": final.relative_to(base).as_posix(),
+                     "sha256": sha, "group": record.group}
+            entry.update(record.meta)
+            entries.append(entry)
+    entries.sort(key=lambda e: e["path"])
+    return entries
 
 
 # ---- public API ------------------------------------------------------------------------------
@@ -365,6 +446,7 @@ def load_prepared(spec: DatasetSpec, root: Path) -> PreparedDataset | None:
             f"{path} belongs to dataset {data.get('dataset')!r}, not {spec.key!r}; delete {base} "
             "or prepare again with --force (force=True)"
         )
+    summary = data.get("summary")
     return PreparedDataset(
         spec=spec,
         root=base,
@@ -374,6 +456,7 @@ def load_prepared(spec: DatasetSpec, root: Path) -> PreparedDataset | None:
         digest=str(data["digest"]),
         n_pool=int(data["counts"]["pool"]),
         n_heldout=int(data["counts"]["heldout"]),
+        summary=PrepareSummary.from_dict(summary) if isinstance(summary, dict) else None,
     )
 
 
@@ -398,7 +481,7 @@ def verify_prepared(prepared: PreparedDataset) -> None:
         if p.is_file() and p.relative_to(base).as_posix() not in listed
     )
     problems = [
-        f"{label}: {_listing(items)}"
+        f"{label}: {listing(items)}"
         for label, items in (("changed", changed), ("missing", missing), ("added", extra))
         if items
     ]
@@ -414,13 +497,14 @@ def verify_prepared(prepared: PreparedDataset) -> None:
 def _check_same_request(prepared: PreparedDataset, seed: int) -> None:
     """An existing preparation made with other settings must not be silently reused."""
     data = _read_manifest(prepared.manifest)
-    wanted = _settings(prepared.spec)
+    recorded = data.get("settings", {})
     differences = []
     if data.get("seed") != seed:
         differences.append(f"seed {data.get('seed')} (asked for {seed})")
-    for name, value in wanted.items():
-        if data.get("settings", {}).get(name) != value:
-            differences.append(f"{name} {data.get('settings', {}).get(name)!r} (catalog says {value!r})")
+    for name, value in _settings(prepared.spec).items():
+        # Settings added after a manifest was written are not held against it.
+        if name in recorded and recorded[name] != value:
+            differences.append(f"{name} {recorded[name]!r} (catalog says {value!r})")
     if differences:
         raise PreparedDataModifiedError(
             f"{prepared.root} was prepared with {', '.join(differences)}; delete it or prepare "
@@ -429,9 +513,22 @@ def _check_same_request(prepared: PreparedDataset, seed: int) -> None:
 
 
 def prepare_dataset(
-    spec: DatasetSpec, root: Path, source: Path | None = None, seed: int = 0, force: bool = False
+    spec: DatasetSpec,
+    root: Path,
+    source: Path | None = None,
+    seed: int = 0,
+    force: bool = False,
+    *,
+    skip_invalid: bool = False,
+    mask_suffix: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> PreparedDataset:
-    """Write root/<key>/{pool,heldout,manifest.json}; reuse a matching earlier preparation."""
+    """Write root/<key>/{pool,heldout,manifest.json}; reuse a matching earlier preparation.
+
+    source defaults to the entry's source.path; mask_suffix overrides how masks are named in the
+    source (the prepared names follow the entry); skip_invalid leaves out unusable pairs (listed in
+    the summary) instead of failing.
+    """
     root = Path(root)
     base = root / spec.key
     if force and base.exists():
@@ -446,11 +543,13 @@ def prepare_dataset(
             f"{base} exists but has no {MANIFEST} (an interrupted or foreign folder); delete it or "
             "prepare again with --force (force=True)"
         )
+    if source is None and spec.source.path:
+        source = Path(spec.source.path).expanduser()
     if source is None and spec.synthetic is None:
         hint = f" (download it from {spec.source_url})" if spec.source_url else ""
         raise DatasetSourceError(
             f"dataset {spec.key!r} is not synthetic: pass the folder holding its images and masks "
-            f"as the source (--source DIR){hint}"
+            f"as the source (--source DIR){hint}; docs/datasets.md shows the layout each dataset expects"
         )
     root.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename at the end, so a crash never leaves a half-made folder.
@@ -463,7 +562,7 @@ def prepare_dataset(
             label = str(Path(source).resolve())
         built = work / "prepared"
         built.mkdir()
-        _build(spec, built, Path(source), seed, label)
+        _build(spec, built, Path(source), seed, label, skip_invalid, mask_suffix, progress)
         try:
             os.replace(built, base)
         except OSError:
@@ -483,4 +582,5 @@ def _pairs_of_split(prepared: PreparedDataset, split: str) -> list[tuple[Path, P
     for entry in data["files"]:
         if entry["split"] == split:
             by_stem.setdefault(entry["stem"], {})[entry["role"]] = prepared.root / entry["path"]
-    return [(by_stem[s]["image"], by_stem[s]["mask"]) for s in sorted(by_stem, key=_natural_key)]
+    return [(by_stem[s]["image"], by_stem[s]["mask"]) for s in sorted(by_stem, key=natural_key)]
+

@@ -50,6 +50,18 @@ def test_builtin_catalog_has_the_paper_datasets_and_the_synthetic_ones() -> None
     assert catalog["synthetic-gray-suffix"].layout == "suffix"
     assert catalog["synthetic-gray-folders"].layout == "folders"
     assert all(s.heldout_fraction == 0.1 for s in catalog.values())
+    myoma = catalog["uterine-myoma"]
+    assert (myoma.source.format, myoma.source.slice_axis, myoma.source.window, myoma.split_by) == ("nifti", 2, (1.0, 99.0), "patient")
+    assert [k for k, s in catalog.items() if s.source.is_volumes] == ["uterine-myoma"]
+    assert catalog["skin-ham10000"].source.image_dirs[0] == "HAM10000_images_part_*"
+    assert catalog["brain-meningioma"].mask_name("7") == "7_m.png"
+
+
+def test_user_entry_overlays_the_source_of_a_builtin(tmp_path: Path) -> None:
+    path = _write(tmp_path, "datasets:\n  uterine-myoma:\n    source: {image_dirs: [Volumes], path: ~/UMD}\n")
+    myoma = load_datasets(path)["uterine-myoma"]
+    assert myoma.source.image_dirs == ("Volumes",) and myoma.source.path == "~/UMD"
+    assert myoma.source.is_volumes and myoma.source.window == (1.0, 99.0)  # kept from the built-in entry
 
 
 def test_prompt_fills_derive_from_the_entry() -> None:
@@ -139,6 +151,12 @@ datasets:
         ("{title: t, modality: CT, colour: rgb, layout: suffix, mask_suffix: ''}", r"field 'mask_suffix'.*'_seg'"),
         ("{title: t, modality: CT, colour: rgb, layout: folders, mask_dir: images}", r"field 'mask_dir'.*overwrite"),
         ("{title: t, modality: CT, colour: rgb, layout: folders, image_dir: ../up}", r"field 'image_dir'.*folder name"),
+        ("{title: t, modality: CT, colour: rgb, layout: folders, split_by: volume}", r"field 'split_by'.*allowed values: patient, slice"),
+        ("{title: t, modality: CT, colour: rgb, layout: folders, source: {format: dicom}}", r"field 'source.format'.*images, nifti"),
+        ("{title: t, modality: CT, colour: rgb, layout: folders, source: {window: [99, 1]}}", r"field 'source.window'.*\[1, 99\]"),
+        ("{title: t, modality: CT, colour: rgb, layout: folders, source: {group_pattern: '('}}", r"'source.group_pattern': not a valid regular"),
+        ("{title: t, modality: CT, colour: rgb, layout: folders, source: {dirs: x}}", r"'source.dirs': unknown field"),
+        ("{title: t, modality: CT, colour: rgb, layout: suffix, source: {format: nifti}}", r"field 'layout'.*NIfTI.*folders"),
     ],
 )
 def test_bad_user_yaml_names_entry_field_and_allowed_values(tmp_path: Path, entry: str, expected: str) -> None:
