@@ -45,6 +45,12 @@ def main() -> None:
     from llmseg_mlflow.pipeline.execute import knob_values
     from llmseg_mlflow.pipeline.extract import extract_files
 
+    from mlflow.tracking import MlflowClient
+
+    from llmseg_mlflow.tracking.runs import ensure_experiment
+
+    # Artifacts under the temp folder too (a sqlite store would otherwise put them in ./mlruns).
+    ensure_experiment(MlflowClient(), "bench", artifact_location=(work / "artifacts").as_uri())
     spec, model = get_dataset(args.dataset), get_model(args.model)
     data = ensure_prepared(spec, work / "home" / "data")
     reply = make_provider(model, dataset=spec.key, repeat=1).complete([Message("user", "prompt")])
