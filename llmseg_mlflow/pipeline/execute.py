@@ -65,20 +65,18 @@ def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number:
             budget: Budget, unsafe_no_sandbox: bool = False,
             progress: Callable[[str], None] | None = None) -> Attempt:
     """Copy the code into a fresh attempt folder, point its knobs at the harness's folders, run main.py."""
-    folder = ws.attempts_dir / f"{number:02d}-{phase}"
-    if unsafe_no_sandbox:
-        mounts = sandbox.Mounts(folder, readonly=(data.pool,))
-    else:
-        mounts = sandbox.Mounts(folder, readonly=((data.pool, POOL_INSIDE),), workdir_at=WORKDIR_INSIDE)
-    pool_at = data.pool if unsafe_no_sandbox else POOL_INSIDE
+    folder = ws.attempt_dir(number, phase)
+    # Unconfined code sees the host paths; sandboxed code sees the fixed inside ones.
+    pool_at, work_at = (data.pool, None) if unsafe_no_sandbox else (POOL_INSIDE, WORKDIR_INSIDE)
+    mounts = sandbox.Mounts(folder, readonly=((data.pool, pool_at),), workdir_at=work_at)
     values = knob_values(data, pool_at, mounts.inside() / SAVE_DIR, budget.epochs)
     patched, overrides = knobs.apply_overrides(files, values)
-    folder = ws.new_attempt(number, phase, patched)
+    ws.new_attempt(number, phase, patched)
     (folder / SAVE_DIR).mkdir(parents=True, exist_ok=True)
     env = {"LLMSEG_MAX_BATCHES": str(budget.max_batches)} if budget.max_batches else {}
     result = sandbox.run(
         [sys.executable, ENTRY], mounts, budget.limits,
-        log_dir=folder.parent / f"{number:02d}-{phase}.logs", env=env,
+        log_dir=folder.with_name(f"{folder.name}.logs"), env=env,
         unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
         on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,
     )

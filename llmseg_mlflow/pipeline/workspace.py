@@ -55,9 +55,13 @@ class Workspace:
         self.repo.git.bundle("create", str(dest), "--all")
         return dest
 
+    def attempt_dir(self, number: int, phase: str) -> Path:
+        """Where attempt `number` of `phase` runs: attempts/NN-phase."""
+        return self.attempts_dir / f"{number:02d}-{phase}"
+
     def new_attempt(self, number: int, phase: str, files: dict[str, str]) -> Path:
         """A fresh folder holding a copy of the code to run (the only place the code may write)."""
-        folder = self.attempts_dir / f"{number:02d}-{phase}"
+        folder = self.attempt_dir(number, phase)
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
