@@ -63,6 +63,51 @@ def generate(**opts) -> None:
     sys.exit(EXIT_OK if result.status == "succeeded" else EXIT_NO_PIPELINE)
 
 
+_PREPROCESSING = click.Choice(["auto", "generic"])
+
+
+@main.command()
+@click.option("--run-id", required=True, help="A pipeline root run (kind=pipeline).")
+@click.option("--preprocessing", type=_PREPROCESSING, default="auto", show_default=True,
+              help="auto: the pipeline's own Dataset where possible; generic: resize + [0, 1].")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
+@click.option("--timeout-s", default=1800.0, show_default=True, type=float, help="Wall-clock limit of the inference.")
+@click.option("--memory-gb", default=16.0, show_default=True, type=float, help="Memory cap of the inference.")
+@click.option("--unsafe-no-sandbox", is_flag=True, help="Import the generated model WITHOUT bubblewrap.")
+def evaluate(run_id: str, preprocessing: str, data_root: Path | None, timeout_s: float, memory_gb: float,
+             unsafe_no_sandbox: bool) -> None:
+    """Score a logged pipeline on the held-out set again, as a new evaluation run. Last line: JSON."""
+    from llmseg_mlflow.evaluation.run import EvaluateConfig, run_evaluate
+
+    cfg = EvaluateConfig(run_id, preprocessing, data_root, unsafe_no_sandbox, timeout_s, memory_gb)
+    scores = _guarded(lambda: run_evaluate(cfg, progress=_say))
+    click.echo(json.dumps({"run_id": run_id, **(scores.summary() if scores else {"error": "evaluation failed"})}))
+    sys.exit(EXIT_OK if scores else EXIT_HARNESS)
+
+
+@main.command()
+@click.option("--run-id", required=True, help="The pipeline whose final code is re-trained.")
+@click.option("--epochs", required=True, type=int, help="The forced epoch budget (the paper used 120).")
+@click.option("--max-batches", default=-1, show_default=True, type=int, help="Cap batches per epoch; -1: no cap.")
+@click.option("--study", default=None, help="Study of the new run (default: the source's).")
+@click.option("--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of the training.")
+@click.option("--memory-gb", default=16.0, show_default=True, type=float, help="Memory cap of the training.")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
+@click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
+@click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap.")
+def train(**opts) -> None:
+    """Re-train a pipeline's final code with a forced epoch budget, then evaluate it. Last line: JSON."""
+    from llmseg_mlflow.train import TrainConfig, run_train
+
+    cfg = TrainConfig(run_id=opts["run_id"], epochs=opts["epochs"], study=opts["study"],
+                      max_batches=_none_if_negative(opts["max_batches"]), timeout_s=opts["timeout_s"],
+                      memory_gb=opts["memory_gb"], data_root=opts["data_root"], work_root=opts["work_root"],
+                      unsafe_no_sandbox=opts["unsafe_no_sandbox"])
+    result = _guarded(lambda: run_train(cfg, progress=_say))
+    click.echo(json.dumps(result.as_dict()))
+    sys.exit(EXIT_OK if result.status == "succeeded" else EXIT_NO_PIPELINE)
+
+
 def _guarded(job):
     """Run a job; bad input exits 2 with its message, a platform failure exits 1.
 
@@ -220,6 +265,40 @@ def datasets_add(name: str, source: Path, title: str | None, modality: str, fore
     for key, value in prepared.prompt_fills().items():
         click.echo(f"prompt {key}: {value}")
     _print_prepared(prepared)
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="List the jobs, which are done, and the expected API cost; run nothing.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a process pool on this machine; ray: Ray tasks on a cluster.")
+@click.option("--workers", type=int, help="local: jobs at once (default: one per GPU, else 1); ray: CPUs of a new local instance.")
+@click.option("--ray-address", help="Ray cluster to join, e.g. ray://head:10001 or auto (default: start a local one).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
+@click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
+@click.option("--models-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).")
+@click.option("--log-dir", type=click.Path(path_type=Path), help="One log per job (default $LLMSEG_HOME/sweeps/<study>/logs).")
+@click.option("--forward-env", multiple=True, help="Send this environment variable to every job (e.g. an API key for Ray workers).")
+@click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys).")
+def sweep(study_file: Path, dry_run: bool, **opts) -> None:
+    """Run a whole study from a YAML file; rerun the same command to finish what is missing."""
+    from llmseg_mlflow.sweep.run import SweepOptions, dry_run as plan_only, run_sweep
+    from llmseg_mlflow.sweep.study import load_study
+
+    study = _guarded(lambda: load_study(study_file, opts["models_file"]))
+    if opts["workers"] is not None and opts["workers"] < 1:
+        click.echo("error: --workers must be at least 1", err=True)
+        sys.exit(EXIT_USAGE)
+    if dry_run:
+        _guarded(lambda: plan_only(study, out=click.echo))
+        return
+    options = SweepOptions(executor=opts["executor"], workers=opts["workers"], ray_address=opts["ray_address"],
+                           data_root=opts["data_root"], work_root=opts["work_root"], models_file=opts["models_file"],
+                           unsafe_no_sandbox=opts["unsafe_no_sandbox"], log_dir=opts["log_dir"],
+                           forward_env=tuple(opts["forward_env"]))
+    summary = _guarded(lambda: run_sweep(study, options, out=click.echo))
+    sys.exit(130 if summary.interrupted else EXIT_HARNESS if summary.count("failed") else EXIT_OK)
 
 
 if __name__ == "__main__":

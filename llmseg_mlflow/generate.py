@@ -46,6 +46,8 @@ class GenerateConfig:
     models_file: Path | None = None  # user's model YAML (else $LLMSEG_MODELS_FILE)
     no_cache: bool = False  # force fresh LLM calls (the replies are still stored)
     cache_dir: Path | None = None  # default $LLMSEG_CACHE_DIR or $LLMSEG_HOME/cache
+    evaluate: bool = True  # held-out evaluation after a successful training
+    eval_preprocessing: str = "auto"  # "auto": the pipeline's own where possible; "generic": resize + [0, 1]
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def _cohort(model: ModelSpec, cfg: GenerateConfig) -> Cohort:
                   repeat=cfg.repeat, study=cfg.study, provider=model.provider)
 
 
-def _log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
+def log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
     """The training run: curves, outputs, logs, model summary. Returns the root's share of metrics."""
     attempt = out.success
     assert attempt is not None
@@ -135,6 +137,29 @@ def _log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
     return root_metrics
 
 
+def choices(files: dict[str, str]) -> dict[str, str]:
+    """What the LLM chose (Tables 1-2), read from its code."""
+    found = knobs.read_hyperparameters(files)
+    if "model.py" in files:
+        found["final_activation"] = architecture.final_activation(files["model.py"])
+    return found
+
+
+def evaluate_trained(tree: RunTree, data: PreparedDataset, out: LoopOutcome, ws: Workspace, preprocessing: str,
+                     unsafe_no_sandbox: bool, memory_gb: float, progress: Callable[[str], None]) -> float | None:
+    """The held-out evaluation of the attempt that trained; returns its mean Dice (None if it failed)."""
+    from llmseg_mlflow.evaluation.evaluator import EvalSettings
+    from llmseg_mlflow.evaluation.run import TrainedPipeline, evaluate_pipeline
+
+    attempt = out.success
+    assert attempt is not None
+    trained = TrainedPipeline(attempt.folder, attempt.result.stdout_text(), choices(out.files))
+    settings = EvalSettings(preprocessing, sandbox.Limits(timeout_s=1800, memory_gb=memory_gb),
+                            unsafe_no_sandbox=unsafe_no_sandbox)
+    scores = evaluate_pipeline(tree, data, trained, ws.root / "evaluation", settings, progress)
+    return None if scores is None else scores.summary()["heldout_dice_mean"]
+
+
 def _log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str, float]) -> None:
     """Root summary: status, error counts, usage, the LLM's choices, chat and code history."""
     root = tree.root
@@ -147,10 +172,7 @@ def _log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str
     root.text(chat_json(out.messages), "chat/chat.json")
     root.text(chat_markdown(out.messages), "chat/chat.md")
     if out.files:
-        choices = knobs.read_hyperparameters(out.files)
-        if "model.py" in out.files:
-            choices["final_activation"] = architecture.final_activation(out.files["model.py"])
-        root.params(choices)
+        root.params(choices(out.files))
         root.files(out.files, "code")
         with tempfile.TemporaryDirectory() as tmp:
             root.artifact(ws.bundle(Path(tmp) / "code_history.bundle"))
@@ -190,13 +212,17 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
     tree.root.text(text, "prompt.md")
 
     loop = AttemptLoop(tree, provider, data, ws, loop_cfg, progress)
+    dice = None
     try:
         out = loop.run(text, registered.uri)
-        extra = _log_training(tree, out) if out.success else {}
+        extra = log_training(tree, out) if out.success else {}
         if out.success:
             tree.root.params({f"override.{o.role}": ast.literal_eval(o.new)
                               for o in out.success.overrides if o.role != "epochs"})
             tree.root.json([o.__dict__ for o in out.success.overrides], "overrides.json")
+        if out.status == Status.SUCCEEDED and cfg.evaluate:
+            dice = evaluate_trained(tree, data, out, ws, cfg.eval_preprocessing, cfg.unsafe_no_sandbox,
+                                    cfg.memory_gb, progress)
     except BaseException as exc:
         tracing.flush()
         loop.out.status = Status.HARNESS_ERROR
@@ -208,5 +234,5 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
     tracing.flush()
     tree.finish()
     progress(f"pipeline {tree.cohort.run_name}: {out.status.value}")
-    return GenerateResult(run_id, out.status.value, sum(out.errors.values()))
+    return GenerateResult(run_id, out.status.value, sum(out.errors.values()), dice)
 

@@ -48,12 +48,14 @@ class Attempt:
         return self.folder / SAVE_DIR
 
 
-def knob_values(data: PreparedDataset, pool_at: Path, save_dir: Path, epochs: int | None) -> dict[str, object]:
-    """The harness's value for every path knob (and epochs when forced); the pool appears at `pool_at`."""
+def knob_values(data: PreparedDataset, pool_at: Path, save_dir: Path, epochs: int | None,
+                split: str = "pool") -> dict[str, object]:
+    """The harness's value for every path knob (and epochs when forced); the split appears at `pool_at`."""
+    root = data.pool if split == "pool" else data.heldout
     values: dict[str, object] = {
         "data_dir": str(pool_at),
-        "image_dir": str(pool_at / data.pool_images().relative_to(data.pool)),
-        "mask_dir": str(pool_at / data.pool_masks().relative_to(data.pool)),
+        "image_dir": str(pool_at / data.spec.images_dir(root).relative_to(root)),
+        "mask_dir": str(pool_at / data.spec.masks_dir(root).relative_to(root)),
         "save_dir": str(save_dir),
     }
     if epochs is not None:

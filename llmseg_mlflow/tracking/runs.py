@@ -136,6 +136,17 @@ class RunTree:
             RunLogger(client, launch).tags({**cohort.tags(Kind.LAUNCH), "pipeline_run_id": run_id})
         return cls(client, exp_id, cohort, RunLogger(client, run_id))
 
+    @classmethod
+    def attach(cls, client: MlflowClient, root_run_id: str) -> "RunTree":
+        """The tree of an existing pipeline root (to add an evaluation to it later)."""
+        run = client.get_run(root_run_id)
+        tags = run.data.tags
+        if tags.get("kind") != Kind.PIPELINE.value:
+            raise ValueError(f"run {root_run_id} is not a pipeline root (kind={tags.get('kind')!r}); "
+                             "pass the run id of a `kind=pipeline` run")
+        cohort = Cohort.from_tags(tags)
+        return cls(client, run.info.experiment_id, cohort, RunLogger(client, root_run_id))
+
     @contextmanager
     def child(self, kind: Kind, name: str, tags: Mapping[str, object] | None = None) -> Iterator[RunLogger]:
         """A nested run with the cohort tags; FAILED if the block raises, FINISHED otherwise."""

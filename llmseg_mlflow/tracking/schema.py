@@ -94,6 +94,15 @@ class Cohort:
             "provider": self.provider,
         }
 
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> "Cohort":
+        """The cohort a run's tags describe (inverse of `tags`)."""
+        year, reasoning = tags.get("year", ""), tags.get("reasoning", "")
+        return cls(model=tags["model"], year=int(year) if year else None,
+                   reasoning=None if reasoning == "" else reasoning == "true", dataset=tags["dataset"],
+                   repeat=int(tags.get("repeat", "1")), study=tags.get("study", ""),
+                   provider=tags.get("provider", ""))
+
     @property
     def run_name(self) -> str:
         """The root run's name: `{model}/{dataset}/r{repeat}`."""

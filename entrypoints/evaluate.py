@@ -1,0 +1,7 @@
+"""MLproject entry point `evaluate`: `llmseg evaluate` inside the run `mlflow run` started (tagged kind=launch)."""
+import sys
+
+from llmseg_mlflow.cli import main
+
+if __name__ == "__main__":
+    main(["evaluate", *sys.argv[1:]])

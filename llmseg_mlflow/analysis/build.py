@@ -1,0 +1,356 @@
+"""Every table and figure of the report, section by section, from the tidy study."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from llmseg_mlflow.analysis import figures as fg
+from llmseg_mlflow.analysis import qualitative as ql
+from llmseg_mlflow.analysis import tables as tb
+from llmseg_mlflow.analysis.cache import RunCache
+from llmseg_mlflow.analysis.config import AnalyzeConfig, Cohorts
+from llmseg_mlflow.analysis.outputs import Outputs
+from llmseg_mlflow.analysis.stats import cohort_tests, in_group, variability_test
+from llmseg_mlflow.analysis.table import BASELINE, StudyData
+
+RULES = [
+    "Pipelines that never ran (status gave_up, no_code, failed_training or harness_error, or no held-out "
+    "evaluation) count in the error, fix-round and cost tables and are listed under 'Pipelines without held-out "
+    "Dice'; they have no Dice, so they are left out of Dice plots and tests, and every test row says how many "
+    "were left out (left_out_a, left_out_b).",
+    "Spread: every \u00b1 and every shaded band is the sample standard deviation (SD, ddof=1), never the standard "
+    "error (SEM); boxes show the median and IQR, whiskers 1.5 IQR.",
+    "Cohort tests (Table 3): one-sided Mann-Whitney U (scipy.stats.mannwhitneyu, automatic method) of 'group b "
+    "scores higher than group a' on per-model mean held-out Dice (a model's mean over its pipelines on that "
+    "dataset, repeats averaged); U is group b's statistic; effect size is the rank-biserial r = 2U/(n_a n_b) - 1 "
+    "(+1: every b model beats every a model). Medians (IQR) pool every per-image score of the group's pipelines. "
+    "Significant means p < alpha, or with --bonferroni p x m < alpha (m = the number of tests in the table).",
+    "The nnU-Net baseline (tag baseline=true) is drawn on top of plots and is in no cohort and no test; "
+    "forced-budget reruns (tag budget) appear only in the constant-budget section; roots a sweep retried "
+    "(tag superseded_by) are ignored.",
+    "Per-image held-out Dice is the latest value logged per held-out index (a re-evaluation replaces the "
+    "earlier scores). A model's curve is the mean over its repeats at each epoch.",
+    "Every number comes from the tracking server (root runs' tags, params and metrics, the bulk metric history "
+    "and evaluation artifacts), never from typed-in values.",
+]
+
+
+@dataclass
+class Context:
+    """What the section builders share."""
+
+    data: StudyData
+    cfg: AnalyzeConfig
+    cohorts: Cohorts
+    out: Outputs
+    client: MlflowClient
+    cache: RunCache
+    data_root: Path
+    say: Callable[[str], None]
+
+    @property
+    def study(self) -> pd.DataFrame:
+        return self.data.study()
+
+    def datasets(self) -> list[str]:
+        return sorted(self.data.pipelines.dataset.unique())
+
+
+def _model_meta(study: pd.DataFrame) -> pd.DataFrame:
+    return study.groupby("model")[["year", "reasoning"]].first()
+
+
+def section_overview(c: Context) -> None:
+    study = c.study
+    counts = study.pivot_table(index="model", columns="status", values="run_id", aggfunc="count", fill_value=0)
+    counts.insert(0, "pipelines", counts.sum(axis=1))
+    meta = _model_meta(study)
+    counts = meta.join(counts).reset_index()
+    c.out.table("status", "Pipelines per model by status", "overview", counts)
+    c.out.table("never_ran", "Pipelines without held-out Dice", "overview", tb.never_ran(study),
+                "They count in error tables and are left out of every Dice statistic.")
+
+
+def section_errors(c: Context) -> None:
+    study = c.study
+    by_model = tb.errors_by_model(study)
+    types = [t.removeprefix("errors.") for t in tb.error_columns(study)]
+    c.out.table("errors_by_model", "Errors by type per model (sum over pipelines)", "errors", by_model)
+    c.out.table("errors_by_cohort", "Errors by type per cohort", "errors", tb.errors_by_cohort(study),
+                "errors_per_pipeline_sd is the SD across the cohort's pipelines.")
+    c.out.table("fix_rounds", "Fix rounds per model", "errors", tb.fix_rounds(study), "fix_rounds_sd: SD across pipelines.")
+    if not by_model.empty:
+        c.out.figure("errors_by_type", "Errors by type until the code ran, per model and year cohort (Fig. 2)",
+                     "errors", (by_model, types), lambda p: fg.errors_figure(by_model, types, p))
+
+
+def _mean_curve(curves: pd.DataFrame, run_ids, metric: str = "val_loss") -> tuple[np.ndarray, np.ndarray] | None:
+    on = curves[(curves.metric == metric) & curves.run_id.isin(list(run_ids))]
+    if on.empty:
+        return None
+    m = on.groupby("epoch").value.mean()
+    return m.index.to_numpy(), m.to_numpy()
+
+
+def _panels_by_year(study: pd.DataFrame, curves: pd.DataFrame, metric: str = "val_loss") -> dict[str, list[fg.Line]]:
+    panels: dict[str, list[fg.Line]] = {}
+    for model, on in study.groupby("model"):
+        got = _mean_curve(curves, on.run_id, metric)
+        if got is None:
+            continue
+        year = str(on.year.iloc[0]) or "no year"
+        panels.setdefault(f"{year} models", []).append(fg.Line(model, got[0], got[1], fg.colour_for(on.year.iloc[0])))
+    # Distinct colours within a panel: the cohort colour says little when every line has it.
+    for lines in panels.values():
+        cmap = fg.plt.get_cmap("tab20")
+        for i, line in enumerate(lines):
+            lines[i] = fg.Line(line.label, line.x, line.y, cmap(i % 20), line.mark)
+    return dict(sorted(panels.items()))
+
+
+def _baseline_line(data: StudyData, dataset: str, role: str = BASELINE) -> fg.Line | None:
+    base = data.pipelines[(data.pipelines.role == role) & (data.pipelines.dataset == dataset) & data.pipelines.is_baseline]
+    got = _mean_curve(data.curves, base.run_id)
+    return fg.Line("nnU-Net v2 (baseline)", got[0], got[1], fg.BASE) if got else None
+
+
+def section_curves(c: Context) -> None:
+    for dataset in c.datasets():
+        on = c.study[c.study.dataset == dataset]
+        curves = c.data.curves[c.data.curves.run_id.isin(on.run_id) | c.data.curves.run_id.isin(
+            c.data.pipelines[c.data.pipelines.dataset == dataset].run_id)]
+        panels = _panels_by_year(on, curves)
+        base = _baseline_line(c.data, dataset)
+        if panels or base:
+            c.out.figure(f"val_loss_{dataset}", f"Validation loss per epoch, {dataset} (Figs. 3, 11, 12)", "curves",
+                         (curves[curves.metric == "val_loss"], on[["run_id", "model", "year"]]),
+                         lambda p, panels=panels, base=base, d=dataset: fg.curves_figure(
+                             panels, base, "validation loss", f"{d}: validation loss per epoch (model = mean over repeats)", p),
+                         "Loss formulations differ between pipelines (BCE, BCE+Dice, ...): compare shapes, not levels.")
+        panels8 = {}
+        n = c.cfg.curve_epochs
+        val = curves[(curves.metric == "val_loss") & (curves.epoch <= n)]
+        for comp in c.cohorts.comparisons:
+            groups = []
+            for group in (comp.a, comp.b):
+                members = on[in_group(on, comp, group)]
+                g = val[val.run_id.isin(members.run_id)].groupby("epoch").value
+                if g.ngroups:
+                    sd = g.std(ddof=1).fillna(0).to_numpy()
+                    groups.append((group.label, np.asarray(g.mean().index), g.mean().to_numpy(), sd,
+                                   int(val[val.run_id.isin(members.run_id)].run_id.nunique())))
+            panels8[comp.name] = groups
+        if any(panels8.values()):
+            c.out.figure(f"cohort_val_loss_{dataset}", f"Cohort validation loss, first {n} epochs, {dataset} (Fig. 8a, 8b)",
+                         "curves", (val, on[["run_id", "year", "reasoning", "model"]], repr(c.cohorts)),
+                         lambda p, panels8=panels8, d=dataset: fg.cohort_curves_figure(
+                             panels8, f"{d}: mean \u00b1 SD across pipelines, epochs 1-{n}", p),
+                         "Mean and SD (not SEM) across the group's pipelines at each epoch; n = pipelines with a curve.")
+
+
+def _dice_groups(c: Context, dataset: str) -> list[tuple[str, np.ndarray, str]]:
+    on = c.study[c.study.dataset == dataset]
+    imgs = c.data.images
+    groups = []
+    for model, rows in on.groupby("model"):
+        vals = imgs[imgs.run_id.isin(rows.run_id)].dice.to_numpy()
+        groups.append((model, vals, fg.colour_for(rows.year.iloc[0])))
+    groups.sort(key=lambda g: -np.median(g[1]) if len(g[1]) else np.inf)
+    base = c.data.pipelines[(c.data.pipelines.role == BASELINE) & (c.data.pipelines.dataset == dataset)]
+    bvals = imgs[imgs.run_id.isin(base.run_id)].dice.to_numpy()
+    return ([("nnU-Net v2 (baseline)", bvals, fg.GRAY)] if len(bvals) else []) + groups
+
+
+def section_dice(c: Context) -> None:
+    for dataset in c.datasets():
+        groups = _dice_groups(c, dataset)
+        if not any(len(g[1]) for g in groups):
+            continue
+        left = int(c.study[(c.study.dataset == dataset)].heldout_dice_mean.isna().sum())
+        c.out.figure(f"dice_{dataset}", f"Held-out Dice per model, {dataset} (Figs. 5, 13)", "dice",
+                     tuple(g[1] for g in groups) + tuple(g[0] for g in groups),
+                     lambda p, groups=groups, d=dataset: fg.boxplot_figure(
+                         groups, f"{d}: per-image held-out Dice (sorted by median; baseline on top)", p),
+                     f"2024 blue, 2025 red, baseline gray; repeats pooled. {left} pipeline(s) without Dice left out.")
+    c.out.table("dice_per_model", "Held-out Dice per model and dataset", "dice", tb.dice_per_model(c.study, c.data.images),
+                "median/q1/q3 pool per-image scores; mean is the mean of pipeline means; sd_between_repeats is an SD.")
+
+
+def section_qualitative(c: Context) -> None:
+    for dataset in c.datasets():
+        on = c.data.pipelines[(c.data.pipelines.dataset == dataset) & (c.data.pipelines.role != "budget")]
+        reps = ql.representatives(on)
+        if reps.empty:
+            continue
+        index = ql.hard_image(c.data.images, list(reps.run_id))
+        if index is None:
+            continue
+        truth = ql.load_truth(dataset, index, c.data_root)
+        masks = ql.predictions(c.client, c.cache, reps, index, truth.name)
+        scores = c.data.images[(c.data.images["index"] == index)].set_index("run_id").dice
+        reps = reps.assign(_base=reps.is_baseline.astype(int)).sort_values(["_base", "heldout_dice_mean"],
+                                                                           ascending=[False, False])
+        preds = [("nnU-Net v2" if r.is_baseline else r.model, masks[r.run_id], float(scores.get(r.run_id, np.nan)))
+                 for r in reps.itertuples() if masks.get(r.run_id) is not None]
+        missing = [r.model for r in reps.itertuples() if masks.get(r.run_id) is None]
+        note = (f"Held-out image #{index} ({truth.name or 'name unknown'}): the lowest median Dice across the models' "
+                f"representative pipelines (the repeat with the median Dice).")
+        if truth.reason:
+            note += f" Image and ground truth not shown: {truth.reason}; predictions only."
+        if missing:
+            note += f" No predictions.npz for: {', '.join(missing)}."
+        if not preds and truth.image is None:
+            c.out.notes.append(f"Qualitative grid for {dataset}: {note}")
+            continue
+        c.out.figure(f"qualitative_{dataset}", f"Hard held-out image and every model's prediction, {dataset} (Figs. 6, 7)",
+                     "qualitative", (index, truth.name, truth.reason, tuple((m, d, p.tobytes()) for m, p, d in preds)),
+                     lambda p, t=truth, preds=preds, d=dataset: fg.qualitative_figure(
+                         t.image, t.mask, preds, f"{d}: held-out image #{index}", p), note)
+
+
+def section_architecture(c: Context) -> None:
+    study = c.study
+    years = sorted({str(y) for y in study.year}, key=lambda y: (y != "2025", y != "2024", y))
+    for year in years:
+        label = {"2025": "Table 1", "2024": "Table 2"}.get(year, "")
+        title = f"Architecture and training configuration, {year or 'no year'} models" + (f" ({label})" if label else "")
+        c.out.table(f"architecture_{year or 'other'}", title, "architecture", tb.architecture(study, year),
+                    "Most common value over the model's pipelines (k/n and the number of distinct values when they "
+                    "differ); training time: mean \u00b1 SD across datasets (repeats averaged first).")
+    c.out.table("training_time", "Training time per model (mean \u00b1 SD across datasets)", "architecture",
+                tb.training_time(study))
+
+
+def section_cohorts(c: Context) -> pd.DataFrame:
+    tests = cohort_tests(c.study, c.data.images, c.cohorts, c.cfg.alpha, c.cfg.bonferroni)
+    how = "Bonferroni-adjusted p (p_adjusted)" if c.cfg.bonferroni else "raw p"
+    c.out.table("cohort_tests", "Cohort comparisons per dataset (Table 3)", "cohorts", tests,
+                f"One-sided Mann-Whitney U (b > a) on per-model mean held-out Dice; significant: {how} < "
+                f"{c.cfg.alpha}. effect_size: rank-biserial r. Bold rows are significant.")
+    if not tests.empty:
+        tests[[col for col in tests.columns if col in
+               ("dataset", "comparison", "group_a", "group_b", "n_a", "n_b", "median_a", "q1_a", "q3_a",
+                "median_b", "q1_b", "q3_b", "delta_median", "U", "p", "significant", "effect_size", "p_adjusted",
+                "left_out_a", "left_out_b")]].to_csv(c.out.folder / "cohort_tests.csv", index=False)
+        for t in tests.itertuples():
+            c.say(f"{t.dataset} {t.comparison}: {t.group_a} (n={t.n_a}) vs {t.group_b} (n={t.n_b}): "
+                  f"U={t.U:.4f} p={t.p:.4f} r={t.effect_size:.4f}" + (" significant" if t.significant else ""))
+    return tests
+
+
+def _pick_variability(c: Context) -> list[str]:
+    if c.cfg.variability_models:
+        return list(c.cfg.variability_models)
+    reps = c.study.groupby("model").repeat.nunique()
+    many = reps[reps >= 2].sort_values(ascending=False)
+    if len(many) < 2:
+        return list(many.index)
+    meta = _model_meta(c.study)
+    non = [m for m in many.index if meta.reasoning.get(m) == "false"]
+    yes = [m for m in many.index if meta.reasoning.get(m) == "true"]
+    if non and yes:  # as in the paper: one non-reasoning and one reasoning model
+        return [non[0], yes[0]]
+    return list(many.index[:2])
+
+
+def section_variability(c: Context) -> None:
+    study = c.study
+    c.out.table("variability_spread", "Run-to-run spread of held-out Dice", "variability",
+                tb.variability_spread(study, c.data.images), "sd_of_means: SD (not SEM) across repeats.")
+    models = _pick_variability(c)
+    if len(models) < 2:
+        return
+    a, b = models
+    c.out.table("variability_configs", f"Configuration per repeat: {a} and {b} (Tables 4, 5)", "variability",
+                tb.variability_configs(study, models))
+    c.out.table("variability_tests", f"Run-to-run U tests: {b} vs {a}", "variability",
+                variability_test(study, c.data.curves, a, b),
+                "One-sided Mann-Whitney U over repeats; effect_size: rank-biserial r of b vs a.")
+    imgs = c.data.images
+    for dataset in c.datasets():
+        on = study[(study.dataset == dataset) & study.model.isin(models)]
+        if on.groupby("model").repeat.nunique().reindex(models).fillna(0).min() < 2:
+            continue
+        base = c.data.pipelines[(c.data.pipelines.role == BASELINE) & (c.data.pipelines.dataset == dataset)]
+        bvals = imgs[imgs.run_id.isin(base.run_id)].dice.to_numpy()
+        groups = []
+        for model in models:
+            colour = fg.colour_for(on[on.model == model].reasoning.iloc[0])
+            per = [(f"{model} #{r.repeat}", imgs[imgs.run_id == r.run_id].dice.to_numpy(), colour)
+                   for r in on[on.model == model].itertuples()]
+            groups += sorted(per, key=lambda g: -np.median(g[1]) if len(g[1]) else np.inf)
+        groups = ([("nnU-Net v2 (baseline)", bvals, fg.GRAY)] if len(bvals) else []) + groups
+        ref = float(np.median(bvals)) if len(bvals) else None
+        c.out.figure(f"variability_dice_{dataset}", f"Run-to-run held-out Dice, {a} vs {b}, {dataset} (Fig. 9)",
+                     "variability", tuple(g[1] for g in groups) + tuple(g[0] for g in groups),
+                     lambda p, groups=groups, d=dataset, ref=ref: fg.boxplot_figure(
+                         groups, f"{d}: per repeat (sorted by median); dashed: baseline median", p, reference=ref))
+        panels = {}
+        for model in models:
+            lines = []
+            for r in on[on.model == model].sort_values("repeat").itertuples():
+                got = _mean_curve(c.data.curves, [r.run_id])
+                if got:
+                    lines.append(fg.Line(f"#{r.repeat}", got[0], got[1], fg.colour_for(r.reasoning)))
+            panels[model] = lines
+        bline = _baseline_line(c.data, dataset)
+        c.out.figure(f"variability_loss_{dataset}", f"Run-to-run validation loss, {a} and {b}, {dataset} (Fig. 10)",
+                     "variability", (c.data.curves[c.data.curves.run_id.isin(on.run_id)], on[["run_id", "model", "repeat"]],
+                                     bline.y if bline else None),
+                     lambda p, panels=panels, bline=bline, d=dataset: fg.curves_figure(
+                         panels, bline, "validation loss", f"{d}: one line per repeat", p))
+
+
+def section_budget(c: Context) -> None:
+    table = tb.budget_table(c.data)
+    c.out.table("budget", "Constant-budget reruns beside the pipelines they reran (Fig. 4)", "budget", table,
+                "own_epochs: the epochs the LLM chose in the original pipeline.")
+    if table.empty:
+        return
+    budget = c.data.of_role("budget")
+    for dataset in sorted(budget.dataset.unique()):
+        on = budget[(budget.dataset == dataset) & ~budget.is_baseline]
+        panels = _panels_by_year(on, c.data.curves)
+        marks = table[table.dataset == dataset].set_index("run_id").own_epochs
+        for lines in panels.values():
+            for i, line in enumerate(lines):
+                rid = on[on.model == line.label].run_id
+                own = marks.get(rid.iloc[0]) if len(rid) else None
+                lines[i] = fg.Line(line.label, line.x, line.y, line.colour,
+                                   int(own) if own is not None and not pd.isna(own) else None)
+        bline = _baseline_line(c.data, dataset, role="budget") or _baseline_line(c.data, dataset)
+        c.out.figure(f"budget_{dataset}", f"Validation loss at a constant budget, {dataset} (Fig. 4)", "budget",
+                     (c.data.curves[c.data.curves.run_id.isin(on.run_id)], table, bline.y if bline else None),
+                     lambda p, panels=panels, bline=bline, d=dataset: fg.curves_figure(
+                         panels, bline, "validation loss", f"{d}: constant budget; dot = the model's own epoch choice", p))
+
+
+def section_beyond(c: Context) -> None:
+    c.out.table("compliance", "Prompt compliance per model", "beyond", tb.compliance(c.study),
+                "Share of pipelines meeting each item; compliance_score: mean over items (docs/evaluation.md).")
+    cost = tb.cost(c.study)
+    c.out.table("cost", "Cost and tokens per model", "beyond", cost, "Totals over the study and means per pipeline.")
+    cols = [col for col in ("cost_usd_total", "tokens_in_per_pipeline", "tokens_out_per_pipeline") if col in cost]
+    if not cost.empty and cols:
+        c.out.figure("cost", "Cost and tokens per model", "beyond", (cost,),
+                     lambda p: fg.bars_figure(cost, "model", cols, "cost and tokens per model", p, "value"))
+
+
+def section_data(c: Context) -> None:
+    tidy = c.data.pipelines.copy()
+    tidy["start_time"] = tidy["start_time"].astype(str)
+    c.out.table("pipelines", "Tidy table: one row per pipeline root", "data", tidy,
+                "Also in data/: curves.csv (run_id, metric, epoch, value) and per_image.csv (run_id, index, dice).")
+    c.out.data("curves", c.data.curves)
+    c.out.data("per_image", c.data.images)
+    if not c.data.superseded.empty:
+        c.out.notes.append(f"{len(c.data.superseded)} root(s) superseded by a sweep retry were ignored.")
+
+
+SECTIONS = (section_overview, section_errors, section_curves, section_dice, section_qualitative, section_architecture,
+            section_cohorts, section_variability, section_budget, section_beyond, section_data)

@@ -1,0 +1,103 @@
+"""The qualitative grid (Figs. 6, 7): one hard held-out image per dataset, its ground truth, each model's mask.
+
+Predictions come from `heldout/predictions.npz` of the evaluation run of one representative pipeline
+per model (downloaded once, cached); the image and its ground truth from the prepared dataset on disk.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from llmseg_mlflow.analysis.cache import RunCache
+from llmseg_mlflow.analysis.fetch import download
+
+PREDICTIONS = "heldout/predictions.npz"
+
+
+def representatives(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model, the pipeline whose held-out Dice is the median of its repeats (lowest repeat on ties)."""
+    have = frame[frame.heldout_dice_mean.notna() & (frame.evaluation_run_id != "")]
+    picks = []
+    for _, on in have.groupby("model"):
+        dist = (on.heldout_dice_mean - on.heldout_dice_mean.median()).abs()
+        picks.append(on.assign(_d=dist).sort_values(["_d", "repeat"]).iloc[0])
+    return pd.DataFrame(picks).drop(columns="_d") if picks else have.iloc[:0]
+
+
+def hard_image(images: pd.DataFrame, run_ids: list[str]) -> int | None:
+    """The held-out index with the lowest median Dice across the given pipelines (widest spread on ties)."""
+    on = images[images.run_id.isin(run_ids)]
+    if on.empty:
+        return None
+    g = on.groupby("index").dice
+    table = pd.DataFrame({"median": g.median(), "spread": g.max() - g.min()}).reset_index()
+    return int(table.sort_values(["median", "spread", "index"], ascending=[True, False, True]).iloc[0]["index"])
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The held-out image and its ground-truth mask, or why they are missing."""
+
+    name: str | None
+    image: np.ndarray | None
+    mask: np.ndarray | None
+    reason: str = ""
+
+
+def load_truth(dataset: str, index: int, data_root: Path) -> Truth:
+    """The index-th held-out pair of the prepared dataset (natural order of names), if it is on disk."""
+    from PIL import Image
+
+    from llmseg_mlflow.catalog.datasets import get_dataset
+    from llmseg_mlflow.catalog.prepare import load_prepared
+
+    try:
+        prepared = load_prepared(get_dataset(dataset), data_root)
+    except Exception as exc:  # noqa: BLE001 - an unknown or broken dataset only leaves the image out
+        return Truth(None, None, None, f"dataset {dataset!r} is not available ({exc})")
+    if prepared is None:
+        return Truth(None, None, None, f"dataset {dataset!r} is not prepared under {data_root}")
+    pairs = prepared.heldout_pairs()
+    if index >= len(pairs):
+        return Truth(None, None, None, f"held-out index {index} is beyond the {len(pairs)} prepared images")
+    img_path, mask_path = pairs[index]
+    try:
+        image = np.asarray(Image.open(img_path))
+        mask = np.asarray(Image.open(mask_path))
+    except OSError as exc:
+        return Truth(img_path.name, None, None, f"cannot read {img_path.name}: {exc}")
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    return Truth(img_path.name, image, mask > (mask.max() / 2 if mask.max() else 0))
+
+
+def _prediction(client: MlflowClient, cache: RunCache, eval_run: str, index: int, name: str | None) -> np.ndarray | None:
+    folder = cache.artifact_dir(eval_run)
+    local = folder / PREDICTIONS
+    if not local.is_file() and download(client, eval_run, PREDICTIONS, folder) is None:
+        return None
+    found = next(iter(folder.rglob("predictions.npz")), None)
+    if found is None:
+        return None
+    with np.load(found) as npz:
+        keys = list(npz.keys())
+        if name is not None and name in keys:
+            return npz[name]
+        from llmseg_mlflow.catalog.sources import natural_key
+
+        keys.sort(key=natural_key)  # the contract: index = natural order of the held-out file names
+        return npz[keys[index]] if index < len(keys) else None
+
+
+def predictions(client: MlflowClient, cache: RunCache, reps: pd.DataFrame, index: int,
+                name: str | None) -> dict[str, np.ndarray | None]:
+    """{run_id: the mask the pipeline's latest evaluation predicted for that image}, downloads in parallel."""
+    runs = list(zip(reps.run_id, reps.evaluation_run_id))
+    with ThreadPoolExecutor(8) as pool:
+        masks = pool.map(lambda r: _prediction(client, cache, r[1], index, name), runs)
+        return {run_id: mask for (run_id, _), mask in zip(runs, masks)}

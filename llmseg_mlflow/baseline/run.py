@@ -1,0 +1,273 @@
+"""The `baseline` job: nnU-Net v2 (2d, default configuration) on a dataset's pool under a fixed budget,
+scored on its held-out set by the shared evaluator, logged as a pipeline run tree (docs/baseline.md)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from tqdm import tqdm
+
+from llmseg_mlflow.baseline import convert as nnraw
+from llmseg_mlflow.baseline.predict import CHECKPOINT
+from llmseg_mlflow.baseline.train import CONFIGURATION, TRAINER, Budget, nnunet_env
+from llmseg_mlflow.baseline.worker import PREFIX, RESULT, Job
+from llmseg_mlflow.catalog.datasets import get_dataset
+from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.errors import UsageError, bad_input
+from llmseg_mlflow.evaluation.record import log_evaluation, read_mask
+from llmseg_mlflow.generate import GenerateResult, ensure_prepared, llmseg_home
+from llmseg_mlflow.tracking import datasets as tracked_data
+from llmseg_mlflow.tracking.runs import RunLogger, RunTree, check_tracking_server
+from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
+
+MODEL = "nnunet-v2"
+PROVIDER = "nnunet"
+# GPU default budget: 100 epochs x 250 iterations (nnU-Net's iterations per epoch, a tenth of its 1000
+# epochs): 25k steps at batch size ~12-50 is about half an hour of 2d training on one modern GPU, in
+# the range of what the LLM pipelines train for, while nnU-Net's poly schedule still decays to zero.
+GPU_EPOCHS = 100
+GPU_ITERATIONS = 250
+EVAL_TAGS = {"eval_preprocessing": "nnunet", "eval_load": "nnunet_checkpoint", "eval_checkpoint": CHECKPOINT,
+             "eval_output": "nnunet_segmentation"}
+TAIL_LINES = 40  # of nnU-Net's output, in the `error` tag when it crashes
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """One nnU-Net baseline; paths default under LLMSEG_HOME (~/.llmseg)."""
+
+    dataset: str
+    study: str = "llmseg"
+    epochs: int = GPU_EPOCHS
+    iterations: int = GPU_ITERATIONS  # training iterations per epoch
+    data_root: Path | None = None
+    work_root: Path | None = None  # nnU-Net's folders go to <work_root>/<run_id> (default $LLMSEG_HOME/baselines)
+    repeat: int = 1
+    fold: int | str = 0  # fold 0 of nnU-Net's 5-fold split of the pool: a real validation set for checkpoint_best
+    val_iterations: int | None = None  # default: iterations / 5, nnU-Net's own ratio (250 : 50)
+    device: str | None = None  # "cuda" or "cpu"; default: cuda when available
+    log_checkpoint: bool = False  # upload checkpoint_best.pth (tens of MB) as an artifact
+
+    @property
+    def budget(self) -> Budget:
+        """Epochs, iterations per epoch and validation iterations."""
+        val = self.val_iterations if self.val_iterations is not None else max(1, round(self.iterations / 5))
+        return Budget(self.epochs, self.iterations, val)
+
+
+class NnUNetFailed(RuntimeError):
+    """nnU-Net's process exited with an error; the message ends with its last output lines."""
+
+
+def _check(cfg: BaselineConfig) -> str:
+    """Validate the numbers and pick the device; UsageError on nonsense."""
+    if cfg.epochs < 1 or cfg.iterations < 1 or cfg.budget.val_iterations < 1:
+        raise UsageError(f"the budget needs epochs >= 1 and iterations >= 1 (got epochs={cfg.epochs}, "
+                         f"iterations={cfg.iterations}, val_iterations={cfg.budget.val_iterations})")
+    if cfg.fold != "all" and cfg.fold not in range(5):
+        raise UsageError(f"fold must be 0-4 or 'all', got {cfg.fold!r}")
+    if cfg.device is not None:
+        if cfg.device not in ("cuda", "cpu"):
+            raise UsageError(f"device must be 'cuda' or 'cpu', got {cfg.device!r}")
+        return cfg.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _stage(data: PreparedDataset, base: Path, progress: Callable[[str], None]) -> tuple[Path, nnraw.RawDataset]:
+    """Convert into a staging folder before any run exists, so bad input leaves nothing logged."""
+    staging = base / f".staging-{uuid.uuid4().hex[:12]}"
+    try:
+        raw = nnraw.convert(data, staging / "nnUNet_raw", progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, raw
+
+
+def _worker_env(work: Path) -> dict[str, str]:
+    env = {**os.environ, **nnunet_env(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    package_root = str(Path(__file__).resolve().parents[2])  # the worker imports this package
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env.pop("MLFLOW_RUN_ID", None)  # the worker logs nothing; only the parent talks to MLflow
+    return env
+
+
+class _Progress:
+    """Turns nnU-Net's per-epoch prints into a tqdm bar and the worker's stage lines into messages."""
+
+    _EPOCH_END = re.compile(r"Epoch time: ")
+    _VALUE = re.compile(r"(train_loss|val_loss|Pseudo dice) (.+)$")
+
+    def __init__(self, epochs: int, progress: Callable[[str], None]) -> None:
+        self.progress = progress
+        self.bar = tqdm(total=epochs, desc="nnU-Net epochs", unit="epoch", leave=False)
+        self.postfix: dict[str, str] = {}
+
+    def line(self, text: str) -> None:
+        if text.startswith(PREFIX):
+            self.progress("nnU-Net " + text[len(PREFIX):].strip().removeprefix("stage "))
+            return
+        found = self._VALUE.search(text)
+        if found:  # "Pseudo dice [np.float32(0.6261)]": the first number
+            number = re.search(r"-?\d+\.\d+(?:e-?\d+)?", found.group(2))
+            self.postfix[found.group(1).replace("Pseudo dice", "val_dice")] = number.group(0) if number else "?"
+        elif self._EPOCH_END.search(text):
+            self.bar.update()
+            self.bar.set_postfix(self.postfix, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_worker(job: Job, work: Path, progress: Callable[[str], None]) -> tuple[dict, Path]:
+    """Run nnU-Net's process to the end; its output goes to logs/nnunet.log. NnUNetFailed on a crash."""
+    job_file = work / "job.json"
+    job.write(job_file)
+    log_path = work / "logs" / "nnunet.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    shown = _Progress(job.budget.epochs, progress)
+    tail: list[str] = []
+    proc = subprocess.Popen([sys.executable, "-m", "llmseg_mlflow.baseline.worker", str(job_file)],
+                            cwd=work, env=_worker_env(work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace", start_new_session=True)
+    try:
+        with log_path.open("w") as log:
+            assert proc.stdout is not None
+            for text in proc.stdout:
+                log.write(text)
+                shown.line(text.rstrip("\n"))
+                tail = (tail + [text.rstrip("\n")])[-TAIL_LINES:]
+        code = proc.wait()
+    except BaseException:
+        os.killpg(proc.pid, 9)  # the worker's session: nnU-Net's pool processes go with it
+        proc.wait()
+        raise
+    finally:
+        shown.close()
+    result_file = work / RESULT
+    if code != 0 or not result_file.is_file():
+        raise NnUNetFailed(f"nnU-Net exited with code {code}; last lines of {log_path}:\n" + "\n".join(tail))
+    return json.loads(result_file.read_text()), log_path
+
+
+def _log_training(tree: RunTree, run: RunLogger, result: dict, raw: nnraw.RawDataset, log_checkpoint: bool) -> None:
+    """Curves, times, size and nnU-Net's files on the training run; the root's share on the root."""
+    curves = result["curves"]
+    fit_time = result["plan_time_s"] + result["train_time_s"]
+    shared = {"train_time_s": fit_time, "params_total": result["params_total"],
+              "epochs_trained": len(curves["train_loss"])}
+    run.metrics({**shared, "plan_time_s": result["plan_time_s"], "fit_time_s": result["train_time_s"]})
+    tree.root.metrics({**shared, "errors_total": 0})
+    for key, values in curves.items():
+        run.curve(key, values)
+    for key in ("train_loss", "val_loss", "val_dice"):
+        tree.root.curve(key, curves[key])
+    fold = Path(result["fold_folder"])
+    for logger in (run, tree.root):
+        logger.artifact(Path(result["plans_file"]), "nnunet")
+        logger.artifact(raw.dataset_json, "nnunet")
+    run.artifact(Path(result["log_file"]), "logs")
+    for name in ("progress.png", "debug.json"):
+        run.artifact(fold / name, "nnunet")
+    if log_checkpoint:
+        run.artifact(fold / CHECKPOINT, "checkpoint")
+
+
+def _heldout_predictions(data: PreparedDataset, path: Path) -> dict[str, np.ndarray]:
+    """nnU-Net's masks at the ground truth's resolution (nearest-neighbour where the sizes differ)."""
+    with np.load(path) as saved:
+        masks = {k: saved[k] for k in saved.files}
+    for image, mask in data.heldout_pairs():
+        shape = read_mask(mask).shape
+        if masks[image.name].shape != shape:
+            resized = Image.fromarray(masks[image.name]).resize(shape[::-1], Image.NEAREST)
+            masks[image.name] = np.asarray(resized)
+    return masks
+
+
+def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _: None) -> GenerateResult:
+    """Resolve and convert the data (failing before any run exists), then train, predict and log nnU-Net."""
+    home = llmseg_home()
+    base = (cfg.work_root or home / "baselines").resolve()
+    with bad_input():
+        device = _check(cfg)
+        spec = get_dataset(cfg.dataset)
+        data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve())
+        check_tracking_server()
+        staging, raw = _stage(data, base, progress)
+
+    client = MlflowClient()
+    cohort = Cohort(model=MODEL, year=None, reasoning=None, dataset=cfg.dataset, repeat=cfg.repeat,
+                    study=cfg.study, provider=PROVIDER)
+    try:
+        tree = RunTree.open(client, cohort)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    run_id = tree.root.run_id
+    work = base / run_id
+    staging.rename(work)
+    raw = dataclasses.replace(raw, folder=work / "nnUNet_raw" / raw.name)
+    progress(f"baseline {cohort.run_name}: run {run_id}, folder {work}, {device}, "
+             f"{cfg.epochs} epochs x {cfg.iterations} iterations")
+    budget = cfg.budget
+    try:
+        tree.root.tags({"status": Status.RUNNING.value, "baseline": "true", "workspace": str(work)})
+        tree.root.params({"epochs": budget.epochs, "iterations_per_epoch": budget.iterations_per_epoch,
+                          "val_iterations": budget.val_iterations, "configuration": CONFIGURATION,
+                          "fold": cfg.fold, "trainer": TRAINER, "nnunet_version": version("nnunetv2"),
+                          "device": device, "data_digest": data.digest})
+        tracked_data.log_prepared(client, run_id, data)
+        job = Job(dataset_name=raw.name, fold=cfg.fold, budget=budget, device=device,
+                  plan_processes=max(1, min(8, os.cpu_count() or 1)),
+                  heldout={name: str(raw.heldout_image(case)) for case, name in raw.heldout_cases.items()},
+                  out_dir=str(work))
+        with tree.child(Kind.TRAINING, "training", {"trainer": TRAINER, "device": device}) as run:
+            try:
+                result, log_path = _run_worker(job, work, progress)
+            finally:
+                run.artifact(work / "logs" / "nnunet.log", "logs")
+            _log_training(tree, run, result, raw, cfg.log_checkpoint)
+        predictions = _heldout_predictions(data, Path(result["predictions"]))
+        scores = log_evaluation(tree, data, predictions, tags=EVAL_TAGS,
+                                metrics={"predict_time_s": result["predict_time_s"]})
+    except NnUNetFailed as exc:
+        _fail(tree, Status.FAILED_TRAINING, exc)
+        progress(f"baseline {cohort.run_name}: nnU-Net failed; see logs/nnunet.log of run {run_id}")
+        return GenerateResult(run_id, Status.FAILED_TRAINING.value, 0)
+    except BaseException as exc:
+        _fail(tree, Status.HARNESS_ERROR, exc)
+        raise
+    tree.root.tags({"status": Status.SUCCEEDED.value})
+    tree.finish()
+    dice = scores.summary()["heldout_dice_mean"]
+    progress(f"baseline {cohort.run_name}: held-out Dice {dice:.4f}")
+    return GenerateResult(run_id, Status.SUCCEEDED.value, 0, dice)
+
+
+def _fail(tree: RunTree, status: Status, exc: BaseException) -> None:
+    """Mark the root FAILED with the status and the error; what was logged stays."""
+    try:
+        message = f"{type(exc).__name__}: {exc}"
+        if len(message) > 5000:  # keep the head (what failed) and the tail (nnU-Net's last words)
+            message = message[:600] + "\n...\n" + message[-4300:]
+        tree.root.tags({"status": status.value, "error": message})
+        tree.root.metrics({"errors_total": 0})
+    finally:
+        tree.finish(failed=True)

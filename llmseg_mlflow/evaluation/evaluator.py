@@ -1,0 +1,107 @@
+"""Run the held-out inference of one trained pipeline in the sandbox and bring its masks back.
+
+The sandbox sees the pipeline's attempt folder (code and saved models) read-only at /pipeline and the
+held-out split read-only at /data/heldout; never the pool. Scores are computed outside, by the harness.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.pipeline import knobs, sandbox
+from llmseg_mlflow.pipeline.execute import knob_values
+
+WORKER = Path(__file__).with_name("worker.py")
+PIPELINE_INSIDE = Path("/pipeline")
+HELDOUT_INSIDE = Path("/data/heldout")
+WORK_INSIDE = Path("/workspace")
+PREPROCESSING = ("auto", "generic")
+
+
+class EvaluationError(RuntimeError):
+    """The pipeline's model could not be loaded or run on the held-out images."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to evaluate: preprocessing `auto` (the pipeline's own where possible) or `generic`."""
+
+    preprocessing: str = "auto"
+    limits: sandbox.Limits = field(default_factory=lambda: sandbox.Limits(timeout_s=1800, memory_gb=16))
+    batch_size: int = 16
+    unsafe_no_sandbox: bool = False
+
+
+@dataclass
+class EvalOutput:
+    """Masks per held-out image name and what the worker decided (tags), plus timings."""
+
+    predictions: dict[str, np.ndarray]
+    info: dict[str, object]
+    duration_s: float
+    folder: Path
+
+
+def code_files(folder: Path) -> dict[str, str]:
+    """The pipeline's Python files in an attempt folder (the code as it ran)."""
+    return {p.name: p.read_text() for p in sorted(folder.glob("*.py"))}
+
+
+def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings: EvalSettings,
+                     hyperparameters: dict[str, str] | None = None) -> EvalOutput:
+    """Predict every held-out image with the model saved in `attempt`; work in `dest` (recreated)."""
+    if settings.preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {settings.preprocessing!r}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "out").mkdir(parents=True)
+    unsafe = settings.unsafe_no_sandbox
+    pipeline_at, heldout_at, work_at = ((attempt, data.heldout, dest) if unsafe
+                                        else (PIPELINE_INSIDE, HELDOUT_INSIDE, WORK_INSIDE))
+    # The code's data knobs point at the held-out split, so its own Dataset reads those files.
+    values = knob_values(data, heldout_at, work_at / "scratch", 1, split="heldout")
+    patched, _ = knobs.apply_overrides(code_files(attempt), values)
+    code = dest / "code"
+    code.mkdir()
+    (dest / "scratch").mkdir()
+    for name, text in patched.items():
+        (code / name).write_text(text)
+    shutil.copy(WORKER, dest / "worker.py")
+    heldout = [{"name": img.name, "image": str(heldout_at / img.relative_to(data.heldout)),
+                "size": list(Image.open(mask).size[::-1])} for img, mask in data.heldout_pairs()]
+    hp = hyperparameters or {}
+    config = {"code_dir": str(work_at / "code"), "out_dir": str(work_at / "out"),
+              "checkpoints_dir": str(pipeline_at), "heldout": heldout, "preprocessing": settings.preprocessing,
+              "input_size": _int_or_none(hp.get("input_size")), "batch_size": settings.batch_size,
+              "final_activation": hp.get("final_activation", "none")}
+    (dest / "config.json").write_text(json.dumps(config, indent=2))
+    mounts = sandbox.Mounts(dest, readonly=((attempt, pipeline_at), (data.heldout, heldout_at)),
+                            workdir_at=None if unsafe else work_at)
+    start = time.monotonic()
+    result = sandbox.run([sys.executable, "worker.py", "config.json"], mounts, settings.limits,
+                         log_dir=dest / "logs", unsafe_no_sandbox=unsafe, name="evaluation")
+    duration = time.monotonic() - start
+    if not result.ok:
+        tail = result.stderr_text()[-3000:]
+        why = "timed out" if result.timed_out else "ran out of memory" if result.out_of_memory else "failed"
+        raise EvaluationError(f"held-out inference {why} (exit {result.returncode}):\n{tail}")
+    with np.load(dest / "out" / "predictions.npz") as npz:
+        predictions = {name: npz[name] for name in npz.files}
+    info = json.loads((dest / "out" / "info.json").read_text())
+    return EvalOutput(predictions, info, duration, dest)
+
+
+def _int_or_none(value: object) -> int | None:
+    """An input size param such as '256', '(256, 256)' or '[128, 128]' as one int."""
+    if value is None:
+        return None
+    digits = "".join(c if c.isdigit() else " " for c in str(value)).split()
+    return int(digits[0]) if digits else None

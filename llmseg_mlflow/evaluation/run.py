@@ -1,0 +1,147 @@
+"""The standardized evaluation of a trained pipeline: sandboxed inference, scores, compliance, logging."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
+
+from llmseg_mlflow.catalog.datasets import get_dataset
+from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.errors import UsageError, bad_input
+from llmseg_mlflow.evaluation import compliance
+from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
+from llmseg_mlflow.evaluation.metrics import ImageScores
+from llmseg_mlflow.evaluation.record import log_evaluation
+from llmseg_mlflow.pipeline import sandbox
+from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
+from llmseg_mlflow.tracking.schema import Kind
+
+_TAGS = ("eval_preprocessing", "eval_load", "eval_checkpoint", "eval_output", "eval_fallback_reason", "device")
+
+
+@dataclass(frozen=True)
+class TrainedPipeline:
+    """What evaluating a pipeline needs: its attempt folder (code + saved models) and printed output."""
+
+    attempt: Path
+    stdout: str
+    hyperparameters: dict[str, str]
+
+
+def evaluate_pipeline(tree: RunTree, data: PreparedDataset, trained: TrainedPipeline, work_dir: Path,
+                      settings: EvalSettings, progress: Callable[[str], None] = lambda _: None) -> ImageScores | None:
+    """Evaluate on the held-out set and log a `kind=evaluation` run; a failure is logged, not raised."""
+    progress(f"evaluating on {data.n_heldout} held-out images ({settings.preprocessing} preprocessing)")
+    try:
+        out = evaluate_attempt(trained.attempt, data, work_dir, settings, trained.hyperparameters)
+    except EvaluationError as exc:
+        with tree.child(Kind.EVALUATION, "evaluation", {"eval_error": str(exc).splitlines()[0][:250]}) as run:
+            run.text(str(exc), "eval_error.txt")
+            run.artifact(work_dir / "logs", "logs")
+        tree.root.tags({"evaluation_error": str(exc).splitlines()[0][:250], "evaluation_run_id": tree.children[-1]})
+        progress(f"evaluation failed: {str(exc).splitlines()[0]}")
+        return None
+    items = compliance.check(code_files(trained.attempt), trained.attempt, trained.stdout, data.n_pool,
+                             out.info.get("checkpoints", {}))
+    quality = {**items, "compliance_score": compliance.score(items)}
+    tags = {k: str(out.info[k])[:250] for k in _TAGS if k in out.info}
+    scores = log_evaluation(tree, data, out.predictions, tags,
+                            {"eval_time_s": out.duration_s, "forward_s": out.info.get("forward_s"), **quality})
+    tree.root.metrics(quality)
+    progress(f"held-out Dice mean {scores.summary()['heldout_dice_mean']:.3f} "
+             f"({tags.get('eval_preprocessing')} preprocessing), compliance {quality['compliance_score']:.2f}")
+    return scores
+
+
+# ---- re-evaluating a logged pipeline --------------------------------------------------------------
+
+def find_training_run(client: MlflowClient, tree: RunTree):
+    """The pipeline's (latest) `kind=training` child."""
+    runs = client.search_runs(
+        [tree.experiment_id],
+        f"tags.mlflow.parentRunId = '{tree.root.run_id}' AND tags.kind = '{Kind.TRAINING.value}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise UsageError(f"pipeline {tree.root.run_id} has no training run (status "
+                         f"{client.get_run(tree.root.run_id).data.tags.get('status')!r}): nothing to evaluate")
+    return runs[0]
+
+
+def load_trained(client: MlflowClient, tree: RunTree, stack: ExitStack) -> TrainedPipeline:
+    """The attempt folder on disk where the pipeline ran, else downloaded from the training run."""
+    root = client.get_run(tree.root.run_id)
+    training = find_training_run(client, tree)
+    attempt = training.data.tags.get("attempt", "")
+    workspace = root.data.tags.get("workspace", "")
+    local = Path(workspace, "attempts", f"{int(attempt):02d}-full") if workspace and attempt.isdigit() else None
+    if local is not None and (local / "results").is_dir():
+        folder = local
+        log = local.with_name(f"{local.name}.logs") / "full.stdout.log"
+        stdout = log.read_text(errors="replace") if log.exists() else ""
+    else:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmseg-eval-")))
+        folder = Path(download_artifacts(run_id=training.info.run_id, artifact_path="attempt", dst_path=str(tmp)))
+        try:
+            logs = Path(download_artifacts(run_id=training.info.run_id, artifact_path="logs", dst_path=str(tmp)))
+            stdout = (logs / "full.stdout.log").read_text(errors="replace")
+        except Exception:  # noqa: BLE001 - compliance then counts the printed items as missing
+            stdout = ""
+    hyper = {k: v for k, v in root.data.params.items() if k in ("input_size", "final_activation")}
+    return TrainedPipeline(folder, stdout, hyper)
+
+
+def dataset_of(root_tags: dict[str, str], root_params: dict[str, str], data_root: Path) -> PreparedDataset:
+    """The prepared dataset the pipeline trained on; a different held-out set is refused."""
+    from llmseg_mlflow.generate import ensure_prepared
+
+    data = ensure_prepared(get_dataset(root_tags["dataset"]), data_root)
+    logged = root_params.get("data_digest")
+    if logged and logged != data.digest:
+        raise UsageError(f"the prepared {data.spec.key!r} under {data_root} (digest {data.digest[:12]}) is not the "
+                         f"one this pipeline trained on (digest {logged[:12]}); point --data-root at that copy")
+    return data
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`llmseg evaluate`: which pipeline, how."""
+
+    run_id: str
+    preprocessing: str = "auto"
+    data_root: Path | None = None
+    unsafe_no_sandbox: bool = False
+    timeout_s: float = 1800.0
+    memory_gb: float = 16.0
+
+
+def run_evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] = lambda _: None) -> ImageScores | None:
+    """A new evaluation run under an existing pipeline root."""
+    from llmseg_mlflow.generate import llmseg_home
+
+    with bad_input(sandbox.SandboxUnavailable):
+        if not cfg.unsafe_no_sandbox:
+            sandbox.check_available()
+        check_tracking_server()
+        client = MlflowClient()
+        try:
+            tree = RunTree.attach(client, cfg.run_id)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        root = client.get_run(cfg.run_id)
+        launch = os.environ.get("MLFLOW_RUN_ID")
+        if launch and launch != cfg.run_id:  # under `mlflow run -e evaluate`: say what the launch run did
+            client.set_tag(launch, "kind", Kind.LAUNCH.value)
+            client.set_tag(launch, "pipeline_run_id", cfg.run_id)
+        data = dataset_of(root.data.tags, root.data.params, (cfg.data_root or llmseg_home() / "data").resolve())
+    settings = EvalSettings(cfg.preprocessing, sandbox.Limits(cfg.timeout_s, cfg.memory_gb),
+                            unsafe_no_sandbox=cfg.unsafe_no_sandbox)
+    with ExitStack() as stack:
+        trained = load_trained(client, tree, stack)
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmseg-eval-work-")))
+        return evaluate_pipeline(tree, data, trained, work / "evaluation", settings, progress)

@@ -1,0 +1,134 @@
+"""One job, run where an executor put it (a pool process or a Ray task): dispatch, log to a file, report."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from llmseg_mlflow.sweep.jobs import Job
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs, picklable: the job, its inputs, the environment to run it in."""
+
+    job: Job
+    study: str
+    model_arg: str  # what `generate` is given: the catalog key or replay:/abs/dir
+    overrides: dict[str, Any]
+    env: dict[str, str]  # MLFLOW_TRACKING_URI, LLMSEG_HOME, thread counts, ...
+    log_file: str
+    source_run: str | None = None  # budget jobs: the pipeline root to retrain
+    baseline_epochs: int = 100
+    baseline_iterations: int = 250
+    data_root: str | None = None
+    work_root: str | None = None
+    models_file: str | None = None
+    unsafe_no_sandbox: bool = False
+    threads: int | None = None  # torch threads in this worker (CPU runs)
+
+
+@dataclass
+class Outcome:
+    """What a worker reports back."""
+
+    job: Job
+    ok: bool
+    run_id: str | None = None
+    status: str | None = None
+    reason: str = ""
+    retryable: bool = False  # the tracking server was away before anything was logged
+    started_ms: int = 0
+    inner_s: float = 0.0  # seconds inside the job (executor overhead = observed - inner)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _configs(spec: JobSpec):
+    """The job's config object and the function that runs it (imported lazily: each kind has its own module)."""
+    job, ov = spec.job, spec.overrides
+    paths = {"data_root": Path(spec.data_root) if spec.data_root else None,
+             "work_root": Path(spec.work_root) if spec.work_root else None}
+    limits = {k: ov[k] for k in ("timeout_s", "memory_gb") if k in ov}
+    if job.kind == "generate":
+        from llmseg_mlflow.generate import GenerateConfig, run_generate
+
+        keys = ("epochs", "max_batches", "max_fix_rounds", "preflight", "no_cache")
+        return run_generate, GenerateConfig(
+            model=spec.model_arg, dataset=job.dataset, repeat=job.repeat, study=spec.study,
+            unsafe_no_sandbox=spec.unsafe_no_sandbox,
+            models_file=Path(spec.models_file) if spec.models_file else None,
+            **paths, **limits, **{k: ov[k] for k in keys if k in ov})
+    if job.kind == "budget":
+        from llmseg_mlflow.train import TrainConfig, run_train
+
+        return run_train, TrainConfig(run_id=spec.source_run, epochs=job.budget, study=spec.study,
+                                      unsafe_no_sandbox=spec.unsafe_no_sandbox, max_batches=ov.get("max_batches"),
+                                      **paths, **limits)
+    if job.kind == "baseline":
+        from llmseg_mlflow.baseline.run import BaselineConfig, run_baseline
+
+        return run_baseline, BaselineConfig(dataset=job.dataset, study=spec.study,
+                                            epochs=job.budget or spec.baseline_epochs,
+                                            iterations=spec.baseline_iterations, **paths)
+    raise ValueError(f"unknown job kind {job.kind!r}")
+
+
+@contextmanager
+def _output_to(path: Path) -> Iterator[Any]:
+    """Send this process's stdout/stderr (fd level: children too) to the job's log file, then restore them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("a", buffering=1) as log:
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        try:
+            yield log
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A tracking server that did not answer at the start: nothing was logged, so it is safe to run again."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ConnectionError) or "does not answer" in str(exc):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def execute_job(spec: JobSpec) -> Outcome:
+    """Run one job; never raises (a failing pipeline must not stop the others)."""
+    os.environ.update(spec.env)
+    os.environ.pop("MLFLOW_RUN_ID", None)  # under `mlflow run`, each pipeline is its own root, not a child
+    import mlflow
+
+    mlflow.set_tracking_uri(spec.env.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri())
+    if spec.threads:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+    start, started_ms = time.monotonic(), int(time.time() * 1000)
+    out = Outcome(spec.job, ok=False, started_ms=started_ms)
+    with _output_to(Path(spec.log_file)) as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.job.kind} {spec.job.label} (pid {os.getpid()})\n")
+        try:
+            run, cfg = _configs(spec)
+            result = run(cfg, lambda msg: log.write(msg.rstrip() + "\n"))
+            out.ok, out.run_id, out.status = True, result.run_id, result.status
+        except BaseException as exc:  # noqa: BLE001 - reported as this job's failure; the sweep goes on
+            traceback.print_exc(file=log)
+            out.reason = f"{type(exc).__name__}: {exc}".strip()[:800]
+            out.retryable = _retryable(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                out.reason = "interrupted (Ctrl-C)"
+    out.inner_s = time.monotonic() - start
+    return out

@@ -1,0 +1,118 @@
+"""The `train` job: a logged pipeline's final code re-run with a forced epoch budget, then evaluated.
+
+Everything else stays as the LLM chose; no LLM is called. The new pipeline root carries the source's
+cohort tags plus `budget=N` and `source_run=ID` (the paper's constant-epoch experiment, Fig. 4).
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+from llmseg_mlflow.errors import UsageError, bad_input
+from llmseg_mlflow.evaluation.run import dataset_of
+from llmseg_mlflow.generate import GenerateResult, log_training, choices, evaluate_trained, llmseg_home
+from llmseg_mlflow.pipeline import sandbox
+from llmseg_mlflow.pipeline.execute import Budget, execute
+from llmseg_mlflow.pipeline.loop import LoopOutcome
+from llmseg_mlflow.pipeline.workspace import Workspace
+from llmseg_mlflow.tracking import datasets as tracked_data
+from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
+from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`llmseg train`: which pipeline to re-run and with how many epochs."""
+
+    run_id: str
+    epochs: int
+    study: str | None = None  # default: the source's study
+    max_batches: int | None = None
+    timeout_s: float = 3 * 3600
+    memory_gb: float = 16.0
+    data_root: Path | None = None
+    work_root: Path | None = None
+    unsafe_no_sandbox: bool = False
+    evaluate: bool = True
+    eval_preprocessing: str = "auto"
+
+
+def source_code(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """The source pipeline's final code (its root's `code/` artifacts)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = Path(download_artifacts(run_id=run_id, artifact_path="code", dst_path=tmp))
+        except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing path
+            raise UsageError(f"pipeline {run_id} has no final code (`code/` artifact): it never produced a "
+                             f"pipeline, so there is nothing to re-train ({type(exc).__name__})") from None
+        return {p.name: p.read_text() for p in sorted(folder.glob("*.py"))}
+
+
+def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None) -> GenerateResult:
+    """Train the source pipeline's final code for `cfg.epochs` epochs as a new pipeline run."""
+    if cfg.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {cfg.epochs}")
+    with bad_input(sandbox.SandboxUnavailable):
+        if not cfg.unsafe_no_sandbox:
+            sandbox.check_available()
+        check_tracking_server()
+        client = MlflowClient()
+        try:
+            source = RunTree.attach(client, cfg.run_id)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        src = client.get_run(cfg.run_id)
+        files = source_code(client, cfg.run_id)
+        data = dataset_of(src.data.tags, src.data.params, (cfg.data_root or llmseg_home() / "data").resolve())
+
+    c = source.cohort
+    cohort = Cohort(c.model, c.year, c.reasoning, c.dataset, c.repeat, cfg.study or c.study, c.provider)
+    tree = RunTree.open(client, cohort)
+    name = f"{cohort.run_name}/e{cfg.epochs}"
+    tree.root.tags({MLFLOW_RUN_NAME: name, "budget": cfg.epochs, "source_run": cfg.run_id,
+                    "status": Status.RUNNING.value})
+    ws = Workspace((cfg.work_root or llmseg_home() / "pipelines").resolve() / tree.root.run_id)
+    tree.root.tags({"workspace": str(ws.root)})
+    tree.root.params({**choices(files), "override.epochs": cfg.epochs, "override.max_batches": cfg.max_batches,
+                      "timeout_s": cfg.timeout_s, "memory_gb": cfg.memory_gb, "data_digest": data.digest,
+                      "unsafe_no_sandbox": cfg.unsafe_no_sandbox or None})
+    tracked_data.log_prepared(client, tree.root.run_id, data)
+    tree.root.files(files, "code")
+    ws.commit(files, f"from pipeline {cfg.run_id}")
+    progress(f"re-training {name} (run {tree.root.run_id}) for {cfg.epochs} epochs")
+    dice = None
+    try:
+        attempt = execute(ws, files, data, 1, "full", Budget(sandbox.Limits(cfg.timeout_s, cfg.memory_gb),
+                                                               cfg.epochs, cfg.max_batches),
+                          cfg.unsafe_no_sandbox, progress)
+        out = LoopOutcome(Status.SUCCEEDED if attempt.ok else Status.FAILED_TRAINING, files, [])
+        metrics: dict[str, float] = {"errors_total": 0 if attempt.ok else 1}
+        if attempt.ok:
+            out.success = attempt
+            metrics.update(log_training(tree, out))
+            if out.status == Status.SUCCEEDED and cfg.evaluate:
+                dice = evaluate_trained(tree, data, out, ws, cfg.eval_preprocessing, cfg.unsafe_no_sandbox,
+                                        cfg.memory_gb, progress)
+        else:
+            assert attempt.error is not None
+            with tree.child(Kind.DEBUG, "debug-1", {"error_type": attempt.error.error_type, "phase": "full",
+                                                     "answered": "false", "iteration": 1}) as run:
+                run.text(attempt.error.feedback, "traceback.txt")
+                run.artifact(attempt.result.stdout_path, "logs")
+                run.artifact(attempt.result.stderr_path, "logs")
+            metrics[f"errors.{attempt.error.error_type}"] = 1
+        tree.root.metrics(metrics)
+        tree.root.tags({"status": out.status.value})
+    except BaseException as exc:
+        tree.root.tags({"status": Status.HARNESS_ERROR.value, "error": f"{type(exc).__name__}: {exc}"[:5000]})
+        tree.finish(failed=True)
+        raise
+    tree.finish()
+    progress(f"{name}: {out.status.value}" + (f", held-out Dice {dice:.3f}" if dice is not None else ""))
+    return GenerateResult(tree.root.run_id, out.status.value, int(metrics["errors_total"]), dice)
