@@ -49,7 +49,7 @@ def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
 
     kids = _children(client, root)
     kinds = [r.data.tags["kind"] for r in kids]
-    assert kinds == ["generation", "debug", "training"]
+    assert kinds == ["generation", "debug", "training", "evaluation"]
     for run in [root, *kids]:
         assert set(COHORT_TAGS) <= set(run.data.tags), run.data.tags
         assert run.data.tags["study"] == "t-fix" and run.data.tags["dataset"] == DATASET

@@ -38,4 +38,4 @@ def test_mlflow_run_generate_nests_the_pipeline_under_the_launch_run(tracking, l
     assert root.data.tags["status"] == "succeeded" and root.info.status == "FINISHED"
     assert root.data.params["epochs"] == "3" and root.data.params["override.epochs"] == "1"  # LLM's choice, override
     kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}'")
-    assert sorted(r.data.tags["kind"] for r in kids) == ["generation", "training"]
+    assert sorted(r.data.tags["kind"] for r in kids) == ["evaluation", "generation", "training"]
