@@ -39,3 +39,21 @@ def test_mlflow_run_generate_nests_the_pipeline_under_the_launch_run(tracking, l
     assert root.data.params["epochs"] == "3" and root.data.params["override.epochs"] == "1"  # LLM's choice, override
     kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}'")
     assert sorted(r.data.tags["kind"] for r in kids) == ["evaluation", "generation", "training"]
+
+    def mlflow_run(entry: str, *params: str) -> subprocess.CompletedProcess:
+        args = [a for p in params for a in ("-P", p)]
+        return subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local",
+                               "--experiment-name", "t-mlproject", *args],
+                              capture_output=True, text=True, env=env, timeout=900)
+
+    # the user's re-scoring and constant-budget commands
+    proc = mlflow_run("evaluate", f"run_id={root.info.run_id}", "preprocessing=generic")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evals = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}' "
+                               "AND tags.kind = 'evaluation'")
+    assert sorted(r.data.tags["eval_preprocessing"] for r in evals) == ["generic", "own"]
+    proc = mlflow_run("train", f"run_id={root.info.run_id}", "epochs=2", "max_batches=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (rerun,) = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline' AND tags.budget = '2'")
+    assert rerun.data.tags["source_run"] == root.info.run_id and rerun.data.tags["status"] == "succeeded"
+    assert client.get_run(rerun.data.tags["mlflow.parentRunId"]).data.tags["mlflow.project.entryPoint"] == "train"
