@@ -15,14 +15,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from llmseg_mlflow.errors import UsageError, bad_input
-from llmseg_mlflow.evaluation.run import dataset_of
+from llmseg_mlflow.evaluation.run import open_logged_pipeline
 from llmseg_mlflow.generate import GenerateResult, log_training, choices, evaluate_trained, llmseg_home
 from llmseg_mlflow.pipeline import sandbox
 from llmseg_mlflow.pipeline.execute import Budget, execute
 from llmseg_mlflow.pipeline.loop import LoopOutcome
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import datasets as tracked_data
-from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
+from llmseg_mlflow.tracking.runs import RunTree
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
 
 
@@ -58,18 +58,9 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
     """Train the source pipeline's final code for `cfg.epochs` epochs as a new pipeline run."""
     if cfg.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {cfg.epochs}")
-    with bad_input(sandbox.SandboxUnavailable):
-        if not cfg.unsafe_no_sandbox:
-            sandbox.check_available()
-        check_tracking_server()
-        client = MlflowClient()
-        try:
-            source = RunTree.attach(client, cfg.run_id)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        src = client.get_run(cfg.run_id)
+    client, source, _, data = open_logged_pipeline(cfg.run_id, cfg.unsafe_no_sandbox, cfg.data_root)
+    with bad_input():
         files = source_code(client, cfg.run_id)
-        data = dataset_of(src.data.tags, src.data.params, (cfg.data_root or llmseg_home() / "data").resolve())
 
     c = source.cohort
     cohort = Cohort(c.model, c.year, c.reasoning, c.dataset, c.repeat, cfg.study or c.study, c.provider)

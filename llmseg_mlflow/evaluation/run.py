@@ -120,25 +120,31 @@ class EvaluateConfig:
     memory_gb: float = 16.0
 
 
-def run_evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] = lambda _: None) -> ImageScores | None:
-    """A new evaluation run under an existing pipeline root."""
+def open_logged_pipeline(run_id: str, unsafe_no_sandbox: bool, data_root: Path | None):
+    """(client, tree, root run, prepared dataset) of a logged pipeline; every input problem is a UsageError."""
     from llmseg_mlflow.generate import llmseg_home
 
     with bad_input(sandbox.SandboxUnavailable):
-        if not cfg.unsafe_no_sandbox:
+        if not unsafe_no_sandbox:
             sandbox.check_available()
         check_tracking_server()
         client = MlflowClient()
         try:
-            tree = RunTree.attach(client, cfg.run_id)
+            tree = RunTree.attach(client, run_id)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        root = client.get_run(cfg.run_id)
-        launch = os.environ.get("MLFLOW_RUN_ID")
-        if launch and launch != cfg.run_id:  # under `mlflow run -e evaluate`: say what the launch run did
-            client.set_tag(launch, "kind", Kind.LAUNCH.value)
-            client.set_tag(launch, "pipeline_run_id", cfg.run_id)
-        data = dataset_of(root.data.tags, root.data.params, (cfg.data_root or llmseg_home() / "data").resolve())
+        root = client.get_run(run_id)
+        data = dataset_of(root.data.tags, root.data.params, (data_root or llmseg_home() / "data").resolve())
+    return client, tree, root, data
+
+
+def run_evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] = lambda _: None) -> ImageScores | None:
+    """A new evaluation run under an existing pipeline root."""
+    client, tree, _, data = open_logged_pipeline(cfg.run_id, cfg.unsafe_no_sandbox, cfg.data_root)
+    launch = os.environ.get("MLFLOW_RUN_ID")
+    if launch and launch != cfg.run_id:  # under `mlflow run -e evaluate`: say what the launch run did
+        client.set_tag(launch, "kind", Kind.LAUNCH.value)
+        client.set_tag(launch, "pipeline_run_id", cfg.run_id)
     settings = EvalSettings(cfg.preprocessing, sandbox.Limits(cfg.timeout_s, cfg.memory_gb),
                             unsafe_no_sandbox=cfg.unsafe_no_sandbox)
     with ExitStack() as stack:
