@@ -135,7 +135,7 @@ class _Progress:
         self.bar.close()
 
 
-def _run_worker(job: Job, work: Path, progress: Callable[[str], None]) -> tuple[dict, Path]:
+def _run_worker(job: Job, work: Path, progress: Callable[[str], None]) -> dict:
     """Run nnU-Net's process to the end; its output goes to logs/nnunet.log. NnUNetFailed on a crash."""
     job_file = work / "job.json"
     job.write(job_file)
@@ -163,7 +163,7 @@ def _run_worker(job: Job, work: Path, progress: Callable[[str], None]) -> tuple[
     result_file = work / RESULT
     if code != 0 or not result_file.is_file():
         raise NnUNetFailed(f"nnU-Net exited with code {code}; last lines of {log_path}:\n" + "\n".join(tail))
-    return json.loads(result_file.read_text()), log_path
+    return json.loads(result_file.read_text())
 
 
 def _log_training(tree: RunTree, run: RunLogger, result: dict, raw: nnraw.RawDataset, log_checkpoint: bool) -> None:
@@ -240,7 +240,7 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
                   out_dir=str(work))
         with tree.child(Kind.TRAINING, "training", {"trainer": TRAINER, "device": device}) as run:
             try:
-                result, log_path = _run_worker(job, work, progress)
+                result = _run_worker(job, work, progress)
             finally:
                 run.artifact(work / "logs" / "nnunet.log", "logs")
             _log_training(tree, run, result, raw, cfg.log_checkpoint)

@@ -1,7 +1,10 @@
 """`baseline` end to end: a real nnU-Net v2 on tiny synthetic data, logged to a real tracking server."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ datasets:
     heldout_fraction: 0.2
     synthetic: {n: 25, size: 64, seed: 2}
 """
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"epochs": 3, "iterations": 10, "device": "cpu"}
 
 
@@ -57,39 +61,30 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     return {a.path for a in client.list_artifacts(run_id, path)}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["bl-gray", "bl-rgb-jpeg"])
-def test_whole_cycle_is_logged_like_a_pipeline(tracking, llmseg_home, datasets_file, tmp_path, dataset):
-    messages: list[str] = []
-    cfg = BaselineConfig(dataset=dataset, study="t-baseline", data_root=tmp_path / "data",
-                         work_root=tmp_path / "work", **TINY)
-    result = run_baseline(cfg, progress=messages.append)
-
-    client = MlflowClient()
-    root = client.get_run(result.run_id)
+def _check_tree(client: MlflowClient, run_id: str, dataset: str, data, work: Path, tmp_path: Path) -> None:
+    """Everything a baseline logs: the pipeline tree, curves, nnU-Net's files, the shared evaluation."""
+    root = client.get_run(run_id)
     tags, params, metrics = root.data.tags, root.data.params, root.data.metrics
-    assert result.status == "succeeded" and root.info.status == "FINISHED"
+    assert root.info.status == "FINISHED" and tags["status"] == "succeeded"
     assert tags["kind"] == "pipeline" and tags["model"] == "nnunet-v2" and tags["baseline"] == "true"
     assert tags["year"] == "" and tags["reasoning"] == "" and tags["provider"] == "nnunet"
-    assert tags["mlflow.runName"] == f"nnunet-v2/{dataset}/r1" and tags["status"] == "succeeded"
+    assert tags["mlflow.runName"] == f"nnunet-v2/{dataset}/r1"
     assert params["epochs"] == "3" and params["iterations_per_epoch"] == "10" and params["val_iterations"] == "2"
     assert params["configuration"] == "2d" and params["fold"] == "0" and params["nnunet_version"].startswith("2.")
-    assert len(params["data_digest"]) == 64
+    assert params["data_digest"] == data.digest
     assert metrics["errors_total"] == 0 and metrics["params_total"] > 1e6 and metrics["train_time_s"] > 0
-    # nnU-Net learns the task even in 3 x 10 steps (the LLM pipelines' evaluator scores it)
-    assert result.heldout_dice_mean == metrics["heldout_dice_mean"] > 0.5
-    assert metrics["heldout_n"] == 5
-    assert {"nnunet/nnUNetPlans.json", "nnunet/dataset.json"} <= _artifacts(client, root.info.run_id, "nnunet")
-    assert any("held-out Dice" in m for m in messages)
+    # nnU-Net learns the task even in 3 x 10 steps (scored by the LLM pipelines' evaluator)
+    assert metrics["heldout_dice_mean"] > 0.5 and metrics["heldout_n"] == 5
+    assert {"nnunet/nnUNetPlans.json", "nnunet/dataset.json"} <= _artifacts(client, run_id, "nnunet")
 
     kids = _children(client, root)
     assert [r.data.tags["kind"] for r in kids] == ["training", "evaluation"]
     for run in [root, *kids]:
         assert set(COHORT_TAGS) <= set(run.data.tags) and run.data.tags["study"] == "t-baseline"
     training, evaluation = kids
-    for run_id in (training.info.run_id, root.info.run_id):
+    for rid in (training.info.run_id, run_id):
         for key in ("train_loss", "val_loss", "val_dice"):
-            assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2, 3], key
+            assert [m.step for m in client.get_metric_history(rid, key)] == [1, 2, 3], key
     assert all(m.value < 0 for m in client.get_metric_history(training.info.run_id, "val_loss")[1:])  # Dice negated
     assert all(0 <= m.value <= 1 for m in client.get_metric_history(training.info.run_id, "val_dice"))
     logs = _artifacts(client, training.info.run_id, "logs")
@@ -101,7 +96,6 @@ def test_whole_cycle_is_logged_like_a_pipeline(tracking, llmseg_home, datasets_f
     ev = evaluation.data
     assert ev.tags["eval_preprocessing"] == "nnunet" and ev.tags["eval_checkpoint"] == "checkpoint_best.pth"
     assert tags["evaluation_run_id"] == evaluation.info.run_id
-    data = ensure_prepared(get_dataset(dataset), tmp_path / "data")
     npz = client.download_artifacts(evaluation.info.run_id, "heldout/predictions.npz", str(tmp_path))
     with np.load(npz) as saved:
         masks = {k: saved[k] for k in saved.files}
@@ -109,16 +103,54 @@ def test_whole_cycle_is_logged_like_a_pipeline(tracking, llmseg_home, datasets_f
     assert all(set(np.unique(m)) <= {0, 1} and m.shape == (64, 64) for m in masks.values())
     rescored = score_heldout(data, masks)
     assert rescored.summary()["heldout_dice_mean"] == pytest.approx(ev.metrics["heldout_dice_mean"])
+    assert metrics["heldout_dice_mean"] == pytest.approx(ev.metrics["heldout_dice_mean"])
     table = pd.read_csv(client.download_artifacts(evaluation.info.run_id, "heldout/per_image.csv", str(tmp_path)))
     assert table["dice"].tolist() == pytest.approx(rescored.dice.tolist())
 
     # nnU-Net saw PNGs (JPEG converted), 0/1 labels, one file per image with the catalog's channels
-    raw = next((tmp_path / "work" / result.run_id / "nnUNet_raw").iterdir())
+    raw = next((work / run_id / "nnUNet_raw").iterdir())
     images = sorted((raw / "imagesTr").iterdir())
     assert len(images) == 20 and all(p.name.endswith("_0000.png") for p in images)
-    assert Image.open(images[0]).mode == ("RGB" if dataset == "bl-rgb-jpeg" else "L")
+    assert Image.open(images[0]).mode == ("RGB" if data.spec.colour == "rgb" else "L")
     labels = np.stack([np.asarray(Image.open(p)) for p in (raw / "labelsTr").iterdir()])
     assert set(np.unique(labels)) == {0, 1}
+
+
+@pytest.mark.slow
+def test_run_baseline_on_rgb_jpeg_data(tracking, llmseg_home, datasets_file, tmp_path):
+    """The API the sweep calls; RGB stays three channels, JPEG becomes PNG."""
+    messages: list[str] = []
+    cfg = BaselineConfig(dataset="bl-rgb-jpeg", study="t-baseline", data_root=tmp_path / "data",
+                         work_root=tmp_path / "work", **TINY)
+    result = run_baseline(cfg, progress=messages.append)
+    assert result.status == "succeeded" and result.errors_total == 0
+    data = ensure_prepared(get_dataset("bl-rgb-jpeg"), tmp_path / "data")
+    _check_tree(MlflowClient(), result.run_id, "bl-rgb-jpeg", data, tmp_path / "work", tmp_path)
+    assert result.heldout_dice_mean == MlflowClient().get_run(result.run_id).data.metrics["heldout_dice_mean"]
+    assert any("held-out Dice" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_mlflow_run_baseline_on_gray_data(tracking, llmseg_home, datasets_file, tmp_path):
+    """The user's command: `mlflow run . -e baseline --env-manager local -P dataset=... -P epochs=...`."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "baseline", "--env-manager", "local",
+         "--experiment-name", "t-baseline", "-P", "dataset=bl-gray", "-P", "epochs=3", "-P", "iterations=10",
+         "-P", "study=t-baseline"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # our JSON line, then mlflow's own "View run" lines
+    line = json.loads(next(t for t in reversed(proc.stdout.splitlines()) if t.startswith("{")))
+    assert line["status"] == "succeeded" and line["heldout_dice_mean"] > 0.5
+    client = MlflowClient()
+    root = client.get_run(line["run_id"])
+    launch = client.get_run(root.data.tags["mlflow.parentRunId"])  # the run `mlflow run` started
+    assert launch.data.tags["mlflow.project.entryPoint"] == "baseline" and launch.data.tags["kind"] == "launch"
+    assert launch.data.params["iterations"] in ("10", "10.0") and launch.info.status == "FINISHED"
+    data = ensure_prepared(get_dataset("bl-gray"), llmseg_home / "data")
+    _check_tree(client, line["run_id"], "bl-gray", data, llmseg_home / "baselines", tmp_path)
 
 
 def _prepared(dataset: str, root: Path):
@@ -176,4 +208,4 @@ def test_an_nnunet_crash_leaves_a_failed_root_with_the_error(tracking, llmseg_ho
     assert root.data.params["epochs"] == "3"  # what was logged before the crash stays
     (training,) = _children(client, root)
     assert training.info.status == "FAILED" and "logs/nnunet.log" in _artifacts(client, training.info.run_id, "logs")
-    assert "MLFLOW_RUN_ID" not in os.environ
+    assert "nnUNet_raw" not in os.environ  # nnU-Net ran in its own process
