@@ -75,6 +75,11 @@ class RayExecutor:
             out.append((outcome, time.monotonic() - submitted))
         return out
 
+    def interrupt(self) -> None:
+        """Raise KeyboardInterrupt in running tasks (each marks its run and reports back)."""
+        for ref in self._pending:
+            self.ray.cancel(ref, force=False)
+
     def running(self) -> int:
         """Tasks in flight."""
         return len(self._pending)

@@ -35,6 +35,7 @@ class Executor(Protocol):
     def submit(self, spec: JobSpec) -> None: ...
     def poll(self, timeout: float) -> list[tuple[Outcome, float]]: ...
     def running(self) -> int: ...
+    def interrupt(self) -> None: ...
     def close(self, grace_s: float = 30.0) -> None: ...
 
 
@@ -162,7 +163,7 @@ def make_executor(opts: SweepOptions) -> Executor:
         from llmseg_mlflow.sweep.local import LocalExecutor, visible_gpus
 
         gpus = visible_gpus()
-        return LocalExecutor(opts.workers or max(1, len(gpus)), gpus)
+        return LocalExecutor(opts.workers or max(1, len(gpus)), gpus, log_dir=opts.log_dir)
     if opts.executor == "ray":
         from llmseg_mlflow.sweep.ray_executor import RayExecutor
 
@@ -215,9 +216,9 @@ class _Driver:
         if source_run and source_status == Status.SUCCEEDED.value:
             self.ready.append((0.0, job, source_run))
         else:
-            why = f"ended {source_status}" if source_status else "produced no pipeline run"
-            self.reports[job.key] = JobReport(job, "skipped", reason=f"source pipeline {why}: no working code to "
-                                              "retrain" + (f" (run {source_run})" if source_run else ""))
+            why = f"source pipeline ended {source_status}" if source_status else "source job failed"
+            self.reports[job.key] = JobReport(job, "skipped", reason=f"{why}: no working code to retrain"
+                                              + (f" (run {source_run})" if source_run else ""))
 
     def total(self) -> int:
         return len(self.ready) + sum(len(v) for v in self.waiting.values())
@@ -274,12 +275,15 @@ class _Driver:
                         continue
                     self.spec_source[job.key] = source
                     self.ex.submit(self.spec(job, source))
+                if not self.ex.running():  # only retries waiting for their time: nothing to wait on
+                    time.sleep(0.5)
                 for outcome, observed in self.ex.poll(timeout=1.0):
                     self.finish(outcome, observed, bar)
             return False
         except KeyboardInterrupt:
             bar.write("interrupted: waiting for running jobs to record their state (Ctrl-C again to kill them)")
             try:
+                self.ex.interrupt()
                 deadline = time.monotonic() + 30
                 while self.ex.running() and time.monotonic() < deadline:
                     for outcome, observed in self.ex.poll(timeout=1.0):

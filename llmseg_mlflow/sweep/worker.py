@@ -6,7 +6,7 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,7 +45,6 @@ class Outcome:
     retryable: bool = False  # the tracking server was away before anything was logged
     started_ms: int = 0
     inner_s: float = 0.0  # seconds inside the job (executor overhead = observed - inner)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _configs(spec: JobSpec):
