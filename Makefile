@@ -8,9 +8,9 @@ DEMO_DIR   ?= demo-work
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo test ui bwrap clean
+.PHONY: setup demo test ui bwrap chromium clean
 
-setup: $(STAMP) bwrap
+setup: $(STAMP) bwrap chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ bwrap:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	  else echo "bubblewrap is missing: sudo apt-get install -y bubblewrap" >&2; exit 1; fi; }
+
+# The analysis report is checked in headless Chromium (tests/analysis); install it when we can.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing (the report's browser test is skipped): sudo apt-get install -y chromium" >&2; fi; }
 
 demo: setup
 	$(VENV)/bin/llmseg demo --workdir $(DEMO_DIR)

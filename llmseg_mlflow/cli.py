@@ -132,10 +132,11 @@ def _guarded(job):
               help="Everything goes here: data, mlflow.db, artifacts, pipeline folders.")
 @click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code without bubblewrap.")
 def demo(workdir: Path, unsafe_no_sandbox: bool) -> None:
-    """The study in miniature, offline: replay fixtures on synthetic data into a local store."""
+    """The study in miniature, offline: studies/demo.yaml swept into a local store, then the report."""
     from llmseg_mlflow.demo import run_demo
 
-    _guarded(lambda: run_demo(workdir.resolve(), unsafe_no_sandbox=unsafe_no_sandbox, progress=_say))
+    result = _guarded(lambda: run_demo(workdir.resolve(), unsafe_no_sandbox=unsafe_no_sandbox, progress=_say))
+    sys.exit(EXIT_HARNESS if result.summary.count("failed") else EXIT_OK)
 
 
 @main.command("models")
@@ -299,6 +300,71 @@ def sweep(study_file: Path, dry_run: bool, **opts) -> None:
                            forward_env=tuple(opts["forward_env"]))
     summary = _guarded(lambda: run_sweep(study, options, out=click.echo))
     sys.exit(130 if summary.interrupted else EXIT_HARNESS if summary.count("failed") else EXIT_OK)
+
+
+def _keys(value: str | None) -> tuple[str, ...]:
+    return tuple(k.strip() for k in (value or "").split(",") if k.strip())
+
+
+@main.command()
+@click.option("--study", default="llmseg", show_default=True, help="Study (the `study` tag of the pipeline runs).")
+@click.option("--output", default="report", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for index.html, tables/, figures/, data/.")
+@click.option("--datasets", "datasets_", help="Comma-separated dataset keys (default: all in the study).")
+@click.option("--models", help="Comma-separated model keys (default: all; the baseline is always kept).")
+@click.option("--cohorts", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="YAML of the cohort comparisons (default: 2024 vs 2025, non-reasoning vs reasoning); see docs/analysis.md.")
+@click.option("--alpha", default=0.05, show_default=True, type=float, help="Significance level of the U tests.")
+@click.option("--bonferroni", is_flag=True, help="Bonferroni-correct the cohort tests (over all datasets x comparisons).")
+@click.option("--variability-models", help="Two models A,B for the run-to-run U tests (default: picked from those with repeats).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets, for the qualitative grid (default $LLMSEG_HOME/data).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Local cache of finished runs (default $LLMSEG_HOME/analysis-cache).")
+@click.option("--refresh", is_flag=True, help="List every pipeline root again (after deleting runs), not only what is new.")
+@click.option("--no-log", is_flag=True, help="Only write the folder; log no kind=analysis run.")
+def analyze(**opts) -> None:
+    """Tables, figures and one HTML report of a study, from the tracking server. Last line: the report's path."""
+    from llmseg_mlflow.analysis import AnalyzeConfig, run_analyze
+
+    def job():
+        cfg = AnalyzeConfig(
+            study=opts["study"], output=opts["output"], datasets=_keys(opts["datasets_"]), models=_keys(opts["models"]),
+            cohorts_file=opts["cohorts"], alpha=opts["alpha"], bonferroni=opts["bonferroni"],
+            variability_models=_keys(opts["variability_models"]), data_root=opts["data_root"],
+            cache_dir=opts["cache_dir"], log_run=not opts["no_log"], refresh=opts["refresh"],
+        )
+        return run_analyze(cfg, progress=_say)
+
+    click.echo(str(_guarded(job)))
+
+
+@main.command()
+@click.option("--dataset", required=True, help="Catalog key (see `llmseg datasets list`).")
+@click.option("--epochs", type=int, help="Training epochs (default 100: the GPU budget, docs/baseline.md).")
+@click.option("--iterations", type=int, help="Training iterations per epoch (default 250, nnU-Net's).")
+@click.option("--val-iterations", type=int, help="Validation iterations per epoch (default iterations / 5).")
+@click.option("--fold", default="0", show_default=True, help="nnU-Net fold: 0-4 of its 5-fold split of the pool, or all.")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Default: cuda when available.")
+@click.option("--repeat", default=1, show_default=True, type=int, help="Repeat number.")
+@click.option("--study", default="llmseg", show_default=True, help="Study (MLflow experiment and `study` tag).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
+@click.option("--work-root", type=click.Path(path_type=Path), help="nnU-Net folders (default $LLMSEG_HOME/baselines).")
+@click.option("--log-checkpoint", is_flag=True, help="Also upload checkpoint_best.pth to the training run.")
+def baseline(**opts) -> None:
+    """Train nnU-Net v2 (2d) on the pool, score the held-out set, log it beside the LLM pipelines. Last line: JSON."""
+    from llmseg_mlflow.baseline.run import BaselineConfig, run_baseline
+
+    def job():
+        from llmseg_mlflow.errors import UsageError
+
+        fold = opts.pop("fold")
+        if fold != "all" and not fold.isdigit():
+            raise UsageError(f"--fold must be 0-4 or all, got {fold!r}")
+        given = {k: v for k, v in opts.items() if v is not None}  # unset: BaselineConfig's defaults
+        return run_baseline(BaselineConfig(**given, fold=fold if fold == "all" else int(fold)), progress=_say)
+
+    result = _guarded(job)
+    click.echo(json.dumps(result.as_dict()))
+    sys.exit(EXIT_OK if result.status == "succeeded" else EXIT_NO_PIPELINE)
 
 
 if __name__ == "__main__":

@@ -1,50 +1,64 @@
-"""The study in miniature: replay fixtures x synthetic datasets into a local store, offline, in minutes."""
+"""The study in miniature, offline: `studies/demo.yaml` (replay fixtures x synthetic data, a budget rerun,
+nnU-Net baselines) swept into a local store under one folder, then analysed into an HTML report."""
 from __future__ import annotations
 
+import dataclasses
 import os
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import mlflow
 from mlflow.tracking import MlflowClient
-from tqdm import tqdm
 
-from llmseg_mlflow.catalog.models import load_models
-from llmseg_mlflow.generate import GenerateConfig, GenerateResult, run_generate
 from llmseg_mlflow.tracking.runs import ensure_experiment
 
-DEMO_DATASETS = ("synthetic-gray-suffix", "synthetic-rgb-folders")
-DEMO_STUDY = "demo"
+DEMO_STUDY_FILE = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
 
 
-def demo_models() -> list[str]:
-    """The replay fixtures of the catalog (never real LLMs)."""
-    return [m.key for m in load_models().values() if m.fixture]
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo produced: the sweep's job table and the report."""
+
+    summary: Any  # sweep.run.SweepSummary
+    report: Path | None
+    tracking_uri: str
 
 
-def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, epochs: int | None = None,
-             max_batches: int | None = None, progress: Callable[[str], None] = print) -> list[GenerateResult]:
-    """Run every fixture on every demo dataset; data, mlflow.db and artifacts all live under workdir."""
+def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, study_file: Path = DEMO_STUDY_FILE,
+             overrides: dict[str, Any] | None = None, baseline_budget: tuple[int, int] | None = None,
+             analyze: bool = True, progress: Callable[[str], None] = print) -> DemoResult:
+    """Sweep the demo study into workdir (data, mlflow.db, artifacts, pipelines, report), then analyze it.
+
+    `overrides` and `baseline_budget` (epochs, iterations) shrink the study further (tests use them).
+    """
+    from llmseg_mlflow.sweep.run import SweepOptions, run_sweep
+    from llmseg_mlflow.sweep.study import load_study
+
+    study = load_study(study_file)
+    if overrides:
+        study = dataclasses.replace(study, overrides={**study.overrides, **overrides})
+    if baseline_budget:
+        epochs, iterations = baseline_budget
+        study = dataclasses.replace(study, baselines=dataclasses.replace(study.baselines, epochs=epochs,
+                                                                         iterations=iterations))
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # the sweep's worker processes log here too
     os.environ.pop("MLFLOW_RUN_ID", None)  # under `mlflow run -e demo` each pipeline is its own root
-    ensure_experiment(MlflowClient(), DEMO_STUDY, artifact_location=(workdir / "artifacts").as_uri())
-    jobs = [(m, d) for d in DEMO_DATASETS for m in demo_models()]
-    results: list[tuple[str, str, GenerateResult, float]] = []
-    bar = tqdm(jobs, desc="demo pipelines", unit="pipeline")
-    for model, dataset in bar:
-        bar.set_postfix_str(f"{model} on {dataset}")
-        start = time.monotonic()
-        cfg = GenerateConfig(model=model, dataset=dataset, study=DEMO_STUDY, epochs=epochs, max_batches=max_batches,
-                             data_root=workdir / "data", work_root=workdir / "pipelines",
-                             unsafe_no_sandbox=unsafe_no_sandbox, max_fix_rounds=3)
-        result = run_generate(cfg, progress=lambda msg: bar.write(f"  {msg}"))
-        results.append((model, dataset, result, time.monotonic() - start))
-    progress(f"{'model':14} {'dataset':22} {'status':10} errors  minutes  run")
-    for model, dataset, r, seconds in results:
-        progress(f"{model:14} {dataset:22} {r.status:10} {r.errors_total:6d}  {seconds / 60:7.1f}  {r.run_id}")
+    ensure_experiment(MlflowClient(), study.name, artifact_location=(workdir / "artifacts").as_uri())
+    # One worker: a sqlite file is not a server; concurrent writers would wait on its lock.
+    summary = run_sweep(study, SweepOptions(workers=1, data_root=workdir / "data", work_root=workdir / "pipelines",
+                                            unsafe_no_sandbox=unsafe_no_sandbox, log_dir=workdir / "logs"),
+                        out=progress)
+    report = None
+    if analyze:
+        from llmseg_mlflow.analysis import AnalyzeConfig, run_analyze
+
+        report = run_analyze(AnalyzeConfig(study=study.name, output=workdir / "report", data_root=workdir / "data",
+                                           cache_dir=workdir / "analysis-cache"), progress=progress)
+        progress(f"report: {report}")
     progress(f"open the runs: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000)")
-    return [r for *_, r, _ in results]
+    return DemoResult(summary, report, uri)

@@ -86,83 +86,71 @@ def section_errors(c: Context) -> None:
     c.out.table("fix_rounds", "Fix rounds per model", "errors", tb.fix_rounds(study), "fix_rounds_sd: SD across pipelines.")
     if not by_model.empty:
         c.out.figure("errors_by_type", "Errors by type until the code ran, per model and year cohort (Fig. 2)",
-                     "errors", (by_model, types), lambda p: fg.errors_figure(by_model, types, p))
+                     "errors", fg.errors_figure, by_model, types)
 
 
-def _mean_curve(curves: pd.DataFrame, run_ids, metric: str = "val_loss") -> tuple[np.ndarray, np.ndarray] | None:
-    on = curves[(curves.metric == metric) & curves.run_id.isin(list(run_ids))]
-    if on.empty:
-        return None
-    m = on.groupby("epoch").value.mean()
-    return m.index.to_numpy(), m.to_numpy()
+def _mean_curve(data: StudyData, run_ids, metric: str = "val_loss") -> tuple[np.ndarray, np.ndarray] | None:
+    got = data.mean_curve(list(run_ids), metric)
+    return (got[0], got[1]) if got else None
 
 
-def _panels_by_year(study: pd.DataFrame, curves: pd.DataFrame, metric: str = "val_loss") -> dict[str, list[fg.Line]]:
+def _panels_by_year(data: StudyData, frame: pd.DataFrame, metric: str = "val_loss") -> dict[str, list[fg.Line]]:
     panels: dict[str, list[fg.Line]] = {}
-    for model, on in study.groupby("model"):
-        got = _mean_curve(curves, on.run_id, metric)
+    for model, on in frame.groupby("model"):
+        got = _mean_curve(data, on.run_id, metric)
         if got is None:
             continue
         year = str(on.year.iloc[0]) or "no year"
-        panels.setdefault(f"{year} models", []).append(fg.Line(model, got[0], got[1], fg.colour_for(on.year.iloc[0])))
+        panels.setdefault(f"{year} models", []).append(fg.Line(model, got[0], got[1]))
     # Distinct colours within a panel: the cohort colour says little when every line has it.
+    cmap = fg.plt.get_cmap("tab20")
     for lines in panels.values():
-        cmap = fg.plt.get_cmap("tab20")
         for i, line in enumerate(lines):
-            lines[i] = fg.Line(line.label, line.x, line.y, cmap(i % 20), line.mark)
+            lines[i] = fg.Line(line.label, line.x, line.y, tuple(cmap(i % 20)), line.mark)
     return dict(sorted(panels.items()))
 
 
 def _baseline_line(data: StudyData, dataset: str, role: str = BASELINE) -> fg.Line | None:
-    base = data.pipelines[(data.pipelines.role == role) & (data.pipelines.dataset == dataset) & data.pipelines.is_baseline]
-    got = _mean_curve(data.curves, base.run_id)
+    p = data.pipelines
+    base = p[(p.role == role) & (p.dataset == dataset) & p.is_baseline]
+    got = _mean_curve(data, base.run_id)
     return fg.Line("nnU-Net v2 (baseline)", got[0], got[1], fg.BASE) if got else None
 
 
 def section_curves(c: Context) -> None:
+    n = c.cfg.curve_epochs
     for dataset in c.datasets():
         on = c.study[c.study.dataset == dataset]
-        curves = c.data.curves[c.data.curves.run_id.isin(on.run_id) | c.data.curves.run_id.isin(
-            c.data.pipelines[c.data.pipelines.dataset == dataset].run_id)]
-        panels = _panels_by_year(on, curves)
+        panels = _panels_by_year(c.data, on)
         base = _baseline_line(c.data, dataset)
         if panels or base:
             c.out.figure(f"val_loss_{dataset}", f"Validation loss per epoch, {dataset} (Figs. 3, 11, 12)", "curves",
-                         (curves[curves.metric == "val_loss"], on[["run_id", "model", "year"]]),
-                         lambda p, panels=panels, base=base, d=dataset: fg.curves_figure(
-                             panels, base, "validation loss", f"{d}: validation loss per epoch (model = mean over repeats)", p),
-                         "Loss formulations differ between pipelines (BCE, BCE+Dice, ...): compare shapes, not levels.")
+                         fg.curves_figure, panels, base, "validation loss",
+                         f"{dataset}: validation loss per epoch (model = mean over repeats)",
+                         note="Loss formulations differ between pipelines (BCE, BCE+Dice, ...): compare shapes, not levels.")
         panels8 = {}
-        n = c.cfg.curve_epochs
-        val = curves[(curves.metric == "val_loss") & (curves.epoch <= n)]
         for comp in c.cohorts.comparisons:
             groups = []
             for group in (comp.a, comp.b):
-                members = on[in_group(on, comp, group)]
-                g = val[val.run_id.isin(members.run_id)].groupby("epoch").value
-                if g.ngroups:
-                    sd = g.std(ddof=1).fillna(0).to_numpy()
-                    groups.append((group.label, np.asarray(g.mean().index), g.mean().to_numpy(), sd,
-                                   int(val[val.run_id.isin(members.run_id)].run_id.nunique())))
+                got = c.data.mean_curve(list(on[in_group(on, comp, group)].run_id), "val_loss", max_epoch=n)
+                if got is not None:
+                    groups.append((group.label, *got))
             panels8[comp.name] = groups
         if any(panels8.values()):
             c.out.figure(f"cohort_val_loss_{dataset}", f"Cohort validation loss, first {n} epochs, {dataset} (Fig. 8a, 8b)",
-                         "curves", (val, on[["run_id", "year", "reasoning", "model"]], repr(c.cohorts)),
-                         lambda p, panels8=panels8, d=dataset: fg.cohort_curves_figure(
-                             panels8, f"{d}: mean \u00b1 SD across pipelines, epochs 1-{n}", p),
-                         "Mean and SD (not SEM) across the group's pipelines at each epoch; n = pipelines with a curve.")
+                         "curves", fg.cohort_curves_figure, panels8,
+                         f"{dataset}: mean \u00b1 SD across pipelines, epochs 1-{n}",
+                         note="Mean and SD (not SEM) across the group's pipelines at each epoch; n = pipelines with a curve.")
 
 
 def _dice_groups(c: Context, dataset: str) -> list[tuple[str, np.ndarray, str]]:
     on = c.study[c.study.dataset == dataset]
-    imgs = c.data.images
     groups = []
     for model, rows in on.groupby("model"):
-        vals = imgs[imgs.run_id.isin(rows.run_id)].dice.to_numpy()
-        groups.append((model, vals, fg.colour_for(rows.year.iloc[0])))
+        groups.append((model, c.data.dice(rows.run_id), fg.colour_for(rows.year.iloc[0])))
     groups.sort(key=lambda g: -np.median(g[1]) if len(g[1]) else np.inf)
     base = c.data.pipelines[(c.data.pipelines.role == BASELINE) & (c.data.pipelines.dataset == dataset)]
-    bvals = imgs[imgs.run_id.isin(base.run_id)].dice.to_numpy()
+    bvals = c.data.dice(base.run_id)
     return ([("nnU-Net v2 (baseline)", bvals, fg.GRAY)] if len(bvals) else []) + groups
 
 
@@ -173,26 +161,29 @@ def section_dice(c: Context) -> None:
             continue
         left = int(c.study[(c.study.dataset == dataset)].heldout_dice_mean.isna().sum())
         c.out.figure(f"dice_{dataset}", f"Held-out Dice per model, {dataset} (Figs. 5, 13)", "dice",
-                     tuple(g[1] for g in groups) + tuple(g[0] for g in groups),
-                     lambda p, groups=groups, d=dataset: fg.boxplot_figure(
-                         groups, f"{d}: per-image held-out Dice (sorted by median; baseline on top)", p),
-                     f"2024 blue, 2025 red, baseline gray; repeats pooled. {left} pipeline(s) without Dice left out.")
-    c.out.table("dice_per_model", "Held-out Dice per model and dataset", "dice", tb.dice_per_model(c.study, c.data.images),
+                     fg.boxplot_figure, groups, f"{dataset}: per-image held-out Dice (sorted by median; baseline on top)",
+                     note=f"2024 blue, 2025 red, baseline gray; repeats pooled. {left} pipeline(s) without Dice left out.")
+    c.out.table("dice_per_model", "Held-out Dice per model and dataset", "dice", tb.dice_per_model(c.study, c.data),
                 "median/q1/q3 pool per-image scores; mean is the mean of pipeline means; sd_between_repeats is an SD.")
 
 
 def section_qualitative(c: Context) -> None:
+    plans = []
     for dataset in c.datasets():
         on = c.data.pipelines[(c.data.pipelines.dataset == dataset) & (c.data.pipelines.role != "budget")]
         reps = ql.representatives(on)
         if reps.empty:
             continue
-        index = ql.hard_image(c.data.images, list(reps.run_id))
-        if index is None:
-            continue
+        per_image = c.data.dice_table(list(reps.run_id))
+        index = ql.hard_image(per_image, list(reps.run_id))
+        if index is not None:
+            plans.append((dataset, reps, per_image, index))
+    # Every dataset's predictions in one parallel batch (the downloads are the slow part, each one small).
+    ql.prefetch(c.client, c.cache, [e for _, reps, _, _ in plans for e in reps.evaluation_run_id])
+    for dataset, reps, per_image, index in plans:
         truth = ql.load_truth(dataset, index, c.data_root)
         masks = ql.predictions(c.client, c.cache, reps, index, truth.name)
-        scores = c.data.images[(c.data.images["index"] == index)].set_index("run_id").dice
+        scores = per_image[per_image["index"] == index].set_index("run_id").dice
         reps = reps.assign(_base=reps.is_baseline.astype(int)).sort_values(["_base", "heldout_dice_mean"],
                                                                            ascending=[False, False])
         preds = [("nnU-Net v2" if r.is_baseline else r.model, masks[r.run_id], float(scores.get(r.run_id, np.nan)))
@@ -208,9 +199,8 @@ def section_qualitative(c: Context) -> None:
             c.out.notes.append(f"Qualitative grid for {dataset}: {note}")
             continue
         c.out.figure(f"qualitative_{dataset}", f"Hard held-out image and every model's prediction, {dataset} (Figs. 6, 7)",
-                     "qualitative", (index, truth.name, truth.reason, tuple((m, d, p.tobytes()) for m, p, d in preds)),
-                     lambda p, t=truth, preds=preds, d=dataset: fg.qualitative_figure(
-                         t.image, t.mask, preds, f"{d}: held-out image #{index}", p), note)
+                     "qualitative", fg.qualitative_figure, truth.image, truth.mask, preds,
+                     f"{dataset}: held-out image #{index} ({truth.name or 'name unknown'})", note=note)
 
 
 def section_architecture(c: Context) -> None:
@@ -227,7 +217,7 @@ def section_architecture(c: Context) -> None:
 
 
 def section_cohorts(c: Context) -> pd.DataFrame:
-    tests = cohort_tests(c.study, c.data.images, c.cohorts, c.cfg.alpha, c.cfg.bonferroni)
+    tests = cohort_tests(c.study, c.data.dice_by_run, c.cohorts, c.cfg.alpha, c.cfg.bonferroni)
     how = "Bonferroni-adjusted p (p_adjusted)" if c.cfg.bonferroni else "raw p"
     c.out.table("cohort_tests", "Cohort comparisons per dataset (Table 3)", "cohorts", tests,
                 f"One-sided Mann-Whitney U (b > a) on per-model mean held-out Dice; significant: {how} < "
@@ -261,7 +251,7 @@ def _pick_variability(c: Context) -> list[str]:
 def section_variability(c: Context) -> None:
     study = c.study
     c.out.table("variability_spread", "Run-to-run spread of held-out Dice", "variability",
-                tb.variability_spread(study, c.data.images), "sd_of_means: SD (not SEM) across repeats.")
+                tb.variability_spread(study, c.data), "sd_of_means: SD (not SEM) across repeats.")
     models = _pick_variability(c)
     if len(models) < 2:
         return
@@ -269,41 +259,37 @@ def section_variability(c: Context) -> None:
     c.out.table("variability_configs", f"Configuration per repeat: {a} and {b} (Tables 4, 5)", "variability",
                 tb.variability_configs(study, models))
     c.out.table("variability_tests", f"Run-to-run U tests: {b} vs {a}", "variability",
-                variability_test(study, c.data.curves, a, b),
+                variability_test(study, {r: float(np.mean(cv[1])) for r in study[study.model.isin(models)].run_id
+                                         if (cv := c.data.curve(r)) is not None}, a, b),
                 "One-sided Mann-Whitney U over repeats; effect_size: rank-biserial r of b vs a.")
-    imgs = c.data.images
     for dataset in c.datasets():
         on = study[(study.dataset == dataset) & study.model.isin(models)]
         if on.groupby("model").repeat.nunique().reindex(models).fillna(0).min() < 2:
             continue
         base = c.data.pipelines[(c.data.pipelines.role == BASELINE) & (c.data.pipelines.dataset == dataset)]
-        bvals = imgs[imgs.run_id.isin(base.run_id)].dice.to_numpy()
+        bvals = c.data.dice(base.run_id)
         groups = []
         for model in models:
             colour = fg.colour_for(on[on.model == model].reasoning.iloc[0])
-            per = [(f"{model} #{r.repeat}", imgs[imgs.run_id == r.run_id].dice.to_numpy(), colour)
+            per = [(f"{model} #{r.repeat}", c.data.dice([r.run_id]), colour)
                    for r in on[on.model == model].itertuples()]
             groups += sorted(per, key=lambda g: -np.median(g[1]) if len(g[1]) else np.inf)
         groups = ([("nnU-Net v2 (baseline)", bvals, fg.GRAY)] if len(bvals) else []) + groups
         ref = float(np.median(bvals)) if len(bvals) else None
         c.out.figure(f"variability_dice_{dataset}", f"Run-to-run held-out Dice, {a} vs {b}, {dataset} (Fig. 9)",
-                     "variability", tuple(g[1] for g in groups) + tuple(g[0] for g in groups),
-                     lambda p, groups=groups, d=dataset, ref=ref: fg.boxplot_figure(
-                         groups, f"{d}: per repeat (sorted by median); dashed: baseline median", p, reference=ref))
+                     "variability", fg.boxplot_figure, groups,
+                     f"{dataset}: per repeat (sorted by median); dashed: baseline median", reference=ref)
         panels = {}
         for model in models:
             lines = []
             for r in on[on.model == model].sort_values("repeat").itertuples():
-                got = _mean_curve(c.data.curves, [r.run_id])
+                got = c.data.curve(r.run_id)
                 if got:
                     lines.append(fg.Line(f"#{r.repeat}", got[0], got[1], fg.colour_for(r.reasoning)))
             panels[model] = lines
         bline = _baseline_line(c.data, dataset)
         c.out.figure(f"variability_loss_{dataset}", f"Run-to-run validation loss, {a} and {b}, {dataset} (Fig. 10)",
-                     "variability", (c.data.curves[c.data.curves.run_id.isin(on.run_id)], on[["run_id", "model", "repeat"]],
-                                     bline.y if bline else None),
-                     lambda p, panels=panels, bline=bline, d=dataset: fg.curves_figure(
-                         panels, bline, "validation loss", f"{d}: one line per repeat", p))
+                     "variability", fg.curves_figure, panels, bline, "validation loss", f"{dataset}: one line per repeat")
 
 
 def section_budget(c: Context) -> None:
@@ -315,7 +301,7 @@ def section_budget(c: Context) -> None:
     budget = c.data.of_role("budget")
     for dataset in sorted(budget.dataset.unique()):
         on = budget[(budget.dataset == dataset) & ~budget.is_baseline]
-        panels = _panels_by_year(on, c.data.curves)
+        panels = _panels_by_year(c.data, on)
         marks = table[table.dataset == dataset].set_index("run_id").own_epochs
         for lines in panels.values():
             for i, line in enumerate(lines):
@@ -325,9 +311,8 @@ def section_budget(c: Context) -> None:
                                    int(own) if own is not None and not pd.isna(own) else None)
         bline = _baseline_line(c.data, dataset, role="budget") or _baseline_line(c.data, dataset)
         c.out.figure(f"budget_{dataset}", f"Validation loss at a constant budget, {dataset} (Fig. 4)", "budget",
-                     (c.data.curves[c.data.curves.run_id.isin(on.run_id)], table, bline.y if bline else None),
-                     lambda p, panels=panels, bline=bline, d=dataset: fg.curves_figure(
-                         panels, bline, "validation loss", f"{d}: constant budget; dot = the model's own epoch choice", p))
+                     fg.curves_figure, panels, bline, "validation loss",
+                     f"{dataset}: constant budget; dot = the model's own epoch choice")
 
 
 def section_beyond(c: Context) -> None:
@@ -337,8 +322,8 @@ def section_beyond(c: Context) -> None:
     c.out.table("cost", "Cost and tokens per model", "beyond", cost, "Totals over the study and means per pipeline.")
     cols = [col for col in ("cost_usd_total", "tokens_in_per_pipeline", "tokens_out_per_pipeline") if col in cost]
     if not cost.empty and cols:
-        c.out.figure("cost", "Cost and tokens per model", "beyond", (cost,),
-                     lambda p: fg.bars_figure(cost, "model", cols, "cost and tokens per model", p, "value"))
+        c.out.figure("cost", "Cost and tokens per model", "beyond", fg.bars_figure, cost, "model", cols,
+                     "cost and tokens per model", ylabel="value")
 
 
 def section_data(c: Context) -> None:

@@ -14,23 +14,18 @@ import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from mlflow.entities import Run
+from llmseg_mlflow.analysis.fetch import Root
+from llmseg_mlflow.analysis.listing import is_finished
 
-_VERSION = 1
-
-
-def is_finished(run: Run) -> bool:
-    """The run and its pipeline are over: what it logged will not change (barring a re-evaluation)."""
-    return run.info.status != "RUNNING" and run.data.tags.get("status") != "running"
+_VERSION = 2
 
 
-def fingerprint(run: Run) -> str:
+def fingerprint(run: Root) -> str:
     """A digest of what the root search returns for the run; it changes whenever the run is written to."""
-    blob = json.dumps([run.info.status, run.info.end_time, sorted(run.data.tags.items()),
-                       sorted(run.data.metrics.items()), sorted(run.data.params.items())], default=str)
+    blob = json.dumps([run.status, run.end_time, sorted(run.tags.items()), sorted(run.metrics.items()),
+                       sorted(run.params.items())], default=str)
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
@@ -67,15 +62,15 @@ class RunCache:
             except Exception:  # noqa: BLE001 - a damaged cache is only a slower analyze
                 self.runs = {}
 
-    def get(self, run: Run) -> RunSeries | None:
+    def get(self, run: Root) -> RunSeries | None:
         """The cached series when the run has not changed since they were fetched."""
-        hit = self.runs.get(run.info.run_id)
+        hit = self.runs.get(run.run_id)
         return hit if hit is not None and hit.fingerprint == fingerprint(run) else None
 
-    def put(self, run: Run, series: RunSeries) -> None:
+    def put(self, run: Root, series: RunSeries) -> None:
         """Remember a finished run's series (running ones are left out: they still grow)."""
         if is_finished(run):
-            self.runs[run.info.run_id] = series
+            self.runs[run.run_id] = series
             self._dirty = True
 
     def save(self) -> None:
@@ -93,33 +88,56 @@ class RunCache:
         """Where a run's downloaded artifacts are kept (finished evaluation runs do not change)."""
         return self.folder / "artifacts" / run_id
 
-    def rendered(self, digest: str, suffix: str, dst: Path, render: Callable[[Path], None]) -> Path:
-        """dst rendered by `render`, or copied from an earlier rendering of the same inputs."""
+    def restore(self, digest: str, suffix: str, dst: Path) -> bool:
+        """Copy an earlier rendering of the same inputs to dst; False when there is none."""
         store = self.folder / "rendered" / f"{digest}{suffix}"
         if not store.is_file():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            render(dst)
-            store.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(dst, store)
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(store, dst)
-        return dst
+            return False
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store, dst)
+        return True
+
+    def store(self, digest: str, suffix: str, src: Path) -> None:
+        """Keep a rendered file for the next analyze."""
+        store = self.folder / "rendered" / f"{digest}{suffix}"
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, store)
 
 
 def digest_of(*parts: object) -> str:
-    """A stable digest of data frames, arrays and plain values (the key of a rendered file)."""
+    """A stable digest of data frames, arrays, dataclasses, containers and plain values (a rendered file's key)."""
+    import dataclasses
+
     import pandas as pd
 
     h = hashlib.sha1()
-    for part in parts:
+
+    def feed(part: object) -> None:
         if isinstance(part, pd.DataFrame):
             h.update(repr(list(part.columns)).encode())
             h.update(pd.util.hash_pandas_object(part, index=True).values.tobytes())
         elif isinstance(part, pd.Series):
             h.update(pd.util.hash_pandas_object(part, index=True).values.tobytes())
         elif isinstance(part, np.ndarray):
-            h.update(part.tobytes())
+            h.update(f"{part.dtype}{part.shape}".encode())
+            h.update(np.ascontiguousarray(part).tobytes() if part.dtype != object else repr(part.tolist()).encode())
+        elif dataclasses.is_dataclass(part) and not isinstance(part, type):
+            h.update(type(part).__name__.encode())
+            for f in dataclasses.fields(part):
+                feed(getattr(part, f.name))
+        elif isinstance(part, dict):
+            h.update(b"{")
+            for k, v in part.items():
+                feed(k)
+                feed(v)
+        elif isinstance(part, (list, tuple)):
+            h.update(f"[{len(part)}".encode())
+            for v in part:
+                feed(v)
         else:
             h.update(repr(part).encode())
+        h.update(b"|")
+
+    for part in parts:
+        feed(part)
     return h.hexdigest()

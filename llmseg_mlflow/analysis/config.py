@@ -111,6 +111,7 @@ class AnalyzeConfig:
     data_root: Path | None = None  # prepared datasets for the qualitative grid (default $LLMSEG_HOME/data)
     cache_dir: Path | None = None  # default $LLMSEG_HOME/analysis-cache
     log_run: bool = True  # log the outputs as a kind=analysis run
+    refresh: bool = False  # list every root again instead of only what changed since the last analyze
     curve_epochs: int = 20  # cohort mean +/- SD over the first N epochs (Fig. 8)
 
     def __post_init__(self) -> None:

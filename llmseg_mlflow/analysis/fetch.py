@@ -9,7 +9,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, NamedTuple
 
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
@@ -17,12 +17,11 @@ from mlflow.tracking import MlflowClient
 BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 BULK_MAX_RUNS = 100  # the server refuses more run ids per request
 BULK_MAX_POINTS = 25000  # the server's cap on points per response
-_PAGE = 5000
+_PAGE = 1000
 
 
-@dataclass(frozen=True)
-class Point:
-    """One logged value of a metric."""
+class Point(NamedTuple):
+    """One logged value of a metric (a tuple: hundreds of thousands are made at study scale)."""
 
     run_id: str
     step: int
@@ -30,27 +29,101 @@ class Point:
     timestamp: int
 
 
-def search_roots(client: MlflowClient, study: str) -> list[Run]:
-    """Every pipeline root of the study, in any experiment (under `mlflow run` it may not be named after it)."""
+@dataclass
+class Root:
+    """What analysis needs of a run: identity, status, times, tags, params and latest metrics."""
+
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str
+    start_time: int
+    end_time: int | None
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+    @classmethod
+    def from_json(cls, run: dict) -> "Root":
+        """From the REST API's JSON (no protobuf parsing: it costs more than the request at study scale)."""
+        info, data = run.get("info", {}), run.get("data", {})
+        return cls(info["run_id"], info.get("run_name", ""), info.get("experiment_id", ""), info.get("status", ""),
+                   int(info.get("start_time", 0) or 0), int(info["end_time"]) if info.get("end_time") else None,
+                   {t["key"]: t.get("value", "") for t in data.get("tags", [])},
+                   {p["key"]: p.get("value", "") for p in data.get("params", [])},
+                   {m["key"]: float(m.get("value", "nan")) for m in data.get("metrics", [])})
+
+    @classmethod
+    def from_run(cls, run: Run) -> "Root":
+        """From an mlflow Run entity (stores that are not REST)."""
+        info = run.info
+        return cls(info.run_id, info.run_name or "", info.experiment_id, info.status, int(info.start_time or 0),
+                   info.end_time, dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def study_experiments(client: MlflowClient) -> list[str]:
+    """Every active experiment (under `mlflow run` the study's runs may live in one not named after it)."""
     exp_ids, token = [], None
     while True:
         page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
         exp_ids += [e.experiment_id for e in page]
         token = page.token
         if not token:
-            break
+            return exp_ids
+
+
+def search(client: MlflowClient, exp_ids: list[str], flt: str) -> list[Root]:
+    """Every run matching a filter: raw JSON through the REST API, or the store's search elsewhere."""
     if not exp_ids:
         return []
-    quoted = study.replace("'", "\\'")
-    flt = f"tags.kind = 'pipeline' AND tags.study = '{quoted}'"
-    runs: list[Run] = []
+    store = _store()
+    from mlflow.store.tracking.rest_store import RestStore
+
+    out: list[Root] = []
     token = None
+    if isinstance(store, RestStore):
+        from mlflow.utils.rest_utils import http_request_safe
+
+        creds = store.get_host_creds()
+        while True:
+            body = {"experiment_ids": exp_ids, "filter": flt, "max_results": _PAGE, "run_view_type": "ACTIVE_ONLY"}
+            if token:
+                body["page_token"] = token
+            data = http_request_safe(creds, "/api/2.0/mlflow/runs/search", "POST", json=body).json()
+            out += [Root.from_json(r) for r in data.get("runs", [])]
+            token = data.get("next_page_token")
+            if not token:
+                return out
     while True:
         page = client.search_runs(exp_ids, flt, ViewType.ACTIVE_ONLY, max_results=_PAGE, page_token=token)
-        runs.extend(page)
+        out += [Root.from_run(r) for r in page]
         token = page.token
         if not token:
-            return runs
+            return out
+
+
+def roots_filter(study: str) -> str:
+    """The filter for a study's pipeline roots."""
+    return f"tags.kind = 'pipeline' AND tags.study = {_quote(study)}"
+
+
+def search_roots(client: MlflowClient, study: str) -> list[Root]:
+    """Every pipeline root of the study, in any experiment."""
+    return search(client, study_experiments(client), roots_filter(study))
+
+
+def runs_by_id(client: MlflowClient, exp_ids: list[str], run_ids: list[str]) -> list[Root]:
+    """The current state of the given runs (deleted ones are simply absent)."""
+    out: list[Root] = []
+    ids = sorted(set(run_ids))
+    for i in range(0, len(ids), 100):
+        chunk = ", ".join(_quote(r) for r in ids[i:i + 100])
+        out += search(client, exp_ids, f"attributes.run_id IN ({chunk})")
+    return out
 
 
 def _store():
@@ -93,13 +166,16 @@ class HistoryFetcher:
             return self._chunk(run_ids[:half], key) + self._chunk(run_ids[half:], key)
         return points
 
-    def fetch(self, run_ids: Iterable[str], keys: Iterable[str], points_per_run: int = 200,
+    def fetch(self, wanted: dict[str, tuple[list[str], int]],
               progress: Callable[[int], None] | None = None) -> dict[str, list[Point]]:
-        """{key: points} for every run and key; chunks sized so a response stays under the server's cap."""
-        run_ids = sorted(set(run_ids))
-        per_request = max(1, min(BULK_MAX_RUNS, BULK_MAX_POINTS // max(1, points_per_run)))
-        jobs = [(key, run_ids[i:i + per_request]) for key in keys for i in range(0, len(run_ids), per_request)]
-        out: dict[str, list[Point]] = {key: [] for key in keys}
+        """{key: points} for {key: (run ids, points per run)}: every key's chunks in one parallel batch, each
+        chunk sized so a response stays under the server's cap."""
+        jobs = []
+        for key, (run_ids, points_per_run) in wanted.items():
+            ids = sorted(set(run_ids))
+            per_request = max(1, min(BULK_MAX_RUNS, BULK_MAX_POINTS // max(1, points_per_run)))
+            jobs += [(key, ids[i:i + per_request]) for i in range(0, len(ids), per_request)]
+        out: dict[str, list[Point]] = {key: [] for key in wanted}
         if not jobs:
             return out
         with ThreadPoolExecutor(self.threads) as pool:
@@ -111,8 +187,30 @@ class HistoryFetcher:
 
 
 def download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
-    """One artifact of a run into dst (a folder), or None when the run has no such artifact."""
-    dst.mkdir(parents=True, exist_ok=True)
+    """One artifact of a run into dst (a folder, keeping its relative path), or None when it has none."""
+    import os
+
+    from mlflow.store.tracking.rest_store import RestStore
+
+    target = dst / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    store = _store()
+    if isinstance(store, RestStore):
+        # The server's /get-artifact: one request, where the client's download would list the folder first.
+        from mlflow.utils.rest_utils import http_request
+
+        resp = http_request(store.get_host_creds(), "/get-artifact", "GET", params={"path": path, "run_uuid": run_id},
+                            stream=True)
+        if resp.status_code != 200:
+            return None
+        tmp = target.with_suffix(target.suffix + f".{os.getpid()}")
+        with tmp.open("wb") as fh:
+            for block in resp.iter_content(1 << 20):
+                fh.write(block)
+        tmp.replace(target)
+        return target
+    # One small file per call: mlflow's per-download progress bar would drown our own.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return Path(client.download_artifacts(run_id, path, str(dst)))
     except Exception:  # noqa: BLE001 - a missing artifact only means a figure panel is left empty

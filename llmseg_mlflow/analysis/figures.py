@@ -34,7 +34,7 @@ class Line:
 
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI)  # fixed margins: a "tight" bounding box would lay every text out twice
     plt.close(fig)
 
 
@@ -42,7 +42,7 @@ def errors_figure(errors: pd.DataFrame, types: list[str], path: Path) -> None:
     """Fig. 2: stacked bars of errors by type per model, one panel per year cohort."""
     cohorts = [c for c in ("2024", "2025") if (errors.year == c).any()] + sorted(
         {str(y) for y in errors.year if str(y) not in ("2024", "2025")})
-    fig, axes = plt.subplots(1, len(cohorts), figsize=(5.5 * len(cohorts), 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(cohorts), figsize=(6 * len(cohorts), 5.2), squeeze=False, sharey=True)
     cmap = plt.get_cmap("tab20")
     for ax, cohort in zip(axes[0], cohorts):
         on = errors[errors.year.astype(str) == cohort]
@@ -58,7 +58,8 @@ def errors_figure(errors: pd.DataFrame, types: list[str], path: Path) -> None:
             lbl.set_ha("right")
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 1.08))
+        fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), fontsize=8)
+    fig.subplots_adjust(left=0.1 if len(cohorts) == 1 else 0.07, right=0.98, top=0.82, bottom=0.33, wspace=0.08)
     _save(fig, path)
 
 
@@ -83,6 +84,7 @@ def curves_figure(panels: dict[str, list[Line]], baseline: Line | None, ylabel: 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2 if len(panels.get(name, [])) > 8 else 1)
     fig.suptitle(title)
+    fig.subplots_adjust(left=0.08 if len(names) > 1 else 0.13, right=0.98, top=0.85, bottom=0.12, wspace=0.06)
     _save(fig, path)
 
 
@@ -102,6 +104,7 @@ def cohort_curves_figure(panels: dict[str, list[tuple[str, np.ndarray, np.ndarra
         if groups:
             ax.legend(fontsize=8)
     fig.suptitle(title)
+    fig.subplots_adjust(left=0.08 if len(panels) > 1 else 0.13, right=0.98, top=0.85, bottom=0.12, wspace=0.2)
     _save(fig, path)
 
 
@@ -111,7 +114,7 @@ def boxplot_figure(groups: list[tuple[str, np.ndarray, str]], title: str, path: 
     groups = [g for g in groups if len(g[1])] or [("(no scores)", np.array([np.nan]), GRAY)]
     fig, ax = plt.subplots(figsize=(7, 0.38 * len(groups) + 1.5))
     data = [g[1] for g in reversed(groups)]
-    bp = ax.boxplot(data, vert=False, patch_artist=True, widths=0.6, showfliers=True,
+    bp = ax.boxplot(data, orientation="horizontal", patch_artist=True, widths=0.6, showfliers=True,
                     flierprops={"markersize": 2, "alpha": 0.5})
     for patch, (_, _, colour) in zip(bp["boxes"], reversed(groups)):
         patch.set_facecolor(colour)
@@ -122,34 +125,61 @@ def boxplot_figure(groups: list[tuple[str, np.ndarray, str]], title: str, path: 
     ax.set_xlabel(xlabel)
     ax.set_xlim(-0.02, 1.02)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
+    height = 0.38 * len(groups) + 1.5
+    fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.5 / height, bottom=0.6 / height)
     _save(fig, path)
+
+
+def _rgb(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An image or mask as float RGB in [0, 1] at `size` (nearest neighbour)."""
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 3:
+        a = a[..., :3]
+    a = a.astype(float)
+    a = a / a.max() if a.max() > 1 else a
+    ys = (np.arange(size[0]) * a.shape[0] / size[0]).astype(int)
+    xs = (np.arange(size[1]) * a.shape[1] / size[1]).astype(int)
+    a = a[ys][:, xs]
+    return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
 
 
 def qualitative_figure(image: np.ndarray | None, truth: np.ndarray | None, preds: list[tuple[str, np.ndarray, float]],
                        title: str, path: Path) -> None:
-    """Figs. 6, 7: the image, its ground truth, and each model's prediction with its Dice."""
-    tiles: list[tuple[str, np.ndarray, str | None]] = []
+    """Figs. 6, 7: the image, its ground truth, and each model's prediction with its Dice (one mosaic)."""
+    tiles: list[tuple[str, np.ndarray]] = []
     if image is not None:
-        tiles.append(("image", image, None))
+        tiles.append(("image", image))
     if truth is not None:
-        tiles.append(("ground truth", truth, "gray"))
-    tiles += [(f"{m}\nDice {d:.3f}", p, "gray") for m, p, d in preds]
+        tiles.append(("ground truth", truth))
+    tiles += [(f"{m}\nDice {d:.3f}", p) for m, p, d in preds]
     cols = min(8, max(1, len(tiles)))
-    rows = int(np.ceil(len(tiles) / cols)) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (label, arr, cmap) in zip(axes.flat, tiles):
-        ax.imshow(arr, cmap=cmap, interpolation="nearest")
-        ax.set_title(label, fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    rows = max(1, int(np.ceil(len(tiles) / cols)))
+    first = tiles[0][1] if tiles else np.zeros((64, 64))
+    scale = 128 / max(first.shape[:2])
+    h, w = max(1, int(first.shape[0] * scale)), max(1, int(first.shape[1] * scale))
+    gap_x, gap_y = 6, 34  # room for the two-line label above each tile
+    mosaic = np.ones((rows * (h + gap_y), cols * (w + gap_x), 3))
+    for i, (_, arr) in enumerate(tiles):
+        r, c = divmod(i, cols)
+        y, x = r * (h + gap_y) + gap_y, c * (w + gap_x)
+        mosaic[y:y + h, x:x + w] = _rgb(arr, (h, w))
+    fig = plt.figure(figsize=(mosaic.shape[1] / 80, mosaic.shape[0] / 80 + 0.4))
+    ax = fig.add_axes((0, 0, 1, mosaic.shape[0] / 80 / (mosaic.shape[0] / 80 + 0.4)))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
+    for i, (label, _) in enumerate(tiles):
+        r, c = divmod(i, cols)
+        ax.text(c * (w + gap_x) + w / 2, r * (h + gap_y) + gap_y - 3, label, ha="center", va="bottom", fontsize=7)
+    fig.suptitle(title, fontsize=9, y=0.995, va="top")
     _save(fig, path)
 
 
 def bars_figure(frame: pd.DataFrame, label: str, columns: list[str], title: str, path: Path, ylabel: str) -> None:
     """Grouped bars per model (cost, tokens)."""
-    fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 5), squeeze=False)
     for ax, col in zip(axes[0], columns):
         ax.bar(frame[label], frame[col], color=BLUE)
         ax.set_title(col)
@@ -158,4 +188,5 @@ def bars_figure(frame: pd.DataFrame, label: str, columns: list[str], title: str,
         for lbl in ax.get_xticklabels():
             lbl.set_ha("right")
     fig.suptitle(title)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.33, wspace=0.25)
     _save(fig, path)

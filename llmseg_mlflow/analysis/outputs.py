@@ -1,10 +1,14 @@
 """Writing outputs: each table as CSV + XLSX + Markdown, each figure as a PNG, all listed for the report."""
 from __future__ import annotations
 
+import functools
 import math
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -37,6 +41,8 @@ def _cell(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{value:.0f}"
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -59,6 +65,8 @@ class Outputs:
     tables: list[TableOut] = field(default_factory=list)
     figures: list[FigureOut] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    pool: ProcessPoolExecutor | None = None  # renders while the analysis goes on (see render_pool)
+    _jobs: list = field(default_factory=list)  # (digest, suffix, path, future or render) not stored yet
 
     def table(self, name: str, title: str, section: str, frame: pd.DataFrame, note: str = "",
               xlsx: bool = True) -> TableOut | None:
@@ -70,9 +78,9 @@ class Outputs:
         base.mkdir(parents=True, exist_ok=True)
         frame.to_csv(base / f"{name}.csv", index=False)
         (base / f"{name}.md").write_text(to_markdown(frame, title, note))
-        if xlsx:  # openpyxl is the slow part: reuse the workbook while the table is unchanged
-            self.cache.rendered(digest_of("xlsx", name, frame), ".xlsx", base / f"{name}.xlsx",
-                                lambda dst: _xlsx(frame, dst, title))
+        if xlsx:  # openpyxl is the slow part: rendered aside, reused while the table is unchanged
+            self._submit(digest_of("xlsx", name, frame), ".xlsx", base / f"{name}.xlsx",
+                         functools.partial(_xlsx, frame, title=title))
         out = TableOut(name, title, section, frame, note)
         self.tables.append(out)
         return out
@@ -84,17 +92,56 @@ class Outputs:
         frame.to_csv(base / f"{name}.csv", index=False)
         return base / f"{name}.csv"
 
-    def figure(self, name: str, title: str, section: str, inputs: tuple, draw: Callable[[Path], None],
-               note: str = "") -> FigureOut:
-        """figures/{name}.png drawn by `draw`, or reused when `inputs` are unchanged since the last analyze."""
-        path = self.cache.rendered(digest_of("png", name, title, *inputs), ".png",
-                                   self.folder / "figures" / f"{name}.png", draw)
+    def figure(self, name: str, title: str, section: str, draw: Callable[..., None], *args: Any, note: str = "",
+               **kwargs: Any) -> FigureOut:
+        """figures/{name}.png = draw(*args, path, **kwargs), rendered in finish(); reused while the args are unchanged."""
+        path = self.folder / "figures" / f"{name}.png"
+        self._submit(digest_of("png", name, draw.__name__, args, kwargs), ".png", path,
+                     functools.partial(_call_with_path, draw, args, kwargs))
         out = FigureOut(name, title, section, path, note)
         self.figures.append(out)
         return out
 
+    def _submit(self, digest: str, suffix: str, dst: Path, render: Callable[[Path], None]) -> None:
+        if self.cache.restore(digest, suffix, dst):
+            return
+        job = self.pool.submit(_render, (dst, render)) if self.pool is not None else render
+        self._jobs.append((digest, suffix, dst, job))
+
+    def finish(self) -> None:
+        """Wait for (or do) the rendering, and keep each new file in the cache for the next analyze."""
+        jobs, self._jobs = self._jobs, []
+        for digest, suffix, dst, job in jobs:
+            if isinstance(job, Future):
+                job.result()
+            else:
+                _render((dst, job))
+            self.cache.store(digest, suffix, dst)
+
+
+def render_pool() -> ProcessPoolExecutor | None:
+    """Worker processes for matplotlib and openpyxl (CPU-bound), forked now, before any thread is started,
+    so they inherit the imports; None on one core or where fork is unavailable."""
+    workers = min(4, (os.cpu_count() or 1) - 1)
+    if workers < 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    list(pool.map(int, range(workers)))  # start the workers now, while this process has no other thread
+    return pool
+
+
+def _call_with_path(draw: Callable[..., None], args: tuple, kwargs: dict, path: Path) -> None:
+    draw(*args, path, **kwargs)
+
+
+def _render(job: tuple[Path, Callable[[Path], None]]) -> None:
+    dst, render = job
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    render(dst)
+
 
 def _xlsx(frame: pd.DataFrame, dst: Path, title: str) -> None:
+    """One table as an Excel sheet."""
     sheet = "".join(ch for ch in title if ch not in "[]:*?/\\")[:31] or "table"
     clean = frame.copy()
     for col in clean.columns:  # Excel has no time zones; keep datetimes as written

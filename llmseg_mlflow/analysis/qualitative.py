@@ -76,12 +76,19 @@ def load_truth(dataset: str, index: int, data_root: Path) -> Truth:
     return Truth(img_path.name, image, mask > (mask.max() / 2 if mask.max() else 0))
 
 
-def _prediction(client: MlflowClient, cache: RunCache, eval_run: str, index: int, name: str | None) -> np.ndarray | None:
-    folder = cache.artifact_dir(eval_run)
-    local = folder / PREDICTIONS
-    if not local.is_file() and download(client, eval_run, PREDICTIONS, folder) is None:
-        return None
-    found = next(iter(folder.rglob("predictions.npz")), None)
+def _local(cache: RunCache, eval_run: str) -> Path | None:
+    return next(iter(cache.artifact_dir(eval_run).rglob("predictions.npz")), None)
+
+
+def prefetch(client: MlflowClient, cache: RunCache, eval_runs: list[str], threads: int = 16) -> None:
+    """Download the predictions of the given evaluation runs not cached yet (they never change), in parallel."""
+    todo = sorted({e for e in eval_runs if e and _local(cache, e) is None})
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda e: download(client, e, PREDICTIONS, cache.artifact_dir(e)), todo))
+
+
+def _prediction(cache: RunCache, eval_run: str, index: int, name: str | None) -> np.ndarray | None:
+    found = _local(cache, eval_run)
     if found is None:
         return None
     with np.load(found) as npz:
@@ -96,8 +103,6 @@ def _prediction(client: MlflowClient, cache: RunCache, eval_run: str, index: int
 
 def predictions(client: MlflowClient, cache: RunCache, reps: pd.DataFrame, index: int,
                 name: str | None) -> dict[str, np.ndarray | None]:
-    """{run_id: the mask the pipeline's latest evaluation predicted for that image}, downloads in parallel."""
-    runs = list(zip(reps.run_id, reps.evaluation_run_id))
-    with ThreadPoolExecutor(8) as pool:
-        masks = pool.map(lambda r: _prediction(client, cache, r[1], index, name), runs)
-        return {run_id: mask for (run_id, _), mask in zip(runs, masks)}
+    """{run_id: the mask the pipeline's latest evaluation predicted for that image} (downloaded when missing)."""
+    prefetch(client, cache, list(reps.evaluation_run_id))
+    return {r: _prediction(cache, e, index, name) for r, e in zip(reps.run_id, reps.evaluation_run_id)}

@@ -42,7 +42,7 @@ def _cell(v: object) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+        return f"{v:.0f}" if v.is_integer() and abs(v) < 1e15 else f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
     return html.escape(str(v))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,13 @@ def per_model_dice(pipelines: pd.DataFrame) -> pd.Series:
     return have.groupby("model").heldout_dice_mean.mean()
 
 
-def cohort_tests(study: pd.DataFrame, images: pd.DataFrame, cohorts: Cohorts, alpha: float,
+def pooled(dice: Mapping[str, np.ndarray], run_ids) -> np.ndarray:
+    """Every per-image score of the given runs."""
+    parts = [dice[r] for r in run_ids if r in dice]
+    return np.concatenate(parts) if parts else np.array([], dtype=float)
+
+
+def cohort_tests(study: pd.DataFrame, dice: Mapping[str, np.ndarray], cohorts: Cohorts, alpha: float,
                  use_bonferroni: bool) -> pd.DataFrame:
     """Table 3 for every dataset and comparison: pooled per-image median (IQR), delta, U, p, r.
 
@@ -79,7 +86,7 @@ def cohort_tests(study: pd.DataFrame, images: pd.DataFrame, cohorts: Cohorts, al
             sides = {}
             for side, group in (("a", comp.a), ("b", comp.b)):
                 members = on[in_group(on, comp, group)]
-                scores = images[images.run_id.isin(members.run_id)].dice.to_numpy()
+                scores = pooled(dice, members.run_id)
                 if scores.size == 0:  # no per-image series: fall back to the pipelines' means
                     scores = members.heldout_dice_mean.dropna().to_numpy()
                 sides[side] = (per_model_dice(members), quartiles(scores), int(members.heldout_dice_mean.isna().sum()),
@@ -105,11 +112,11 @@ def cohort_tests(study: pd.DataFrame, images: pd.DataFrame, cohorts: Cohorts, al
     return out
 
 
-def variability_test(study: pd.DataFrame, curves: pd.DataFrame, model_a: str, model_b: str) -> pd.DataFrame:
+def variability_test(study: pd.DataFrame, val_loss_mean: Mapping[str, float], model_a: str, model_b: str) -> pd.DataFrame:
     """Run-to-run: per dataset, U tests of model b vs a on per-repeat mean held-out Dice (b higher?) and
     per-repeat mean validation loss over epochs (b lower?), as in the paper's variability section."""
     rows = []
-    val = curves[curves.metric == "val_loss"].groupby("run_id").value.mean()
+    val = pd.Series(val_loss_mean, dtype=float)
     for dataset in sorted(study.dataset.unique()):
         on = study[study.dataset == dataset]
         a, b = on[on.model == model_a], on[on.model == model_b]

@@ -73,7 +73,7 @@ class SynthStudySpec:
     children: bool = True  # generation/debug/training/evaluation runs
     artifacts: bool = True  # per_image.csv and predictions.npz on each evaluation run
     mask_size: int = 64
-    gt_masks: dict[str, list[np.ndarray]] = field(default_factory=dict)  # dataset -> held-out masks
+    gt_masks: dict[str, list[tuple[str, np.ndarray]]] = field(default_factory=dict)  # dataset -> (name, mask)
     dice_override: dict[tuple[str, str, int], tuple[float, ...]] = field(default_factory=dict)
     seed: int = 0
     threads: int = 8
@@ -142,9 +142,9 @@ def _predictions(rng: np.random.Generator, dice: np.ndarray, spec: SynthStudySpe
     out = {}
     for i, d in enumerate(dice):
         if gts is not None and i < len(gts):
-            gt = gts[i].astype(bool)
+            name, gt = gts[i][0], gts[i][1].astype(bool)
             shift = int(round((1.0 - d) * max(gt.shape) / 4))
-            out[f"img_{i:03d}.png"] = np.roll(gt, (shift, shift), axis=(0, 1)).astype(np.uint8)
+            out[name] = np.roll(gt, (shift, shift), axis=(0, 1)).astype(np.uint8)
         else:
             n = spec.mask_size
             yy, xx = np.mgrid[:n, :n]
@@ -281,3 +281,21 @@ def write_synthetic_study(client: MlflowClient, spec: SynthStudySpec,
     if progress:
         progress(f"wrote {len(out)} synthetic pipelines to experiment {spec.study!r}")
     return out
+
+
+def reevaluate(client: MlflowClient, pipeline: SynthPipeline, dice: tuple[float, ...], study: str) -> SynthPipeline:
+    """A second held-out evaluation of a pipeline, as `llmseg evaluate` logs it: new evaluation run, new
+    per-image values on the root (later timestamps, same steps) and summary metrics."""
+    run = client.get_run(pipeline.run_id)
+    cohort = Cohort.from_tags(run.data.tags)
+    arr = np.asarray(dice, dtype=float)
+    now = int(time.time() * 1000) + 1000  # strictly later than the first evaluation
+    summary = {"heldout_dice_mean": float(arr.mean()), "heldout_dice_median": float(np.median(arr)),
+               "heldout_n": len(arr)}
+    w = _Writer(client, run.info.experiment_id)
+    ev = w.run(cohort.tags(Kind.EVALUATION), "evaluation",
+               _curve("heldout_image_dice", arr, now, first_step=0) + _metrics(summary, now), parent=pipeline.run_id)
+    client.log_batch(pipeline.run_id, metrics=_curve("heldout_image_dice", arr, now, first_step=0) + _metrics(summary, now),
+                     tags=[RunTag("evaluation_run_id", ev)])
+    return SynthPipeline(pipeline.run_id, pipeline.model, pipeline.dataset, pipeline.repeat, pipeline.status,
+                         tuple(float(x) for x in arr), pipeline.errors, pipeline.epochs, pipeline.baseline, pipeline.budget)

@@ -1,13 +1,13 @@
 """The tidy study: one row per pipeline root, plus long tables of per-epoch curves and per-image Dice."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Run
 
 from llmseg_mlflow.analysis.cache import RunSeries
+from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.tracking.schema import CURVES, HYPERPARAMETERS
 
 IMAGE_DICE = "heldout_image_dice"
@@ -25,9 +25,71 @@ class StudyData:
     """Everything the outputs are computed from."""
 
     pipelines: pd.DataFrame  # one row per root (every role), the tidy table
-    curves: pd.DataFrame  # run_id, metric, epoch, value
-    images: pd.DataFrame  # run_id, index, dice (latest value per held-out index)
     superseded: pd.DataFrame  # roots a sweep retried (ignored), listed for the record
+    series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)  # run -> key -> (x, y)
+
+    @property
+    def curves(self) -> pd.DataFrame:
+        """Long table of the per-epoch curves: run_id, metric, epoch, value."""
+        parts = [(r, k, x, y) for r, s in self.series.items() for k, (x, y) in s.items() if k != IMAGE_DICE]
+        return pd.DataFrame({
+            "run_id": _cat([np.full(len(x), r, dtype=object) for r, _, x, _ in parts], object),
+            "metric": _cat([np.full(len(x), k, dtype=object) for _, k, x, _ in parts], object),
+            "epoch": _cat([np.asarray(x, dtype=int) for *_, x, _ in parts], int),
+            "value": _cat([np.asarray(y, dtype=float) for *_, y in parts], float)})
+
+    @property
+    def images(self) -> pd.DataFrame:
+        """Long table of per-image held-out Dice: run_id, index, dice."""
+        parts = [(r, *s[IMAGE_DICE]) for r, s in self.series.items() if IMAGE_DICE in s]
+        return pd.DataFrame({
+            "run_id": _cat([np.full(len(x), r, dtype=object) for r, x, _ in parts], object),
+            "index": _cat([np.asarray(x, dtype=int) for _, x, _ in parts], int),
+            "dice": _cat([np.asarray(y, dtype=float) for *_, y in parts], float)})
+
+    @property
+    def dice_by_run(self) -> dict[str, np.ndarray]:
+        """Per-image held-out Dice of each run (for pooling without scanning the long table)."""
+        return {r: s[IMAGE_DICE][1] for r, s in self.series.items() if IMAGE_DICE in s}
+
+    def dice(self, run_ids) -> np.ndarray:
+        """Every per-image Dice of the given runs, pooled."""
+        parts = [self.series[r][IMAGE_DICE][1] for r in run_ids if IMAGE_DICE in self.series.get(r, {})]
+        return np.concatenate(parts) if parts else np.array([], dtype=float)
+
+    def dice_table(self, run_ids) -> pd.DataFrame:
+        """run_id, index, dice of the given runs (a few runs: for the qualitative grid)."""
+        parts = [pd.DataFrame({"run_id": r, "index": self.series[r][IMAGE_DICE][0].astype(int),
+                               "dice": self.series[r][IMAGE_DICE][1]})
+                 for r in run_ids if IMAGE_DICE in self.series.get(r, {})]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run_id", "index", "dice"])
+
+    def curve(self, run_id: str, metric: str = "val_loss") -> tuple[np.ndarray, np.ndarray] | None:
+        """One run's curve (epochs, values), or None."""
+        got = self.series.get(run_id, {}).get(metric)
+        return got if got is not None and len(got[0]) else None
+
+    def mean_curve(self, run_ids, metric: str = "val_loss", max_epoch: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+        """Mean and SD (ddof=1; 0 where one run) over runs at each epoch, and how many runs had a curve."""
+        curves = [c for c in (self.curve(r, metric) for r in run_ids) if c is not None]
+        if not curves:
+            return None
+        x = np.concatenate([c[0] for c in curves]).astype(int)
+        y = np.concatenate([c[1] for c in curves]).astype(float)
+        if max_epoch is not None:
+            keep = x <= max_epoch
+            x, y = x[keep], y[keep]
+        if not len(x):
+            return None
+        base = int(x.min())
+        x = x - base
+        n = np.bincount(x)
+        s1, s2 = np.bincount(x, y), np.bincount(x, y * y)
+        have = n > 0
+        mean = s1[have] / n[have]
+        var = np.where(n[have] > 1, (s2[have] - n[have] * mean**2) / np.maximum(n[have] - 1, 1), 0.0)
+        return np.nonzero(have)[0] + base, mean, np.sqrt(np.maximum(var, 0)), len(curves)
 
     def study(self) -> pd.DataFrame:
         """The pipelines proper: no baseline, no budget reruns."""
@@ -36,6 +98,10 @@ class StudyData:
     def of_role(self, role: str) -> pd.DataFrame:
         """Roots of one role."""
         return self.pipelines[self.pipelines.role == role]
+
+
+def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.array([], dtype=dtype)
 
 
 def latest_per_step(steps: np.ndarray, values: np.ndarray, timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,27 +129,27 @@ def _number(value: str | None) -> float | str | None:
         return value
 
 
-def build_study(roots: list[Run], series: dict[str, RunSeries],
+def build_study(roots: list[Root], series: dict[str, RunSeries],
                 overrides: dict[str, dict[str, str]] | None = None) -> StudyData:
     """The tidy tables from the root runs (tags, params, latest metrics) and their fetched series."""
     rows, superseded = [], []
     for run in roots:
-        tags, info = run.data.tags, run.info
+        tags = run.tags
         row = {
-            "run_id": info.run_id, "run_name": info.run_name, "role": _role(tags),
+            "run_id": run.run_id, "run_name": run.run_name, "role": _role(tags),
             "is_baseline": tags.get("baseline", "").lower() == "true",
             **{k: tags.get(k, "") for k in ("model", "year", "reasoning", "dataset", "provider", "status")},
             "repeat": int(float(tags["repeat"])) if tags.get("repeat", "").strip() else 0,
-            "run_status": info.status, "budget": _number(tags.get("budget")), "source_run": tags.get("source_run", ""),
-            "evaluation_run_id": tags.get("evaluation_run_id", ""), "experiment_id": info.experiment_id,
-            "start_time": pd.to_datetime(info.start_time, unit="ms") if info.start_time else pd.NaT,
+            "run_status": run.status, "budget": _number(tags.get("budget")), "source_run": tags.get("source_run", ""),
+            "evaluation_run_id": tags.get("evaluation_run_id", ""), "experiment_id": run.experiment_id,
+            "start_time": pd.to_datetime(run.start_time, unit="ms") if run.start_time else pd.NaT,
         }
         row.update((overrides or {}).get(row["model"], {}))
         if not row["status"]:
-            row["status"] = "running" if info.status == "RUNNING" else "harness_error" if info.status == "FAILED" else ""
+            row["status"] = "running" if run.status == "RUNNING" else "harness_error" if run.status == "FAILED" else ""
         for key in HYPERPARAMETERS:
-            row[f"param.{key}"] = _number(run.data.params.get(key))
-        row.update({k: v for k, v in run.data.metrics.items() if k not in SERIES_KEYS})
+            row[f"param.{key}"] = _number(run.params.get(key))
+        row.update({k: v for k, v in run.metrics.items() if k not in SERIES_KEYS})
         (superseded if tags.get("superseded_by") else rows).append(row)
     pipelines = pd.DataFrame(rows)
     if pipelines.empty:
@@ -97,24 +163,13 @@ def build_study(roots: list[Run], series: dict[str, RunSeries],
     front = ID_COLUMNS + ["start_time"]
     pipelines = pipelines[front + [c for c in pipelines.columns if c not in front]]
 
-    curve_parts, image_parts = [], []
-    for run_id in pipelines.run_id:
-        got = series.get(run_id)
-        if got is None:
-            continue
-        for key, (steps, values) in got.series.items():
-            if key == IMAGE_DICE:
-                image_parts.append(pd.DataFrame({"run_id": run_id, "index": steps.astype(int), "dice": values}))
-            else:
-                curve_parts.append(pd.DataFrame({"run_id": run_id, "metric": key, "epoch": steps.astype(int),
-                                                 "value": values}))
-    curves = pd.concat(curve_parts, ignore_index=True) if curve_parts else pd.DataFrame(
-        columns=["run_id", "metric", "epoch", "value"])
-    images = pd.concat(image_parts, ignore_index=True) if image_parts else pd.DataFrame(
-        columns=["run_id", "index", "dice"])
+    kept = set(pipelines.run_id)
+    data = StudyData(pipelines, pd.DataFrame(superseded), {r: s.series for r, s in series.items() if r in kept})
+    images = data.images
     # A pipeline that logged per-image scores but no summary (or the reverse) still gets its mean.
     if not images.empty:
         means = images.groupby("run_id").dice.mean()
         missing = pipelines.heldout_dice_mean.isna() & pipelines.run_id.isin(means.index)
-        pipelines.loc[missing, "heldout_dice_mean"] = pipelines.loc[missing, "run_id"].map(means)
-    return StudyData(pipelines, curves, images, pd.DataFrame(superseded))
+        if missing.any():
+            pipelines.loc[missing, "heldout_dice_mean"] = pipelines.loc[missing, "run_id"].map(means).astype(float)
+    return data

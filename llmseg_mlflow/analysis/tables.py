@@ -124,14 +124,14 @@ def variability_configs(study: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     return out.rename(columns=lambda c: c.removeprefix("param."))
 
 
-def variability_spread(study: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
+def variability_spread(study: pd.DataFrame, data: StudyData) -> pd.DataFrame:
     """Run-to-run spread of held-out Dice for every (model, dataset) with several repeats."""
     rows = []
     for (model, dataset), on in study.groupby(["model", "dataset"]):
         if on.repeat.nunique() < 2:
             continue
         means = on.heldout_dice_mean.dropna()
-        pooled = images[images.run_id.isin(on.run_id)].dice
+        pooled = pd.Series(data.dice(on.run_id), dtype=float)
         rows.append({"model": model, "dataset": dataset, "repeats": len(on), "with_dice": len(means),
                      "mean_of_means": means.mean(), "sd_of_means": means.std(ddof=1),
                      "min_mean": means.min(), "max_mean": means.max(),
@@ -146,16 +146,15 @@ def budget_table(data: StudyData) -> pd.DataFrame:
     if budget.empty:
         return pd.DataFrame()
     source = data.pipelines.set_index("run_id")
-    val = data.curves[data.curves.metric == "val_loss"]
-    last = val.sort_values("epoch").groupby("run_id").value.last()
     rows = []
     for _, r in budget.iterrows():
         src = source.loc[r.source_run] if r.source_run in source.index else None
         own = own_epochs(r, src)
-        at_own = val[(val.run_id == r.run_id) & (val.epoch == own)].value if own else pd.Series(dtype=float)
+        curve = data.curve(r.run_id)
+        at_own = curve[1][curve[0] == own] if curve is not None and own else np.array([])
         rows.append({"model": r.model, "dataset": r.dataset, "budget": r.budget, "own_epochs": own,
-                     "val_loss_at_own_epochs": at_own.iloc[0] if len(at_own) else np.nan,
-                     "val_loss_at_budget": last.get(r.run_id, np.nan),
+                     "val_loss_at_own_epochs": at_own[0] if len(at_own) else np.nan,
+                     "val_loss_at_budget": curve[1][np.argmax(curve[0])] if curve is not None else np.nan,
                      "heldout_dice_budget": r.heldout_dice_mean,
                      "heldout_dice_own": src.heldout_dice_mean if src is not None else np.nan,
                      "run_id": r.run_id, "source_run": r.source_run})
@@ -197,11 +196,11 @@ def cost(study: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(sort, ascending=False).reset_index()
 
 
-def dice_per_model(study: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
+def dice_per_model(study: pd.DataFrame, data: StudyData) -> pd.DataFrame:
     """Held-out Dice per model and dataset: pooled per-image median (IQR), mean of pipeline means, SD."""
     rows = []
     for (dataset, model), on in study.groupby(["dataset", "model"]):
-        pooled = images[images.run_id.isin(on.run_id)].dice
+        pooled = pd.Series(data.dice(on.run_id), dtype=float)
         means = on.heldout_dice_mean.dropna()
         rows.append({"dataset": dataset, "model": model, "year": on.year.iloc[0], "reasoning": on.reasoning.iloc[0],
                      "pipelines": len(on), "with_dice": len(means), "median": pooled.median(),

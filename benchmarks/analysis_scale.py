@@ -1,0 +1,184 @@
+"""`analyze` at study scale: cold (empty cache), warm (nothing new) and naive (the client's search_runs, one
+history call per run and curve, one per_image.csv download per run; same tables and figures), on a local mlflow server holding a synthetic study of
+19 models x 6 datasets x 10 repeats = 1,140 pipelines with their child runs, 50-epoch curves and
+per-image held-out scores. Prints the times and the ratios, measured in this one run.
+
+    .venv/bin/python benchmarks/analysis_scale.py                 # build the study (minutes), then time
+    .venv/bin/python benchmarks/analysis_scale.py --keep /tmp/s   # keep the server's store to time again later
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STUDY = "scale"
+DATASETS = ("bagls", "bolus", "brain-tumor", "skin-lesion", "uterine-myoma", "retina")
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` on a free port with a sqlite store under root (the setup DESIGN.md measured)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
+         f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=(root / "server.log").open("a"), stderr=subprocess.STDOUT, env=env)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(180):
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2)
+            return proc, uri
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}")
+
+
+def build_study(client, models: int, repeats: int, n_heldout: int) -> int:
+    """Write the synthetic study unless the store already holds it; returns the number of pipeline roots."""
+    from llmseg_mlflow.analysis.fetch import search_roots
+    from llmseg_mlflow.analysis.synthetic_study import SynthStudySpec, paper_models, write_synthetic_study
+
+    have = len(search_roots(client, STUDY))
+    if have:
+        print(f"study {STUDY!r} already on the server ({have} roots): not written again")
+        return have
+    spec = SynthStudySpec(study=STUDY, models=paper_models()[:models], datasets=DATASETS, repeats=repeats, epochs=50,
+                          n_heldout=n_heldout, budget_epochs=None, failures=(("copilot", "bagls", 3),), threads=8)
+    start = time.monotonic()
+    written = write_synthetic_study(client, spec, progress=print)
+    print(f"wrote {len(written)} pipelines with their child runs in {time.monotonic() - start:.0f} s")
+    return len(written)
+
+
+def naive_series(roots, cache, say):
+    """What a straightforward analysis does: one history call per run and curve, one per_image.csv per run."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from llmseg_mlflow.analysis.cache import RunSeries, fingerprint
+    from llmseg_mlflow.analysis.table import IMAGE_DICE
+    from llmseg_mlflow.tracking.schema import CURVES
+
+    client = MlflowClient()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in roots:
+            series = {}
+            for key in CURVES:
+                if key in run.metrics:
+                    hist = client.get_metric_history(run.run_id, key)
+                    series[key] = (np.array([m.step for m in hist]), np.array([m.value for m in hist]))
+            ev = run.tags.get("evaluation_run_id")
+            if ev:
+                path = client.download_artifacts(ev, "heldout/per_image.csv", tmp)
+                table = pd.read_csv(path)
+                series[IMAGE_DICE] = (table["index"].to_numpy(), table["dice"].to_numpy())
+            out[run.run_id] = RunSeries(fingerprint(run), series)
+    say(f"naive: fetched {len(roots)} runs one call at a time")
+    return out, len(roots), (lambda: None, lambda: None)
+
+
+def naive_roots(client, study, folder, refresh=False):
+    """The client's search_runs (protobuf entities), every time."""
+    from mlflow.entities import ViewType
+
+    from llmseg_mlflow.analysis.fetch import Root, roots_filter
+
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    runs, token = [], None
+    while True:
+        page = client.search_runs(exp_ids, roots_filter(study), ViewType.ACTIVE_ONLY, 1000, page_token=token)
+        runs += [Root.from_run(r) for r in page]
+        token = page.token
+        if not token:
+            return runs, f"naive: listed {len(runs)} roots with MlflowClient.search_runs"
+
+
+def time_analyze(output: Path, cache: Path, naive: bool = False) -> tuple[float, float]:
+    """Seconds for one full run_analyze (tables, figures, report, the kind=analysis run and its artifacts),
+    and the part spent getting the data (listing roots + fetching series, from the analysis run's metrics)."""
+    import llmseg_mlflow.analysis.run as run_mod
+    from llmseg_mlflow.analysis import AnalyzeConfig, run_analyze
+
+    original = run_mod.fetch_series, run_mod.list_roots
+    if naive:
+        run_mod.fetch_series, run_mod.list_roots = naive_series, naive_roots
+    try:
+        start = time.monotonic()
+        run_analyze(AnalyzeConfig(study=STUDY, output=output, cache_dir=cache), progress=lambda m: print("  " + m))
+        total = time.monotonic() - start
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(STUDY).experiment_id
+        run = client.search_runs([exp], "tags.kind = 'analysis'", order_by=["attributes.start_time DESC"],
+                                 max_results=1)[0]
+        m = run.data.metrics
+        return total, m["time_list_s"] + m["time_fetch_s"] + m.get("time_fetch_rest_s", 0.0)
+    finally:
+        run_mod.fetch_series, run_mod.list_roots = original
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", type=Path, help="Keep the server's store here (reused when it holds the study).")
+    ap.add_argument("--models", type=int, default=19)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--heldout", type=int, default=50, help="Held-out images per dataset.")
+    ap.add_argument("--skip-naive", action="store_true")
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    root = (args.keep or Path(tmp.name)).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    proc, uri = start_server(root)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    os.environ["LLMSEG_HOME"] = str(root / "home")  # no prepared datasets: grids show predictions only
+    try:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(uri)
+        n = build_study(MlflowClient(), args.models, args.repeats, args.heldout)
+        work = Path(tempfile.mkdtemp(dir=root))
+        print(f"\nanalyze, cold (empty cache), {n} pipelines:")
+        cold, cold_data = time_analyze(work / "cold", work / "cache")
+        print("\nanalyze, warm (nothing new since the last analyze):")
+        warm, warm_data = time_analyze(work / "warm", work / "cache")
+        naive = naive_data = None
+        if not args.skip_naive:
+            print("\nanalyze, naive (per-run history and artifact calls, empty cache):")
+            naive, naive_data = time_analyze(work / "naive", work / "naive-cache", naive=True)
+        print(f"\n{n} pipelines on {uri} (sqlite store, 1 worker)")
+        print(f"cold  {cold:7.1f} s   (target < 30 s)   getting the data {cold_data:6.1f} s")
+        print(f"warm  {warm:7.1f} s   (target < 5 s)    getting the data {warm_data:6.1f} s   cold/warm = {cold / warm:.1f}x")
+        if naive is not None:
+            print(f"naive {naive:7.1f} s                     getting the data {naive_data:6.1f} s")
+            print(f"naive/cold = {naive / cold:.1f}x end to end (target >= 10x), {naive_data / cold_data:.1f}x getting the "
+                  f"data; naive/warm = {naive / warm:.1f}x")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
