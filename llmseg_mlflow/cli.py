@@ -280,6 +280,7 @@ def datasets_add(name: str, source: Path, title: str | None, modality: str, fore
 @click.option("--models-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).")
 @click.option("--log-dir", type=click.Path(path_type=Path), help="One log per job (default $LLMSEG_HOME/sweeps/<study>/logs).")
+@click.option("--training-slots", type=int, help="local: at most N trainings at once, so more --workers overlap LLM calls with training (one GPU per slot).")
 @click.option("--forward-env", multiple=True, help="Send this environment variable to every job (e.g. an API key for Ray workers).")
 @click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys).")
 def sweep(study_file: Path, dry_run: bool, **opts) -> None:
@@ -288,16 +289,17 @@ def sweep(study_file: Path, dry_run: bool, **opts) -> None:
     from llmseg_mlflow.sweep.study import load_study
 
     study = _guarded(lambda: load_study(study_file, opts["models_file"]))
-    if opts["workers"] is not None and opts["workers"] < 1:
-        click.echo("error: --workers must be at least 1", err=True)
-        sys.exit(EXIT_USAGE)
+    for name in ("workers", "training_slots"):
+        if opts[name] is not None and opts[name] < 1:
+            click.echo(f"error: --{name.replace('_', '-')} must be at least 1", err=True)
+            sys.exit(EXIT_USAGE)
     if dry_run:
         _guarded(lambda: plan_only(study, out=click.echo))
         return
     options = SweepOptions(executor=opts["executor"], workers=opts["workers"], ray_address=opts["ray_address"],
                            data_root=opts["data_root"], work_root=opts["work_root"], models_file=opts["models_file"],
                            unsafe_no_sandbox=opts["unsafe_no_sandbox"], log_dir=opts["log_dir"],
-                           forward_env=tuple(opts["forward_env"]))
+                           forward_env=tuple(opts["forward_env"]), training_slots=opts["training_slots"])
     summary = _guarded(lambda: run_sweep(study, options, out=click.echo))
     sys.exit(130 if summary.interrupted else EXIT_HARNESS if summary.count("failed") else EXIT_OK)
 

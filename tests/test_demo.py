@@ -34,7 +34,7 @@ def test_demo_sweeps_the_demo_study_and_ends_with_the_report(tmp_path, monkeypat
     assert buggy and all(r.data.metrics["debug_iterations"] == r.data.metrics["errors_total"] for r in buggy)
     baselines = [r for r in roots if r.data.tags.get("baseline") == "true"]
     assert {r.data.tags["dataset"] for r in baselines} == {"synthetic-gray-suffix", "synthetic-rgb-folders"}
-    assert len([r for r in roots if r.data.tags.get("budget") == "3"]) == 2
+    assert len([r for r in roots if r.data.tags.get("budget") == "3"]) == 3  # two models, one with 2 repeats
     assert client.search_runs([exp.experiment_id], "tags.kind = 'analysis'")
 
     # a second demo finds everything done and runs nothing again

@@ -29,6 +29,7 @@ from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.record import log_evaluation, read_mask
 from llmseg_mlflow.generate import GenerateResult, ensure_prepared, llmseg_home
+from llmseg_mlflow.pipeline.slots import training_slot
 from llmseg_mlflow.tracking import datasets as tracked_data
 from llmseg_mlflow.tracking.runs import RunLogger, RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
@@ -143,23 +144,24 @@ def _run_worker(job: Job, work: Path, progress: Callable[[str], None]) -> dict:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     shown = _Progress(job.budget.epochs, progress)
     tail: list[str] = []
-    proc = subprocess.Popen([sys.executable, "-m", "llmseg_mlflow.baseline.worker", str(job_file)],
-                            cwd=work, env=_worker_env(work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace", start_new_session=True)
-    try:
-        with log_path.open("w") as log:
-            assert proc.stdout is not None
-            for text in proc.stdout:
-                log.write(text)
-                shown.line(text.rstrip("\n"))
-                tail = (tail + [text.rstrip("\n")])[-TAIL_LINES:]
-        code = proc.wait()
-    except BaseException:
-        os.killpg(proc.pid, 9)  # the worker's session: nnU-Net's pool processes go with it
-        proc.wait()
-        raise
-    finally:
-        shown.close()
+    with training_slot() as slot_env:  # under a sweep with --training-slots, nnU-Net waits its turn too
+        proc = subprocess.Popen([sys.executable, "-m", "llmseg_mlflow.baseline.worker", str(job_file)],
+                                cwd=work, env={**_worker_env(work), **slot_env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+        try:
+            with log_path.open("w") as log:
+                assert proc.stdout is not None
+                for text in proc.stdout:
+                    log.write(text)
+                    shown.line(text.rstrip("\n"))
+                    tail = (tail + [text.rstrip("\n")])[-TAIL_LINES:]
+            code = proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, 9)  # the worker's session: nnU-Net's pool processes go with it
+            proc.wait()
+            raise
+        finally:
+            shown.close()
     result_file = work / RESULT
     if code != 0 or not result_file.is_file():
         raise NnUNetFailed(f"nnU-Net exited with code {code}; last lines of {log_path}:\n" + "\n".join(tail))

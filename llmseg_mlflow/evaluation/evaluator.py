@@ -18,6 +18,7 @@ from PIL import Image
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.pipeline import knobs, sandbox
 from llmseg_mlflow.pipeline.execute import knob_values
+from llmseg_mlflow.pipeline.slots import training_slot
 
 WORKER = Path(__file__).with_name("worker.py")
 PIPELINE_INSIDE = Path("/pipeline")
@@ -86,8 +87,9 @@ def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings:
     mounts = sandbox.Mounts(dest, readonly=((attempt, pipeline_at), (data.heldout, heldout_at)),
                             workdir_at=None if unsafe else work_at)
     start = time.monotonic()
-    result = sandbox.run([sys.executable, "worker.py", "config.json"], mounts, settings.limits,
-                         log_dir=dest / "logs", unsafe_no_sandbox=unsafe, name="evaluation")
+    with training_slot() as slot_env:  # inference uses the GPU too
+        result = sandbox.run([sys.executable, "worker.py", "config.json"], mounts, settings.limits,
+                             log_dir=dest / "logs", env=slot_env, unsafe_no_sandbox=unsafe, name="evaluation")
     duration = time.monotonic() - start
     if not result.ok:
         tail = result.stderr_text()[-3000:]

@@ -9,6 +9,7 @@ from typing import Callable
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.pipeline import knobs, sandbox
 from llmseg_mlflow.pipeline.errors import ExecError, classify
+from llmseg_mlflow.pipeline.slots import training_slot
 from llmseg_mlflow.pipeline.workspace import Workspace
 
 ENTRY = "main.py"
@@ -76,11 +77,12 @@ def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number:
     ws.new_attempt(number, phase, patched)
     (folder / SAVE_DIR).mkdir(parents=True, exist_ok=True)
     env = {"LLMSEG_MAX_BATCHES": str(budget.max_batches)} if budget.max_batches else {}
-    result = sandbox.run(
-        [sys.executable, ENTRY], mounts, budget.limits,
-        log_dir=folder.with_name(f"{folder.name}.logs"), env=env,
-        unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
-        on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,
-    )
+    with training_slot() as slot_env:  # a sweep may allow fewer trainings than jobs at once
+        result = sandbox.run(
+            [sys.executable, ENTRY], mounts, budget.limits,
+            log_dir=folder.with_name(f"{folder.name}.logs"), env={**env, **slot_env},
+            unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
+            on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,
+        )
     error = None if result.ok else classify(result, budget.limits.timeout_s, budget.limits.memory_gb)
     return Attempt(number, phase, folder, result, overrides, error)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.generate import llmseg_home
+from llmseg_mlflow.pipeline import slots
 from llmseg_mlflow.sweep.cost import pipeline_cost, token_estimates
 from llmseg_mlflow.sweep.jobs import Job, JobState, StudyRuns, expand, retrying
 from llmseg_mlflow.sweep.study import Study
@@ -52,6 +53,7 @@ class SweepOptions:
     unsafe_no_sandbox: bool = False
     log_dir: Path | None = None  # default $LLMSEG_HOME/sweeps/<study>/logs
     forward_env: tuple[str, ...] = ()  # extra variables sent to every job (e.g. API keys for Ray workers)
+    training_slots: int | None = None  # local: at most this many trainings at once (jobs beyond wait on the LLM)
     retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
 
 
@@ -154,6 +156,11 @@ def _job_env(opts: SweepOptions) -> dict[str, str]:
     for name in ("LLMSEG_MODELS_FILE", "LLMSEG_DATASETS_FILE", "LLMSEG_CACHE_DIR", *opts.forward_env):
         if os.environ.get(name):
             env[name] = os.environ[name]
+    if opts.training_slots and opts.executor == "local":
+        from llmseg_mlflow.sweep.local import visible_gpus
+
+        folder = (opts.log_dir or llmseg_home() / "sweeps") / "training-slots"
+        env[slots.ENV] = slots.slots_value(folder, opts.training_slots, visible_gpus())
     return env
 
 
