@@ -59,6 +59,5 @@ def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, study_file: Path
 
         report = run_analyze(AnalyzeConfig(study=study.name, output=workdir / "report", data_root=workdir / "data",
                                            cache_dir=workdir / "analysis-cache"), progress=progress)
-        progress(f"report: {report}")
     progress(f"open the runs: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000)")
     return DemoResult(summary, report, uri)

@@ -161,6 +161,8 @@ def capture_dataset(code_dir: Path, n: int) -> tuple[object | None, str]:
         raise _Captured
 
     DataLoader.__init__, DataLoader.__iter__ = init, stop
+    argv = sys.argv
+    sys.argv = ["main.py"]  # argparse pipelines: their defaults (knobs pointed at held-out) apply
     try:
         runpy.run_path(str(code_dir / "main.py"), run_name="__main__")
     except _Captured:
@@ -170,6 +172,7 @@ def capture_dataset(code_dir: Path, n: int) -> tuple[object | None, str]:
             return None, f"main.py raised {type(exc).__name__} before building a DataLoader: {str(exc)[:200]}"
     finally:
         DataLoader.__init__, DataLoader.__iter__ = original_init, original_iter
+        sys.argv = argv
     for dataset in reversed(built):
         while isinstance(dataset, Subset):
             dataset = dataset.dataset

@@ -87,6 +87,24 @@ if __name__ == "__main__":
             pass
 '''
 
+ARGPARSE_MAIN_PY = '''\
+import argparse
+from torch.utils.data import DataLoader, Subset
+from dataset import SegDataset
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--image_dir", default="/path/to/images")
+    parser.add_argument("--mask_dir", default="/path/to/masks")
+    parser.add_argument("--save_dir", default="/path/to/save")
+    parser.add_argument("--epochs", type=int, default=5)
+    args = parser.parse_args()
+    ds = SegDataset(args.image_dir, args.mask_dir)
+    test_loader = DataLoader(Subset(ds, list(range(len(ds)))), batch_size=4)
+    for images, masks in test_loader:
+        pass
+'''
+
 SAVE_PY = '''\
 import torch
 from model import ThresholdNet
@@ -101,14 +119,15 @@ torch.save({what}, "results/{file}")
 
 def make_attempt(folder: Path, *, rgb: bool = False, suffix: str = "_seg", zscore: bool = False,
                  weight: float = 10.0, bias: float = -6.0, sigmoid: bool = False, half: bool = False,
-                 save: str = "whole", file: str = "model.pth", probes: tuple[str, ...] = ()) -> Path:
+                 save: str = "whole", file: str = "model.pth", probes: tuple[str, ...] = (),
+                 argparse: bool = False) -> Path:
     """An attempt folder as a finished pipeline leaves it: four files and results/<file>."""
     (folder / "results").mkdir(parents=True)
     files = {
         "dataset.py": DATASET_PY.format(zscore=zscore, rgb=rgb, suffix=suffix),
         "model.py": MODEL_PY,
         "train.py": "def train_model():\n    pass\n",
-        "main.py": MAIN_PY.format(probes=list(probes)),
+        "main.py": ARGPARSE_MAIN_PY if argparse else MAIN_PY.format(probes=list(probes)),
     }
     for name, text in files.items():
         (folder / name).write_text(text)

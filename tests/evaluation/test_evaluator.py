@@ -46,6 +46,12 @@ def test_whole_model_and_state_dict_score_the_same(gray, tmp_path):
     assert all(m.shape == (64, 64) and m.dtype == np.uint8 for m in whole.predictions.values())
 
 
+def test_argparse_pipelines_get_their_own_preprocessing(gray, tmp_path):
+    out, scores = _evaluate(make_attempt(tmp_path / "a", argparse=True), gray, tmp_path)
+    assert out.info["eval_preprocessing"] == "own", out.info.get("eval_fallback_reason")
+    assert scores.summary()["heldout_dice_mean"] > 0.3
+
+
 def test_sigmoid_outputs_are_not_squashed_twice(gray, tmp_path):
     logits, s_logits = _evaluate(make_attempt(tmp_path / "l"), gray, tmp_path / "l")
     probs, s_probs = _evaluate(make_attempt(tmp_path / "p", sigmoid=True), gray, tmp_path / "p")
