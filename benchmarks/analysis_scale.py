@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -25,29 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STUDY = "scale"
 DATASETS = ("bagls", "bolus", "brain-tumor", "skin-lesion", "uterine-myoma", "retina")
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    """`mlflow server` on a free port with a sqlite store under root (the setup DESIGN.md measured)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
-         f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=(root / "server.log").open("a"), stderr=subprocess.STDOUT, env=env)
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2)
-            return proc, uri
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}")
 
 
 def build_study(client, models: int, repeats: int, n_heldout: int) -> int:
@@ -135,6 +110,7 @@ def time_analyze(output: Path, cache: Path, naive: bool = False) -> tuple[float,
         return total, m["time_list_s"] + m["time_fetch_s"] + m.get("time_fetch_rest_s", 0.0)
     finally:
         run_mod.fetch_series, run_mod.list_roots = original
+
 
 
 def main() -> None:

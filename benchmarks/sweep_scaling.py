@@ -12,39 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-def _server(root: Path) -> tuple[subprocess.Popen, str]:
-    """A real `mlflow server` (sqlite store, 1 worker) on a free port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
-         f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=(root / "server.log").open("w"), stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2)
-            return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}")
 
 
 def main() -> None:
@@ -57,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="llmseg-sweep-bench-"))
-    server, uri = _server(work)
+    server, uri = start_server(work)
     os.environ.update(MLFLOW_TRACKING_URI=uri, LLMSEG_HOME=str(work / "home"))
     try:
         from llmseg_mlflow.catalog.datasets import get_dataset

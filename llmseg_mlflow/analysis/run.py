@@ -184,7 +184,7 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
     found = len(roots)
     roots = [r for r in roots if _keep(r, cfg)]
     if not roots:
-        filt = f" matching --datasets/--models" if (cfg.datasets or cfg.models) and found else ""
+        filt = " matching --datasets/--models" if (cfg.datasets or cfg.models) and found else ""
         raise UsageError(f"no pipeline runs of study {cfg.study!r}{filt} on the tracking server {uri} (found {found} "
                          "in the study); run `llmseg generate --study ...` first, or pick the study with --study "
                          "and the server with MLFLOW_TRACKING_URI")
