@@ -161,7 +161,7 @@ def section_dice(c: Context) -> None:
             continue
         left = int(c.study[(c.study.dataset == dataset)].heldout_dice_mean.isna().sum())
         c.out.figure(f"dice_{dataset}", f"Held-out Dice per model, {dataset} (Figs. 5, 13)", "dice",
-                     fg.boxplot_figure, groups, f"{dataset}: per-image held-out Dice (sorted by median; baseline on top)",
+                     fg.boxplot_figure, groups, f"{dataset}: per-image held-out Dice\n(sorted by median; baseline on top)",
                      note=f"2024 blue, 2025 red, baseline gray; repeats pooled. {left} pipeline(s) without Dice left out.")
     c.out.table("dice_per_model", "Held-out Dice per model and dataset", "dice", tb.dice_per_model(c.study, c.data),
                 "median/q1/q3 pool per-image scores; mean is the mean of pipeline means; sd_between_repeats is an SD.")
@@ -278,7 +278,7 @@ def section_variability(c: Context) -> None:
         ref = float(np.median(bvals)) if len(bvals) else None
         c.out.figure(f"variability_dice_{dataset}", f"Run-to-run held-out Dice, {a} vs {b}, {dataset} (Fig. 9)",
                      "variability", fg.boxplot_figure, groups,
-                     f"{dataset}: per repeat (sorted by median); dashed: baseline median", reference=ref)
+                     f"{dataset}: per repeat (sorted by median)\ndashed: baseline median", reference=ref)
         panels = {}
         for model in models:
             lines = []

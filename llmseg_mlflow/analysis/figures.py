@@ -112,7 +112,8 @@ def boxplot_figure(groups: list[tuple[str, np.ndarray, str]], title: str, path: 
                    reference: float | None = None) -> None:
     """Figs. 5, 9, 13: horizontal boxplots in the given order, top to bottom (the baseline first)."""
     groups = [g for g in groups if len(g[1])] or [("(no scores)", np.array([np.nan]), GRAY)]
-    fig, ax = plt.subplots(figsize=(7, 0.38 * len(groups) + 1.5))
+    height = 0.38 * len(groups) + 1.5 + 0.2 * title.count("\n")
+    fig, ax = plt.subplots(figsize=(7, height))
     data = [g[1] for g in reversed(groups)]
     bp = ax.boxplot(data, orientation="horizontal", patch_artist=True, widths=0.6, showfliers=True,
                     flierprops={"markersize": 2, "alpha": 0.5})
@@ -126,8 +127,7 @@ def boxplot_figure(groups: list[tuple[str, np.ndarray, str]], title: str, path: 
     ax.set_xlim(-0.02, 1.02)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title, fontsize=10)
-    height = 0.38 * len(groups) + 1.5
-    fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.5 / height, bottom=0.6 / height)
+    fig.subplots_adjust(left=0.3, right=0.97, top=1 - (0.5 + 0.2 * title.count("\n")) / height, bottom=0.6 / height)
     _save(fig, path)
 
 
@@ -161,7 +161,8 @@ def qualitative_figure(image: np.ndarray | None, truth: np.ndarray | None, preds
     scale = 128 / max(first.shape[:2])
     h, w = max(1, int(first.shape[0] * scale)), max(1, int(first.shape[1] * scale))
     gap_x, gap_y = 6, 34  # room for the two-line label above each tile
-    mosaic = np.ones((rows * (h + gap_y), cols * (w + gap_x), 3))
+    # Grey page: an all-foreground (white) prediction must still read as a tile, not as empty space.
+    mosaic = np.full((rows * (h + gap_y), cols * (w + gap_x), 3), 0.8)
     for i, (_, arr) in enumerate(tiles):
         r, c = divmod(i, cols)
         y, x = r * (h + gap_y) + gap_y, c * (w + gap_x)
