@@ -54,13 +54,20 @@ def register(template: str, name: str = PROMPT_NAME) -> RegisteredPrompt:
     import mlflow.genai
     from mlflow.exceptions import MlflowException
 
-    try:
-        latest = mlflow.genai.load_prompt(f"prompts:/{name}@latest", link_to_model=False)
-        if latest.template == template:
-            return RegisteredPrompt(name, int(latest.version), template)
-    except MlflowException:
-        pass  # first registration
-    version = mlflow.genai.register_prompt(
-        name, template, commit_message="Appendix D prompt template", tags={"source": "Arjomandi et al. 2026, Appendix D"}
-    )
-    return RegisteredPrompt(name, int(version.version), template)
+    for attempt in range(3):
+        try:
+            latest = mlflow.genai.load_prompt(f"prompts:/{name}@latest", link_to_model=False)
+            if latest.template == template:
+                return RegisteredPrompt(name, int(latest.version), template)
+        except MlflowException:
+            pass  # first registration
+        try:
+            version = mlflow.genai.register_prompt(
+                name, template, commit_message="Appendix D prompt template",
+                tags={"source": "Arjomandi et al. 2026, Appendix D"})
+            return RegisteredPrompt(name, int(version.version), template)
+        except MlflowException as exc:
+            # Parallel sweep workers on a fresh server: another one created the prompt first; look again.
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -36,3 +36,14 @@ def test_registered_once_per_text(tracking):
     changed = prompt.register("Segment {{colour_word}} images, please.", name="t-prompt")
     assert first.version == again.version
     assert changed.version == first.version + 1 and changed.uri == f"prompts:/t-prompt/{changed.version}"
+
+
+def test_parallel_first_registrations_all_succeed(tracking):
+    """Sweep workers on a fresh server register the template at the same moment; none may fail."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda _: prompt.register("same text {{x}}", name=name), range(4)))
+    assert all(r.template == "same text {{x}}" for r in done) and all(r.version >= 1 for r in done)
