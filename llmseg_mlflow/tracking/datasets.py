@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 
 import mlflow.data
 import pandas as pd
 from mlflow.entities import DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
@@ -28,4 +30,12 @@ def log_prepared(client: MlflowClient, run_id: str, data: PreparedDataset) -> No
             ds = mlflow.data.from_pandas(frame, source=str(data.root / split), name=f"{data.spec.key}-{split}",
                                          digest=f"{data.digest[:16]}-{split}")
         inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-    client.log_inputs(run_id, datasets=inputs)
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException as exc:
+        # Parallel sweep workers logging the same new dataset: the loser hits the store's unique key;
+        # the dataset exists now, so the second call only links it to this run.
+        if "UNIQUE constraint" not in str(exc) and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+        time.sleep(0.2)
+        client.log_inputs(run_id, datasets=inputs)
