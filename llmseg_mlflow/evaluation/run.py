@@ -19,6 +19,7 @@ from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, co
 from llmseg_mlflow.evaluation.metrics import ImageScores
 from llmseg_mlflow.evaluation.record import log_evaluation
 from llmseg_mlflow.pipeline import sandbox
+from llmseg_mlflow.pipeline.workspace import attempt_logs, attempt_path
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Kind
 
@@ -79,10 +80,10 @@ def load_trained(client: MlflowClient, tree: RunTree, stack: ExitStack) -> Train
     training = find_training_run(client, tree)
     attempt = training.data.tags.get("attempt", "")
     workspace = root.data.tags.get("workspace", "")
-    local = Path(workspace, "attempts", f"{int(attempt):02d}-full") if workspace and attempt.isdigit() else None
+    local = attempt_path(Path(workspace), int(attempt), "full") if workspace and attempt.isdigit() else None
     if local is not None and (local / "results").is_dir():
         folder = local
-        log = local.with_name(f"{local.name}.logs") / "full.stdout.log"
+        log = attempt_logs(local) / "full.stdout.log"
         stdout = log.read_text(errors="replace") if log.exists() else ""
     else:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmseg-eval-")))

@@ -10,7 +10,7 @@ from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.pipeline import knobs, sandbox
 from llmseg_mlflow.pipeline.errors import ExecError, classify
 from llmseg_mlflow.pipeline.slots import training_slot
-from llmseg_mlflow.pipeline.workspace import Workspace
+from llmseg_mlflow.pipeline.workspace import Workspace, attempt_logs
 
 ENTRY = "main.py"
 SAVE_DIR = "results"  # inside the attempt folder; the save-path knobs are pointed here
@@ -80,7 +80,7 @@ def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number:
     with training_slot() as slot_env:  # a sweep may allow fewer trainings than jobs at once
         result = sandbox.run(
             [sys.executable, ENTRY], mounts, budget.limits,
-            log_dir=folder.with_name(f"{folder.name}.logs"), env={**env, **slot_env},
+            log_dir=attempt_logs(folder), env={**env, **slot_env},
             unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
             on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,
         )

@@ -8,6 +8,16 @@ from pathlib import Path
 import git
 
 
+def attempt_path(root: Path, number: int, phase: str) -> Path:
+    """Where attempt `number` of `phase` of the workspace at `root` runs: attempts/NN-phase."""
+    return root / "attempts" / f"{number:02d}-{phase}"
+
+
+def attempt_logs(folder: Path) -> Path:
+    """The captured stdout/stderr of an attempt folder: a sibling `NN-phase.logs/`."""
+    return folder.with_name(f"{folder.name}.logs")
+
+
 @dataclass
 class Workspace:
     """`root/code` holds the LLM's files under git; each execution gets `root/attempts/NN-phase/`."""
@@ -57,7 +67,7 @@ class Workspace:
 
     def attempt_dir(self, number: int, phase: str) -> Path:
         """Where attempt `number` of `phase` runs: attempts/NN-phase."""
-        return self.attempts_dir / f"{number:02d}-{phase}"
+        return attempt_path(self.root, number, phase)
 
     def new_attempt(self, number: int, phase: str, files: dict[str, str]) -> Path:
         """A fresh folder holding a copy of the code to run (the only place the code may write)."""
