@@ -17,6 +17,7 @@ from llmseg_mlflow.analysis.config import AnalyzeConfig, Cohorts
 from llmseg_mlflow.analysis.outputs import Outputs
 from llmseg_mlflow.analysis.stats import cohort_tests, in_group, variability_test
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
+from llmseg_mlflow.catalog.datasets import load_datasets
 
 RULES = [
     "Pipelines that never ran (status gave_up, no_code, failed_training or harness_error, or no held-out "
@@ -180,8 +181,12 @@ def section_qualitative(c: Context) -> None:
             plans.append((dataset, reps, per_image, index))
     # Every dataset's predictions in one parallel batch (the downloads are the slow part, each one small).
     ql.prefetch(c.client, c.cache, [e for _, reps, _, _ in plans for e in reps.evaluation_run_id])
+    try:
+        catalog = load_datasets()
+    except ValueError:  # a broken user catalog: load_truth says so per dataset
+        catalog = None
     for dataset, reps, per_image, index in plans:
-        truth = ql.load_truth(dataset, index, c.data_root)
+        truth = ql.load_truth(dataset, index, c.data_root, catalog)
         masks = ql.predictions(c.client, c.cache, reps, index, truth.name)
         scores = per_image[per_image["index"] == index].set_index("run_id").dice
         reps = reps.assign(_base=reps.is_baseline.astype(int)).sort_values(["_base", "heldout_dice_mean"],
@@ -262,8 +267,9 @@ def section_variability(c: Context) -> None:
                 variability_test(study, {r: float(np.mean(cv[1])) for r in study[study.model.isin(models)].run_id
                                          if (cv := c.data.curve(r)) is not None}, a, b),
                 "One-sided Mann-Whitney U over repeats; effect_size: rank-biserial r of b vs a.")
+    chosen = study[study.model.isin(models)][["model", "dataset", "repeat", "reasoning", "run_id"]]
     for dataset in c.datasets():
-        on = study[(study.dataset == dataset) & study.model.isin(models)]
+        on = chosen[chosen.dataset == dataset]
         if on.groupby("model").repeat.nunique().reindex(models).fillna(0).min() < 2:
             continue
         base = c.data.pipelines[(c.data.pipelines.role == BASELINE) & (c.data.pipelines.dataset == dataset)]
@@ -326,16 +332,23 @@ def section_beyond(c: Context) -> None:
                      "cost and tokens per model", ylabel="value")
 
 
-def section_data(c: Context) -> None:
+def section_tidy(c: Context) -> None:
     tidy = c.data.pipelines.copy()
     tidy["start_time"] = tidy["start_time"].astype(str)
     c.out.table("pipelines", "Tidy table: one row per pipeline root", "data", tidy,
                 "Also in data/: curves.csv (run_id, metric, epoch, value) and per_image.csv (run_id, index, dice).")
-    c.out.data("curves", c.data.curves)
-    c.out.data("per_image", c.data.images)
     if not c.data.superseded.empty:
         c.out.notes.append(f"{len(c.data.superseded)} root(s) superseded by a sweep retry were ignored.")
 
 
-SECTIONS = (section_overview, section_errors, section_curves, section_dice, section_qualitative, section_architecture,
-            section_cohorts, section_variability, section_budget, section_beyond, section_data)
+def section_data(c: Context) -> None:
+    key = c.data.series_digest()
+    c.out.data("curves", lambda: c.data.curves, key)
+    c.out.data("per_image", lambda: c.data.images, key)
+
+
+# The report's sections by what they are built from: the root runs alone (tags, params, summary metrics),
+# then also the validation-loss curves, then also the per-image Dice (see analysis/series.py).
+ROOT_SECTIONS = (section_overview, section_errors, section_architecture, section_beyond, section_tidy)
+CURVE_SECTIONS = (section_curves, section_budget)
+DICE_SECTIONS = (section_qualitative, section_dice, section_cohorts, section_variability)  # grids first: see run.py

@@ -8,6 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import cbook, ticker  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -34,8 +37,23 @@ class Line:
 
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)  # fixed margins: a "tight" bounding box would lay every text out twice
+    # Fixed margins: a "tight" bounding box would lay every text out twice. Light PNG compression: zlib's
+    # default level costs several times more for files only ~10% smaller.
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 1})
     plt.close(fig)
+
+
+def _title(ax, text: str, **kwargs) -> None:
+    """An axes title at a fixed height: matplotlib otherwise measures every tick label to place it."""
+    ax.set_title(text, y=1.0, pad=4, **kwargs)
+
+
+def _log_y(ax) -> None:
+    """A log y axis labelled 0.01, 0.02, 0.05, ...: plain labels, no mathtext to typeset for each tick."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(ticker.NullLocator())  # minor ticks: dozens of unlabelled Tick objects per axis
 
 
 def errors_figure(errors: pd.DataFrame, types: list[str], path: Path) -> None:
@@ -51,7 +69,7 @@ def errors_figure(errors: pd.DataFrame, types: list[str], path: Path) -> None:
             vals = on[t].to_numpy(dtype=float) if t in on else np.zeros(len(on))
             ax.bar(on.model, vals, bottom=bottom, color=cmap(i % 20), label=t)
             bottom += vals
-        ax.set_title(f"{cohort or 'no year'} models")
+        _title(ax, f"{cohort or 'no year'} models")
         ax.set_ylabel("errors until the code ran (sum over pipelines)")
         ax.tick_params(axis="x", rotation=60)
         for lbl in ax.get_xticklabels():
@@ -76,8 +94,8 @@ def curves_figure(panels: dict[str, list[Line]], baseline: Line | None, ylabel: 
         if baseline is not None:
             ax.plot(baseline.x, baseline.y, lw=2.2, color=BASE, ls="--", label=baseline.label)
         if log and all((ln.y > 0).all() for ln in panels.get(name, []) if len(ln.y)):
-            ax.set_yscale("log")
-        ax.set_title(name)
+            _log_y(ax)
+        _title(ax, name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -97,7 +115,7 @@ def cohort_curves_figure(panels: dict[str, list[tuple[str, np.ndarray, np.ndarra
             c = colour_for(label)
             ax.plot(x, mean, color=c, lw=2, label=f"{label} (n={n})")
             ax.fill_between(x, mean - sd, mean + sd, color=c, alpha=0.2)
-        ax.set_title(name)
+        _title(ax, name)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation loss (mean \u00b1 SD)")
         ax.grid(alpha=0.3)
@@ -110,23 +128,39 @@ def cohort_curves_figure(panels: dict[str, list[tuple[str, np.ndarray, np.ndarra
 
 def boxplot_figure(groups: list[tuple[str, np.ndarray, str]], title: str, path: Path, xlabel: str = "held-out Dice",
                    reference: float | None = None) -> None:
-    """Figs. 5, 9, 13: horizontal boxplots in the given order, top to bottom (the baseline first)."""
+    """Figs. 5, 9, 13: horizontal boxplots in the given order, top to bottom (the baseline first).
+
+    Boxes (median, IQR, whiskers at 1.5 IQR, fliers) are matplotlib's own statistics, drawn as one collection
+    per element: ax.boxplot makes six artists per box, which at study scale costs more than the rest of the figure.
+    """
     groups = [g for g in groups if len(g[1])] or [("(no scores)", np.array([np.nan]), GRAY)]
     height = 0.38 * len(groups) + 1.5 + 0.2 * title.count("\n")
     fig, ax = plt.subplots(figsize=(7, height))
-    data = [g[1] for g in reversed(groups)]
-    bp = ax.boxplot(data, orientation="horizontal", patch_artist=True, widths=0.6, showfliers=True,
-                    flierprops={"markersize": 2, "alpha": 0.5})
-    for patch, (_, _, colour) in zip(bp["boxes"], reversed(groups)):
-        patch.set_facecolor(colour)
-        patch.set_alpha(0.55)
-    ax.set_yticks(range(1, len(groups) + 1), [g[0] for g in reversed(groups)], fontsize=8)
+    stats = cbook.boxplot_stats([np.asarray(g[1], dtype=float) for g in groups], whis=1.5)
+    ys = np.arange(len(groups), 0, -1, dtype=float)  # the first group on top
+    half, cap = 0.3, 0.15
+    ax.add_collection(PolyCollection(  # translucent fill, opaque outline
+        [[(s["q1"], y - half), (s["q3"], y - half), (s["q3"], y + half), (s["q1"], y + half)] for s, y in zip(stats, ys)],
+        facecolors=[to_rgba(g[2], 0.55) for g in groups], edgecolors="black", linewidths=1))
+    segments = []
+    for s, y in zip(stats, ys):
+        segments += [[(s["whislo"], y), (s["q1"], y)], [(s["q3"], y), (s["whishi"], y)],
+                     [(s["whislo"], y - cap), (s["whislo"], y + cap)], [(s["whishi"], y - cap), (s["whishi"], y + cap)]]
+    ax.add_collection(LineCollection(segments, colors="black", linewidths=1))
+    ax.add_collection(LineCollection([[(s["med"], y - half), (s["med"], y + half)] for s, y in zip(stats, ys)],
+                                     colors="C1", linewidths=1.5))
+    fliers = [(x, y) for s, y in zip(stats, ys) for x in s["fliers"]]
+    if fliers:
+        fx, fy = np.array(fliers).T
+        ax.plot(fx, fy, "o", ms=2, mfc="none", mec="black", alpha=0.5, ls="none")
+    ax.set_yticks(ys, [g[0] for g in groups], fontsize=8)
+    ax.set_ylim(0.4, len(groups) + 0.6)
     if reference is not None and not np.isnan(reference):
         ax.axvline(reference, color=GRAY, ls="--", lw=1)
     ax.set_xlabel(xlabel)
     ax.set_xlim(-0.02, 1.02)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    _title(ax, title, fontsize=10)
     fig.subplots_adjust(left=0.3, right=0.97, top=1 - (0.5 + 0.2 * title.count("\n")) / height, bottom=0.6 / height)
     _save(fig, path)
 
@@ -167,14 +201,15 @@ def qualitative_figure(image: np.ndarray | None, truth: np.ndarray | None, preds
         r, c = divmod(i, cols)
         y, x = r * (h + gap_y) + gap_y, c * (w + gap_x)
         mosaic[y:y + h, x:x + w] = _rgb(arr, (h, w))
-    fig = plt.figure(figsize=(mosaic.shape[1] / 80, mosaic.shape[0] / 80 + 0.4))
-    ax = fig.add_axes((0, 0, 1, mosaic.shape[0] / 80 / (mosaic.shape[0] / 80 + 0.4)))
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.axis("off")
+    # The mosaic is pasted pixel for pixel (figimage): no resampling of a large image, only the labels to draw.
+    height, width, top = mosaic.shape[0], mosaic.shape[1], 36
+    fig = plt.figure(figsize=(width / DPI, (height + top) / DPI), dpi=DPI)
+    fig.figimage(mosaic, xo=0, yo=0, origin="upper")
     for i, (label, _) in enumerate(tiles):
         r, c = divmod(i, cols)
-        ax.text(c * (w + gap_x) + w / 2, r * (h + gap_y) + gap_y - 3, label, ha="center", va="bottom", fontsize=7)
-    fig.suptitle(title, fontsize=9, y=0.995, va="top")
+        fig.text((c * (w + gap_x) + w / 2) / width, (height - (r * (h + gap_y) + gap_y - 3)) / (height + top), label,
+                 ha="center", va="bottom", fontsize=7)
+    fig.suptitle(title, fontsize=9, y=1 - 4 / (height + top), va="top")
     _save(fig, path)
 
 
@@ -183,7 +218,7 @@ def bars_figure(frame: pd.DataFrame, label: str, columns: list[str], title: str,
     fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 5), squeeze=False)
     for ax, col in zip(axes[0], columns):
         ax.bar(frame[label], frame[col], color=BLUE)
-        ax.set_title(col)
+        _title(ax, col)
         ax.set_ylabel(ylabel)
         ax.tick_params(axis="x", rotation=60)
         for lbl in ax.get_xticklabels():

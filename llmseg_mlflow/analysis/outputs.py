@@ -85,12 +85,17 @@ class Outputs:
         self.tables.append(out)
         return out
 
-    def data(self, name: str, frame: pd.DataFrame) -> Path:
-        """A long data table (curves, per-image scores): CSV only, it is data rather than a table to read."""
-        base = self.folder / "data"
-        base.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(base / f"{name}.csv", index=False)
-        return base / f"{name}.csv"
+    def data(self, name: str, build: Callable[[], pd.DataFrame], key: str) -> Path:
+        """data/{name}.csv of a long table (curves, per-image scores): CSV only, it is data rather than a table
+        to read. Built and written only when `key` (what the table is made from) is new: at study scale
+        the CSV costs more than anything else an unchanged study needs."""
+        path = self.folder / "data" / f"{name}.csv"
+        digest = digest_of("csv", name, key)
+        if not self.cache.restore(digest, ".csv", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            build().to_csv(path, index=False)
+            self.cache.store(digest, ".csv", path)
+        return path
 
     def figure(self, name: str, title: str, section: str, draw: Callable[..., None], *args: Any, note: str = "",
                **kwargs: Any) -> FigureOut:
@@ -122,7 +127,7 @@ class Outputs:
 def render_pool() -> ProcessPoolExecutor | None:
     """Worker processes for matplotlib and openpyxl (CPU-bound), forked now, before any thread is started,
     so they inherit the imports; None on one core or where fork is unavailable."""
-    workers = min(4, (os.cpu_count() or 1) - 1)
+    workers = min(4, os.cpu_count() or 1)
     if workers < 1 or "fork" not in multiprocessing.get_all_start_methods():
         return None
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
@@ -141,10 +146,19 @@ def _render(job: tuple[Path, Callable[[Path], None]]) -> None:
 
 
 def _xlsx(frame: pd.DataFrame, dst: Path, title: str) -> None:
-    """One table as an Excel sheet."""
+    """One table as an Excel sheet (openpyxl's write-only mode: several times less work than DataFrame.to_excel)."""
+    from openpyxl import Workbook
+
     sheet = "".join(ch for ch in title if ch not in "[]:*?/\\")[:31] or "table"
-    clean = frame.copy()
-    for col in clean.columns:  # Excel has no time zones; keep datetimes as written
-        if pd.api.types.is_datetime64_any_dtype(clean[col]):
-            clean[col] = clean[col].dt.tz_localize(None) if clean[col].dt.tz is not None else clean[col]
-    clean.to_excel(dst, index=False, sheet_name=sheet)
+    book = Workbook(write_only=True)
+    ws = book.create_sheet(sheet)
+    ws.append([str(c) for c in frame.columns])
+    columns = []
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(col) and col.dt.tz is not None:
+            col = col.dt.tz_localize(None)  # Excel has no time zones; keep datetimes as written
+        columns.append(col.astype(object).where(col.notna(), None).tolist())
+    for row in zip(*columns):
+        ws.append(row)
+    book.save(dst)

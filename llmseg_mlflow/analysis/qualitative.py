@@ -22,11 +22,9 @@ PREDICTIONS = "heldout/predictions.npz"
 def representatives(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model, the pipeline whose held-out Dice is the median of its repeats (lowest repeat on ties)."""
     have = frame[frame.heldout_dice_mean.notna() & (frame.evaluation_run_id != "")]
-    picks = []
-    for _, on in have.groupby("model"):
-        dist = (on.heldout_dice_mean - on.heldout_dice_mean.median()).abs()
-        picks.append(on.assign(_d=dist).sort_values(["_d", "repeat"]).iloc[0])
-    return pd.DataFrame(picks).drop(columns="_d") if picks else have.iloc[:0]
+    dist = (have.heldout_dice_mean - have.groupby("model").heldout_dice_mean.transform("median")).abs()
+    picked = have.assign(_d=dist).sort_values(["model", "_d", "repeat"], kind="stable").drop_duplicates("model")
+    return picked.drop(columns="_d")
 
 
 def hard_image(images: pd.DataFrame, run_ids: list[str]) -> int | None:
@@ -49,15 +47,19 @@ class Truth:
     reason: str = ""
 
 
-def load_truth(dataset: str, index: int, data_root: Path) -> Truth:
-    """The index-th held-out pair of the prepared dataset (natural order of names), if it is on disk."""
+def load_truth(dataset: str, index: int, data_root: Path, catalog: dict | None = None) -> Truth:
+    """The index-th held-out pair of the prepared dataset (natural order of names), if it is on disk.
+
+    `catalog` is the dataset catalog when the caller already read it (one read for every dataset).
+    """
     from PIL import Image
 
     from llmseg_mlflow.catalog.datasets import get_dataset
     from llmseg_mlflow.catalog.prepare import load_prepared
 
     try:
-        prepared = load_prepared(get_dataset(dataset), data_root)
+        spec = catalog[dataset] if catalog and dataset in catalog else get_dataset(dataset)
+        prepared = load_prepared(spec, data_root)
     except Exception as exc:  # noqa: BLE001 - an unknown or broken dataset only leaves the image out
         return Truth(None, None, None, f"dataset {dataset!r} is not available ({exc})")
     if prepared is None:

@@ -9,19 +9,20 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
-import numpy as np
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from tqdm import tqdm
 
-from llmseg_mlflow.analysis.build import RULES, SECTIONS, Context, section_data, section_qualitative
-from llmseg_mlflow.analysis.cache import RunCache, RunSeries, default_cache_dir
+from llmseg_mlflow.analysis.build import (CURVE_SECTIONS, DICE_SECTIONS, ROOT_SECTIONS, RULES, Context,
+                                         section_data, section_qualitative)
+from llmseg_mlflow.analysis.cache import RunCache, default_cache_dir
 from llmseg_mlflow.analysis.config import AnalyzeConfig, load_cohorts
-from llmseg_mlflow.analysis.fetch import HistoryFetcher, Root
+from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.analysis.listing import list_roots
 from llmseg_mlflow.analysis.outputs import Outputs, render_pool
 from llmseg_mlflow.analysis.report import write_report
-from llmseg_mlflow.analysis.table import IMAGE_DICE, SERIES_KEYS, StudyData, build_study, latest_per_step
+from llmseg_mlflow.analysis.series import SeriesFetch
+from llmseg_mlflow.analysis.table import StudyData, build_study, summaries_need_series
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.tracking.runs import RunLogger, check_tracking_server
 from llmseg_mlflow.tracking.schema import Kind
@@ -36,82 +37,6 @@ def _keep(run: Root, cfg: AnalyzeConfig) -> bool:
         return False
     baseline = tags.get("baseline", "").lower() == "true"
     return baseline or not cfg.models or tags.get("model") in cfg.models
-
-
-# Figures need the validation loss and per-image Dice; the other curves only go to data/curves.csv, so they
-# are fetched in the background while the figures are drawn (the server works while the client draws).
-PRIMARY = ("val_loss", IMAGE_DICE)
-SECONDARY = tuple(k for k in SERIES_KEYS if k not in PRIMARY)
-
-
-def _group_points(points) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    by_run: dict[str, list] = {}
-    for run_id, step, value, timestamp in points:
-        by_run.setdefault(run_id, []).append((step, value, timestamp))
-    out = {}
-    for run_id, pts in by_run.items():
-        arr = np.asarray(pts, dtype=float)
-        out[run_id] = latest_per_step(arr[:, 0].astype(int), arr[:, 1], arr[:, 2])
-    return out
-
-
-def fetch_series(roots: list[Root], cache: RunCache, say: Callable[[str], None]
-                 ) -> tuple[dict[str, RunSeries], int, tuple[Callable[[], None], Callable[[], None]]]:
-    """Each root's curves and per-image Dice: from the cache when unchanged, else in bulk from the server.
-
-    Returns the series (validation loss and per-image Dice filled in), how many runs were fetched, and two
-    functions: one starts fetching the other curves in the background, one waits for them and saves the cache.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from llmseg_mlflow.analysis.cache import fingerprint
-
-    series: dict[str, RunSeries] = {}
-    todo: list[Root] = []
-    for run in roots:
-        hit = cache.get(run)
-        if hit is not None:
-            series[run.run_id] = hit
-        else:
-            todo.append(run)
-    if not todo:
-        say(f"all {len(roots)} run(s) unchanged since the last analyze: using the local cache")
-        return series, 0, (lambda: None, lambda: None)
-    fetcher = HistoryFetcher()
-    epochs = max([int(r.metrics.get("epochs_trained", 0)) for r in todo] + [1])
-    images = max([int(r.metrics.get("heldout_n", 0)) for r in todo] + [1])
-
-    def wanted(keys: tuple[str, ...]) -> dict[str, tuple[list[str], int]]:
-        return {k: ([r.run_id for r in todo if k in r.metrics], images if k == IMAGE_DICE else epochs) for k in keys}
-
-    first, later = wanted(PRIMARY), wanted(SECONDARY)
-    say(f"fetching curves and per-image Dice of {len(todo)} run(s) in bulk ({len(roots) - len(todo)} cached)")
-    for run in todo:
-        series[run.run_id] = RunSeries(fingerprint(run), {})
-    total = sum(len(ids) for ids, _ in first.values())
-    with tqdm(total=total, desc="metric histories", unit="run", disable=total == 0) as bar:
-        for key, points in fetcher.fetch(first, progress=bar.update).items():
-            for run_id, xy in _group_points(points).items():
-                series[run_id].series[key] = xy
-    pool = ThreadPoolExecutor(1)
-    future = None
-
-    def start() -> None:
-        nonlocal future
-        future = pool.submit(lambda: {k: _group_points(p) for k, p in fetcher.fetch(later).items()})
-
-    def finish() -> None:
-        if future is None:
-            start()
-        for key, by_run in future.result().items():
-            for run_id, xy in by_run.items():
-                series[run_id].series[key] = xy
-        pool.shutdown()
-        for run in todo:
-            cache.put(run, series[run.run_id])
-        cache.save()
-
-    return series, len(todo), (start, finish)
 
 
 def _clear(folder: Path) -> None:
@@ -189,31 +114,43 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
                          "in the study); run `llmseg generate --study ...` first, or pick the study with --study "
                          "and the server with MLFLOW_TRACKING_URI")
     progress(f"found {len(roots)} pipeline root(s) of study {cfg.study!r} on {uri}")
+
     from llmseg_mlflow.generate import llmseg_home
 
-    series, fetched, (start_rest, rest_of_series) = fetch_series(roots, cache, progress)
-    done("fetch")
-    data = build_study(roots, series, cohorts.overrides)
-    if data.study().empty:
-        progress("only baseline or budget runs in this selection: most tables will be empty")
     out_dir = Path(cfg.output).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear(out_dir)
     out = Outputs(out_dir, cache, pool=pool)
-    ctx = Context(data, cfg, cohorts, out, client, cache, Path(cfg.data_root or llmseg_home() / "data"), progress)
-    # The grids' downloads first, while the server has nothing else to do; then the other curves in the
-    # background while the rest is computed and drawn.
-    order = [section_qualitative] + [s for s in SECTIONS if s not in (section_qualitative, section_data)]
-    for i, section in enumerate(tqdm(order, desc="report sections", unit="section")):
-        section(ctx)
-        if i == 0:
-            start_rest()
-    done("compute")
-    out.finish()  # draws the figures while the other curves arrive
-    done("draw")
-    rest_of_series()
-    done("fetch_rest")
-    section_data(ctx)  # the tidy table and data/curves.csv, with every curve
+    fetch = SeriesFetch(roots, cache, progress)
+    try:
+        # Each part of the report is built (and rendered aside) as soon as what it needs has arrived, while
+        # the server serves the next stage: roots alone, then validation loss, then per-image Dice.
+        if summaries_need_series(roots):  # some Dice summaries come from the per-image scores: wait for them
+            fetch.wait(0)
+            fetch.wait(1)
+        data = build_study(roots, fetch.series, cohorts.overrides)
+        if data.study().empty:
+            progress("only baseline or budget runs in this selection: most tables will be empty")
+        ctx = Context(data, cfg, cohorts, out, client, cache, Path(cfg.data_root or llmseg_home() / "data"), progress)
+        with tqdm(total=len(ROOT_SECTIONS) + len(CURVE_SECTIONS) + len(DICE_SECTIONS), desc="report sections",
+                  unit="section") as bar:
+            for stage, sections in enumerate((ROOT_SECTIONS, CURVE_SECTIONS, DICE_SECTIONS)):
+                if stage:
+                    fetch.wait(stage - 1)
+                    done(f"wait_{('curves', 'dice')[stage - 1]}")
+                for section in sections:
+                    section(ctx)
+                    bar.update()
+                    if section is section_qualitative:  # its downloads are done: the server can take the rest
+                        fetch.start_rest()
+                done(("roots", "curves", "dice")[stage])
+        out.finish()  # the figures still being drawn, while the other curves arrive
+        done("draw")
+        fetch.finish()
+        done("wait_rest")
+    finally:
+        fetch.close()
+    section_data(ctx)  # data/curves.csv and per_image.csv, with every curve
     study = data.study()
     intro = [
         f"Study {cfg.study!r} on {uri}: {len(study)} pipeline(s) of {study.model.nunique()} model(s) on "
@@ -235,8 +172,8 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
                        "analysis.models": ",".join(cfg.models) or "all", "analysis.alpha": cfg.alpha,
                        "analysis.bonferroni": cfg.bonferroni, "analysis.cohorts_file": cfg.cohorts_file or "default"})
         logger.metrics({"pipelines": len(study), "models": study.model.nunique(), "datasets": study.dataset.nunique(),
-                        "never_ran": int(study.heldout_dice_mean.isna().sum()), "runs_fetched": fetched,
-                        "runs_cached": len(roots) - fetched, **{f"time_{k}_s": v for k, v in laps.items()}})
+                        "never_ran": int(study.heldout_dice_mean.isna().sum()), "runs_fetched": fetch.fetched,
+                        "runs_cached": len(roots) - fetch.fetched, **{f"time_{k}_s": v for k, v in laps.items()}})
         logger.tags({"report": str(report)})
         _upload(client, run_id, out_dir)
         if owned:

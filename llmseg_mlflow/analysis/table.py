@@ -1,6 +1,7 @@
 """The tidy study: one row per pipeline root, plus long tables of per-epoch curves and per-image Dice."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,11 @@ class StudyData:
     pipelines: pd.DataFrame  # one row per root (every role), the tidy table
     superseded: pd.DataFrame  # roots a sweep retried (ignored), listed for the record
     series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)  # run -> key -> (x, y)
+    versions: dict[str, str] = field(default_factory=dict)  # run -> fingerprint of what its series came from
+
+    def series_digest(self) -> str:
+        """A key that changes whenever any run's series may have (for outputs built from the series alone)."""
+        return hashlib.sha1(repr(sorted(self.versions.items())).encode()).hexdigest()
 
     @property
     def curves(self) -> pd.DataFrame:
@@ -129,6 +135,11 @@ def _number(value: str | None) -> float | str | None:
         return value
 
 
+def summaries_need_series(roots: list[Root]) -> bool:
+    """Whether some root's held-out Dice summary will come from its per-image series (it logged no mean)."""
+    return any(IMAGE_DICE in r.metrics and not np.isfinite(r.metrics.get("heldout_dice_mean", np.nan)) for r in roots)
+
+
 def build_study(roots: list[Root], series: dict[str, RunSeries],
                 overrides: dict[str, dict[str, str]] | None = None) -> StudyData:
     """The tidy tables from the root runs (tags, params, latest metrics) and their fetched series."""
@@ -164,12 +175,11 @@ def build_study(roots: list[Root], series: dict[str, RunSeries],
     pipelines = pipelines[front + [c for c in pipelines.columns if c not in front]]
 
     kept = set(pipelines.run_id)
-    data = StudyData(pipelines, pd.DataFrame(superseded), {r: s.series for r, s in series.items() if r in kept})
-    images = data.images
+    data = StudyData(pipelines, pd.DataFrame(superseded), {r: s.series for r, s in series.items() if r in kept},
+                     {r: s.fingerprint for r, s in series.items() if r in kept})
     # A pipeline that logged per-image scores but no summary (or the reverse) still gets its mean.
-    if not images.empty:
-        means = images.groupby("run_id").dice.mean()
-        missing = pipelines.heldout_dice_mean.isna() & pipelines.run_id.isin(means.index)
-        if missing.any():
-            pipelines.loc[missing, "heldout_dice_mean"] = pipelines.loc[missing, "run_id"].map(means).astype(float)
+    means = pd.Series({r: float(np.mean(v)) for r, v in data.dice_by_run.items() if len(v)}, dtype=float)
+    missing = pipelines.heldout_dice_mean.isna() & pipelines.run_id.isin(means.index)
+    if missing.any():
+        pipelines.loc[missing, "heldout_dice_mean"] = pipelines.loc[missing, "run_id"].map(means).astype(float)
     return data

@@ -1,9 +1,12 @@
 """The report's tables as data frames (errors, fix rounds, Tables 1-2, variability, budget, compliance, cost)."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
+from llmseg_mlflow.analysis.stats import quartiles
 from llmseg_mlflow.analysis.table import StudyData
 from llmseg_mlflow.tracking.schema import HYPERPARAMETERS
 
@@ -14,7 +17,7 @@ def error_columns(frame: pd.DataFrame) -> list[str]:
     return sorted(cols, key=lambda c: (-frame[c].sum(), c))
 
 
-def cohort_label(row: pd.Series) -> str:
+def cohort_label(row) -> str:
     """`2025 reasoning`, `2024 non-reasoning`, ... (`?` where a tag is empty)."""
     year = row.get("year") or "?"
     r = str(row.get("reasoning") or "")
@@ -38,7 +41,7 @@ def errors_by_model(study: pd.DataFrame) -> pd.DataFrame:
 def errors_by_cohort(study: pd.DataFrame) -> pd.DataFrame:
     """Errors by type per cohort (year x reasoning)."""
     cols = error_columns(study)
-    frame = study.assign(cohort=study.apply(cohort_label, axis=1))
+    frame = study.assign(cohort=[cohort_label(r) for r in study[["year", "reasoning"]].to_dict("records")])
     g = frame.groupby("cohort")
     out = g[cols].sum().rename(columns=lambda c: c.removeprefix("errors."))
     out.insert(0, "models", g.model.nunique())
@@ -64,12 +67,12 @@ def fix_rounds(study: pd.DataFrame) -> pd.DataFrame:
 
 def _summary_value(values: pd.Series) -> str:
     """The most common value, with how many pipelines agree when they differ."""
-    vals = values.dropna().map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
-    if vals.empty:
+    vals = [f"{v:g}" if isinstance(v, float) else str(v) for v in values.dropna()]
+    if not vals:
         return "-"
-    counts = vals.value_counts()
-    top = counts.index[0]
-    return top if len(counts) == 1 else f"{top} ({counts.iloc[0]}/{len(vals)}; {len(counts)} values)"
+    counts = Counter(vals).most_common()  # ties: the value seen first
+    top, n = counts[0]
+    return top if len(counts) == 1 else f"{top} ({n}/{len(vals)}; {len(counts)} values)"
 
 
 def format_duration(seconds: float, sd: float | None = None) -> str:
@@ -96,7 +99,7 @@ def architecture(study: pd.DataFrame, year: str | None) -> pd.DataFrame:
     times = training_time(frame).set_index("model")
     features = [f"param.{k}" for k in HYPERPARAMETERS] + ["params_total"]
     cols = {}
-    for model, rows in frame.groupby("model"):
+    for model, rows in frame[["model", *(f for f in features if f in frame)]].groupby("model"):
         col = {f.removeprefix("param."): _summary_value(rows[f]) if f in rows else "-" for f in features}
         if "params_total" in rows and rows.params_total.notna().any():
             col["params_total"] = f"{rows.params_total.median() / 1e6:.2f} M"
@@ -127,17 +130,23 @@ def variability_configs(study: pd.DataFrame, models: list[str]) -> pd.DataFrame:
 def variability_spread(study: pd.DataFrame, data: StudyData) -> pd.DataFrame:
     """Run-to-run spread of held-out Dice for every (model, dataset) with several repeats."""
     rows = []
-    for (model, dataset), on in study.groupby(["model", "dataset"]):
+    narrow = study[["model", "dataset", "repeat", "run_id", "heldout_dice_mean"]]  # groups copy every column
+    for (model, dataset), on in narrow.groupby(["model", "dataset"]):
         if on.repeat.nunique() < 2:
             continue
         means = on.heldout_dice_mean.dropna()
-        pooled = pd.Series(data.dice(on.run_id), dtype=float)
+        med, q1, q3 = _pooled_quartiles(data, on.run_id)
         rows.append({"model": model, "dataset": dataset, "repeats": len(on), "with_dice": len(means),
                      "mean_of_means": means.mean(), "sd_of_means": means.std(ddof=1),
                      "min_mean": means.min(), "max_mean": means.max(),
-                     "pooled_median": pooled.median(), "pooled_q1": pooled.quantile(0.25),
-                     "pooled_q3": pooled.quantile(0.75)})
+                     "pooled_median": med, "pooled_q1": q1, "pooled_q3": q3})
     return pd.DataFrame(rows)
+
+
+def _pooled_quartiles(data: StudyData, run_ids) -> tuple[float, float, float]:
+    """(median, q1, q3) of the runs' per-image Dice pooled, NaNs left out."""
+    pooled = data.dice(run_ids)
+    return quartiles(pooled[~np.isnan(pooled)])
 
 
 def budget_table(data: StudyData) -> pd.DataFrame:
@@ -199,12 +208,14 @@ def cost(study: pd.DataFrame) -> pd.DataFrame:
 def dice_per_model(study: pd.DataFrame, data: StudyData) -> pd.DataFrame:
     """Held-out Dice per model and dataset: pooled per-image median (IQR), mean of pipeline means, SD."""
     rows = []
-    for (dataset, model), on in study.groupby(["dataset", "model"]):
-        pooled = pd.Series(data.dice(on.run_id), dtype=float)
+    narrow = study[[c for c in ("dataset", "model", "year", "reasoning", "run_id", "heldout_dice_mean",
+                                "own_test_dice_mean") if c in study]]  # groups copy every column
+    for (dataset, model), on in narrow.groupby(["dataset", "model"]):
+        med, q1, q3 = _pooled_quartiles(data, on.run_id)
         means = on.heldout_dice_mean.dropna()
         rows.append({"dataset": dataset, "model": model, "year": on.year.iloc[0], "reasoning": on.reasoning.iloc[0],
-                     "pipelines": len(on), "with_dice": len(means), "median": pooled.median(),
-                     "q1": pooled.quantile(0.25), "q3": pooled.quantile(0.75), "mean": means.mean(),
+                     "pipelines": len(on), "with_dice": len(means), "median": med,
+                     "q1": q1, "q3": q3, "mean": means.mean(),
                      "sd_between_repeats": means.std(ddof=1), "own_test_dice_mean": on.get(
                          "own_test_dice_mean", pd.Series(dtype=float)).mean()})
     return pd.DataFrame(rows).sort_values(["dataset", "median"], ascending=[True, False]).reset_index(drop=True)

@@ -1,0 +1,108 @@
+"""The roots' series (curves, per-image Dice): cached runs at once, the rest fetched in bulk in stages.
+
+The stages run one after another on a background thread, in the order the report needs them:
+validation loss (curve figures), then per-image Dice (Dice figures, tests, grids), then, once the driver
+says so (start_rest), the curves that only go to data/curves.csv. The driver builds each part of the report as soon as its stage has arrived,
+so this process draws while the server is still serving the next stage.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from llmseg_mlflow.analysis.cache import RunCache, RunSeries, fingerprint
+from llmseg_mlflow.analysis.fetch import HistoryFetcher, Root
+from llmseg_mlflow.analysis.table import IMAGE_DICE, SERIES_KEYS, latest_per_step
+
+STAGES = (("val_loss",), (IMAGE_DICE,), tuple(k for k in SERIES_KEYS if k not in ("val_loss", IMAGE_DICE)))
+
+Fetched = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # key -> run id -> (steps, values)
+
+
+def group_points(points) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{run id: (steps, values)} from bulk history points, the latest value per step."""
+    by_run: dict[str, list] = {}
+    for run_id, step, value, timestamp in points:
+        by_run.setdefault(run_id, []).append((step, value, timestamp))
+    out = {}
+    for run_id, pts in by_run.items():
+        arr = np.asarray(pts, dtype=float)
+        out[run_id] = latest_per_step(arr[:, 0].astype(int), arr[:, 1], arr[:, 2])
+    return out
+
+
+class SeriesFetch:
+    """Every root's series: `series` holds the cached runs at once and each stage once `wait`ed for."""
+
+    def __init__(self, roots: list[Root], cache: RunCache, say: Callable[[str], None]) -> None:
+        self.cache = cache
+        self.series: dict[str, RunSeries] = {}
+        self.todo: list[Root] = []
+        for run in roots:
+            hit = cache.get(run)
+            if hit is not None:
+                self.series[run.run_id] = hit
+            else:
+                self.todo.append(run)
+                self.series[run.run_id] = RunSeries(fingerprint(run), {})
+        if self.todo:
+            say(f"fetching curves and per-image Dice of {len(self.todo)} run(s) in bulk "
+                f"({len(roots) - len(self.todo)} cached)")
+        else:
+            say(f"all {len(roots)} run(s) unchanged since the last analyze: using the local cache")
+        self._thread = ThreadPoolExecutor(1)
+        self._bar = tqdm(total=sum(len(self._wanted(k)[0]) for stage in STAGES for k in stage),
+                         desc="metric histories", unit="run", disable=not self.todo)
+        # The last stage waits for start_rest(): until then the server is free for the grids' downloads.
+        self._stages: list[Future] = [self._thread.submit(self._fetch_stage, stage) for stage in STAGES[:-1]]
+
+    @property
+    def fetched(self) -> int:
+        """How many runs were not in the cache."""
+        return len(self.todo)
+
+    def _wanted(self, key: str) -> tuple[list[str], int]:
+        """Run ids that logged `key`, and the most points one of them may have."""
+        ids = [r.run_id for r in self.todo if key in r.metrics]
+        field = "heldout_n" if key == IMAGE_DICE else "epochs_trained"
+        return ids, max([int(r.metrics.get(field, 0)) for r in self.todo] + [1])
+
+    def fetch(self, wanted: dict[str, tuple[list[str], int]], progress: Callable[[int], None]) -> Fetched:
+        """One stage from the server: {key: {run id: (steps, values)}} (the bulk endpoint)."""
+        points = HistoryFetcher().fetch(wanted, progress=progress)
+        return {key: group_points(p) for key, p in points.items()}
+
+    def _fetch_stage(self, keys: tuple[str, ...]) -> Fetched:
+        wanted = {k: self._wanted(k) for k in keys}
+        if not any(ids for ids, _ in wanted.values()):
+            return {}
+        return self.fetch(wanted, self._bar.update)
+
+    def start_rest(self) -> None:
+        """Start fetching the last stage (the curves that only go to data/curves.csv)."""
+        if len(self._stages) < len(STAGES):
+            self._stages.append(self._thread.submit(self._fetch_stage, STAGES[-1]))
+
+    def wait(self, stage: int) -> None:
+        """Block until stage `stage` (an index into STAGES) has arrived, and merge it into `series`."""
+        for key, by_run in self._stages[stage].result().items():
+            for run_id, xy in by_run.items():
+                self.series[run_id].series[key] = xy
+
+    def finish(self) -> None:
+        """Wait for every stage, then keep the finished runs in the cache for the next analyze."""
+        self.start_rest()
+        for stage in range(len(STAGES)):
+            self.wait(stage)
+        self.close()
+        for run in self.todo:
+            self.cache.put(run, self.series[run.run_id])
+        self.cache.save()
+
+    def close(self) -> None:
+        """Stop fetching (stages not started are dropped); safe to call twice."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
+        self._bar.close()

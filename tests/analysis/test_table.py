@@ -1,0 +1,46 @@
+"""The tidy table's Dice summary when a root logged only per-image scores, and the boxplots' statistics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection, PolyCollection
+
+from llmseg_mlflow.analysis import figures as fg
+from llmseg_mlflow.analysis.cache import RunSeries
+from llmseg_mlflow.analysis.fetch import Root
+from llmseg_mlflow.analysis.table import IMAGE_DICE, build_study, summaries_need_series
+
+
+def _root(run_id: str, metrics: dict[str, float]) -> Root:
+    tags = {"kind": "pipeline", "model": "m", "dataset": "d", "repeat": "1", "year": "2025", "reasoning": "true"}
+    return Root(run_id, f"m/d/{run_id}", "1", "FINISHED", 1, 2, tags, {}, metrics)
+
+
+def test_a_root_without_a_dice_summary_gets_the_mean_of_its_per_image_scores():
+    scores = np.array([0.2, 0.4, 0.9])
+    summarised = _root("a", {"heldout_dice_mean": 0.7, IMAGE_DICE: 0.5})
+    bare = _root("b", {IMAGE_DICE: 0.9})  # per-image scores logged, no summary metric
+    assert not summaries_need_series([summarised]) and summaries_need_series([summarised, bare])
+    series = {r.run_id: RunSeries("f", {IMAGE_DICE: (np.arange(3), scores)}) for r in (summarised, bare)}
+    table = build_study([summarised, bare], series).pipelines.set_index("run_id")
+    assert table.heldout_dice_mean["a"] == 0.7  # a logged summary is kept as logged
+    assert table.heldout_dice_mean["b"] == pytest.approx(scores.mean())
+
+
+def test_boxplots_draw_matplotlibs_quartiles_whiskers_and_medians_top_to_bottom(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(fg, "_save", lambda fig, path: drawn.append(fig))
+    rng = np.random.default_rng(3)
+    first, second = rng.random(40), np.r_[rng.random(39) * 0.2 + 0.4, 0.99]  # the second has an outlier
+    fg.boxplot_figure([("first", first, fg.RED), ("second", second, fg.BLUE)], "t", tmp_path / "x.png")
+    ax = drawn[0].axes[0]
+    boxes = next(c for c in ax.collections if isinstance(c, PolyCollection))
+    for path, values in zip(boxes.get_paths(), (first, second)):
+        xs = path.vertices[:, 0]
+        assert xs.min() == pytest.approx(np.percentile(values, 25)) and xs.max() == pytest.approx(np.percentile(values, 75))
+    medians = [c for c in ax.collections if isinstance(c, LineCollection)][-1]
+    assert [seg[0, 0] for seg in medians.get_segments()] == pytest.approx([np.median(first), np.median(second)])
+    by_height = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())))
+    assert [label for _, label in by_height] == ["second", "first"]  # bottom to top: the first group on top
+    fliers = ax.lines[0].get_xdata()
+    assert 0.99 in fliers and len(fliers) == 1
