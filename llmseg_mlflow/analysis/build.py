@@ -168,19 +168,26 @@ def section_dice(c: Context) -> None:
                 "median/q1/q3 pool per-image scores; mean is the mean of pipeline means; sd_between_repeats is an SD.")
 
 
+def _grid_representatives(c: Context) -> dict[str, pd.DataFrame]:
+    """Per dataset, the pipelines whose predictions its grid shows (one per model)."""
+    p = c.data.pipelines
+    reps = {dataset: ql.representatives(p[(p.dataset == dataset) & (p.role != "budget")]) for dataset in c.datasets()}
+    return {dataset: r for dataset, r in reps.items() if not r.empty}
+
+
+def prefetch_grids(c: Context) -> None:
+    """Download the predictions every grid will show, in one parallel batch (each small; kept in the cache)."""
+    ql.prefetch(c.client, c.cache, [e for reps in _grid_representatives(c).values() for e in reps.evaluation_run_id])
+
+
 def section_qualitative(c: Context) -> None:
     plans = []
-    for dataset in c.datasets():
-        on = c.data.pipelines[(c.data.pipelines.dataset == dataset) & (c.data.pipelines.role != "budget")]
-        reps = ql.representatives(on)
-        if reps.empty:
-            continue
+    for dataset, reps in _grid_representatives(c).items():
         per_image = c.data.dice_table(list(reps.run_id))
         index = ql.hard_image(per_image, list(reps.run_id))
         if index is not None:
             plans.append((dataset, reps, per_image, index))
-    # Every dataset's predictions in one parallel batch (the downloads are the slow part, each one small).
-    ql.prefetch(c.client, c.cache, [e for _, reps, _, _ in plans for e in reps.evaluation_run_id])
+    prefetch_grids(c)  # nothing left to download when the driver already did
     try:
         catalog = load_datasets()
     except ValueError:  # a broken user catalog: load_truth says so per dataset
@@ -351,4 +358,4 @@ def section_data(c: Context) -> None:
 # then also the validation-loss curves, then also the per-image Dice (see analysis/series.py).
 ROOT_SECTIONS = (section_overview, section_errors, section_architecture, section_beyond, section_tidy)
 CURVE_SECTIONS = (section_curves, section_budget)
-DICE_SECTIONS = (section_qualitative, section_dice, section_cohorts, section_variability)  # grids first: see run.py
+DICE_SECTIONS = (section_dice, section_cohorts, section_variability, section_qualitative)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import numpy as np
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
@@ -20,13 +21,30 @@ BULK_MAX_POINTS = 25000  # the server's cap on points per response
 _PAGE = 1000
 
 
-class Point(NamedTuple):
-    """One logged value of a metric (a tuple: hundreds of thousands are made at study scale)."""
+class Points(NamedTuple):
+    """Logged values of one metric as columns (hundreds of thousands at study scale: no object per point)."""
 
-    run_id: str
-    step: int
-    value: float
-    timestamp: int
+    run_id: np.ndarray
+    step: np.ndarray
+    value: np.ndarray
+    timestamp: np.ndarray
+
+    @classmethod
+    def from_rows(cls, run_ids: list[str], steps, values, timestamps) -> "Points":
+        """From parallel sequences (values may be floats or the JSON's "NaN"/"Infinity" strings)."""
+        n = len(run_ids)
+        return cls(np.array(run_ids, dtype=object), np.fromiter(steps, np.int64, n),
+                   np.fromiter((float(v) for v in values), float, n), np.fromiter(timestamps, np.int64, n))
+
+    @classmethod
+    def concat(cls, parts: list["Points"]) -> "Points":
+        """One column set from many responses."""
+        if not parts:
+            return cls(np.array([], dtype=object), np.array([], np.int64), np.array([]), np.array([], np.int64))
+        return cls(*(np.concatenate(cols) for cols in zip(*parts)))
+
+    def __len__(self) -> int:  # the number of points, not of columns
+        return len(self.step)
 
 
 @dataclass
@@ -143,31 +161,35 @@ class HistoryFetcher:
         self.threads = threads
         self.requests = 0
 
-    def _one_request(self, run_ids: list[str], key: str) -> list[Point]:
+    def _one_request(self, run_ids: list[str], key: str) -> Points:
         self.requests += 1
         if self.rest:
             from mlflow.utils.rest_utils import http_request_safe
 
             resp = http_request_safe(self.store.get_host_creds(), BULK_ENDPOINT, "GET",
                                      params={"run_id": run_ids, "metric_key": key, "max_results": BULK_MAX_POINTS})
-            return [Point(m["run_id"], int(m.get("step", 0)), float(m["value"]), int(m.get("timestamp", 0)))
-                    for m in resp.json().get("metrics", [])]
+            ms = resp.json().get("metrics", [])
+            return Points.from_rows([m["run_id"] for m in ms], (m.get("step", 0) for m in ms),
+                                    (m["value"] for m in ms), (m.get("timestamp", 0) for m in ms))
         if hasattr(self.store, "get_metric_history_bulk"):
-            return [Point(m.run_id, int(m.step), float(m.value), int(m.timestamp))
-                    for m in self.store.get_metric_history_bulk(run_ids, key, BULK_MAX_POINTS)]
-        return [Point(r, int(m.step), float(m.value), int(m.timestamp))
-                for r in run_ids for m in self.store.get_metric_history(r, key)]
+            ms = self.store.get_metric_history_bulk(run_ids, key, BULK_MAX_POINTS)
+            ids = [m.run_id for m in ms]
+        else:
+            per_run = [(r, self.store.get_metric_history(r, key)) for r in run_ids]
+            ms = [m for _, hist in per_run for m in hist]
+            ids = [r for r, hist in per_run for _ in hist]
+        return Points.from_rows(ids, (m.step for m in ms), (m.value for m in ms), (m.timestamp for m in ms))
 
-    def _chunk(self, run_ids: list[str], key: str) -> list[Point]:
+    def _chunk(self, run_ids: list[str], key: str) -> Points:
         """One chunk; a response at the server's cap may be cut short, so split it and ask again."""
         points = self._one_request(run_ids, key)
         if len(points) >= BULK_MAX_POINTS and len(run_ids) > 1:
             half = len(run_ids) // 2
-            return self._chunk(run_ids[:half], key) + self._chunk(run_ids[half:], key)
+            return Points.concat([self._chunk(run_ids[:half], key), self._chunk(run_ids[half:], key)])
         return points
 
     def fetch(self, wanted: dict[str, tuple[list[str], int]],
-              progress: Callable[[int], None] | None = None) -> dict[str, list[Point]]:
+              progress: Callable[[int], None] | None = None) -> dict[str, Points]:
         """{key: points} for {key: (run ids, points per run)}: every key's chunks in one parallel batch, each
         chunk sized so a response stays under the server's cap."""
         jobs = []
@@ -175,15 +197,14 @@ class HistoryFetcher:
             ids = sorted(set(run_ids))
             per_request = max(1, min(BULK_MAX_RUNS, BULK_MAX_POINTS // max(1, points_per_run)))
             jobs += [(key, ids[i:i + per_request]) for i in range(0, len(ids), per_request)]
-        out: dict[str, list[Point]] = {key: [] for key in wanted}
-        if not jobs:
-            return out
-        with ThreadPoolExecutor(self.threads) as pool:
-            for (key, chunk), points in zip(jobs, pool.map(lambda job: self._chunk(job[1], job[0]), jobs)):
-                out[key].extend(points)
-                if progress:
-                    progress(len(chunk))
-        return out
+        parts: dict[str, list[Points]] = {key: [] for key in wanted}
+        if jobs:
+            with ThreadPoolExecutor(self.threads) as pool:
+                for (key, chunk), points in zip(jobs, pool.map(lambda job: self._chunk(job[1], job[0]), jobs)):
+                    parts[key].append(points)
+                    if progress:
+                        progress(len(chunk))
+        return {key: Points.concat(p) for key, p in parts.items()}
 
 
 def download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:

@@ -14,7 +14,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from tqdm import tqdm
 
 from llmseg_mlflow.analysis.build import (CURVE_SECTIONS, DICE_SECTIONS, ROOT_SECTIONS, RULES, Context,
-                                         section_data, section_qualitative)
+                                         prefetch_grids, section_data, section_qualitative)
 from llmseg_mlflow.analysis.cache import RunCache, default_cache_dir
 from llmseg_mlflow.analysis.config import AnalyzeConfig, load_cohorts
 from llmseg_mlflow.analysis.fetch import Root
@@ -133,16 +133,22 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
             progress("only baseline or budget runs in this selection: most tables will be empty")
         ctx = Context(data, cfg, cohorts, out, client, cache, Path(cfg.data_root or llmseg_home() / "data"), progress)
         with tqdm(total=len(ROOT_SECTIONS) + len(CURVE_SECTIONS) + len(DICE_SECTIONS), desc="report sections",
-                  unit="section") as bar:
+                  unit="section") as bar, ThreadPoolExecutor(1) as aside:
+            grids = None
             for stage, sections in enumerate((ROOT_SECTIONS, CURVE_SECTIONS, DICE_SECTIONS)):
                 if stage:
                     fetch.wait(stage - 1)
                     done(f"wait_{('curves', 'dice')[stage - 1]}")
+                if sections is DICE_SECTIONS:
+                    # The grids' predictions download while the other Dice sections are built; once they are
+                    # in, the server takes the last curves.
+                    grids = aside.submit(prefetch_grids, ctx)
+                    grids.add_done_callback(lambda _: fetch.start_rest())
                 for section in sections:
+                    if section is section_qualitative:
+                        grids.result()
                     section(ctx)
                     bar.update()
-                    if section is section_qualitative:  # its downloads are done: the server can take the rest
-                        fetch.start_rest()
                 done(("roots", "curves", "dice")[stage])
         out.finish()  # the figures still being drawn, while the other curves arrive
         done("draw")

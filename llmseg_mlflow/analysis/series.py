@@ -2,11 +2,12 @@
 
 The stages run one after another on a background thread, in the order the report needs them:
 validation loss (curve figures), then per-image Dice (Dice figures, tests, grids), then, once the driver
-says so (start_rest), the curves that only go to data/curves.csv. The driver builds each part of the report as soon as its stage has arrived,
-so this process draws while the server is still serving the next stage.
+says so (start_rest), the curves that only go to data/curves.csv. The driver builds each part of the
+report as soon as its stage has arrived, so this process draws while the server serves the next stage.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
@@ -14,24 +15,25 @@ import numpy as np
 from tqdm import tqdm
 
 from llmseg_mlflow.analysis.cache import RunCache, RunSeries, fingerprint
-from llmseg_mlflow.analysis.fetch import HistoryFetcher, Root
-from llmseg_mlflow.analysis.table import IMAGE_DICE, SERIES_KEYS, latest_per_step
+from llmseg_mlflow.analysis.fetch import HistoryFetcher, Points, Root
+from llmseg_mlflow.analysis.table import IMAGE_DICE, SERIES_KEYS
 
 STAGES = (("val_loss",), (IMAGE_DICE,), tuple(k for k in SERIES_KEYS if k not in ("val_loss", IMAGE_DICE)))
 
 Fetched = dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # key -> run id -> (steps, values)
 
 
-def group_points(points) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{run id: (steps, values)} from bulk history points, the latest value per step."""
-    by_run: dict[str, list] = {}
-    for run_id, step, value, timestamp in points:
-        by_run.setdefault(run_id, []).append((step, value, timestamp))
-    out = {}
-    for run_id, pts in by_run.items():
-        arr = np.asarray(pts, dtype=float)
-        out[run_id] = latest_per_step(arr[:, 0].astype(int), arr[:, 1], arr[:, 2])
-    return out
+def group_points(points: Points) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{run id: (steps, values)}, steps ascending, the value logged last per step (a re-evaluation wins)."""
+    if not len(points):
+        return {}
+    runs, code = np.unique(points.run_id.astype(str), return_inverse=True)
+    order = np.lexsort((np.arange(len(points)), points.timestamp, points.step, code))
+    code, step, value = code[order], points.step[order], points.value[order]
+    last = np.r_[(code[1:] != code[:-1]) | (step[1:] != step[:-1]), True]
+    code, step, value = code[last], step[last], value[last]
+    bounds = np.flatnonzero(np.r_[True, code[1:] != code[:-1], True])
+    return {str(runs[code[a]]): (step[a:b], value[a:b]) for a, b in zip(bounds[:-1], bounds[1:])}
 
 
 class SeriesFetch:
@@ -54,6 +56,7 @@ class SeriesFetch:
         else:
             say(f"all {len(roots)} run(s) unchanged since the last analyze: using the local cache")
         self._thread = ThreadPoolExecutor(1)
+        self._lock = threading.Lock()
         self._bar = tqdm(total=sum(len(self._wanted(k)[0]) for stage in STAGES for k in stage),
                          desc="metric histories", unit="run", disable=not self.todo)
         # The last stage waits for start_rest(): until then the server is free for the grids' downloads.
@@ -82,9 +85,10 @@ class SeriesFetch:
         return self.fetch(wanted, self._bar.update)
 
     def start_rest(self) -> None:
-        """Start fetching the last stage (the curves that only go to data/curves.csv)."""
-        if len(self._stages) < len(STAGES):
-            self._stages.append(self._thread.submit(self._fetch_stage, STAGES[-1]))
+        """Start fetching the last stage (the curves that only go to data/curves.csv); callable from any thread."""
+        with self._lock:
+            if len(self._stages) < len(STAGES):
+                self._stages.append(self._thread.submit(self._fetch_stage, STAGES[-1]))
 
     def wait(self, stage: int) -> None:
         """Block until stage `stage` (an index into STAGES) has arrived, and merge it into `series`."""

@@ -110,14 +110,6 @@ def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts) if parts else np.array([], dtype=dtype)
 
 
-def latest_per_step(steps: np.ndarray, values: np.ndarray, timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One value per step, the one logged last (a re-evaluation overwrites the earlier scores)."""
-    order = np.lexsort((np.arange(len(steps)), timestamps, steps))
-    steps, values = steps[order], values[order]
-    last = np.r_[steps[1:] != steps[:-1], True] if len(steps) else np.array([], dtype=bool)
-    return steps[last], values[last]
-
-
 def _role(tags: dict[str, str]) -> str:
     if tags.get("budget"):
         return BUDGET

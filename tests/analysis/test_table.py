@@ -1,4 +1,5 @@
-"""The tidy table's Dice summary when a root logged only per-image scores, and the boxplots' statistics."""
+"""Grouping bulk history points, the tidy table's Dice summary when a root logged only per-image scores,
+and the boxplots' statistics."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,13 +8,27 @@ from matplotlib.collections import LineCollection, PolyCollection
 
 from llmseg_mlflow.analysis import figures as fg
 from llmseg_mlflow.analysis.cache import RunSeries
-from llmseg_mlflow.analysis.fetch import Root
+from llmseg_mlflow.analysis.fetch import Points, Root
+from llmseg_mlflow.analysis.series import group_points
 from llmseg_mlflow.analysis.table import IMAGE_DICE, build_study, summaries_need_series
 
 
 def _root(run_id: str, metrics: dict[str, float]) -> Root:
     tags = {"kind": "pipeline", "model": "m", "dataset": "d", "repeat": "1", "year": "2025", "reasoning": "true"}
     return Root(run_id, f"m/d/{run_id}", "1", "FINISHED", 1, 2, tags, {}, metrics)
+
+
+def test_points_group_by_run_with_steps_ascending_and_the_value_logged_last_winning():
+    # run b was re-evaluated: index 0 logged again later (timestamp 9), index 1 twice at one timestamp
+    points = Points.from_rows(["b", "a", "b", "b", "a", "b", "b"], [1, 2, 0, 0, 1, 1, 2],
+                              [0.1, "NaN", 0.2, 0.8, 0.5, 0.3, 0.4], [5, 5, 5, 9, 5, 5, 5])
+    grouped = group_points(points)
+    assert sorted(grouped) == ["a", "b"]
+    steps, values = grouped["b"]
+    assert steps.tolist() == [0, 1, 2] and values.tolist() == [0.8, 0.3, 0.4]
+    steps, values = grouped["a"]
+    assert steps.tolist() == [1, 2] and values[0] == 0.5 and np.isnan(values[1])
+    assert group_points(Points.concat([])) == {}
 
 
 def test_a_root_without_a_dice_summary_gets_the_mean_of_its_per_image_scores():
