@@ -355,7 +355,8 @@ def section_data(c: Context) -> None:
 
 
 # The report's sections by what they are built from: the root runs alone (tags, params, summary metrics),
-# then also the validation-loss curves, then also the per-image Dice (see analysis/series.py).
+# then also the validation-loss curves, then also the per-image Dice (see analysis/series.py); the grids
+# (section_qualitative) also need their predictions downloaded (prefetch_grids).
 ROOT_SECTIONS = (section_overview, section_errors, section_architecture, section_beyond, section_tidy)
 CURVE_SECTIONS = (section_curves, section_budget)
-DICE_SECTIONS = (section_dice, section_cohorts, section_variability, section_qualitative)
+DICE_SECTIONS = (section_dice, section_cohorts, section_variability)

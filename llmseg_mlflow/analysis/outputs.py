@@ -126,10 +126,12 @@ class Outputs:
 
 def render_pool() -> ProcessPoolExecutor | None:
     """Worker processes for matplotlib and openpyxl (CPU-bound), forked now, before any thread is started,
-    so they inherit the imports; None on one core or where fork is unavailable."""
-    workers = min(4, os.cpu_count() or 1)
-    if workers < 1 or "fork" not in multiprocessing.get_all_start_methods():
+    so they inherit the imports; one per core (this process mostly waits on the server), None on one core or
+    where fork is unavailable."""
+    cpus = os.cpu_count() or 1
+    if cpus < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return None
+    workers = min(4, cpus)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     list(pool.map(int, range(workers)))  # start the workers now, while this process has no other thread
     return pool
@@ -146,19 +148,10 @@ def _render(job: tuple[Path, Callable[[Path], None]]) -> None:
 
 
 def _xlsx(frame: pd.DataFrame, dst: Path, title: str) -> None:
-    """One table as an Excel sheet (openpyxl's write-only mode: several times less work than DataFrame.to_excel)."""
-    from openpyxl import Workbook
-
+    """One table as an Excel sheet."""
     sheet = "".join(ch for ch in title if ch not in "[]:*?/\\")[:31] or "table"
-    book = Workbook(write_only=True)
-    ws = book.create_sheet(sheet)
-    ws.append([str(c) for c in frame.columns])
-    columns = []
-    for name in frame.columns:
-        col = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(col) and col.dt.tz is not None:
-            col = col.dt.tz_localize(None)  # Excel has no time zones; keep datetimes as written
-        columns.append(col.astype(object).where(col.notna(), None).tolist())
-    for row in zip(*columns):
-        ws.append(row)
-    book.save(dst)
+    clean = frame.copy()
+    for col in clean.columns:  # Excel has no time zones; keep datetimes as written
+        if pd.api.types.is_datetime64_any_dtype(clean[col]):
+            clean[col] = clean[col].dt.tz_localize(None) if clean[col].dt.tz is not None else clean[col]
+    clean.to_excel(dst, index=False, sheet_name=sheet)

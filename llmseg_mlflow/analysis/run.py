@@ -132,24 +132,30 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
         if data.study().empty:
             progress("only baseline or budget runs in this selection: most tables will be empty")
         ctx = Context(data, cfg, cohorts, out, client, cache, Path(cfg.data_root or llmseg_home() / "data"), progress)
-        with tqdm(total=len(ROOT_SECTIONS) + len(CURVE_SECTIONS) + len(DICE_SECTIONS), desc="report sections",
+        with tqdm(total=len(ROOT_SECTIONS) + len(CURVE_SECTIONS) + len(DICE_SECTIONS) + 1, desc="report sections",
                   unit="section") as bar, ThreadPoolExecutor(1) as aside:
-            grids = None
-            for stage, sections in enumerate((ROOT_SECTIONS, CURVE_SECTIONS, DICE_SECTIONS)):
-                if stage:
-                    fetch.wait(stage - 1)
-                    done(f"wait_{('curves', 'dice')[stage - 1]}")
-                if sections is DICE_SECTIONS:
-                    # The grids' predictions download while the other Dice sections are built; once they are
-                    # in, the server takes the last curves.
-                    grids = aside.submit(prefetch_grids, ctx)
-                    grids.add_done_callback(lambda _: fetch.start_rest())
+
+            def build(sections) -> None:
                 for section in sections:
-                    if section is section_qualitative:
-                        grids.result()
                     section(ctx)
                     bar.update()
-                done(("roots", "curves", "dice")[stage])
+
+            build(ROOT_SECTIONS)
+            done("roots")
+            fetch.wait(0)
+            done("wait_curves")
+            build(CURVE_SECTIONS)
+            done("curves")
+            fetch.wait(1)
+            done("wait_dice")
+            # The grids' predictions download while the other Dice sections are built; once they are in, the
+            # server takes the last curves.
+            grids = aside.submit(prefetch_grids, ctx)
+            grids.add_done_callback(lambda _: fetch.start_rest())
+            build(DICE_SECTIONS)
+            grids.result()
+            build([section_qualitative])
+            done("dice")
         out.finish()  # the figures still being drawn, while the other curves arrive
         done("draw")
         fetch.finish()
