@@ -177,7 +177,9 @@ def _grid_representatives(c: Context) -> dict[str, pd.DataFrame]:
 
 def prefetch_grids(c: Context) -> None:
     """Download the predictions every grid will show, in one parallel batch (each small; kept in the cache)."""
-    ql.prefetch(c.client, c.cache, [e for reps in _grid_representatives(c).values() for e in reps.evaluation_run_id])
+    reps = list(_grid_representatives(c).values())
+    if reps:
+        ql.prefetch(c.client, c.cache, pd.concat(reps, ignore_index=True))
 
 
 def section_qualitative(c: Context) -> None:

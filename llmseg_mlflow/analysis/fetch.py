@@ -60,6 +60,7 @@ class Root:
     tags: dict[str, str]
     params: dict[str, str]
     metrics: dict[str, float]
+    artifact_uri: str = ""  # a default: snapshots pickled before the field existed still load
 
     @classmethod
     def from_json(cls, run: dict) -> "Root":
@@ -69,14 +70,16 @@ class Root:
                    int(info.get("start_time", 0) or 0), int(info["end_time"]) if info.get("end_time") else None,
                    {t["key"]: t.get("value", "") for t in data.get("tags", [])},
                    {p["key"]: p.get("value", "") for p in data.get("params", [])},
-                   {m["key"]: float(m.get("value", "nan")) for m in data.get("metrics", [])})
+                   {m["key"]: float(m.get("value", "nan")) for m in data.get("metrics", [])},
+                   info.get("artifact_uri", ""))
 
     @classmethod
     def from_run(cls, run: Run) -> "Root":
         """From an mlflow Run entity (stores that are not REST)."""
         info = run.info
         return cls(info.run_id, info.run_name or "", info.experiment_id, info.status, int(info.start_time or 0),
-                   info.end_time, dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
+                   info.end_time, dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
+                   info.artifact_uri or "")
 
 
 def _quote(value: str) -> str:
@@ -207,8 +210,27 @@ class HistoryFetcher:
         return {key: Points.concat(p) for key, p in parts.items()}
 
 
-def download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
-    """One artifact of a run into dst (a folder, keeping its relative path), or None when it has none."""
+def sibling_artifact_uri(uri: str, run_id: str, sibling: str) -> str | None:
+    """The artifact URI of `sibling`, a run in the same experiment as `run_id` (whose URI is `uri`), by the layout
+    MLflow gives runs ({experiment's location}/{run id}/artifacts); None where `uri` does not follow it."""
+    suffix = f"/{run_id}/artifacts"
+    return uri[: -len(suffix)] + f"/{sibling}/artifacts" if run_id and uri.endswith(suffix) else None
+
+
+def _proxied_path(artifact_uri: str | None) -> str | None:
+    """The path under the server's artifact proxy of an `mlflow-artifacts:` URI served by this same server."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(artifact_uri or "")
+    return parsed.path.strip("/") if parsed.scheme == "mlflow-artifacts" and not parsed.netloc else None
+
+
+def download(client: MlflowClient, run_id: str, path: str, dst: Path, artifact_uri: str | None = None) -> Path | None:
+    """One artifact of a run into dst (a folder, keeping its relative path), or None when it has none.
+
+    `artifact_uri`, where the caller knows (or has derived) it, lets the server serve the file straight from
+    its artifact proxy: /get-artifact first loads the whole run from the database (3x the server's CPU).
+    """
     import os
 
     from mlflow.store.tracking.rest_store import RestStore
@@ -217,11 +239,15 @@ def download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | 
     target.parent.mkdir(parents=True, exist_ok=True)
     store = _store()
     if isinstance(store, RestStore):
-        # The server's /get-artifact: one request, where the client's download would list the folder first.
+        # One request, where the client's download would look the run up and list the folder first.
         from mlflow.utils.rest_utils import http_request
 
-        resp = http_request(store.get_host_creds(), "/get-artifact", "GET", params={"path": path, "run_uuid": run_id},
-                            stream=True)
+        creds, resp = store.get_host_creds(), None
+        proxied = _proxied_path(artifact_uri)
+        if proxied is not None:
+            resp = http_request(creds, f"/api/2.0/mlflow-artifacts/artifacts/{proxied}/{path}", "GET", stream=True)
+        if resp is None or resp.status_code != 200:  # not derivable, or not where the layout says: ask by run id
+            resp = http_request(creds, "/get-artifact", "GET", params={"path": path, "run_uuid": run_id}, stream=True)
         if resp.status_code != 200:
             return None
         tmp = target.with_suffix(target.suffix + f".{os.getpid()}")

@@ -66,6 +66,7 @@ class Outputs:
     figures: list[FigureOut] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pool: ProcessPoolExecutor | None = None  # renders while the analysis goes on (see render_pool)
+    published: Callable[[Path], None] | None = None  # told of each file once it is final (Publisher.add)
     _jobs: list = field(default_factory=list)  # (digest, suffix, path, future or render) not stored yet
 
     def table(self, name: str, title: str, section: str, frame: pd.DataFrame, note: str = "",
@@ -78,6 +79,8 @@ class Outputs:
         base.mkdir(parents=True, exist_ok=True)
         frame.to_csv(base / f"{name}.csv", index=False)
         (base / f"{name}.md").write_text(to_markdown(frame, title, note))
+        self._final(base / f"{name}.csv")
+        self._final(base / f"{name}.md")
         if xlsx:  # openpyxl is the slow part: rendered aside, reused while the table is unchanged
             self._submit(digest_of("xlsx", name, frame), ".xlsx", base / f"{name}.xlsx",
                          functools.partial(_xlsx, frame, title=title))
@@ -95,6 +98,7 @@ class Outputs:
             path.parent.mkdir(parents=True, exist_ok=True)
             build().to_csv(path, index=False)
             self.cache.store(digest, ".csv", path)
+        self._final(path)
         return path
 
     def figure(self, name: str, title: str, section: str, draw: Callable[..., None], *args: Any, note: str = "",
@@ -107,10 +111,19 @@ class Outputs:
         self.figures.append(out)
         return out
 
+    def _final(self, path: Path) -> None:
+        if self.published is not None:
+            self.published(path)
+
     def _submit(self, digest: str, suffix: str, dst: Path, render: Callable[[Path], None]) -> None:
         if self.cache.restore(digest, suffix, dst):
+            self._final(dst)
             return
-        job = self.pool.submit(_render, (dst, render)) if self.pool is not None else render
+        if self.pool is None:
+            job = render
+        else:
+            job = self.pool.submit(_render, (dst, render))
+            job.add_done_callback(lambda f: f.exception() is None and self._final(dst))
         self._jobs.append((digest, suffix, dst, job))
 
     def finish(self) -> None:
@@ -121,20 +134,41 @@ class Outputs:
                 job.result()
             else:
                 _render((dst, job))
+                self._final(dst)
             self.cache.store(digest, suffix, dst)
 
 
 def render_pool() -> ProcessPoolExecutor | None:
     """Worker processes for matplotlib and openpyxl (CPU-bound), forked now, before any thread is started,
     so they inherit the imports; one per core (this process mostly waits on the server), None on one core or
-    where fork is unavailable."""
+    where fork is unavailable. They run at a lower priority: on a machine that also hosts the tracking
+    server, the server is what analyze waits for, and drawing can fill the gaps it leaves."""
     cpus = os.cpu_count() or 1
     if cpus < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return None
     workers = min(4, cpus)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    list(pool.map(int, range(workers)))  # start the workers now, while this process has no other thread
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_background)
+    pool.submit(int)  # forks every worker now, while this process has no other thread (fork start method)
     return pool
+
+
+def _background() -> None:
+    """A worker's start: lower priority, then a throwaway figure and workbook, so matplotlib's and openpyxl's
+    first-use costs (fonts, imports) are paid while the roots are being listed rather than on the first figure."""
+    import io
+
+    os.nice(10)
+    import matplotlib.pyplot as plt
+
+    from llmseg_mlflow.analysis import figures  # noqa: F401 - the Agg backend and the report's imports
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0.5], label="warm-up")
+    ax.set_title("warm-up")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+    pd.DataFrame({"a": [1.0]}).to_excel(io.BytesIO(), index=False)
 
 
 def _call_with_path(draw: Callable[..., None], args: tuple, kwargs: dict, path: Path) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.analysis.cache import RunCache
-from llmseg_mlflow.analysis.fetch import download
+from llmseg_mlflow.analysis.fetch import download, sibling_artifact_uri
 
 PREDICTIONS = "heldout/predictions.npz"
 
@@ -82,11 +82,17 @@ def _local(cache: RunCache, eval_run: str) -> Path | None:
     return next(iter(cache.artifact_dir(eval_run).rglob("predictions.npz")), None)
 
 
-def prefetch(client: MlflowClient, cache: RunCache, eval_runs: list[str], threads: int = 16) -> None:
-    """Download the predictions of the given evaluation runs not cached yet (they never change), in parallel."""
-    todo = sorted({e for e in eval_runs if e and _local(cache, e) is None})
+def prefetch(client: MlflowClient, cache: RunCache, reps: pd.DataFrame, threads: int = 16) -> None:
+    """Download the predictions of the pipelines' evaluation runs not cached yet (they never change), in parallel.
+
+    An evaluation run is a child of its root, in the root's experiment: its artifact URI follows from the
+    root's, which spares the server a database lookup per download.
+    """
+    todo = {e: sibling_artifact_uri(uri, root, e)
+            for root, e, uri in zip(reps.run_id, reps.evaluation_run_id, reps.artifact_uri)
+            if e and _local(cache, e) is None}
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda e: download(client, e, PREDICTIONS, cache.artifact_dir(e)), todo))
+        list(pool.map(lambda e: download(client, e, PREDICTIONS, cache.artifact_dir(e), todo[e]), sorted(todo)))
 
 
 def _prediction(cache: RunCache, eval_run: str, index: int, name: str | None) -> np.ndarray | None:
@@ -106,5 +112,5 @@ def _prediction(cache: RunCache, eval_run: str, index: int, name: str | None) ->
 def predictions(client: MlflowClient, cache: RunCache, reps: pd.DataFrame, index: int,
                 name: str | None) -> dict[str, np.ndarray | None]:
     """{run_id: the mask the pipeline's latest evaluation predicted for that image} (downloaded when missing)."""
-    prefetch(client, cache, list(reps.evaluation_run_id))
+    prefetch(client, cache, reps)
     return {r: _prediction(cache, e, index, name) for r, e in zip(reps.run_id, reps.evaluation_run_id)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from llmseg_mlflow.analysis.config import AnalyzeConfig, load_cohorts
 from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.analysis.listing import list_roots
 from llmseg_mlflow.analysis.outputs import Outputs, render_pool
+from llmseg_mlflow.analysis.publish import Publisher
 from llmseg_mlflow.analysis.report import write_report
 from llmseg_mlflow.analysis.series import SeriesFetch
 from llmseg_mlflow.analysis.table import StudyData, build_study, summaries_need_series
@@ -48,7 +50,7 @@ def _clear(folder: Path) -> None:
             path.unlink()
 
 
-def _analysis_run(client: MlflowClient, cfg: AnalyzeConfig, data: StudyData) -> tuple[str, bool]:
+def _analysis_run(client: MlflowClient, cfg: AnalyzeConfig, roots: list[Root]) -> tuple[str, bool]:
     """The kind=analysis run: the one `mlflow run` started, else a new one in the study's experiment."""
     tags = {"kind": Kind.ANALYSIS.value, "study": cfg.study}
     launch = os.environ.get("MLFLOW_RUN_ID")
@@ -59,24 +61,10 @@ def _analysis_run(client: MlflowClient, cfg: AnalyzeConfig, data: StudyData) -> 
     if exp is not None and exp.lifecycle_stage == "active":
         exp_id = exp.experiment_id
     else:  # the study's pipelines live in an experiment `mlflow run` chose: log beside them
-        exp_id = data.pipelines.experiment_id.mode().iloc[0]
+        exp_id = Counter(r.experiment_id for r in roots).most_common(1)[0][0]
     run = client.create_run(exp_id, tags={**tags, MLFLOW_RUN_NAME: f"analysis/{cfg.study}"},
                             run_name=f"analysis/{cfg.study}")
     return run.info.run_id, True
-
-
-def _upload(client: MlflowClient, run_id: str, folder: Path) -> None:
-    """Every output file as an artifact (parallel: one request per file is the slow part)."""
-    files = [p for name in _OWNED for p in ([folder / name] if (folder / name).is_file() else
-                                            sorted((folder / name).rglob("*")) if (folder / name).is_dir() else [])
-             if p.is_file()]
-
-    def one(path: Path) -> None:
-        rel = path.parent.relative_to(folder).as_posix()
-        client.log_artifact(run_id, str(path), None if rel == "." else rel)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, files))
 
 
 def run_analyze(cfg: AnalyzeConfig, progress: Callable[[str], None] = print) -> Path:
@@ -120,51 +108,97 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
     out_dir = Path(cfg.output).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear(out_dir)
-    out = Outputs(out_dir, cache, pool=pool)
-    fetch = SeriesFetch(roots, cache, progress)
+    run_id, owned, publisher = None, False, None
+    if cfg.log_run:  # created first, so each output is logged as soon as it is final
+        run_id, owned = _analysis_run(client, cfg, roots)
+        publisher = Publisher(client, run_id, out_dir)
     try:
-        # Each part of the report is built (and rendered aside) as soon as what it needs has arrived, while
-        # the server serves the next stage: roots alone, then validation loss, then per-image Dice.
-        if summaries_need_series(roots):  # some Dice summaries come from the per-image scores: wait for them
-            fetch.wait(0)
-            fetch.wait(1)
-        data = build_study(roots, fetch.series, cohorts.overrides)
-        if data.study().empty:
-            progress("only baseline or budget runs in this selection: most tables will be empty")
-        ctx = Context(data, cfg, cohorts, out, client, cache, Path(cfg.data_root or llmseg_home() / "data"), progress)
-        with tqdm(total=len(ROOT_SECTIONS) + len(CURVE_SECTIONS) + len(DICE_SECTIONS) + 1, desc="report sections",
-                  unit="section") as bar, ThreadPoolExecutor(1) as aside:
-
-            def build(sections) -> None:
-                for section in sections:
-                    section(ctx)
-                    bar.update()
-
-            build(ROOT_SECTIONS)
-            done("roots")
-            fetch.wait(0)
-            done("wait_curves")
-            build(CURVE_SECTIONS)
-            done("curves")
-            fetch.wait(1)
-            done("wait_dice")
-            # The grids' predictions download while the other Dice sections are built; once they are in, the
-            # server takes the last curves.
-            grids = aside.submit(prefetch_grids, ctx)
-            grids.add_done_callback(lambda _: fetch.start_rest())
-            build(DICE_SECTIONS)
-            grids.result()
-            build([section_qualitative])
-            done("dice")
-        out.finish()  # the figures still being drawn, while the other curves arrive
-        done("draw")
-        fetch.finish()
-        done("wait_rest")
+        out = Outputs(out_dir, cache, pool=pool, published=publisher.add if publisher else None)
+        # Uploads start once the series are in: until then they would only hold the server up.
+        fetch = SeriesFetch(roots, cache, progress, on_done=publisher.open if publisher else None)
+        try:
+            if summaries_need_series(roots):  # some Dice summaries come from the per-image scores: wait for them
+                fetch.wait(0)
+                fetch.wait(1)
+            ctx = Context(build_study(roots, fetch.series, cohorts.overrides), cfg, cohorts, out, client, cache,
+                          Path(cfg.data_root or llmseg_home() / "data"), progress)
+            _build_sections(ctx, fetch, done)
+        finally:
+            fetch.close()
+        section_data(ctx)  # data/curves.csv and per_image.csv, with every curve
+        report = write_report(out, f"llmseg analysis: {cfg.study}", _intro(cfg, uri, ctx.data), RULES,
+                              out_dir / "index.html")
+        done("write")
+        if publisher is not None:
+            study = ctx.data.study()
+            logger = RunLogger(client, run_id)
+            # Prefixed: under `mlflow run` the run already holds the entry point's params under the plain names.
+            logger.params({"analysis.study": cfg.study, "analysis.datasets": ",".join(cfg.datasets) or "all",
+                           "analysis.models": ",".join(cfg.models) or "all", "analysis.alpha": cfg.alpha,
+                           "analysis.bonferroni": cfg.bonferroni,
+                           "analysis.cohorts_file": cfg.cohorts_file or "default"})
+            logger.tags({"report": str(report)})
+            sent = publisher.finish(_OWNED)
+            done("log")
+            logger.metrics({"pipelines": len(study), "models": study.model.nunique(),
+                            "datasets": study.dataset.nunique(), "never_ran": int(study.heldout_dice_mean.isna().sum()),
+                            "runs_fetched": fetch.fetched, "runs_cached": len(roots) - fetch.fetched,
+                            **{f"time_{k}_s": v for k, v in laps.items()}})
+            if owned:
+                client.set_terminated(run_id, "FINISHED")
+            progress(f"logged the {sent} outputs as artifacts of run {run_id} (kind=analysis)")
+    except BaseException:
+        if owned:  # what was logged stays; the run says it did not finish
+            client.set_terminated(run_id, "FAILED")
+        raise
     finally:
-        fetch.close()
-    section_data(ctx)  # data/curves.csv and per_image.csv, with every curve
+        if publisher is not None:
+            publisher.close()
+    progress(f"{len(out.tables)} tables, {len(out.figures)} figures in {time.monotonic() - start:.1f} s ("
+             + ", ".join(f"{k} {v:.1f} s" for k, v in laps.items()) + ")")
+    progress(f"report: {report}")
+    return report
+
+
+def _build_sections(ctx: Context, fetch: SeriesFetch, done) -> None:
+    """Each part of the report, built (and rendered aside) as soon as what it needs has arrived, while the
+    server serves the next stage: roots alone, then validation loss, then per-image Dice."""
+    if ctx.data.study().empty:
+        ctx.say("only baseline or budget runs in this selection: most tables will be empty")
+    with tqdm(total=len(ROOT_SECTIONS) + len(CURVE_SECTIONS) + len(DICE_SECTIONS) + 1, desc="report sections",
+              unit="section") as bar, ThreadPoolExecutor(1) as aside:
+
+        def build(sections) -> None:
+            for section in sections:
+                section(ctx)
+                bar.update()
+
+        build(ROOT_SECTIONS)
+        done("roots")
+        fetch.wait(0)
+        done("wait_curves")
+        build(CURVE_SECTIONS)
+        done("curves")
+        fetch.wait(1)
+        done("wait_dice")
+        # The grids' predictions download while the other Dice sections are built; once they are in, the
+        # server takes the last curves.
+        grids = aside.submit(prefetch_grids, ctx)
+        grids.add_done_callback(lambda _: fetch.start_rest())
+        build(DICE_SECTIONS)
+        grids.result()
+        build([section_qualitative])
+        done("dice")
+    ctx.out.finish()  # the figures still being drawn, while the other curves arrive
+    done("draw")
+    fetch.finish()
+    done("wait_rest")
+
+
+def _intro(cfg: AnalyzeConfig, uri: str, data: StudyData) -> list[str]:
+    """The report's opening lines: what was analyzed, what was left out, with which settings."""
     study = data.study()
-    intro = [
+    return [
         f"Study {cfg.study!r} on {uri}: {len(study)} pipeline(s) of {study.model.nunique()} model(s) on "
         f"{study.dataset.nunique()} dataset(s), up to {int(study.repeat.max()) if len(study) else 0} repeat(s); "
         f"{len(data.of_role('baseline'))} baseline root(s), {len(data.of_role('budget'))} budget rerun(s).",
@@ -173,26 +207,3 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
         f"Filters: datasets={list(cfg.datasets) or 'all'}, models={list(cfg.models) or 'all'}; alpha={cfg.alpha}"
         f"{' with Bonferroni' if cfg.bonferroni else ''}; cohorts: {cfg.cohorts_file or 'year 2024 vs 2025, reasoning'}.",
     ]
-    out.finish()
-    report = write_report(out, f"llmseg analysis: {cfg.study}", intro, RULES, out_dir / "index.html")
-    done("write")
-    if cfg.log_run:
-        run_id, owned = _analysis_run(client, cfg, data)
-        logger = RunLogger(client, run_id)
-        # Prefixed: under `mlflow run` the run already holds the entry point's params under the plain names.
-        logger.params({"analysis.study": cfg.study, "analysis.datasets": ",".join(cfg.datasets) or "all",
-                       "analysis.models": ",".join(cfg.models) or "all", "analysis.alpha": cfg.alpha,
-                       "analysis.bonferroni": cfg.bonferroni, "analysis.cohorts_file": cfg.cohorts_file or "default"})
-        logger.metrics({"pipelines": len(study), "models": study.model.nunique(), "datasets": study.dataset.nunique(),
-                        "never_ran": int(study.heldout_dice_mean.isna().sum()), "runs_fetched": fetch.fetched,
-                        "runs_cached": len(roots) - fetch.fetched, **{f"time_{k}_s": v for k, v in laps.items()}})
-        logger.tags({"report": str(report)})
-        _upload(client, run_id, out_dir)
-        if owned:
-            client.set_terminated(run_id, "FINISHED")
-        progress(f"logged the outputs as artifacts of run {run_id} (kind=analysis)")
-        done("log")
-    progress(f"{len(out.tables)} tables, {len(out.figures)} figures in {time.monotonic() - start:.1f} s ("
-             + ", ".join(f"{k} {v:.1f} s" for k, v in laps.items()) + ")")
-    progress(f"report: {report}")
-    return report

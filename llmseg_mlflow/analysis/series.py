@@ -39,8 +39,10 @@ def group_points(points: Points) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 class SeriesFetch:
     """Every root's series: `series` holds the cached runs at once and each stage once `wait`ed for."""
 
-    def __init__(self, roots: list[Root], cache: RunCache, say: Callable[[str], None]) -> None:
+    def __init__(self, roots: list[Root], cache: RunCache, say: Callable[[str], None],
+                 on_done: Callable[[], None] | None = None) -> None:
         self.cache = cache
+        self._on_done = on_done  # called (on the fetching thread) once the last stage has arrived
         self.series: dict[str, RunSeries] = {}
         self.todo: list[Root] = []
         for run in roots:
@@ -88,7 +90,10 @@ class SeriesFetch:
         """Start fetching the last stage (the curves that only go to data/curves.csv); callable from any thread."""
         with self._lock:
             if len(self._stages) < len(STAGES):
-                self._stages.append(self._thread.submit(self._fetch_stage, STAGES[-1]))
+                last = self._thread.submit(self._fetch_stage, STAGES[-1])
+                if self._on_done is not None:
+                    last.add_done_callback(lambda _: self._on_done())
+                self._stages.append(last)
 
     def wait(self, stage: int) -> None:
         """Block until stage `stage` (an index into STAGES) has arrived, and merge it into `series`."""

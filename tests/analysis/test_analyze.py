@@ -93,8 +93,32 @@ def test_cohort_tests_equal_scipy_on_known_dice_and_every_output_is_written(on_s
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name(on_server.name).experiment_id], "tags.kind = 'analysis'")
     assert runs and runs[0].info.status == "FINISHED"
-    logged = {f.path for f in client.list_artifacts(runs[0].info.run_id)}
-    assert {"index.html", "cohort_tests.csv", "tables", "figures", "data"} <= logged
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert _logged_files(client, runs[0].info.run_id) == written  # every output, each once
+    assert {"index.html", "cohort_tests.csv", "data/curves.csv", "tables/pipelines.xlsx"} <= written
+
+
+def _logged_files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for f in client.list_artifacts(run_id, path):
+        out |= _logged_files(client, run_id, f.path) if f.is_dir else {f.path}
+    return out
+
+
+def test_an_analyze_that_fails_leaves_its_run_failed(on_server, tmp_path, monkeypatch):
+    import llmseg_mlflow.analysis.run as run_mod
+
+    def broken(ctx):
+        raise RuntimeError("a section broke")
+
+    monkeypatch.setattr(run_mod, "DICE_SECTIONS", (*run_mod.DICE_SECTIONS, broken))
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(on_server.name).experiment_id
+    before = {r.info.run_id for r in client.search_runs([exp], "tags.kind = 'analysis'")}
+    with pytest.raises(RuntimeError, match="a section broke"):
+        _analyze(on_server, tmp_path, "broken", cache_dir=tmp_path / "c")
+    new = [r for r in client.search_runs([exp], "tags.kind = 'analysis'") if r.info.run_id not in before]
+    assert len(new) == 1 and new[0].info.status == "FAILED"
 
 
 def test_second_analyze_fetches_nothing_and_a_reevaluation_is_fetched_again(on_server, tmp_path):
