@@ -123,7 +123,7 @@ class Outputs:
             job = render
         else:
             job = self.pool.submit(_render, (dst, render))
-            job.add_done_callback(lambda f: f.exception() is None and self._final(dst))
+            job.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and self._final(dst))
         self._jobs.append((digest, suffix, dst, job))
 
     def finish(self) -> None:

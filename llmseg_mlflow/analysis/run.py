@@ -1,6 +1,7 @@
 """The `analyze` driver: fetch the study (cached), build every output, write index.html, log a kind=analysis run."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -149,7 +150,8 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
             progress(f"logged the {sent} outputs as artifacts of run {run_id} (kind=analysis)")
     except BaseException:
         if owned:  # what was logged stays; the run says it did not finish
-            client.set_terminated(run_id, "FAILED")
+            with contextlib.suppress(Exception):  # (a server that is gone: the first error is the one to see)
+                client.set_terminated(run_id, "FAILED")
         raise
     finally:
         if publisher is not None:
