@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +61,13 @@ class Context:
 
     def datasets(self) -> list[str]:
         return sorted(self.data.pipelines.dataset.unique())
+
+    @cached_property
+    def grid_pipelines(self) -> dict[str, pd.DataFrame]:
+        """Per dataset, the pipelines whose predictions its qualitative grid shows (one per model)."""
+        p = self.data.pipelines
+        reps = {ds: ql.representatives(p[(p.dataset == ds) & (p.role != "budget")]) for ds in self.datasets()}
+        return {ds: r for ds, r in reps.items() if not r.empty}
 
 
 def _model_meta(study: pd.DataFrame) -> pd.DataFrame:
@@ -168,23 +176,15 @@ def section_dice(c: Context) -> None:
                 "median/q1/q3 pool per-image scores; mean is the mean of pipeline means; sd_between_repeats is an SD.")
 
 
-def _grid_representatives(c: Context) -> dict[str, pd.DataFrame]:
-    """Per dataset, the pipelines whose predictions its grid shows (one per model)."""
-    p = c.data.pipelines
-    reps = {dataset: ql.representatives(p[(p.dataset == dataset) & (p.role != "budget")]) for dataset in c.datasets()}
-    return {dataset: r for dataset, r in reps.items() if not r.empty}
-
-
 def prefetch_grids(c: Context) -> None:
     """Download the predictions every grid will show, in one parallel batch (each small; kept in the cache)."""
-    reps = list(_grid_representatives(c).values())
-    if reps:
-        ql.prefetch(c.client, c.cache, pd.concat(reps, ignore_index=True))
+    if c.grid_pipelines:
+        ql.prefetch(c.client, c.cache, pd.concat(c.grid_pipelines.values(), ignore_index=True))
 
 
 def section_qualitative(c: Context) -> None:
     plans = []
-    for dataset, reps in _grid_representatives(c).items():
+    for dataset, reps in c.grid_pipelines.items():
         per_image = c.data.dice_table(list(reps.run_id))
         index = ql.hard_image(per_image, list(reps.run_id))
         if index is not None:
@@ -196,7 +196,7 @@ def section_qualitative(c: Context) -> None:
         catalog = None
     for dataset, reps, per_image, index in plans:
         truth = ql.load_truth(dataset, index, c.data_root, catalog)
-        masks = ql.predictions(c.client, c.cache, reps, index, truth.name)
+        masks = ql.predictions(c.cache, reps, index, truth.name)
         scores = per_image[per_image["index"] == index].set_index("run_id").dice
         reps = reps.assign(_base=reps.is_baseline.astype(int)).sort_values(["_base", "heldout_dice_mean"],
                                                                            ascending=[False, False])

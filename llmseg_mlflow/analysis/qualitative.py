@@ -109,8 +109,7 @@ def _prediction(cache: RunCache, eval_run: str, index: int, name: str | None) ->
         return npz[keys[index]] if index < len(keys) else None
 
 
-def predictions(client: MlflowClient, cache: RunCache, reps: pd.DataFrame, index: int,
-                name: str | None) -> dict[str, np.ndarray | None]:
-    """{run_id: the mask the pipeline's latest evaluation predicted for that image} (downloaded when missing)."""
-    prefetch(client, cache, reps)
+def predictions(cache: RunCache, reps: pd.DataFrame, index: int, name: str | None) -> dict[str, np.ndarray | None]:
+    """{run_id: the mask the pipeline's latest evaluation predicted for that image} (None where `prefetch`
+    found no predictions.npz)."""
     return {r: _prediction(cache, e, index, name) for r, e in zip(reps.run_id, reps.evaluation_run_id)}
