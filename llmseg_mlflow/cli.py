@@ -36,7 +36,12 @@ def main() -> None:
 @click.option("--max-batches", default=-1, show_default=True, type=int, help="Cap batches per epoch of every DataLoader; -1: no cap.")
 @click.option("--max-fix-rounds", default=10, show_default=True, type=int, help="Error feedback rounds before giving up.")
 @click.option("--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of one execution.")
-@click.option("--memory-gb", default=16.0, show_default=True, type=float, help="Memory cap of one execution.")
+@click.option("--memory-gb", default=16.0, show_default=True, type=float,
+              help="Memory cap of one execution (tmpfs and shared memory included).")
+@click.option("--disk-gb", default=None, type=float,
+              help="Cap on what one execution writes to its folder [default: max(20, 10x the pool size)].")
+@click.option("--eval-timeout-s", default=None, type=float,
+              help="Wall-clock limit of the held-out evaluation [default: a quarter of --timeout-s, >= 300].")
 @click.option("--study", default="llmseg", show_default=True, help="Study (MLflow experiment and `study` tag).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
 @click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
@@ -54,13 +59,14 @@ def generate(**opts) -> None:
         model=opts["model"], dataset=opts["dataset"], repeat=opts["repeat"], study=opts["study"],
         epochs=_none_if_negative(opts["epochs"]), max_batches=_none_if_negative(opts["max_batches"]),
         max_fix_rounds=opts["max_fix_rounds"], timeout_s=opts["timeout_s"], memory_gb=opts["memory_gb"],
+        disk_gb=opts["disk_gb"], eval_timeout_s=opts["eval_timeout_s"],
         data_root=opts["data_root"], work_root=opts["work_root"],
         unsafe_no_sandbox=opts["unsafe_no_sandbox"], preflight=not opts["no_preflight"],
         models_file=opts["models_file"], no_cache=opts["no_cache"], cache_dir=opts["cache_dir"],
     )
     result = _guarded(lambda: run_generate(cfg, progress=_say))
     click.echo(json.dumps(result.as_dict()))
-    sys.exit(EXIT_OK if result.status == "succeeded" else EXIT_NO_PIPELINE)
+    sys.exit(_exit_code(result.status))
 
 
 _PREPROCESSING = click.Choice(["auto", "generic"])
@@ -105,7 +111,12 @@ def train(**opts) -> None:
                       unsafe_no_sandbox=opts["unsafe_no_sandbox"])
     result = _guarded(lambda: run_train(cfg, progress=_say))
     click.echo(json.dumps(result.as_dict()))
-    sys.exit(EXIT_OK if result.status == "succeeded" else EXIT_NO_PIPELINE)
+    sys.exit(_exit_code(result.status))
+
+
+def _exit_code(status: str) -> int:
+    """0: a working pipeline; 1: the platform failed (harness_error); 3: the pipeline did not work."""
+    return EXIT_OK if status == "succeeded" else EXIT_HARNESS if status == "harness_error" else EXIT_NO_PIPELINE
 
 
 def _guarded(job):
@@ -366,7 +377,7 @@ def baseline(**opts) -> None:
 
     result = _guarded(job)
     click.echo(json.dumps(result.as_dict()))
-    sys.exit(EXIT_OK if result.status == "succeeded" else EXIT_NO_PIPELINE)
+    sys.exit(_exit_code(result.status))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ cohort tags plus `budget=N` and `source_run=ID` (the paper's constant-epoch expe
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,9 +16,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.run import open_logged_pipeline
-from llmseg_mlflow.generate import GenerateResult, log_training, choices, evaluate_trained, llmseg_home
+from llmseg_mlflow.generate import (GenerateResult, choices, eval_timeout, evaluate_trained, llmseg_home,
+                                    log_training)
 from llmseg_mlflow.pipeline import sandbox
-from llmseg_mlflow.pipeline.execute import Budget, execute
+from llmseg_mlflow.pipeline.execute import Budget, default_disk_gb, execute
 from llmseg_mlflow.pipeline.loop import LoopOutcome
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import datasets as tracked_data
@@ -62,6 +63,7 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
     with bad_input():
         files = source_code(client, cfg.run_id)
 
+    limits = sandbox.Limits(cfg.timeout_s, cfg.memory_gb, disk_gb=default_disk_gb(data))
     c = source.cohort
     cohort = Cohort(c.model, c.year, c.reasoning, c.dataset, c.repeat, cfg.study or c.study, c.provider)
     tree = RunTree.open(client, cohort)
@@ -79,8 +81,7 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
     progress(f"re-training {name} (run {tree.root.run_id}) for {cfg.epochs} epochs")
     dice = None
     try:
-        attempt = execute(ws, files, data, 1, "full", Budget(sandbox.Limits(cfg.timeout_s, cfg.memory_gb),
-                                                               cfg.epochs, cfg.max_batches),
+        attempt = execute(ws, files, data, 1, "full", Budget(limits, cfg.epochs, cfg.max_batches),
                           cfg.unsafe_no_sandbox, progress)
         out = LoopOutcome(Status.SUCCEEDED if attempt.ok else Status.FAILED_TRAINING, files, [])
         metrics: dict[str, float] = {"errors_total": 0 if attempt.ok else 1}
@@ -89,7 +90,7 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
             metrics.update(log_training(tree, out))
             if out.status == Status.SUCCEEDED and cfg.evaluate:
                 dice = evaluate_trained(tree, data, out, ws, cfg.eval_preprocessing, cfg.unsafe_no_sandbox,
-                                        cfg.memory_gb, progress)
+                                        replace(limits, timeout_s=eval_timeout(cfg.timeout_s, None)), progress)
         else:
             assert attempt.error is not None
             with tree.child(Kind.DEBUG, "debug-1", {"error_type": attempt.error.error_type, "phase": "full",
@@ -101,9 +102,11 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
         tree.root.metrics(metrics)
         tree.root.tags({"status": out.status.value})
     except BaseException as exc:
-        tree.root.tags({"status": Status.HARNESS_ERROR.value, "error": f"{type(exc).__name__}: {exc}"[:5000]})
-        tree.finish(failed=True)
-        raise
+        reason = tree.fail_harness(exc)
+        if not isinstance(exc, Exception):
+            raise
+        progress(f"{name}: harness_error: {reason}")
+        return GenerateResult(tree.root.run_id, Status.HARNESS_ERROR.value, 0, None, reason)
     tree.finish()
     progress(f"{name}: {out.status.value}" + (f", held-out Dice {dice:.3f}" if dice is not None else ""))
     return GenerateResult(tree.root.run_id, out.status.value, int(metrics["errors_total"]), dice)

@@ -6,7 +6,7 @@ import signal
 from dataclasses import dataclass
 
 from llmseg_mlflow.pipeline.sandbox import ExecResult
-from llmseg_mlflow.tracking.schema import KILLED, OUT_OF_MEMORY, TIMEOUT
+from llmseg_mlflow.tracking.schema import DISK_QUOTA, KILLED, OUT_OF_MEMORY, TIMEOUT, TOO_MANY_PROCESSES
 
 _TRACEBACK = "Traceback (most recent call last):"
 # The exception line closing a traceback: "pkg.mod.ErrorName: message" or a bare "ErrorName".
@@ -67,24 +67,36 @@ def _cap(text: str) -> str:
     return head + "\n...\n" + text[-(MAX_FEEDBACK_CHARS * 3 // 4):]
 
 
-def classify(result: ExecResult, timeout_s: float, memory_gb: float) -> ExecError:
+def classify(result: ExecResult, timeout_s: float, memory_gb: float, disk_gb: float | None = None,
+             max_processes: int | None = None) -> ExecError:
     """Classify a failed execution; its feedback is the traceback verbatim where there is one."""
     if result.timed_out:
         msg = f"the program did not finish within {timeout_s:g} seconds and was stopped"
         return ExecError(TIMEOUT, msg, f"TimeoutError: {msg}")
     if result.out_of_memory:
-        msg = f"the program used more than {memory_gb:g} GB of memory and was stopped"
+        msg = f"the program used more than {memory_gb:g} GB of memory (files in /tmp and /dev/shm count) and was stopped"
         return ExecError(OUT_OF_MEMORY, msg, f"MemoryError: {msg}")
+    if result.disk_quota:
+        msg = f"the program wrote more than {disk_gb or 0:g} GB into its folder and was stopped"
+        return ExecError(DISK_QUOTA, msg, f"OSError: [Errno 122] Disk quota exceeded: {msg}")
+    if result.too_many_processes:
+        # The traceback (BlockingIOError, "can't start new thread") is the verbatim feedback; the type
+        # says why, so Fig. 2 counts it apart from the code's own errors.
+        msg = f"the program tried to run more than {max_processes or 0} processes and threads at once"
+        tb = last_traceback(result.stderr_text())
+        return ExecError(TOO_MANY_PROCESSES, msg, _cap(tb) if tb else f"RuntimeError: {msg}")
     stderr = result.stderr_text()
     tb = last_traceback(stderr)
     if tb is not None:
         qual, message = exception_line(tb)
-        kind = OUT_OF_MEMORY if _is_oom(qual, message) else qual.rsplit(".", 1)[-1]
+        kind = (OUT_OF_MEMORY if _is_oom(qual, message)
+                else DISK_QUOTA if "[Errno 27]" in message  # EFBIG: a file hit RLIMIT_FSIZE, i.e. --disk-gb
+                else qual.rsplit(".", 1)[-1])
         return ExecError(kind, message, _cap(tb))
     code = result.returncode
     if code is not None and code < 0:
         name = signal.Signals(-code).name
-        kind = OUT_OF_MEMORY if name == "SIGKILL" else KILLED
+        kind = OUT_OF_MEMORY if name == "SIGKILL" else DISK_QUOTA if name == "SIGXFSZ" else KILLED
         msg = f"the program was killed by {name}"
         tail = _clean(stderr).strip()[-2000:]
         return ExecError(kind, msg, (tail + "\n" if tail else "") + msg)

@@ -1,6 +1,7 @@
 """One execution of the generated code: an attempt folder, knob overrides, the sandbox, the verdict."""
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,20 @@ class Attempt:
         return self.folder / SAVE_DIR
 
 
+def default_disk_gb(data: PreparedDataset) -> float:
+    """The attempt folder's default cap: room for many checkpoints, and 10x the pool for copies of it."""
+    return max(20.0, 10 * sandbox.disk_usage(data.pool)[0] / 1024**3)
+
+
+def _free_quota_folder(folder: Path) -> None:
+    """After a disk-quota stop, drop what the code wrote (its .py files stay; the logs live beside)."""
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.suffix != ".py" or entry.is_symlink():
+            entry.unlink(missing_ok=True)
+
+
 def knob_values(data: PreparedDataset, pool_at: Path, save_dir: Path, epochs: int | None,
                 split: str = "pool") -> dict[str, object]:
     """The harness's value for every path knob (and epochs when forced); the split appears at `pool_at`."""
@@ -84,5 +99,8 @@ def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number:
             unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
             on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,
         )
-    error = None if result.ok else classify(result, budget.limits.timeout_s, budget.limits.memory_gb)
+    lim = budget.limits
+    error = None if result.ok else classify(result, lim.timeout_s, lim.memory_gb, lim.disk_gb, lim.max_processes)
+    if result.disk_quota:
+        _free_quota_folder(folder)
     return Attempt(number, phase, folder, result, overrides, error)

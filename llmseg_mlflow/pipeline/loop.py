@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
@@ -15,7 +15,7 @@ from llmseg_mlflow.pipeline.extract import NoCodeError, extract_files, merge_rep
 from llmseg_mlflow.pipeline.sandbox import Limits
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking.runs import RunLogger, RunTree
-from llmseg_mlflow.tracking.schema import NO_CODE, Kind, Status
+from llmseg_mlflow.tracking.schema import DISK_QUOTA, NO_CODE, Kind, Status
 
 PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES = 1, 2
 
@@ -118,7 +118,7 @@ class AttemptLoop:
         """Preflight (1 epoch, 2 batches) then the full run; the first failure ends the attempt."""
         limits = self.cfg.limits
         if self.cfg.preflight:
-            quick = Limits(min(limits.timeout_s, self.cfg.preflight_timeout_s), limits.memory_gb, limits.output_mb)
+            quick = replace(limits, timeout_s=min(limits.timeout_s, self.cfg.preflight_timeout_s))
             self.say(f"attempt {number}: preflight")
             pre = execute(self.ws, self.out.files, self.data, number, "preflight",
                           Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES), self.cfg.unsafe_no_sandbox, self.say)
@@ -139,7 +139,8 @@ class AttemptLoop:
             run.text(error.feedback, "traceback.txt")
             run.params({"error_message": error.message[:500]})
             if attempt is not None:
-                run.metrics({"duration_s": attempt.result.duration_s, "peak_rss_gb": attempt.result.peak_rss_gb})
+                run.metrics({"duration_s": attempt.result.duration_s, "peak_rss_gb": attempt.result.peak_rss_gb,
+                             "peak_memory_gb": attempt.result.peak_memory_gb})
                 run.artifact(attempt.result.stdout_path, "logs")
                 run.artifact(attempt.result.stderr_path, "logs")
             if not answer:
@@ -173,7 +174,8 @@ class AttemptLoop:
             last = pending
             pending = self._debug(iteration, pending, attempt)
             if iteration > self.cfg.max_fix_rounds:
-                self.out.status = Status.NO_CODE if last.error_type == NO_CODE and not self.out.files else Status.GAVE_UP
+                self.out.status = (Status.NO_CODE if last.error_type == NO_CODE and not self.out.files
+                                   else Status.DISK_QUOTA if last.error_type == DISK_QUOTA else Status.GAVE_UP)
                 return self.out
 
 

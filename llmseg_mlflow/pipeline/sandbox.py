@@ -1,4 +1,11 @@
-"""Run untrusted generated code under bubblewrap: scratch env, no network, own PID namespace, caps."""
+"""Run untrusted generated code under bubblewrap: no privileges, scratch env, no network, kernel-enforced caps.
+
+Whoever runs llmseg (root in a container, a user on a workstation), the code runs in a fresh user namespace
+as uid 65534 with every capability dropped and no further user namespaces, so no bind can be remounted
+writable; /proc is read-only. Memory (tmpfs and shared memory included) and processes are capped by a
+cgroup (see cgroups.py), each file's size by RLIMIT_FSIZE and the attempt folder's total by a watchdog.
+docs/security.md states the threat model.
+"""
 from __future__ import annotations
 
 import os
@@ -14,12 +21,19 @@ from typing import Callable
 
 import psutil
 
+from llmseg_mlflow.pipeline import cgroups
+
 # What Python and its libraries need from /etc; nothing else of the host is bound.
 _ETC_FILES = (
     "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
     "fonts", "alternatives", "mime.types", "hosts",
 )
 _SITE_DIR = Path(__file__).with_name("sandbox_site")  # sitecustomize: the --max-batches cap
+SANDBOX_UID = 65534  # "nobody": the code's uid inside; it maps to the uid that runs llmseg, without capabilities
+# A user namespace even for root (bwrap otherwise keeps root's capabilities, and any bind can be
+# remounted writable), no capabilities, no nested user namespaces that could regain them.
+PRIVILEGE_FLAGS = ("--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+                   "--disable-userns", "--cap-drop", "ALL")
 _PASS_THROUGH = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE",
                  "OPENBLAS_L2_SIZE", "LANG", "TZ")
 
@@ -35,6 +49,8 @@ class Limits:
     timeout_s: float = 3 * 3600
     memory_gb: float = 16.0
     output_mb: float = 20.0
+    disk_gb: float = 20.0  # the attempt folder (checkpoints, plots, Excel files); each file at most this much
+    max_processes: int = 1024  # processes and threads together (torch and DataLoader workers use dozens)
 
 
 @dataclass(frozen=True)
@@ -65,21 +81,26 @@ class ExecResult:
     stderr_path: Path
     timed_out: bool = False
     out_of_memory: bool = False
+    too_many_processes: bool = False
+    disk_quota: bool = False
     peak_rss_gb: float = 0.0
+    peak_memory_gb: float | None = None  # the cgroup's peak (tmpfs and page cache included), where there is one
+    enforcement: str = ""  # what enforced memory/process caps: cgroup-v1, cgroup-v2 or rlimits+watchdog
     truncated: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when the process exited 0 within its limits."""
-        return self.returncode == 0 and not self.timed_out and not self.out_of_memory
+        return (self.returncode == 0 and not self.timed_out and not self.out_of_memory
+                and not self.too_many_processes and not self.disk_quota)
 
     def stderr_text(self) -> str:
-        """The captured stderr (capped)."""
-        return self.stderr_path.read_text(errors="replace")
+        """The captured stderr (capped when written; the harness wrote this file, outside every mount)."""
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
     def stdout_text(self) -> str:
-        """The captured stdout (capped)."""
-        return self.stdout_path.read_text(errors="replace")
+        """The captured stdout (capped when written)."""
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
 
 
 def bwrap_path() -> str | None:
@@ -114,8 +135,12 @@ def check_available() -> None:
     if _CHECKED[bwrap]:
         raise SandboxUnavailable(
             f"bubblewrap is installed but cannot start a sandbox here: {_CHECKED[bwrap]}. "
-            "It needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or root; "
-            "--unsafe-no-sandbox runs the code unconfined."
+            "The sandbox needs user namespaces: as root they always work; as a plain user enable them with "
+            "`sudo sysctl -w user.max_user_namespaces=15000` (and on Debian <= 11 "
+            "`sudo sysctl -w kernel.unprivileged_userns_clone=1`, on Ubuntu >= 23.10 "
+            "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile for bwrap). "
+            "In a container, run it with --security-opt seccomp=unconfined or as root. "
+            "--unsafe-no-sandbox runs the code unconfined (it can then read your keys)."
         )
 
 
@@ -139,9 +164,11 @@ def scratch_env(extra: dict[str, str] | None = None, home: Path | None = None) -
     return env
 
 
-def _bwrap_argv(bwrap: str, mounts: Mounts, env: dict[str, str]) -> list[str]:
-    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv"]
+def _bwrap_argv(bwrap: str, mounts: Mounts, env: dict[str, str], tmpfs_bytes: int = 1 << 30) -> list[str]:
+    argv = [bwrap, *PRIVILEGE_FLAGS, "--die-with-parent", "--new-session",
+            "--proc", "/proc", "--remount-ro", "/proc",  # bwrap leaves /proc/sys writable to a host-root uid
+            "--dev", "/dev", "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm",
+            "--size", str(tmpfs_bytes), "--tmpfs", "/tmp", "--clearenv"]
     for top in ("usr", "bin", "lib", "lib64", "lib32", "sbin"):
         path = Path("/") / top
         if path.is_symlink():
@@ -195,7 +222,7 @@ def _tree_rss(root: psutil.Process) -> int:
     return total
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
+def _kill_tree(proc: subprocess.Popen, cgroup: cgroups.Cgroup | None = None) -> None:
     """Kill bwrap's group; --die-with-parent then ends the sandbox's PID 1, and the kernel the rest."""
     try:
         root = psutil.Process(proc.pid)
@@ -211,6 +238,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
             p.kill()
         except psutil.Error:
             pass
+    if cgroup is not None:
+        cgroup.kill()
 
 
 def last_line(path: Path) -> str:
@@ -225,59 +254,135 @@ def last_line(path: Path) -> str:
     return parts[-1] if parts else ""
 
 
+def enforcement() -> str:
+    """What enforces memory and process caps on this machine (cgroup-v1, cgroup-v2 or rlimits+watchdog)."""
+    return cgroups.support().enforced
+
+
+def check_limits(limits: Limits, workdir: Path) -> list[str]:
+    """What of `limits` this machine cannot enforce as asked, each with what is enforced instead.
+
+    Non-positive caps are bad input (ValueError); the rest are warnings the caller shows and logs.
+    """
+    for name in ("timeout_s", "memory_gb", "disk_gb", "max_processes"):
+        if not getattr(limits, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(limits, name)}")
+    notes = []
+    total = psutil.virtual_memory().total / 1024**3
+    if limits.memory_gb > total:
+        notes.append(f"--memory-gb {limits.memory_gb:g} is more than this machine's {total:.1f} GB: the kernel's "
+                     f"own out-of-memory killer acts first, at about {total:.1f} GB")
+    if not cgroups.support().version:
+        notes.append(f"no cgroup here ({cgroups.support().reason}): memory is enforced by a 1 s RSS watchdog and "
+                     f"{limits.memory_gb:g} GB tmpfs mounts, processes by RLIMIT_NPROC "
+                     f"{'(not binding for root)' if os.geteuid() == 0 else ''}".rstrip())
+    probe = workdir if workdir.exists() else next((p for p in workdir.parents if p.exists()), Path("/"))
+    free = shutil.disk_usage(probe).free / 1024**3
+    if limits.disk_gb > free:
+        notes.append(f"--disk-gb {limits.disk_gb:g} is more than the {free:.1f} GB free under {probe}: "
+                     f"the disk itself fills first, at about {free:.1f} GB")
+    return notes
+
+
+def disk_usage(folder: Path, max_entries: int = 200_000) -> tuple[int, int]:
+    """(bytes on disk, entries) under folder, never following links; stops counting at max_entries."""
+    total, entries, stack = 0, 0, [str(folder)]
+    while stack and entries < max_entries:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    st = entry.stat(follow_symlinks=False)
+                    total += st.st_blocks * 512  # a sparse file counts what it really occupies
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:  # vanished while we looked
+            continue
+    return total, entries
+
+
+def _wrapper(cgroup: cgroups.Cgroup | None, limits: Limits, command: list[str]) -> list[str]:
+    """sh joins the cgroup(s) and sets the rlimits, then execs the sandbox: nothing runs outside the caps."""
+    steps = [f'echo 0 > "{path}"' for path in (cgroup.procs_files() if cgroup else [])]
+    rlimits = [f"--fsize={int(limits.disk_gb * 1024**3)}"]
+    if cgroup is None and os.geteuid() != 0:  # RLIMIT_NPROC does not bind root's uid
+        rlimits.append(f"--nproc={limits.max_processes}")
+    prlimit = shutil.which("prlimit")
+    prefix = [prlimit, *rlimits, "--"] if prlimit else []
+    return ["/bin/sh", "-c", " && ".join([*steps, 'exec "$@"']), "llmseg-sandbox", *prefix, *command]
+
+
 def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
         env: dict[str, str] | None = None, unsafe_no_sandbox: bool = False, name: str = "run",
         on_tick: Callable[[float, str], None] | None = None, tick_s: float = 20.0) -> ExecResult:
     """Run argv (e.g. [python, main.py]) confined to `mounts`; stdout/stderr go to log_dir/{name}.*.log.
 
+    `log_dir` must lie outside every writable mount (the harness reads the logs back).
     `on_tick(elapsed_s, latest_output_line)` is called every `tick_s` seconds while it runs.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     full_env = scratch_env(env)
+    mem_cap = int(limits.memory_gb * 1024**3)
+    disk_cap = int(limits.disk_gb * 1024**3)
     if unsafe_no_sandbox:
         command = argv
     else:
-        command = _bwrap_argv(require_bwrap(), mounts, full_env) + argv
+        command = _bwrap_argv(require_bwrap(), mounts, full_env, tmpfs_bytes=mem_cap) + argv
+    cgroup = cgroups.create(mem_cap, limits.max_processes)
     out_path, err_path = log_dir / f"{name}.stdout.log", log_dir / f"{name}.stderr.log"
     cap = int(limits.output_mb * 1024 * 1024)
     truncated: list[str] = []
     start = time.monotonic()
     proc = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=mounts.workdir, env=full_env, start_new_session=True,
+        _wrapper(cgroup, limits, command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=mounts.workdir, env=full_env, start_new_session=True,
     )
     drains = [threading.Thread(target=_drain, args=(s, p, cap, truncated), daemon=True)
               for s, p in ((proc.stdout, out_path), (proc.stderr, err_path))]
     for t in drains:
         t.start()
-    timed_out = oom = False
+    timed_out = oom = quota = False
     peak = 0
-    mem_cap = limits.memory_gb * 1024**3
     root = psutil.Process(proc.pid)
     next_tick = start + tick_s
-    # Poll once a second: scanning the process tree costs CPU that the training would otherwise use.
-    while True:
-        try:
-            proc.wait(timeout=1.0)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if on_tick is not None and time.monotonic() >= next_tick:
-            next_tick += tick_s
-            on_tick(time.monotonic() - start, last_line(err_path) or last_line(out_path))
-        if time.monotonic() - start > limits.timeout_s:
-            timed_out = True
-        else:
-            peak = max(peak, _tree_rss(root))
-            oom = peak > mem_cap
-        if timed_out or oom:
-            _kill_tree(proc)
+    try:
+        # Poll once a second: scanning costs CPU that the training would otherwise use. The cgroup
+        # enforces memory and processes at once; the poll is the fallback and the disk watchdog.
+        while True:
+            try:
+                proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if on_tick is not None and time.monotonic() >= next_tick:
+                next_tick += tick_s
+                on_tick(time.monotonic() - start, last_line(err_path) or last_line(out_path))
+            if time.monotonic() - start > limits.timeout_s:
+                timed_out = True
+            else:
+                peak = max(peak, _tree_rss(root))
+                oom = cgroup is None and peak > mem_cap
+                quota = disk_usage(mounts.workdir)[0] > disk_cap
+            if timed_out or oom or quota:
+                _kill_tree(proc, cgroup)
+                proc.wait()
+                break
+        if cgroup is not None:
+            cgroup.kill()  # daemons the code left behind (in unsafe mode there is no PID namespace)
+    finally:
+        if proc.poll() is None:  # the harness itself was interrupted: never leave the code running
+            _kill_tree(proc, cgroup)
             proc.wait()
-            break
-    for t in drains:
-        t.join(timeout=10)
+        for t in drains:
+            t.join(timeout=10)
+        facts = ((cgroup.oom_killed(), cgroup.pids_refused(), cgroup.peak_memory()) if cgroup else (False, False, 0))
+        if cgroup is not None:
+            cgroup.remove()
+    oom = oom or facts[0]
     return ExecResult(
         returncode=proc.returncode, duration_s=time.monotonic() - start,
         stdout_path=out_path, stderr_path=err_path, timed_out=timed_out, out_of_memory=oom,
-        peak_rss_gb=peak / 1024**3, truncated=truncated,
+        too_many_processes=facts[1] and not (timed_out or oom), disk_quota=quota,
+        peak_rss_gb=peak / 1024**3, peak_memory_gb=facts[2] / 1024**3 if cgroup else None,
+        enforcement=enforcement(), truncated=truncated,
     )

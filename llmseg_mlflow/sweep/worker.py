@@ -123,6 +123,9 @@ def execute_job(spec: JobSpec) -> Outcome:
             run, cfg = _configs(spec)
             result = run(cfg, lambda msg: log.write(msg.rstrip() + "\n"))
             out.ok, out.run_id, out.status = True, result.run_id, result.status
+            if result.status == "harness_error":  # the platform failed mid-run; the root says why
+                out.ok, out.reason = False, getattr(result, "error", None) or "harness_error"
+                out.retryable = "ConnectionError" in out.reason or "does not answer" in out.reason
         except BaseException as exc:  # noqa: BLE001 - reported as this job's failure; the sweep goes on
             traceback.print_exc(file=log)
             out.reason = f"{type(exc).__name__}: {exc}".strip()[:800]

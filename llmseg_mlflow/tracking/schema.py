@@ -26,6 +26,7 @@ class Status(str, Enum):
     NO_CODE = "no_code"  # gave up and the last reply still held no usable code
     FAILED_TRAINING = "failed_training"  # main.py exited 0 but left no readable loss files
     HARNESS_ERROR = "harness_error"  # the platform itself failed (LLM call, tracking, ...): run FAILED
+    DISK_QUOTA = "disk_quota"  # gave up, and the last attempt filled its folder past --disk-gb
 
 
 # Tags present on every run of a tree: the MLflow UI filters children by their own tags only.
@@ -67,6 +68,8 @@ TIMEOUT = "Timeout"
 OUT_OF_MEMORY = "OutOfMemory"
 NO_CODE = "NoCodeError"
 KILLED = "Killed"
+TOO_MANY_PROCESSES = "TooManyProcesses"
+DISK_QUOTA = "DiskQuota"
 
 
 @dataclass(frozen=True)
