@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.record import log_evaluation, read_mask
 from llmseg_mlflow.generate import GenerateResult, ensure_prepared, llmseg_home
+from llmseg_mlflow.pipeline import sandbox
+from llmseg_mlflow.pipeline.execute import default_disk_gb
 from llmseg_mlflow.pipeline.slots import training_slot
 from llmseg_mlflow.tracking import datasets as tracked_data
 from llmseg_mlflow.tracking.runs import RunLogger, RunTree, check_tracking_server
@@ -44,6 +45,7 @@ GPU_ITERATIONS = 250
 EVAL_TAGS = {"eval_preprocessing": "nnunet", "eval_load": "nnunet_checkpoint", "eval_checkpoint": CHECKPOINT,
              "eval_output": "nnunet_segmentation"}
 TAIL_LINES = 40  # of nnU-Net's output, in the `error` tag when it crashes
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,15 @@ class BaselineConfig:
     val_iterations: int | None = None  # default: iterations / 5, nnU-Net's own ratio (250 : 50)
     device: str | None = None  # "cuda" or "cpu"; default: cuda when available
     log_checkpoint: bool = False  # upload checkpoint_best.pth (tens of MB) as an artifact
+    timeout_s: float = 7 * 24 * 3600  # nnU-Net's full 1000-epoch schedule takes days on one GPU
+    memory_gb: float | None = None  # None: nine tenths of the machine's memory
+
+    def limits(self, data: PreparedDataset) -> sandbox.Limits:
+        """nnU-Net's sandbox caps: its own timeout, nine tenths of the machine's memory, room for its preprocessed copy."""
+        import psutil
+
+        memory = self.memory_gb or 0.9 * psutil.virtual_memory().total / 1024**3
+        return sandbox.Limits(timeout_s=self.timeout_s, memory_gb=memory, disk_gb=2 * default_disk_gb(data))
 
     @property
     def budget(self) -> Budget:
@@ -101,11 +112,9 @@ def _stage(data: PreparedDataset, base: Path, progress: Callable[[str], None]) -
 
 
 def _worker_env(work: Path) -> dict[str, str]:
-    env = {**os.environ, **nnunet_env(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONUNBUFFERED": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    package_root = str(Path(__file__).resolve().parents[2])  # the worker imports this package
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env.pop("MLFLOW_RUN_ID", None)  # the worker logs nothing; only the parent talks to MLflow
+    """What the sandboxed worker gets on top of the scratch environment: nnU-Net's folders and settings only."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("nnUNet_")}  # e.g. nnUNet_n_proc_DA
+    env.update({**nnunet_env(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"})
     return env
 
 
@@ -136,35 +145,47 @@ class _Progress:
         self.bar.close()
 
 
-def _run_worker(job: Job, work: Path, progress: Callable[[str], None]) -> dict:
-    """Run nnU-Net's process to the end; its output goes to logs/nnunet.log. NnUNetFailed on a crash."""
+def worker_logs(work: Path) -> Path:
+    """nnU-Net's output lands beside its work folder: outside the only folder it may write."""
+    return work.with_name(f"{work.name}.logs")
+
+
+def _run_worker(job: Job, work: Path, limits: sandbox.Limits, progress: Callable[[str], None]) -> dict:
+    """Run nnU-Net's process in the sandbox to the end; its output goes to <work>.logs/nnunet.log.
+
+    nnU-Net is not generated code, but it gets the same guarantees: no keys, no network, capped memory,
+    processes and disk. NnUNetFailed on a crash.
+    """
     job_file = work / "job.json"
     job.write(job_file)
-    log_path = work / "logs" / "nnunet.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_dir = worker_logs(work)
     shown = _Progress(job.budget.epochs, progress)
     tail: list[str] = []
+
+    def line(text: str) -> None:
+        nonlocal tail
+        shown.line(text)
+        tail = (tail + [text])[-TAIL_LINES:]
+
+    # The worker imports this package: its source folder is bound read-only (an editable install points there).
+    mounts = sandbox.Mounts(work, readonly=(PACKAGE_ROOT,))
+    argv = ["/bin/sh", "-c", 'exec "$0" "$@" 2>&1', sys.executable, "-m", "llmseg_mlflow.baseline.worker",
+            str(job_file)]
     with training_slot() as slot_env:  # under a sweep with --training-slots, nnU-Net waits its turn too
-        proc = subprocess.Popen([sys.executable, "-m", "llmseg_mlflow.baseline.worker", str(job_file)],
-                                cwd=work, env={**_worker_env(work), **slot_env}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
         try:
-            with log_path.open("w") as log:
-                assert proc.stdout is not None
-                for text in proc.stdout:
-                    log.write(text)
-                    shown.line(text.rstrip("\n"))
-                    tail = (tail + [text.rstrip("\n")])[-TAIL_LINES:]
-            code = proc.wait()
-        except BaseException:
-            os.killpg(proc.pid, 9)  # the worker's session: nnU-Net's pool processes go with it
-            proc.wait()
-            raise
+            result = sandbox.run(argv, mounts, limits, log_dir=log_dir, name="nnunet",
+                                 env={**_worker_env(work), **slot_env,
+                                      "PYTHONPATH": f"{PACKAGE_ROOT}:{sandbox.scratch_env()['PYTHONPATH']}"},
+                                 on_line=line)
         finally:
             shown.close()
+            (log_dir / "nnunet.stdout.log").replace(log_dir / "nnunet.log")
     result_file = work / RESULT
-    if code != 0 or not result_file.is_file():
-        raise NnUNetFailed(f"nnU-Net exited with code {code}; last lines of {log_path}:\n" + "\n".join(tail))
+    if not result.ok or not result_file.is_file():
+        why = (f"was stopped after {limits.timeout_s:g} s" if result.timed_out
+               else f"used more than {limits.memory_gb:g} GB of memory" if result.out_of_memory
+               else f"exited with code {result.returncode}")
+        raise NnUNetFailed(f"nnU-Net {why}; last lines of {log_dir / 'nnunet.log'}:\n" + "\n".join(tail))
     return json.loads(result_file.read_text())
 
 
@@ -207,7 +228,8 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
     """Resolve and convert the data (failing before any run exists), then train, predict and log nnU-Net."""
     home = llmseg_home()
     base = (cfg.work_root or home / "baselines").resolve()
-    with bad_input():
+    with bad_input(sandbox.SandboxUnavailable):
+        sandbox.check_available()
         device = _check(cfg)
         spec = get_dataset(cfg.dataset)
         data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve())
@@ -242,9 +264,9 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
                   out_dir=str(work))
         with tree.child(Kind.TRAINING, "training", {"trainer": TRAINER, "device": device}) as run:
             try:
-                result = _run_worker(job, work, progress)
+                result = _run_worker(job, work, cfg.limits(data), progress)
             finally:
-                run.artifact(work / "logs" / "nnunet.log", "logs")
+                run.artifact(worker_logs(work) / "nnunet.log", "logs")
             _log_training(tree, run, result, raw, cfg.log_checkpoint)
         predictions = _heldout_predictions(data, Path(result["predictions"]))
         scores = log_evaluation(tree, data, predictions, tags=EVAL_TAGS,

@@ -194,15 +194,21 @@ def _bwrap_argv(bwrap: str, mounts: Mounts, env: dict[str, str], tmpfs_bytes: in
     return argv
 
 
-def _drain(stream, path: Path, cap: int, truncated: list[str]) -> None:
+def _drain(stream, path: Path, cap: int, truncated: list[str],
+           on_line: Callable[[str], None] | None = None) -> None:
     """Copy a pipe to a file up to `cap` bytes, then keep reading so the child never blocks."""
-    written = 0
+    written, pending = 0, b""
     with path.open("wb") as out:
         for chunk in iter(lambda: stream.read1(65536), b""):
             if written < cap:
                 out.write(chunk[: cap - written])
                 out.flush()
             written += len(chunk)
+            if on_line is not None:
+                *lines, pending = (pending + chunk).split(b"\n")
+                pending = pending[-65536:]  # a line without end must not grow without bound
+                for line in lines:
+                    on_line(line.decode(errors="replace"))
         if written > cap:
             out.write(f"\n[llmseg: output truncated at {cap} of {written} bytes]\n".encode())
             truncated.append(path.name)
@@ -314,11 +320,13 @@ def _wrapper(cgroup: cgroups.Cgroup | None, limits: Limits, command: list[str]) 
 
 def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
         env: dict[str, str] | None = None, unsafe_no_sandbox: bool = False, name: str = "run",
-        on_tick: Callable[[float, str], None] | None = None, tick_s: float = 20.0) -> ExecResult:
+        on_tick: Callable[[float, str], None] | None = None, tick_s: float = 20.0,
+        on_line: Callable[[str], None] | None = None) -> ExecResult:
     """Run argv (e.g. [python, main.py]) confined to `mounts`; stdout/stderr go to log_dir/{name}.*.log.
 
     `log_dir` must lie outside every writable mount (the harness reads the logs back).
-    `on_tick(elapsed_s, latest_output_line)` is called every `tick_s` seconds while it runs.
+    `on_tick(elapsed_s, latest_output_line)` is called every `tick_s` seconds while it runs;
+    `on_line(text)` with each stdout line as it comes (from a reader thread).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     full_env = scratch_env(env)
@@ -337,8 +345,8 @@ def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
         _wrapper(cgroup, limits, command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, cwd=mounts.workdir, env=full_env, start_new_session=True,
     )
-    drains = [threading.Thread(target=_drain, args=(s, p, cap, truncated), daemon=True)
-              for s, p in ((proc.stdout, out_path), (proc.stderr, err_path))]
+    drains = [threading.Thread(target=_drain, args=(s, p, cap, truncated, f), daemon=True)
+              for s, p, f in ((proc.stdout, out_path, on_line), (proc.stderr, err_path, None))]
     for t in drains:
         t.start()
     timed_out = oom = quota = False
