@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -12,12 +12,14 @@ from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import DatasetSpec, get_dataset
 from llmseg_mlflow.catalog.models import ModelSpec, get_model
-from llmseg_mlflow.catalog.prepare import PreparedDataset, load_prepared, prepare_dataset
+from llmseg_mlflow.catalog.prepare import (PreparedDataModifiedError, PreparedDataset, load_prepared,
+                                           prepare_dataset)
 from llmseg_mlflow.errors import bad_input
 from llmseg_mlflow.llm import tracing
 from llmseg_mlflow.llm.base import LLMError, Provider, make_provider
 from llmseg_mlflow.llm.cache import CachedProvider
 from llmseg_mlflow.pipeline import architecture, knobs, prompt, sandbox
+from llmseg_mlflow.pipeline.execute import default_disk_gb
 from llmseg_mlflow.pipeline.loop import AttemptLoop, LoopConfig, LoopOutcome, chat_json, chat_markdown
 from llmseg_mlflow.pipeline.results import ResultsError, read_results
 from llmseg_mlflow.pipeline.workspace import Workspace
@@ -39,6 +41,8 @@ class GenerateConfig:
     max_fix_rounds: int = 10
     timeout_s: float = 3 * 3600
     memory_gb: float = 16.0
+    disk_gb: float | None = None  # the attempt folder's cap; None: max(20 GB, 10x the pool)
+    eval_timeout_s: float | None = None  # None: a quarter of timeout_s, at least 300 s
     data_root: Path | None = None
     work_root: Path | None = None
     unsafe_no_sandbox: bool = False
@@ -58,11 +62,20 @@ class GenerateResult:
     status: str
     errors_total: int
     heldout_dice_mean: float | None = None
+    error: str | None = None  # the one-line reason of a harness_error
 
     def as_dict(self) -> dict[str, object]:
         """The JSON line's fields."""
-        return {"run_id": self.run_id, "status": self.status, "errors_total": self.errors_total,
-                "heldout_dice_mean": self.heldout_dice_mean}
+        fields: dict[str, object] = {"run_id": self.run_id, "status": self.status, "errors_total": self.errors_total,
+                                     "heldout_dice_mean": self.heldout_dice_mean}
+        if self.error:
+            fields["error"] = self.error
+        return fields
+
+
+def eval_timeout(timeout_s: float, eval_timeout_s: float | None) -> float:
+    """The held-out evaluation's wall-clock limit: its own if given, else a quarter of the training's (>= 300 s)."""
+    return eval_timeout_s if eval_timeout_s else max(300.0, timeout_s / 4)
 
 
 def llmseg_home() -> Path:
@@ -110,7 +123,8 @@ def log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
     with tree.child(Kind.TRAINING, "training", {"attempt": attempt.number}) as run:
         run.metrics({**root_metrics, "peak_rss_gb": attempt.result.peak_rss_gb,
                      "preflight_s": out.preflight.result.duration_s if out.preflight else None})
-        run.artifact(attempt.folder, "attempt")  # the code as run (overrides applied) and all it wrote
+        # the code as run (overrides applied) and all it wrote: links, FIFOs, huge files are left out
+        run.untrusted_artifact(attempt.folder, "attempt")
         run.artifact(attempt.result.stdout_path, "logs")
         run.artifact(attempt.result.stderr_path, "logs")
         if summary:
@@ -146,7 +160,7 @@ def choices(files: dict[str, str]) -> dict[str, str]:
 
 
 def evaluate_trained(tree: RunTree, data: PreparedDataset, out: LoopOutcome, ws: Workspace, preprocessing: str,
-                     unsafe_no_sandbox: bool, memory_gb: float, progress: Callable[[str], None]) -> float | None:
+                     unsafe_no_sandbox: bool, limits: sandbox.Limits, progress: Callable[[str], None]) -> float | None:
     """The held-out evaluation of the attempt that trained; returns its mean Dice (None if it failed)."""
     from llmseg_mlflow.evaluation.evaluator import EvalSettings
     from llmseg_mlflow.evaluation.run import TrainedPipeline, evaluate_pipeline
@@ -154,8 +168,7 @@ def evaluate_trained(tree: RunTree, data: PreparedDataset, out: LoopOutcome, ws:
     attempt = out.success
     assert attempt is not None
     trained = TrainedPipeline(attempt.folder, attempt.result.stdout_text(), choices(out.files))
-    settings = EvalSettings(preprocessing, sandbox.Limits(timeout_s=1800, memory_gb=memory_gb),
-                            unsafe_no_sandbox=unsafe_no_sandbox)
+    settings = EvalSettings(preprocessing, limits, unsafe_no_sandbox=unsafe_no_sandbox)
     scores = evaluate_pipeline(tree, data, trained, ws.root / "evaluation", settings, progress)
     return None if scores is None else scores.summary()["heldout_dice_mean"]
 
@@ -181,39 +194,47 @@ def _log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str
 def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _: None) -> GenerateResult:
     """Resolve inputs (failing before any run exists), then run and log one pipeline."""
     home = llmseg_home()
-    with bad_input(sandbox.SandboxUnavailable, LLMError):  # every input problem surfaces before any run exists
+    with bad_input(sandbox.SandboxUnavailable, LLMError, PreparedDataModifiedError):  # before any run exists
         model = get_model(cfg.model, cfg.models_file)
         spec = get_dataset(cfg.dataset)
         if not cfg.unsafe_no_sandbox:
             sandbox.check_available()
         provider = build_provider(model, cfg, home)
         data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve())
+        data.verify_heldout()  # cheap when unchanged; checked again before the evaluation
         template = prompt.load_template()
         text = prompt.render(template, data.prompt_fills())
         check_tracking_server()
+        limits = sandbox.Limits(cfg.timeout_s, cfg.memory_gb, disk_gb=cfg.disk_gb or default_disk_gb(data))
+        eval_limits = replace(limits, timeout_s=eval_timeout(cfg.timeout_s, cfg.eval_timeout_s))
+        limit_notes = sandbox.check_limits(limits, (cfg.work_root or home / "pipelines").resolve())
+    for note in limit_notes:
+        progress(f"WARNING: {note}")
 
     client = MlflowClient()
     tree = RunTree.open(client, _cohort(model, cfg))
     run_id = tree.root.run_id
     ws = Workspace((cfg.work_root or home / "pipelines").resolve() / run_id)
     progress(f"pipeline {tree.cohort.run_name}: run {run_id}, folder {ws.root}")
-    registered = prompt.register(template)
-    loop_cfg = LoopConfig(limits=sandbox.Limits(cfg.timeout_s, cfg.memory_gb), max_fix_rounds=cfg.max_fix_rounds,
+    loop_cfg = LoopConfig(limits=limits, max_fix_rounds=cfg.max_fix_rounds,
                           epochs=cfg.epochs, max_batches=cfg.max_batches, preflight=cfg.preflight,
                           unsafe_no_sandbox=cfg.unsafe_no_sandbox,
                           llm_name=f"{model.provider}:{model.api_model or model.key}")
-    tree.root.params({"llm.api_model": model.api_model, "llm.settings": model.settings or None,
-                      "prompt_uri": registered.uri, "max_fix_rounds": cfg.max_fix_rounds,
-                      "timeout_s": cfg.timeout_s, "memory_gb": cfg.memory_gb, "data_digest": data.digest,
-                      "override.epochs": cfg.epochs, "override.max_batches": cfg.max_batches,
-                      "unsafe_no_sandbox": cfg.unsafe_no_sandbox or None})
-    tree.root.tags({"status": Status.RUNNING.value, "workspace": str(ws.root)})
-    tracked_data.log_prepared(client, run_id, data)
-    tree.root.text(text, "prompt.md")
-
     loop = AttemptLoop(tree, provider, data, ws, loop_cfg, progress)
     dice = None
-    try:
+    try:  # from here on, whatever fails is the platform's failure: the root says so and the JSON line comes
+        registered = prompt.register(template)
+        tree.root.params({"llm.api_model": model.api_model, "llm.settings": model.settings or None,
+                          "prompt_uri": registered.uri, "max_fix_rounds": cfg.max_fix_rounds,
+                          "timeout_s": cfg.timeout_s, "memory_gb": cfg.memory_gb, "disk_gb": limits.disk_gb,
+                          "max_processes": limits.max_processes, "eval_timeout_s": eval_limits.timeout_s,
+                          "data_digest": data.digest,
+                          "override.epochs": cfg.epochs, "override.max_batches": cfg.max_batches,
+                          "unsafe_no_sandbox": cfg.unsafe_no_sandbox or None})
+        tree.root.tags({"status": Status.RUNNING.value, "workspace": str(ws.root),
+                        "sandbox_limits": sandbox.enforcement()})
+        tracked_data.log_prepared(client, run_id, data)
+        tree.root.text(text, "prompt.md")
         out = loop.run(text, registered.uri)
         extra = log_training(tree, out) if out.success else {}
         if out.success:
@@ -222,15 +243,20 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
             tree.root.json([o.__dict__ for o in out.success.overrides], "overrides.json")
         if out.status == Status.SUCCEEDED and cfg.evaluate:
             dice = evaluate_trained(tree, data, out, ws, cfg.eval_preprocessing, cfg.unsafe_no_sandbox,
-                                    cfg.memory_gb, progress)
+                                    eval_limits, progress)
+        _log_summary(tree, out, ws, extra)
     except BaseException as exc:
-        tracing.flush()
         loop.out.status = Status.HARNESS_ERROR
-        tree.root.tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
-        _log_summary(tree, loop.out, ws, {})
-        tree.finish(failed=True)
-        raise
-    _log_summary(tree, out, ws, extra)
+        for step in (tracing.flush, lambda: _log_summary(tree, loop.out, ws, {})):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - keep what can be kept; the reason below is what matters
+                pass
+        reason = tree.fail_harness(exc)
+        if not isinstance(exc, Exception):  # Ctrl-C and the like: marked, then passed on
+            raise
+        progress(f"pipeline {tree.cohort.run_name}: harness_error: {reason}")
+        return GenerateResult(run_id, Status.HARNESS_ERROR.value, sum(loop.out.errors.values()), None, reason)
     tracing.flush()
     tree.finish()
     progress(f"pipeline {tree.cohort.run_name}: {out.status.value}")

@@ -24,7 +24,7 @@ from llmseg_mlflow.baseline.predict import CHECKPOINT
 from llmseg_mlflow.baseline.train import CONFIGURATION, TRAINER, Budget, nnunet_env
 from llmseg_mlflow.baseline.worker import PREFIX, RESULT, Job
 from llmseg_mlflow.catalog.datasets import get_dataset
-from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.record import log_evaluation, read_mask
 from llmseg_mlflow.generate import GenerateResult, ensure_prepared, llmseg_home
@@ -228,11 +228,12 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
     """Resolve and convert the data (failing before any run exists), then train, predict and log nnU-Net."""
     home = llmseg_home()
     base = (cfg.work_root or home / "baselines").resolve()
-    with bad_input(sandbox.SandboxUnavailable):
+    with bad_input(sandbox.SandboxUnavailable, PreparedDataModifiedError):
         sandbox.check_available()
         device = _check(cfg)
         spec = get_dataset(cfg.dataset)
         data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve())
+        data.verify_heldout()  # nnU-Net is scored on it: a changed file fails here, before any run exists
         check_tracking_server()
         staging, raw = _stage(data, base, progress)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from llmseg_mlflow.pipeline import architecture
+from llmseg_mlflow.pipeline.untrusted import Caps, walk
 
 EXPECTED_FILES = ("dataset.py", "model.py", "train.py", "main.py")
 AUGMENTATIONS = ("RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "RandomAffine", "ColorJitter",
@@ -51,8 +52,13 @@ def _names_used(files: Mapping[str, str]) -> set[str]:
     return names
 
 
-def _xlsx(results: Path, stem: str) -> Path | None:
-    hits = sorted(results.rglob(f"{stem}*.xlsx"))
+def _outputs(results: Path) -> list[Path]:
+    """The regular files the pipeline saved (links, FIFOs and devices are not looked at)."""
+    return walk(results, Caps(max_file_bytes=1 << 62, max_total_bytes=1 << 62)).files
+
+
+def _xlsx(outputs: list[Path], stem: str) -> Path | None:
+    hits = sorted(p for p in outputs if p.name.startswith(stem) and p.suffix == ".xlsx")
     return hits[0] if hits else None
 
 
@@ -124,14 +130,15 @@ def check(files: Mapping[str, str], attempt: Path, stdout: str, n_pool: int,
     calls = _calls(files)
     called = {name for name, _ in calls}
     used = _names_used(files)
-    pngs = [p.name.lower() for p in results.rglob("*.png")]
+    outputs = _outputs(results)
+    pngs = [p.name.lower() for p in outputs if p.suffix.lower() == ".png"]
     kinds = set(checkpoint_kinds.values())
     items: dict[str, Callable[[], bool]] = {
         "four_files": lambda: set(files) == set(EXPECTED_FILES),
-        "train_losses_xlsx": lambda: _two_row_table(_xlsx(results, "train_losses")),
-        "val_losses_xlsx": lambda: _two_row_table(_xlsx(results, "val_losses")),
-        "validation_dice_xlsx": lambda: _xlsx(results, "validation_dice_scores") is not None,
-        "test_dice_xlsx": lambda: _xlsx(results, "test_dice_scores") is not None,
+        "train_losses_xlsx": lambda: _two_row_table(_xlsx(outputs, "train_losses")),
+        "val_losses_xlsx": lambda: _two_row_table(_xlsx(outputs, "val_losses")),
+        "validation_dice_xlsx": lambda: _xlsx(outputs, "validation_dice_scores") is not None,
+        "test_dice_xlsx": lambda: _xlsx(outputs, "test_dice_scores") is not None,
         "whole_model_saved": lambda: "whole_model" in kinds,
         "state_dict_saved": lambda: "state_dict" in kinds,
         "loss_plot_png": lambda: any("loss" in p for p in pngs),

@@ -1,7 +1,9 @@
 """Run the held-out inference of one trained pipeline in the sandbox and bring its masks back.
 
 The sandbox sees the pipeline's attempt folder (code and saved models) read-only at /pipeline and the
-held-out split read-only at /data/heldout; never the pool. Scores are computed outside, by the harness.
+held-out images with blank placeholder masks read-only at /data/heldout; never the real masks, never the
+pool. The held-out files are checked against the manifest first; the masks the worker writes are
+checked by header and shape; scores are computed outside, by the harness.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import numpy as np
 from PIL import Image
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
-from llmseg_mlflow.pipeline import knobs, sandbox
+from llmseg_mlflow.evaluation.predictions import PredictionsError, load_predictions
+from llmseg_mlflow.pipeline import knobs, sandbox, untrusted
 from llmseg_mlflow.pipeline.execute import knob_values
 from llmseg_mlflow.pipeline.slots import training_slot
 
@@ -52,20 +55,37 @@ class EvalOutput:
 
 
 def code_files(folder: Path) -> dict[str, str]:
-    """The pipeline's Python files in an attempt folder (the code as it ran)."""
-    return {p.name: p.read_text() for p in sorted(folder.glob("*.py"))}
+    """The pipeline's Python files in an attempt folder (the code as it ran); links and files over 1 MiB are left out."""
+    # The folder was writable by the generated code: a `model.py -> /etc/passwd` link must not be read here.
+    files = {}
+    for path in untrusted.walk(folder, untrusted.Caps(max_file_bytes=1024**2), pattern="*.py").files:
+        try:
+            files[path.name] = untrusted.read_text(path)
+        except untrusted.UntrustedFileError:  # swapped for a link or FIFO since the walk
+            continue
+    return files
 
 
 def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings: EvalSettings,
                      hyperparameters: dict[str, str] | None = None) -> EvalOutput:
-    """Predict every held-out image with the model saved in `attempt`; work in `dest` (recreated)."""
+    """Predict every held-out image with the model saved in `attempt`; work in `dest` (recreated).
+
+    The sandbox writes only to dest/sandbox (returned as `folder`); its logs go to dest/logs, outside it,
+    so what the host reads back cannot be swapped for links. It sees the held-out images with blank masks
+    (`blind_heldout`): the real masks never enter it. PreparedDataModifiedError, before anything runs, when
+    a held-out file no longer matches the manifest.
+    """
     if settings.preprocessing not in PREPROCESSING:
         raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {settings.preprocessing!r}")
+    data.verify_heldout()
+    blind = data.blind_heldout()
     if dest.exists():
         shutil.rmtree(dest)
+    logs = dest / "logs"
+    dest = dest / "sandbox"  # from here on: the one folder the sandbox may write (at /workspace)
     (dest / "out").mkdir(parents=True)
     unsafe = settings.unsafe_no_sandbox
-    pipeline_at, heldout_at, work_at = ((attempt, data.heldout, dest) if unsafe
+    pipeline_at, heldout_at, work_at = ((attempt, blind, dest) if unsafe
                                         else (PIPELINE_INSIDE, HELDOUT_INSIDE, WORK_INSIDE))
     # The code's data knobs point at the held-out split, so its own Dataset reads those files.
     values = knob_values(data, heldout_at, work_at / "scratch", 1, split="heldout")
@@ -84,20 +104,24 @@ def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings:
               "input_size": _int_or_none(hp.get("input_size")), "batch_size": settings.batch_size,
               "final_activation": hp.get("final_activation", "none")}
     (dest / "config.json").write_text(json.dumps(config, indent=2))
-    mounts = sandbox.Mounts(dest, readonly=((attempt, pipeline_at), (data.heldout, heldout_at)),
+    mounts = sandbox.Mounts(dest, readonly=((attempt, pipeline_at), (blind, heldout_at)),
                             workdir_at=None if unsafe else work_at)
     start = time.monotonic()
     with training_slot() as slot_env:  # inference uses the GPU too
         result = sandbox.run([sys.executable, "worker.py", "config.json"], mounts, settings.limits,
-                             log_dir=dest / "logs", env=slot_env, unsafe_no_sandbox=unsafe, name="evaluation")
+                             log_dir=logs, env=slot_env, unsafe_no_sandbox=unsafe, name="evaluation")
     duration = time.monotonic() - start
     if not result.ok:
         tail = result.stderr_text()[-3000:]
         why = "timed out" if result.timed_out else "ran out of memory" if result.out_of_memory else "failed"
         raise EvaluationError(f"held-out inference {why} (exit {result.returncode}):\n{tail}")
-    with np.load(dest / "out" / "predictions.npz") as npz:
-        predictions = {name: npz[name] for name in npz.files}
-    info = json.loads((dest / "out" / "info.json").read_text())
+    try:  # what the sandbox wrote is checked by header before any array is loaded
+        predictions = load_predictions(dest / "out" / "predictions.npz", {h["name"]: tuple(h["size"]) for h in heldout})
+        info = json.loads(untrusted.read_bytes(dest / "out" / "info.json", 1024**2))
+    except (PredictionsError, untrusted.UntrustedFileError, ValueError) as exc:
+        raise EvaluationError(f"held-out inference wrote unusable results: {exc}") from None
+    if not isinstance(info, dict):
+        raise EvaluationError("held-out inference wrote unusable results: info.json is not a JSON object")
     return EvalOutput(predictions, info, duration, dest)
 
 

@@ -12,7 +12,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import get_dataset
-from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation import compliance
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
@@ -44,7 +44,7 @@ def evaluate_pipeline(tree: RunTree, data: PreparedDataset, trained: TrainedPipe
     except EvaluationError as exc:
         with tree.child(Kind.EVALUATION, "evaluation", {"eval_error": str(exc).splitlines()[0][:250]}) as run:
             run.text(str(exc), "eval_error.txt")
-            run.artifact(work_dir / "logs", "logs")
+            run.untrusted_artifact(work_dir / "logs", "logs")
         tree.root.tags({"evaluation_error": str(exc).splitlines()[0][:250], "evaluation_run_id": tree.children[-1]})
         progress(f"evaluation failed: {str(exc).splitlines()[0]}")
         return None
@@ -125,7 +125,7 @@ def open_logged_pipeline(run_id: str, unsafe_no_sandbox: bool, data_root: Path |
     """(client, tree, root run, prepared dataset) of a logged pipeline; every input problem is a UsageError."""
     from llmseg_mlflow.generate import llmseg_home
 
-    with bad_input(sandbox.SandboxUnavailable):
+    with bad_input(sandbox.SandboxUnavailable, PreparedDataModifiedError):
         if not unsafe_no_sandbox:
             sandbox.check_available()
         check_tracking_server()
@@ -136,6 +136,7 @@ def open_logged_pipeline(run_id: str, unsafe_no_sandbox: bool, data_root: Path |
             raise UsageError(str(exc)) from None
         root = client.get_run(run_id)
         data = dataset_of(root.data.tags, root.data.params, (data_root or llmseg_home() / "data").resolve())
+        data.verify_heldout()
     return client, tree, root, data
 
 

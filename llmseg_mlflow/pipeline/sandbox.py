@@ -21,7 +21,7 @@ from typing import Callable
 
 import psutil
 
-from llmseg_mlflow.pipeline import cgroups
+from llmseg_mlflow.pipeline import cgroups, untrusted
 
 # What Python and its libraries need from /etc; nothing else of the host is bound.
 _ETC_FILES = (
@@ -95,12 +95,20 @@ class ExecResult:
                 and not self.too_many_processes and not self.disk_quota)
 
     def stderr_text(self) -> str:
-        """The captured stderr (capped when written; the harness wrote this file, outside every mount)."""
-        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+        """The captured stderr (its last MB; the harness writes it outside every writable mount)."""
+        return _log_text(self.stderr_path)
 
     def stdout_text(self) -> str:
-        """The captured stdout (capped when written)."""
-        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+        """The captured stdout (its last MB)."""
+        return _log_text(self.stdout_path)
+
+
+def _log_text(path: Path) -> str:
+    """A log read as untrusted all the same: a link or FIFO put in its place is never followed."""
+    try:
+        return untrusted.read_text(path)
+    except untrusted.UntrustedFileError as exc:
+        return f"[llmseg: {path.name} not read: {exc.reason}]"
 
 
 def bwrap_path() -> str | None:

@@ -14,6 +14,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from llmseg_mlflow.pipeline.untrusted import Caps, Skipped, copy_tree
 from llmseg_mlflow.tracking.schema import Cohort, Kind
 
 _MAX_PARAM = 6000  # MLflow's limit on a param value; longer text belongs in artifacts
@@ -93,11 +94,28 @@ class RunLogger:
             self.client.log_artifacts(self.run_id, tmp, artifact_dir)
 
     def artifact(self, path: Path, artifact_dir: str | None = None) -> None:
-        """Upload a local file or folder."""
+        """Upload a local file or folder the harness itself wrote (sandbox output: untrusted_artifact)."""
         if path.is_dir():
             self.client.log_artifacts(self.run_id, str(path), artifact_dir)
         elif path.exists():
             self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def untrusted_artifact(self, path: Path, artifact_dir: str | None = None,
+                           caps: Caps | None = None) -> list[Skipped]:
+        """Upload a folder (or one file) sandboxed code wrote: regular files only, within caps; returns the rest.
+
+        Links (`env.txt -> /proc/self/environ`), FIFOs, devices and oversized files are not uploaded; they
+        are listed in `{artifact_dir}/skipped_files.json`. The copy is what gets uploaded, so nothing the
+        uploader opens by path can have been swapped for a link after the check.
+        """
+        with tempfile.TemporaryDirectory(prefix="llmseg-untrusted-") as tmp:
+            listing = copy_tree(path, Path(tmp), caps or Caps())
+            if listing.files:
+                self.client.log_artifacts(self.run_id, tmp, artifact_dir)
+        if listing.skipped:
+            self.json(listing.skipped_json(), f"{artifact_dir}/skipped_files.json" if artifact_dir
+                      else "skipped_files.json")
+        return listing.skipped
 
     def _batch(self, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()) -> None:
         metrics, params, tags = list(metrics), list(params), list(tags)
@@ -165,3 +183,22 @@ class RunTree:
     def finish(self, failed: bool = False) -> None:
         """End the root run (a launch run started by `mlflow run` is ended by mlflow itself)."""
         self.client.set_terminated(self.root.run_id, "FAILED" if failed else "FINISHED")
+
+    def fail_harness(self, exc: BaseException) -> str:
+        """Mark the root FAILED with status=harness_error and a one-line reason; never raises.
+
+        The platform failed, not the pipeline: whatever was logged before stays, the full traceback is
+        kept as `harness_error.txt`, and each step is tried on its own (the server may be the failure).
+        """
+        import traceback
+
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:250]
+        steps = (lambda: self.root.tags({"status": "harness_error", "error": reason}),
+                 lambda: self.root.text("".join(traceback.format_exception(exc)), "harness_error.txt"),
+                 lambda: self.finish(failed=True))
+        for step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - best effort: the caller still reports the reason
+                pass
+        return reason

@@ -91,7 +91,9 @@ def test_ham10000_part_folders_merge_and_kaggle_duplicates_count_once(tmp_path: 
     assert prepared.n_pool + prepared.n_heldout == 10
     image, mask = prepared.pool_pairs()[0]
     assert image.suffix == ".jpg" and mask.name == f"{image.stem}_segmentation.png"
-    assert image.stat().st_ino == (source / "HAM10000_images_part_1" / image.name).stat().st_ino  # linked, not copied
+    original = source / "HAM10000_images_part_1" / image.name
+    assert image.read_bytes() == original.read_bytes()  # the JPEG as it was, not re-encoded
+    assert image.stat().st_ino != original.stat().st_ino and image.stat().st_nlink == 1  # a copy: the source is safe
     skipped = {s.reason: s.count for s in prepared.summary.skipped}
     assert skipped["duplicate copies (same name and size in another folder), ignored"] == 5
     assert skipped["file(s) beside the image folders (.csv), not read"] == 1
