@@ -122,6 +122,7 @@ def log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
         root_metrics["params_total"] = n_params
     with tree.child(Kind.TRAINING, "training", {"attempt": attempt.number}) as run:
         run.metrics({**root_metrics, "peak_rss_gb": attempt.result.peak_rss_gb,
+                     "peak_memory_gb": attempt.result.peak_memory_gb,
                      "preflight_s": out.preflight.result.duration_s if out.preflight else None})
         # the code as run (overrides applied) and all it wrote: links, FIFOs, huge files are left out
         run.untrusted_artifact(attempt.folder, "attempt")
@@ -135,8 +136,9 @@ def log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
             run.tags({"results_error": str(exc)[:500]})
             out.status = Status.FAILED_TRAINING
             return root_metrics
-        run.json({"missing": results.missing, "problems": results.problems,
+        run.json({"missing": results.missing, "problems": results.problems, "layouts": results.layouts,
                   "files": {k: str(v) for k, v in results.files.items()}}, "results.json")
+        run.tags({f"layout.{name.removesuffix('.xlsx')}": where for name, where in results.layouts.items()})
         if not results.train_loss or not results.val_loss:
             out.status = Status.FAILED_TRAINING
             run.tags({"results_error": f"missing loss files: {', '.join(results.missing) or 'empty'}"})

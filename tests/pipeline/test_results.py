@@ -306,3 +306,47 @@ def test_csv_text_saved_under_an_excel_name_is_still_read(tmp_path: Path) -> Non
     results = read_results(tmp_path)
     assert results.train_loss == [0.5, 0.4]
     assert any("CSV text with an Excel name" in p for p in results.problems)
+
+
+# --- stray cells and the line read (issue 23 item 3) -------------------------------------------------
+
+def test_loss_row_is_chosen_by_content_not_the_epoch_row(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append([1, 2, 3, 1])  # the epoch row with a stray value right next to it: no longer 1, 2, 3, ...
+    wb.active.append([0.9, 0.6, 0.4])
+    wb.save(tmp_path / "train_losses.xlsx")
+    results = read_results(tmp_path)
+    assert results.train_loss == [0.9, 0.6, 0.4]
+    assert results.layouts == {"train_losses.xlsx": "row 2 of sheet 'Sheet'"}
+
+
+@pytest.mark.parametrize("stray", ["XFD1", "F1", "A40", "XFD1048576"])
+def test_stray_cell_apart_from_the_table_is_ignored(tmp_path: Path, stray: str) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["Epoch", "Loss"])
+    for epoch, loss in ((1, 0.5), (2, 0.4), (3, 0.3)):
+        ws.append([epoch, loss])
+    ws[stray] = 7
+    wb.save(tmp_path / "val_losses.xlsx")
+    results = read_results(tmp_path)
+    assert results.val_loss == [0.5, 0.4, 0.3]
+    assert results.layouts["val_losses.xlsx"] == "column B of sheet 'Sheet'"
+
+
+def test_layouts_name_where_each_file_was_read(tmp_path: Path) -> None:
+    write_full_run(tmp_path / "outputs")
+    assert read_results(tmp_path).layouts == {
+        "train_losses.xlsx": "row 2 of sheet 'Sheet1'",
+        "val_losses.xlsx": "column C of sheet 'Sheet1'",  # A: pandas index, B: epochs
+        "validation_dice_scores.xlsx": "rows 2-4 (epochs) x columns B-C (batches) of sheet 'Sheet1'",
+        "test_dice_scores.xlsx": "row 2 (epochs) x columns A-C (batches) of sheet 'Sheet1'",
+    }
+    transposed = tmp_path / "other"
+    transposed.mkdir()
+    dice_epochs_as_columns(transposed / "validation_dice_scores.xlsx", EPOCH_DICE)
+    column_of_values(transposed / "train_losses.xlsx", [1, 2], [0.5, 0.25])
+    assert read_results(transposed).layouts == {
+        "train_losses.xlsx": "column A of sheet 'Sheet1'",
+        "validation_dice_scores.xlsx": "columns A-C (epochs) x rows 2-4 (batches) of sheet 'Sheet1'",
+    }
