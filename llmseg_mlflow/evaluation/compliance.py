@@ -6,11 +6,13 @@ saved-model kinds the sandboxed evaluator found (unpickling happens only in the 
 from __future__ import annotations
 
 import ast
+import math
 import re
 from pathlib import Path
 from typing import Callable, Mapping
 
 from llmseg_mlflow.pipeline import architecture
+from llmseg_mlflow.pipeline.results import ResultsError, read_rows
 from llmseg_mlflow.pipeline.untrusted import Caps, walk
 
 EXPECTED_FILES = ("dataset.py", "model.py", "train.py", "main.py")
@@ -66,20 +68,13 @@ def _two_row_table(path: Path | None) -> bool:
     """Row 1 the epoch numbers 1..n (or 0..n-1), row 2 one number per epoch (items 7-8)."""
     if path is None:
         return False
-    import pandas as pd
-
-    try:
-        grid = pd.read_excel(path, header=None)
-    except Exception:  # noqa: BLE001 - an unreadable file is simply not compliant
+    try:  # the pipeline wrote it: read within the same bounds as its curves
+        rows = read_rows(path)
+    except ResultsError:  # an unreadable file is simply not compliant
         return False
-    grid = grid.dropna(how="all").dropna(axis=1, how="all")
-    if grid.shape[0] != 2 or grid.shape[1] < 1:
+    if len(rows) != 2 or not rows[0] or all(math.isnan(v) for v in rows[1]):
         return False
-    try:
-        epochs = [float(v) for v in grid.iloc[0]]
-        [float(v) for v in grid.iloc[1]]
-    except (TypeError, ValueError):
-        return False
+    epochs = rows[0]
     n = len(epochs)
     return epochs in ([float(i) for i in range(1, n + 1)], [float(i) for i in range(n)])
 

@@ -17,7 +17,7 @@ import openpyxl
 import pytest
 
 from llmseg_mlflow.evaluation.predictions import PredictionsError, load_predictions
-from llmseg_mlflow.pipeline import results
+from llmseg_mlflow.pipeline import results, workbook
 from llmseg_mlflow.pipeline.results import ResultsError, find_result_files, read_loss_curve, read_results
 
 
@@ -73,11 +73,11 @@ def sheet_of(rows: int, cols: int) -> bytes:
 def test_number_parsing_is_linear_in_the_text() -> None:
     for text in ("1" * 100_000, "1" * 5000 + "x", "tensor(" + "1" * 100_000, "[" + "9" * 100_000 + "]"):
         start = time.perf_counter()
-        number, label = results._cell(text)
+        number, label = workbook._cell(text)
         assert time.perf_counter() - start < 0.05
-        assert np.isnan(number) and len(label) <= results.MAX_TEXT  # a digit string that long is no number
-    assert results._cell("tensor(0.6931, device='cuda:0', grad_fn=<MeanBackward0>)")[0] == pytest.approx(0.6931)
-    assert results._cell("[0.25]")[0] == 0.25 and results._cell("1e-3")[0] == 0.001
+        assert np.isnan(number) and len(label) <= workbook.MAX_TEXT  # a digit string that long is no number
+    assert workbook._cell("tensor(0.6931, device='cuda:0', grad_fn=<MeanBackward0>)")[0] == pytest.approx(0.6931)
+    assert workbook._cell("[0.25]")[0] == 0.25 and workbook._cell("1e-3")[0] == 0.001
 
 
 def test_long_digit_strings_in_a_workbook_finish_fast(tmp_path: Path) -> None:
