@@ -70,7 +70,7 @@ def main() -> None:
 
     def harness(preflight: bool) -> float:
         cfg = GenerateConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, study="bench",
-                             preflight=preflight, work_root=work / "pipelines")
+                             preflight=preflight, work_root=work / "pipelines", evaluate=False)
         start = time.monotonic()
         result = run_generate(cfg)
         assert result.status == "succeeded", result

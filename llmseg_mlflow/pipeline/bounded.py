@@ -225,7 +225,9 @@ _server: tuple[int, subprocess.Popen] | None = None  # (pid of the process that 
 
 def _start_server() -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+    # It parses hostile bytes: it gets no keys or tokens, only what Python needs to start.
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV") if k in os.environ}
+    env = {**keep, "OPENBLAS_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, "-m", "llmseg_mlflow.pipeline.bounded", "--serve"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
