@@ -222,7 +222,20 @@ def _drain(stream, path: Path, cap: int, truncated: list[str],
             truncated.append(path.name)
 
 
-def _tree_rss(root: psutil.Process) -> int:
+def _pss(pid: int) -> int:
+    """Proportional set size: shared pages split between their users, so forked workers count them once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _tree_memory(root: psutil.Process, proportional: bool) -> int:
+    """Memory of the process tree: the RSS sum, or (the watchdog's measure without a cgroup) the PSS sum."""
     total = 0
     try:
         procs = [root, *root.children(recursive=True)]
@@ -230,7 +243,7 @@ def _tree_rss(root: psutil.Process) -> int:
         return 0
     for proc in procs:
         try:
-            total += proc.memory_info().rss
+            total += _pss(proc.pid) if proportional else proc.memory_info().rss
         except psutil.Error:
             pass
     return total
@@ -376,7 +389,9 @@ def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
             if time.monotonic() - start > limits.timeout_s:
                 timed_out = True
             else:
-                peak = max(peak, _tree_rss(root))
+                # With a cgroup the kernel enforces the cap and the RSS sum is only reported; without one
+                # the watchdog uses PSS, since an RSS sum counts pages shared by forked workers many times.
+                peak = max(peak, _tree_memory(root, proportional=cgroup is None))
                 oom = cgroup is None and peak > mem_cap
                 quota = disk_usage(mounts.workdir)[0] > disk_cap
             if timed_out or oom or quota:

@@ -125,3 +125,35 @@ def test_limits_that_cannot_be_enforced_are_named(tmp_path):
     assert any("--disk-gb 1e+09" in n and "free under" in n for n in notes)
     with pytest.raises(ValueError, match="--disk-gb must be positive"):
         sandbox.check_limits(sandbox.Limits(disk_gb=0), tmp_path)
+
+
+SHARED_LOADERS = """
+    import time
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    BIG = np.ones(300 * 1024 * 1024 // 8)  # 300 MB, made before the workers fork: shared with them
+
+    class Shared(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            time.sleep(1.5)  # long enough for the once-a-second watchdog to see every worker
+            return float(BIG.sum())  # every page touched: in each worker's RSS
+
+    print(sum(float(x) for x in DataLoader(Shared(), batch_size=1, num_workers=2)))
+"""
+
+
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup", "watchdog"])
+def test_workers_sharing_memory_are_not_counted_twice(tmp_path, monkeypatch, cgroup):
+    # The RSS sum of parent + 2 workers is ~900 MB; the memory really used is ~300 MB + torch.
+    if cgroup and not KERNEL_CAPS:
+        pytest.skip(f"no cgroup here ({cgroups.support().reason})")
+    if not cgroup:
+        monkeypatch.setattr(cgroups, "create", lambda *_: None)  # as in a plain container
+    result, error = _run(tmp_path, SHARED_LOADERS, memory_gb=0.75)
+    assert result.ok, (error, result.stderr_text()[-800:])
+    assert result.stdout_text().strip()
