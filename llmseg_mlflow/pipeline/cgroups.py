@@ -71,9 +71,7 @@ def _probe_v2() -> Support:
     return Support(2, (top,))
 
 
-@lru_cache(maxsize=1)
-def support() -> Support:
-    """Probe once per process which cgroup hierarchy this machine offers us."""
+def _probe() -> Support:
     try:
         if (ROOT / "memory" / "memory.limit_in_bytes").exists() and (ROOT / "pids").is_dir():
             return _probe_v1()
@@ -84,6 +82,26 @@ def support() -> Support:
         return Support(0, reason=f"no cgroup hierarchy is mounted at {ROOT}")
     except OSError as exc:
         return Support(0, reason=str(exc))
+
+
+def _remove_stale(sup: Support) -> None:
+    """Remove the empty cgroups of llmseg processes that were killed before they could clean up."""
+    for parent in sup.parents:
+        for folder in parent.glob("llmseg-*-*"):
+            owner = folder.name.split("-")[1]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                try:
+                    folder.rmdir()  # refused while a process is still in it
+                except OSError:
+                    pass
+
+
+@lru_cache(maxsize=1)
+def support() -> Support:
+    """Probe once per process which cgroup hierarchy this machine offers us."""
+    sup = _probe()
+    _remove_stale(sup)
+    return sup
 
 
 _WARNED: list[str] = []
