@@ -149,11 +149,11 @@ SHARED_LOADERS = """
 
 @pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup", "watchdog"])
 def test_workers_sharing_memory_are_not_counted_twice(tmp_path, monkeypatch, cgroup):
-    # The RSS sum of parent + 2 workers is ~900 MB; the memory really used is ~300 MB + torch.
+    # Measured here: the RSS sum of parent + 2 workers peaks near 2 GB, their PSS sum near 0.8 GB.
     if cgroup and not KERNEL_CAPS:
         pytest.skip(f"no cgroup here ({cgroups.support().reason})")
     if not cgroup:
         monkeypatch.setattr(cgroups, "create", lambda *_: None)  # as in a plain container
-    result, error = _run(tmp_path, SHARED_LOADERS, memory_gb=0.75)
+    result, error = _run(tmp_path, SHARED_LOADERS, memory_gb=1.2)
     assert result.ok, (error, result.stderr_text()[-800:])
     assert result.stdout_text().strip()
