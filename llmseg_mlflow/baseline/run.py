@@ -276,8 +276,8 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
         _fail(tree, Status.FAILED_TRAINING, exc)
         progress(f"baseline {cohort.run_name}: nnU-Net failed; see logs/nnunet.log of run {run_id}")
         return GenerateResult(run_id, Status.FAILED_TRAINING.value, 0)
-    except BaseException as exc:
-        _fail(tree, Status.HARNESS_ERROR, exc)
+    except BaseException as exc:  # the platform failed, not nnU-Net: the same one-line reason as generate's
+        tree.fail_harness(exc)
         raise
     tree.root.tags({"status": Status.SUCCEEDED.value})
     tree.finish()

@@ -85,7 +85,6 @@ class ExecResult:
     disk_quota: bool = False
     peak_rss_gb: float = 0.0
     peak_memory_gb: float | None = None  # the cgroup's peak (tmpfs and page cache included), where there is one
-    enforcement: str = ""  # what enforced memory/process caps: cgroup-v1, cgroup-v2 or rlimits+watchdog
     truncated: list[str] = field(default_factory=list)
 
     @property
@@ -289,7 +288,7 @@ def enforcement() -> str:
 def check_limits(limits: Limits, workdir: Path) -> list[str]:
     """What of `limits` this machine cannot enforce as asked, each with what is enforced instead.
 
-    Non-positive caps are bad input (ValueError); the rest are warnings the caller shows and logs.
+    Non-positive caps are bad input (ValueError); the rest are warnings for the caller to show.
     """
     for name in ("timeout_s", "memory_gb", "disk_gb", "max_processes"):
         if not getattr(limits, name) > 0:
@@ -415,5 +414,5 @@ def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
         stdout_path=out_path, stderr_path=err_path, timed_out=timed_out, out_of_memory=oom,
         too_many_processes=facts[1] and not (timed_out or oom), disk_quota=quota,
         peak_rss_gb=peak / 1024**3, peak_memory_gb=facts[2] / 1024**3 if cgroup else None,
-        enforcement=enforcement(), truncated=truncated,
+        truncated=truncated,
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llmseg_mlflow.catalog import prepare
+from llmseg_mlflow.catalog import integrity
 from llmseg_mlflow.catalog.datasets import ENV_VAR, DatasetSpec, load_datasets
 from llmseg_mlflow.catalog.prepare import (PreparedDataModifiedError, load_prepared, prepare_dataset,
                                            verify_prepared)
@@ -81,10 +81,10 @@ def test_a_changed_heldout_file_stops_the_next_evaluation(spec, tmp_path):
 
 def test_verification_hashes_only_what_changed(spec, tmp_path, monkeypatch):
     _, prepared = _prepared(spec, tmp_path)
-    monkeypatch.setattr(prepare, "_SETTLED_NS", 0)  # files written in the last 2 s are always hashed again
+    monkeypatch.setattr(integrity, "_SETTLED_NS", 0)  # files written in the last 2 s are always hashed again
     hashed: list[Path] = []
-    real_sha = prepare._sha256
-    monkeypatch.setattr(prepare, "_sha256", lambda path: hashed.append(path) or real_sha(path))
+    real_sha = integrity._sha256
+    monkeypatch.setattr(integrity, "_sha256", lambda path: hashed.append(path) or real_sha(path))
     prepared.verify_heldout()
     assert len(hashed) == 2 * prepared.n_heldout  # the first call hashes every held-out image and mask
     hashed.clear()
@@ -94,7 +94,7 @@ def test_verification_hashes_only_what_changed(spec, tmp_path, monkeypatch):
     os.utime(image)  # touched, same bytes: hashed again, and still fine
     prepared.verify_heldout()
     assert hashed == [image]
-    assert json.loads((prepared.root / prepare.VERIFIED).read_text())["digest"] == prepared.digest
+    assert json.loads((prepared.root / integrity.VERIFIED).read_text())["digest"] == prepared.digest
 
 
 def test_the_blind_heldout_has_every_image_and_only_blank_masks(spec, tmp_path):
