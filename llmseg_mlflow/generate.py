@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import DatasetSpec, get_dataset
 from llmseg_mlflow.catalog.models import ModelSpec, get_model
-from llmseg_mlflow.catalog.prepare import (PreparedDataModifiedError, PreparedDataset, load_prepared,
-                                           prepare_dataset)
+from llmseg_mlflow.catalog.prepare import (PreparedDataModifiedError, PreparedDataset, layout_changes,
+                                           load_prepared, prepare_dataset)
 from llmseg_mlflow.errors import bad_input
 from llmseg_mlflow.llm import tracing
 from llmseg_mlflow.llm.base import LLMError, Provider, make_provider
@@ -83,10 +83,14 @@ def llmseg_home() -> Path:
     return Path(os.environ.get("LLMSEG_HOME", Path.home() / ".llmseg")).expanduser().resolve()
 
 
-def ensure_prepared(spec: DatasetSpec, data_root: Path) -> PreparedDataset:
-    """The prepared dataset; synthetic ones are generated on first use, real ones must be prepared first."""
+def ensure_prepared(spec: DatasetSpec, data_root: Path,
+                    progress: Callable[[str], None] | None = None) -> PreparedDataset:
+    """The prepared dataset; synthetic ones are generated on first use, real ones must be prepared first.
+    One prepared with other names or encodings than the entry says is prepared again (same split)."""
     prepared = load_prepared(spec, data_root)
     if prepared is not None:
+        if layout_changes(prepared, spec):
+            return prepare_dataset(spec, data_root, progress=progress)
         return prepared
     if spec.synthetic is None:
         raise FileNotFoundError(
@@ -163,7 +167,8 @@ def choices(files: dict[str, str]) -> dict[str, str]:
 
 def evaluate_trained(tree: RunTree, data: PreparedDataset, out: LoopOutcome, ws: Workspace, preprocessing: str,
                      unsafe_no_sandbox: bool, limits: sandbox.Limits, progress: Callable[[str], None]) -> float | None:
-    """The held-out evaluation of the attempt that trained; returns its mean Dice (None if it failed)."""
+    """The held-out evaluation of the attempt that trained; returns its mean Dice. A failed evaluation sets
+    the status to evaluation_failed (the root's `evaluation_error` tag says why) and returns None."""
     from llmseg_mlflow.evaluation.evaluator import EvalSettings
     from llmseg_mlflow.evaluation.run import TrainedPipeline, evaluate_pipeline
 
@@ -172,7 +177,10 @@ def evaluate_trained(tree: RunTree, data: PreparedDataset, out: LoopOutcome, ws:
     trained = TrainedPipeline(attempt.folder, attempt.result.stdout_text(), choices(out.files))
     settings = EvalSettings(preprocessing, limits, unsafe_no_sandbox=unsafe_no_sandbox)
     scores = evaluate_pipeline(tree, data, trained, ws.root / "evaluation", settings, progress)
-    return None if scores is None else scores.summary()["heldout_dice_mean"]
+    if scores is None:
+        out.status = Status.EVALUATION_FAILED
+        return None
+    return scores.summary()["heldout_dice_mean"]
 
 
 def _log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str, float]) -> None:
@@ -202,7 +210,7 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
         if not cfg.unsafe_no_sandbox:
             sandbox.check_available()
         provider = build_provider(model, cfg, home)
-        data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve())
+        data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve(), progress)
         data.verify_heldout()  # cheap when unchanged; checked again before the evaluation
         template = prompt.load_template()
         text = prompt.render(template, data.prompt_fills())
@@ -260,7 +268,7 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
         progress(f"pipeline {tree.cohort.run_name}: harness_error: {reason}")
         return GenerateResult(run_id, Status.HARNESS_ERROR.value, sum(loop.out.errors.values()), None, reason)
     tracing.flush()
-    tree.finish()
+    tree.finish(failed=out.status == Status.EVALUATION_FAILED)
     progress(f"pipeline {tree.cohort.run_name}: {out.status.value}")
     return GenerateResult(run_id, out.status.value, sum(out.errors.values()), dice)
 

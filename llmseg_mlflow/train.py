@@ -107,6 +107,6 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
             raise
         progress(f"{name}: harness_error: {reason}")
         return GenerateResult(tree.root.run_id, Status.HARNESS_ERROR.value, 0, None, reason)
-    tree.finish()
+    tree.finish(failed=out.status == Status.EVALUATION_FAILED)
     progress(f"{name}: {out.status.value}" + (f", held-out Dice {dice:.3f}" if dice is not None else ""))
     return GenerateResult(tree.root.run_id, out.status.value, int(metrics["errors_total"]), dice)

@@ -143,3 +143,20 @@ def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
     broken = write_replies(tmp_path / "b", ["no code here"])
     gave_up = _cli("generate", "--model", f"replay:{broken}", "--dataset", DATASET, "--max-fix-rounds", "0", env=env)
     assert gave_up.returncode == 3 and json.loads(gave_up.stdout.strip().splitlines()[-1])["status"] == "no_code"
+
+
+def test_a_trained_pipeline_whose_evaluation_fails_says_so_on_the_root(tracking, llmseg_home, tmp_path):
+    no_model = with_bug(FILES, "train.py", '    torch.save(model, f"{save_path}/unet_model.pth")\n'
+                        '    torch.save(model.state_dict(), f"{save_path}/unet_state_dict.pth")\n', "")
+    replies = write_replies(tmp_path / "replies", [as_reply(no_model)])
+    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-evalfail", epochs=1,
+                                         max_fix_rounds=0))
+    client = MlflowClient()
+    root = client.get_run(result.run_id)
+    assert result.status == "evaluation_failed" and result.heldout_dice_mean is None
+    assert root.data.tags["status"] == "evaluation_failed" and root.info.status == "FAILED"
+    assert "no loadable model file" in root.data.tags["evaluation_error"]
+    kids = {r.data.tags["kind"]: r for r in _children(client, root)}
+    assert kids["training"].info.status == "FINISHED"  # it trained ...
+    assert kids["evaluation"].info.status == "FAILED"  # ... and the evaluation is what failed
+    assert kids["evaluation"].info.run_id == root.data.tags["evaluation_run_id"]

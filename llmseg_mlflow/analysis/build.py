@@ -81,8 +81,11 @@ def section_overview(c: Context) -> None:
     meta = _model_meta(study)
     counts = meta.join(counts).reset_index()
     c.out.table("status", "Pipelines per model by status", "overview", counts)
-    c.out.table("never_ran", "Pipelines without held-out Dice", "overview", tb.never_ran(study),
+    c.out.table("never_ran", "Pipelines whose code never trained to the end", "overview", tb.never_ran(study),
                 "They count in error tables and are left out of every Dice statistic.")
+    c.out.table("evaluation_failed", "Pipelines that trained but could not be evaluated", "overview",
+                tb.evaluation_failed(study),
+                "Their code ran; the held-out evaluation failed for the reason shown. No Dice, not counted as never ran.")
 
 
 def section_errors(c: Context) -> None:

@@ -70,12 +70,10 @@ def load_truth(dataset: str, index: int, data_root: Path, catalog: dict | None =
     img_path, mask_path = pairs[index]
     try:
         image = np.asarray(Image.open(img_path))
-        mask = np.asarray(Image.open(mask_path))
-    except OSError as exc:
+        mask = prepared.read_mask(mask_path)
+    except (OSError, ValueError) as exc:
         return Truth(img_path.name, None, None, f"cannot read {img_path.name}: {exc}")
-    if mask.ndim == 3:
-        mask = mask[..., 0]
-    return Truth(img_path.name, image, mask > (mask.max() / 2 if mask.max() else 0))
+    return Truth(img_path.name, image, mask)
 
 
 def _local(cache: RunCache, eval_run: str) -> Path | None:

@@ -18,7 +18,7 @@ SERIES_KEYS = (*CURVES, IMAGE_DICE)
 PIPELINE, BASELINE, BUDGET = "pipeline", "baseline", "budget"
 
 ID_COLUMNS = ["run_id", "run_name", "role", "is_baseline", "model", "year", "reasoning", "dataset", "repeat", "provider", "status",
-              "run_status", "budget", "source_run", "evaluation_run_id", "experiment_id", "artifact_uri"]
+              "run_status", "budget", "source_run", "evaluation_run_id", "evaluation_error", "experiment_id", "artifact_uri"]
 
 
 @dataclass
@@ -144,7 +144,8 @@ def build_study(roots: list[Root], series: dict[str, RunSeries],
             **{k: tags.get(k, "") for k in ("model", "year", "reasoning", "dataset", "provider", "status")},
             "repeat": int(float(tags["repeat"])) if tags.get("repeat", "").strip() else 0,
             "run_status": run.status, "budget": _number(tags.get("budget")), "source_run": tags.get("source_run", ""),
-            "evaluation_run_id": tags.get("evaluation_run_id", ""), "experiment_id": run.experiment_id,
+            "evaluation_run_id": tags.get("evaluation_run_id", ""), "evaluation_error": tags.get("evaluation_error", ""),
+            "experiment_id": run.experiment_id,
             "artifact_uri": run.artifact_uri, "start_time": pd.to_datetime(run.start_time, unit="ms") if run.start_time else pd.NaT,
         }
         row.update((overrides or {}).get(row["model"], {}))

@@ -8,7 +8,7 @@ import pandas as pd
 
 from llmseg_mlflow.analysis.stats import quartiles
 from llmseg_mlflow.analysis.table import StudyData
-from llmseg_mlflow.tracking.schema import HYPERPARAMETERS
+from llmseg_mlflow.tracking.schema import HYPERPARAMETERS, Status
 
 
 def error_columns(frame: pd.DataFrame) -> list[str]:
@@ -112,9 +112,16 @@ def architecture(study: pd.DataFrame, year: str | None) -> pd.DataFrame:
 
 
 def never_ran(study: pd.DataFrame) -> pd.DataFrame:
-    """Pipelines without held-out Dice: they count in the error tables and are left out of Dice statistics."""
+    """Pipelines whose code never trained to the end: they count in the error tables, not in Dice statistics."""
     cols = ["run_id", "run_name", "model", "dataset", "repeat", "status", "errors_total", "debug_iterations"]
-    return study[study.heldout_dice_mean.isna()][cols].reset_index(drop=True)
+    failed_eval = study.status == Status.EVALUATION_FAILED.value
+    return study[study.heldout_dice_mean.isna() & ~failed_eval][cols].reset_index(drop=True)
+
+
+def evaluation_failed(study: pd.DataFrame) -> pd.DataFrame:
+    """Pipelines that trained but whose held-out evaluation failed, with the reason (no Dice, apart from never_ran)."""
+    cols = ["run_id", "run_name", "model", "dataset", "repeat", "evaluation_error", "evaluation_run_id"]
+    return study[study.status == Status.EVALUATION_FAILED.value][cols].reset_index(drop=True)
 
 
 def variability_configs(study: pd.DataFrame, models: list[str]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from llmseg_mlflow.catalog.masks import ColourMaskError, read_mask
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.errors import UsageError
 
@@ -81,26 +82,16 @@ def read_image(path: Path, colour: str) -> Image.Image:
                          "(`llmseg datasets prepare NAME --force`)") from exc
 
 
-def read_label(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """A prepared mask as nnU-Net labels (uint8 0/1); anything but a binary mask of `size` is an error."""
+def read_label(path: Path, size: tuple[int, int], levels: tuple[int, int] = (0, 255)) -> np.ndarray:
+    """A prepared mask as nnU-Net labels (uint8 0/1), by the platform's one mask rule; a mask of another
+    size than its image is an error."""
     try:
-        with Image.open(path) as img:
-            mask = np.asarray(img.convert("L"))
-    except OSError as exc:
-        raise UsageError(f"cannot read mask {path} ({exc}); re-prepare the dataset") from exc
-    if mask.shape[::-1] != size:
-        raise UsageError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is {size[0]}x{size[1]}; "
+        label = read_mask(path, levels).astype(np.uint8)
+    except (OSError, ColourMaskError) as exc:
+        raise UsageError(f"cannot read mask {path} ({type(exc).__name__}: {exc}); re-prepare the dataset") from exc
+    if label.shape[::-1] != size:
+        raise UsageError(f"mask {path} is {label.shape[1]}x{label.shape[0]} but its image is {size[0]}x{size[1]}; "
                          "nnU-Net needs them the same size: re-prepare the dataset")
-    values = set(np.unique(mask).tolist())
-    if values <= {0, 255}:
-        label = (mask == 255).astype(np.uint8)
-    elif values <= {0, 1}:
-        label = mask.astype(np.uint8)
-    else:
-        shown = sorted(values)[:8]
-        raise UsageError(f"mask {path} holds the values {shown}{' ...' if len(values) > 8 else ''}, "
-                         "not 0/255: the baseline needs binary masks (labels 0/1 for nnU-Net); "
-                         "re-prepare the dataset, or fix the mask")
     check_labels(label, path)
     return label
 
@@ -112,11 +103,12 @@ def check_labels(label: np.ndarray, path: Path) -> None:
         raise UsageError(f"labels converted from {path} hold {bad.tolist()[:8]}, not only 0/1; fix the mask")
 
 
-def _write_case(image: Path, mask: Path | None, colour: str, image_out: Path, label_out: Path | None) -> None:
+def _write_case(image: Path, mask: Path | None, colour: str, image_out: Path, label_out: Path | None,
+                levels: tuple[int, int] = (0, 255)) -> None:
     img = read_image(image, colour)
     img.save(image_out)  # PNG: lossless, and the only format of the three nnU-Net reads that we need
     if mask is not None and label_out is not None:
-        Image.fromarray(read_label(mask, img.size)).save(label_out)
+        Image.fromarray(read_label(mask, img.size, levels)).save(label_out)
 
 
 def convert(data: PreparedDataset, raw_root: Path, progress: Callable[[str], None] = lambda _: None) -> RawDataset:
@@ -133,7 +125,7 @@ def convert(data: PreparedDataset, raw_root: Path, progress: Callable[[str], Non
     bar = tqdm(total=len(pool) + len(heldout), desc="convert", unit="img", leave=False)
     for case, (img, mask) in zip(raw.train_cases, pool):
         _write_case(img, mask, data.spec.colour, raw.images_tr / f"{case}_0000{FILE_ENDING}",
-                    raw.labels_tr / f"{case}{FILE_ENDING}")
+                    raw.labels_tr / f"{case}{FILE_ENDING}", data.mask_levels)
         bar.update()
     for case, (img, _) in zip(raw.heldout_cases, heldout):
         _write_case(img, None, data.spec.colour, raw.heldout_image(case), None)

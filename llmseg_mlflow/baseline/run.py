@@ -26,7 +26,7 @@ from llmseg_mlflow.baseline.worker import PREFIX, RESULT, Job
 from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset
 from llmseg_mlflow.errors import UsageError, bad_input
-from llmseg_mlflow.evaluation.record import log_evaluation, read_mask
+from llmseg_mlflow.evaluation.record import log_evaluation
 from llmseg_mlflow.generate import GenerateResult, ensure_prepared, llmseg_home
 from llmseg_mlflow.pipeline import sandbox
 from llmseg_mlflow.pipeline.execute import default_disk_gb
@@ -217,7 +217,7 @@ def _heldout_predictions(data: PreparedDataset, path: Path) -> dict[str, np.ndar
     with np.load(path) as saved:
         masks = {k: saved[k] for k in saved.files}
     for image, mask in data.heldout_pairs():
-        shape = read_mask(mask).shape
+        shape = data.read_mask(mask).shape
         if masks[image.name].shape != shape:
             resized = Image.fromarray(masks[image.name]).resize(shape[::-1], Image.NEAREST)
             masks[image.name] = np.asarray(resized)

@@ -99,6 +99,9 @@ class DatasetSpec:
     image_ext: str = "png"
     mask_ext: str = "png"
     mask_values: tuple[int, int] = (0, 255)
+    # False: the pool holds the source's files as they are (names, formats, mask values), what code
+    # written for the real dataset expects. True: masks re-encoded as 0/255 under the entry's names.
+    normalize: bool = False
     subset_size: int | None = None
     heldout_fraction: float = 0.1
     small_foreground: bool = False
@@ -121,7 +124,7 @@ class DatasetSpec:
 
     @property
     def foreground_value(self) -> int:
-        """Pixel value of foreground in the source masks (stored as 255 once prepared)."""
+        """Pixel value of foreground in the source masks (255 in normalised copies)."""
         return self.mask_values[1]
 
     def images_dir(self, base: Path) -> Path:
@@ -362,11 +365,14 @@ def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
     default_suffix = "_seg" if layout == "suffix" else ""
     image_ext = _as_ext(key, "image_ext", raw.get("image_ext", "png"))
     mask_ext = _as_ext(key, "mask_ext", raw.get("mask_ext", "png"))
-    if mask_ext in LOSSY_EXTS:
+    normalize = raw.get("normalize", False)
+    if not isinstance(normalize, bool):
+        raise _fail(key, "normalize", f"expected true or false, got {normalize!r}")
+    if normalize and mask_ext in LOSSY_EXTS:
         raise _fail(
             key, "mask_ext",
-            f"{mask_ext!r} is lossy and breaks binary masks; prepared masks must be lossless: set "
-            f"mask_ext: png (source masks in .{mask_ext} are still read, binarized and stored as png)",
+            f"{mask_ext!r} is lossy: normalised masks must be lossless: set mask_ext: png (source masks in "
+            f".{mask_ext} are still read and thresholded), or normalize: false to keep the source's files",
         )
     mask_suffix = _as_str(key, "mask_suffix", raw.get("mask_suffix", default_suffix))
     if layout == "suffix" and not mask_suffix:
@@ -411,6 +417,7 @@ def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
         image_ext=image_ext,
         mask_ext=mask_ext,
         mask_values=(values[0], values[1]),
+        normalize=normalize,
         subset_size=None if subset is None else _as_int(key, "subset_size", subset, 2),
         heldout_fraction=float(fraction),
         small_foreground=small,

@@ -16,15 +16,13 @@ import numpy as np
 from PIL import Image
 
 from llmseg_mlflow.catalog.datasets import LOSSY_EXTS
+from llmseg_mlflow.catalog.masks import ColourMaskError, mask_pixels, mask_values
 from llmseg_mlflow.catalog.sources import (
     IMAGE_DIR_ALIASES,
     MASK_DIR_ALIASES,
     RASTER_EXTS,
     DatasetSourceError,
-    SampleProblem,
     guess_mask_suffix,
-    mask_pixels,
-    mask_values,
     split_ext,
     subdirs,
 )
@@ -53,8 +51,8 @@ class DetectedLayout:
     source_image_dirs: tuple[str, ...] = ()
 
     @property
-    def mask_ext(self) -> str:
-        """The prepared masks' extension: the source's when it is a plain lossless one, else png."""
+    def normalized_mask_ext(self) -> str:
+        """The extension of normalised masks: the source's when it is a plain lossless one, else png."""
         return self.source_mask_ext if self.source_mask_ext in ("png", "tif", "tiff", "bmp") else "png"
 
     def describe(self) -> list[str]:
@@ -83,12 +81,12 @@ class DetectedLayout:
             f"background {self.mask_values[0]}, foreground {self.mask_values[1]}",
         ]
         if self.source_mask_ext in LOSSY_EXTS:
-            lines.append(f"masks are .{self.source_mask_ext} (lossy): thresholded to 0/255 and stored as .png")
-        elif self.mask_ext != self.source_mask_ext:
-            lines.append(f"masks are .{self.source_mask_ext}: stored as .{self.mask_ext}")
+            lines.append(f"masks are .{self.source_mask_ext} (lossy): kept as they are; the platform reads a pixel "
+                         f"as foreground when it is nearer {self.mask_values[1]} than {self.mask_values[0]}")
         return lines + list(self.notes)
 
-    def entry(self, title: str, modality: str, subset_size: int | None) -> tuple[dict[str, Any], dict[str, str]]:
+    def entry(self, title: str, modality: str, subset_size: int | None,
+              normalize: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
         """The raw catalog entry and per-field comments for the user's YAML."""
         entry: dict[str, Any] = {
             "title": title,
@@ -102,11 +100,14 @@ class DetectedLayout:
             entry["mask_dir"] = self.mask_dir
         entry["mask_suffix"] = self.mask_suffix
         entry["image_ext"] = self.image_ext
-        entry["mask_ext"] = self.mask_ext
-        if self.mask_ext != self.source_mask_ext:
-            comments["mask_ext"] = f"the source's .{self.source_mask_ext} masks are stored as .{self.mask_ext}"
+        entry["mask_ext"] = self.normalized_mask_ext if normalize else self.source_mask_ext
+        if entry["mask_ext"] != self.source_mask_ext:
+            comments["mask_ext"] = f"the source's .{self.source_mask_ext} masks are stored as .{entry['mask_ext']}"
         entry["mask_values"] = list(self.mask_values)
-        comments["mask_values"] = "[background, foreground] in the source; prepared masks are 0/255"
+        comments["mask_values"] = "[background, foreground] in the source"
+        entry["normalize"] = normalize
+        comments["normalize"] = ("true: masks stored as 0/255 under the entry's names; false: the pool keeps "
+                                 "the source's files as they are")
         entry["subset_size"] = subset_size
         comments["subset_size"] = "null = all"
         entry["heldout_fraction"] = 0.1
@@ -238,8 +239,8 @@ def _mask_values(files: list[Path], foreground: int | None) -> tuple[tuple[int, 
         if img is None:
             continue
         try:
-            arr = mask_pixels(img, path.name)
-        except SampleProblem:
+            arr = mask_pixels(img, path.name, lossy=lossy)
+        except ColourMaskError:
             raise DatasetSourceError(
                 f"{path} is a colour mask (its channels differ); save masks as single-channel images"
             ) from None

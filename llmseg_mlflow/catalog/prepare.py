@@ -16,13 +16,16 @@ import tempfile
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+import numpy as np
+
 from llmseg_mlflow.catalog.datasets import DatasetSpec
+from llmseg_mlflow.catalog.masks import read_mask
 from llmseg_mlflow.catalog.integrity import (
     PreparedDataModifiedError,
     _blind_heldout,
@@ -56,7 +59,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: pools keep the source's files unless normalize (older ones were all normalised)
 _PROBLEM_ORDER = ("unreadable", "colour", "size", "nonbinary", "shape", "orientation", "labels")
 
 
@@ -82,6 +85,16 @@ class PreparedDataset:
     n_pool: int
     n_heldout: int
     summary: PrepareSummary | None = None
+    normalized: bool = True  # masks re-encoded as 0/255; False: the source's own values
+
+    @property
+    def mask_levels(self) -> tuple[int, int]:
+        """(background, foreground) values of the prepared masks."""
+        return (0, 255) if self.normalized else self.spec.mask_values
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """A prepared mask as a boolean array, by the one rule of catalog/masks.py."""
+        return read_mask(path, self.mask_levels)
 
     def pool_images(self) -> Path:
         """Folder of pool images (pool/ for the suffix layout, pool/images for folders)."""
@@ -136,6 +149,7 @@ def _settings(spec: DatasetSpec) -> dict[str, Any]:
         "image_ext": spec.image_ext,
         "mask_ext": spec.mask_ext,
         "mask_values": list(spec.mask_values),
+        "normalize": spec.normalize,
         "subset_size": spec.subset_size,
         "heldout_fraction": spec.heldout_fraction,
         "synthetic": None if spec.synthetic is None else asdict(spec.synthetic),
@@ -216,8 +230,8 @@ class _Stager:
         self.copy = _Copier()
 
     def put(self, sample: Sample) -> _Record:
-        image = self.images / self.spec.image_name(sample.stem)
-        mask = self.masks / self.spec.mask_name(sample.stem)
+        image = self.images / (sample.image_name or self.spec.image_name(sample.stem))
+        mask = self.masks / (sample.mask_name or self.spec.mask_name(sample.stem))
         if image.exists() or mask.exists():
             raise DatasetSourceError(
                 f"dataset {self.spec.key!r}: two samples would both be named {image.name!r}; rename one in the source"
@@ -419,10 +433,27 @@ def _build(
         },
         "patients": {"pool": summary.patients_pool, "heldout": summary.patients_heldout},
         "summary": summary.as_dict(),
+        "pool_layout": _pool_layout(spec, records),
         "digest": _digest(entries),
         "files": entries,
     }
     (base / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+_LAYOUT_FIELDS = ("mask_suffix", "image_ext", "mask_ext")
+
+
+def _pool_layout(spec: DatasetSpec, records: list[_Record]) -> dict[str, str]:
+    """What the pool's names look like (most common suffix and extensions), for the prompt and the knobs."""
+    suffixes, image_exts, mask_exts = Counter(), Counter(), Counter()
+    for record in records:
+        image_stem, image_ext = record.image.name.rpartition(".")[::2]
+        mask_stem, mask_ext = record.mask.name.rpartition(".")[::2]
+        suffixes[mask_stem[len(image_stem):] if mask_stem.startswith(image_stem) else spec.mask_suffix] += 1
+        image_exts[image_ext] += 1
+        mask_exts[mask_ext] += 1
+    return {"mask_suffix": suffixes.most_common(1)[0][0], "image_ext": image_exts.most_common(1)[0][0],
+            "mask_ext": mask_exts.most_common(1)[0][0]}
 
 
 def _move_into_place(spec: DatasetSpec, base: Path, records: list[_Record], held: set[int]) -> list[dict[str, Any]]:
@@ -465,8 +496,9 @@ def load_prepared(spec: DatasetSpec, root: Path) -> PreparedDataset | None:
             "or prepare again with --force (force=True)"
         )
     summary = data.get("summary")
+    layout = {k: v for k, v in (data.get("pool_layout") or {}).items() if k in _LAYOUT_FIELDS}
     prepared = PreparedDataset(
-        spec=spec,
+        spec=replace(spec, **layout),  # the prompt and the knobs describe what the pool holds
         root=base,
         pool=base / "pool",
         heldout=base / "heldout",
@@ -475,6 +507,7 @@ def load_prepared(spec: DatasetSpec, root: Path) -> PreparedDataset | None:
         n_pool=int(data["counts"]["pool"]),
         n_heldout=int(data["counts"]["heldout"]),
         summary=PrepareSummary.from_dict(summary) if isinstance(summary, dict) else None,
+        normalized=bool(_recorded(data, spec)["normalize"]),
     )
     _copy_hard_links(prepared, data["files"])
     return prepared
@@ -514,29 +547,61 @@ def verify_prepared(prepared: PreparedDataset) -> None:
         )
 
 
-def _check_same_request(prepared: PreparedDataset, seed: int) -> None:
-    """An existing preparation made with other settings must not be silently reused."""
+# Settings that only decide names and encodings: a change re-prepares the same split, with a message.
+_LAYOUT_SETTINGS = ("layout", "image_dir", "mask_dir", "mask_suffix", "image_ext", "mask_ext", "mask_values", "normalize")
+
+
+def _recorded(data: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
+    """The manifest's settings; manifests before version 3 hold normalised copies (synthetic data is
+    generated in the entry's format, so both modes give the same pool)."""
+    recorded = dict(data.get("settings", {}))
+    if "normalize" not in recorded:
+        recorded["normalize"] = spec.normalize if spec.is_synthetic else True
+    return recorded
+
+
+def _differences(prepared: PreparedDataset, spec: DatasetSpec, seed: int | None) -> tuple[list[str], list[str]]:
+    """(layout differences, split differences) between a preparation and the catalog entry."""
     data = _read_manifest(prepared.manifest)
-    recorded = data.get("settings", {})
-    differences = []
-    if data.get("seed") != seed:
-        differences.append(f"seed {data.get('seed')} (asked for {seed})")
-    for name, value in _settings(prepared.spec).items():
+    recorded = _recorded(data, spec)
+    layout, split = [], []
+    if seed is not None and data.get("seed") != seed:
+        split.append(f"seed {data.get('seed')} (asked for {seed})")
+    for name, value in _settings(spec).items():
         # Settings added after a manifest was written are not held against it.
         if name in recorded and recorded[name] != value:
-            differences.append(f"{name} {recorded[name]!r} (catalog says {value!r})")
-    if differences:
+            (layout if name in _LAYOUT_SETTINGS else split).append(f"{name} {recorded[name]!r} (catalog says {value!r})")
+    return layout, split
+
+
+def layout_changes(prepared: PreparedDataset, spec: DatasetSpec) -> list[str]:
+    """How the catalog entry's names and encodings differ from the preparation (empty: none)."""
+    return _differences(prepared, spec, None)[0]
+
+
+def _check_same_request(prepared: PreparedDataset, spec: DatasetSpec, seed: int) -> list[str]:
+    """An existing preparation made with other settings must not be silently reused: a changed split is an
+    error; changed names or encodings are returned (the caller re-prepares the same split)."""
+    layout, split = _differences(prepared, spec, seed)
+    if split:
         raise PreparedDataModifiedError(
-            f"{prepared.root} was prepared with {', '.join(differences)}; delete it or prepare "
+            f"{prepared.root} was prepared with {', '.join(split + layout)}; delete it or prepare "
             "again with --force (force=True); the held-out split changes, so earlier runs are not comparable"
         )
+    return layout
+
+
+def _recorded_source(prepared: PreparedDataset) -> Path | None:
+    """The source folder the preparation was read from, if it is a folder that still exists."""
+    label = str(_read_manifest(prepared.manifest).get("source", ""))
+    return Path(label) if label.startswith("/") and Path(label).is_dir() else None
 
 
 def prepare_dataset(
     spec: DatasetSpec,
     root: Path,
     source: Path | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     force: bool = False,
     *,
     skip_invalid: bool = False,
@@ -545,24 +610,39 @@ def prepare_dataset(
 ) -> PreparedDataset:
     """Write root/<key>/{pool,heldout,manifest.json}; reuse a matching earlier preparation.
 
-    source defaults to the entry's source.path; mask_suffix overrides how masks are named in the
-    source (the prepared names follow the entry); skip_invalid leaves out unusable pairs (listed in
-    the summary) instead of failing.
+    source defaults to the entry's source.path; seed to the existing preparation's (else 0); mask_suffix
+    overrides how masks are named in the source; skip_invalid leaves out unusable pairs (listed in the
+    summary) instead of failing. A preparation whose names or encodings differ from the entry (e.g. one
+    made before pools kept the source's files) is made again on the same split, with a message.
     """
     root = Path(root)
     base = root / spec.key
     if force and base.exists():
         shutil.rmtree(base)
     existing = load_prepared(spec, root)
+    replacing = False
     if existing is not None:
-        _check_same_request(existing, seed)
-        verify_prepared(existing)
-        return existing
-    if base.exists():
+        if seed is None:
+            seed = int(_read_manifest(existing.manifest).get("seed", 0))
+        changes = _check_same_request(existing, spec, seed)
+        if not changes:
+            verify_prepared(existing)
+            return existing
+        source = source or (Path(spec.source.path).expanduser() if spec.source.path else None) or _recorded_source(existing)
+        if source is None and spec.synthetic is None:
+            raise PreparedDataModifiedError(
+                f"{base} was prepared with {', '.join(changes)}; prepare it again from its source: "
+                f"`llmseg datasets prepare {spec.key} --source DIR --force`"
+            )
+        if progress is not None:
+            progress(f"re-preparing {spec.key!r} on the same split: it was prepared with {', '.join(changes)}")
+        replacing = True
+    elif base.exists():
         raise PreparedDataModifiedError(
             f"{base} exists but has no {MANIFEST} (an interrupted or foreign folder); delete it or "
             "prepare again with --force (force=True)"
         )
+    seed = 0 if seed is None else seed
     if source is None and spec.source.path:
         source = Path(spec.source.path).expanduser()
     if source is None and spec.synthetic is None:
@@ -583,6 +663,8 @@ def prepare_dataset(
         built = work / "prepared"
         built.mkdir()
         _build(spec, built, Path(source), seed, label, skip_invalid, mask_suffix, progress)
+        if replacing:
+            os.replace(base, work / "replaced")  # removed with the temporary folder
         try:
             os.replace(built, base)
         except OSError:
@@ -591,7 +673,7 @@ def prepare_dataset(
                 raise
     prepared = load_prepared(spec, root)
     assert prepared is not None  # just written
-    _check_same_request(prepared, seed)
+    _check_same_request(prepared, spec, seed)
     return prepared
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from llmseg_mlflow.catalog.datasets import LOSSY_EXTS, DatasetSpec
+from llmseg_mlflow.catalog.masks import ColourMaskError, foreground as foreground_of, mask_pixels, mask_values
 
 RASTER_EXTS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "ppm")
 IMAGE_DIR_ALIASES = ("images", "image", "imgs", "img", "frames", "originals", "inputs", "input")
@@ -123,6 +124,8 @@ class Sample:
     mask: Blob
     image_mode: str
     meta: tuple[tuple[str, Any], ...] = ()
+    image_name: str = ""  # the pool's file names; empty: the entry's (normalised copies, slices)
+    mask_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -481,11 +484,22 @@ class ImageSource:
         spec = self.spec
         image_bytes, image = _load(unit.image)
         mask_bytes, mask_img = _load(unit.mask)
-        arr = mask_pixels(mask_img, unit.mask.name)
+        mask_ext = split_ext(unit.mask.name)[1]
+        try:
+            arr = mask_pixels(mask_img, unit.mask.name, lossy=mask_ext in LOSSY_EXTS)
+        except ColourMaskError:
+            raise SampleProblem("colour", unit.mask.name) from None
         if mask_img.size != image.size:
             raise SampleProblem("size", f"{unit.mask.name} {mask_img.size} vs image {image.size}")
-        mask_ext = split_ext(unit.mask.name)[1]
-        binary = binarize(spec, arr, unit.mask.name, lossy=mask_ext in LOSSY_EXTS)
+        binary = binarize(spec, arr, unit.mask.name, lossy=mask_ext in LOSSY_EXTS)  # checks the values
+        source = unit.image.relative_to(self.root).as_posix()
+        if not spec.normalize:
+            # The pool holds the source's files byte for byte, under their own names.
+            image_blob = Blob(unit.image, None, sha256_bytes(image_bytes))
+            mask_blob = Blob(unit.mask, None, sha256_bytes(mask_bytes))
+            sample = Sample(unit.key, unit.group, (unit.index, 0), image_blob, mask_blob, image.mode,
+                            (("source", source),), *source_names(unit))
+            return ReadResult([sample])
         image_ext = split_ext(unit.image.name)[1]
         notes = []
         if same_format(image_ext, spec.image_ext):
@@ -510,6 +524,15 @@ class ImageSource:
         source = unit.image.relative_to(self.root).as_posix()
         sample = Sample(unit.key, unit.group, (unit.index, 0), image_blob, mask_blob, image.mode, (("source", source),))
         return ReadResult([sample], notes=notes)
+
+
+def source_names(unit: Unit) -> tuple[str, str]:
+    """The pool names of a pair kept as it is: the unit's key (prefixed where merged folders repeat a
+    name) with the source files' own mask suffix and extensions."""
+    image_stem, image_ext = unit.image.name.rpartition(".")[::2]
+    mask_stem, mask_ext = unit.mask.name.rpartition(".")[::2]
+    suffix = mask_stem[len(image_stem):] if mask_stem.lower().startswith(image_stem.lower()) else ""
+    return f"{unit.key}.{image_ext}", f"{unit.key}{suffix}.{mask_ext}"
 
 
 def _count_unread(root: Path, collections: list[_Collection], ignored: Counter) -> None:
@@ -543,34 +566,6 @@ def _load(path: Path) -> tuple[bytes, Image.Image]:
     return data, img
 
 
-def mask_pixels(img: Image.Image, name: str) -> np.ndarray:
-    """The mask's values, one channel: grey levels, or palette indices for a coloured palette."""
-    if img.mode in ("1", "LA"):
-        img = img.convert("L")
-    if img.mode == "P":
-        # GIF and some PNG masks store grey levels through a palette (index 1 = white); a coloured
-        # palette (VOC style) means the index is the class.
-        palette = np.asarray(img.getpalette() or [], dtype=np.int32).reshape(-1, 3)
-        used = np.unique(np.asarray(img))
-        colours = palette[used[used < len(palette)]]
-        if len(colours) and (colours == colours[:, :1]).all():
-            img = img.convert("L")
-    arr = np.asarray(img)
-    if arr.ndim == 3:
-        colour = arr[..., :3]
-        if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):
-            raise SampleProblem("colour", f"{name}")
-        arr = colour[..., 0]
-    return arr
-
-
-def mask_values(arr: np.ndarray) -> list[int]:
-    """The distinct values of a mask, ascending."""
-    if arr.dtype == np.uint8:
-        return np.flatnonzero(np.bincount(arr.ravel(), minlength=256)).tolist()
-    return [int(v) for v in np.unique(arr)]
-
-
 def binarize(spec: DatasetSpec, arr: np.ndarray, name: str, lossy: bool) -> np.ndarray:
     """0/255 mask from the source's [background, foreground] values; lossy masks are thresholded."""
     background, foreground = spec.mask_values
@@ -586,8 +581,7 @@ def binarize(spec: DatasetSpec, arr: np.ndarray, name: str, lossy: bool) -> np.n
                 f"{name} has values from {int(arr.min())} to {int(arr.max())} with {far.mean():.0%} of "
                 f"pixels far from both {background} and {foreground}",
             )
-        nearer_fg = np.abs(work - foreground) < np.abs(work - background)
-        return np.where(nearer_fg, 255, 0).astype(np.uint8)
+        return np.where(foreground_of(arr, spec.mask_values), 255, 0).astype(np.uint8)
     values = mask_values(arr)
     if any(v not in (background, foreground) for v in values):
         raise SampleProblem("nonbinary", f"{name} has values {values[:12]}" + (" ..." if len(values) > 12 else ""))

@@ -21,11 +21,6 @@ PER_IMAGE_SERIES = "heldout_image_dice"  # step = held-out index: analysis fetch
 N_EXAMPLES = 5
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """A prepared mask (0/255 PNG) as a boolean array."""
-    return np.asarray(Image.open(path).convert("L")) > 127
-
-
 def score_heldout(data: PreparedDataset, predictions: Mapping[str, np.ndarray]) -> ImageScores:
     """Scores of one prediction per held-out image (key = image file name, any size-matched 0/1 array)."""
     pairs = data.heldout_pairs()
@@ -34,7 +29,7 @@ def score_heldout(data: PreparedDataset, predictions: Mapping[str, np.ndarray]) 
         raise ValueError(f"no prediction for {len(missing)} held-out images, e.g. {missing[:3]}")
     names = [img.name for img, _ in pairs]
     return score_masks(names, [np.asarray(predictions[n]).astype(bool) for n in names],
-                       [read_mask(m) for _, m in pairs])
+                       [data.read_mask(m) for _, m in pairs])
 
 
 def examples_figure(data: PreparedDataset, scores: ImageScores, predictions: Mapping[str, np.ndarray],
@@ -51,7 +46,7 @@ def examples_figure(data: PreparedDataset, scores: ImageScores, predictions: Map
     for row, i in enumerate(order):
         name = scores.names[i]
         image, mask = pairs[name]
-        panels = (np.asarray(Image.open(image)), read_mask(mask), predictions[name])
+        panels = (np.asarray(Image.open(image)), data.read_mask(mask), predictions[name])
         titles = (name, "ground truth", f"prediction (Dice {scores.dice[i]:.3f})")
         for ax, panel, title in zip(axes[row], panels, titles):
             ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from llmseg_mlflow.pipeline.workspace import attempt_logs, attempt_path
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Kind
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*")
 _TAGS = ("eval_preprocessing", "eval_load", "eval_checkpoint", "eval_output", "eval_fallback_reason", "device")
 
 
@@ -42,11 +44,13 @@ def evaluate_pipeline(tree: RunTree, data: PreparedDataset, trained: TrainedPipe
     try:
         out = evaluate_attempt(trained.attempt, data, work_dir, settings, trained.hyperparameters)
     except EvaluationError as exc:
-        with tree.child(Kind.EVALUATION, "evaluation", {"eval_error": str(exc).splitlines()[0][:250]}) as run:
+        reason = one_line_reason(exc)
+        with tree.child(Kind.EVALUATION, "evaluation", {"eval_error": reason}) as run:
             run.text(str(exc), "eval_error.txt")
             run.untrusted_artifact(work_dir / "logs", "logs")
-        tree.root.tags({"evaluation_error": str(exc).splitlines()[0][:250], "evaluation_run_id": tree.children[-1]})
-        progress(f"evaluation failed: {str(exc).splitlines()[0]}")
+            run.failed = True
+        tree.root.tags({"evaluation_error": reason, "evaluation_run_id": tree.children[-1]})
+        progress(f"evaluation failed: {reason}")
         return None
     items = compliance.check(code_files(trained.attempt), trained.attempt, trained.stdout, data.n_pool,
                              out.info.get("checkpoints", {}))
@@ -58,6 +62,14 @@ def evaluate_pipeline(tree: RunTree, data: PreparedDataset, trained: TrainedPipe
     progress(f"held-out Dice mean {scores.summary()['heldout_dice_mean']:.3f} "
              f"({tags.get('eval_preprocessing')} preprocessing), compliance {quality['compliance_score']:.2f}")
     return scores
+
+
+def one_line_reason(exc: EvaluationError) -> str:
+    """The line of a failed evaluation a reader needs: the exception the worker died of, else the first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    last = next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), None)
+    first = lines[0] if lines else type(exc).__name__
+    return (f"{first.rstrip(':')}: {last}" if last and last != first else first)[:250]
 
 
 # ---- re-evaluating a logged pipeline --------------------------------------------------------------

@@ -132,10 +132,38 @@ def load_model(checkpoints: Path, code_dir: Path) -> tuple[nn.Module, dict[str, 
     raise RuntimeError("no saved model could be loaded:\n" + "\n".join(errors))
 
 
-def in_channels(model: nn.Module) -> int:
-    """Channels the first convolution expects."""
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    return conv.in_channels
+class _FirstConv(Exception):
+    """Raised by the hook on the first convolution a forward pass reaches."""
+
+
+def in_channels(model: nn.Module, size: int = 64) -> int:
+    """Channels the network takes: those of the first convolution its forward pass runs.
+
+    The first Conv2d *registered* is not always the first run (decoders are often defined first), so a
+    dummy batch is pushed until a pre-hook on every convolution fires; any channel count that gets there
+    tells the answer."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    seen: list[int] = []
+
+    def hook(module, _inputs):
+        seen.append(module.in_channels)
+        raise _FirstConv
+
+    handles = [m.register_forward_pre_hook(hook) for m in convs]
+    device = next(model.parameters()).device
+    try:
+        for c in dict.fromkeys([convs[0].in_channels, 1, 3, 4]):
+            try:
+                with torch.inference_mode():
+                    model(torch.zeros(1, c, size, size, device=device))
+            except _FirstConv:
+                return seen[0]
+            except Exception:  # noqa: BLE001 - a layer before the first conv refused this count: try another
+                continue
+    finally:
+        for h in handles:
+            h.remove()
+    return convs[0].in_channels
 
 
 # ---- preprocessing -------------------------------------------------------------------------------
@@ -144,18 +172,18 @@ class _Captured(Exception):
     """Raised at the first DataLoader iteration: every loader main.py builds exists by then."""
 
 
-def capture_dataset(code_dir: Path, n: int) -> tuple[object | None, str]:
+def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
     """Run main.py (its data knobs point at the held-out folder) until it iterates a DataLoader.
 
-    Returns the base dataset of the last loader it built (the test loader, as the prompt orders them)
-    when it covers all n held-out images, else None and the reason.
+    Returns the base datasets (Subsets unwrapped) of every loader it built, last built first (the test
+    loader, as the prompt orders them), and why there are none.
     """
     built: list[object] = []
     original_init, original_iter = DataLoader.__init__, DataLoader.__iter__
 
     def init(self, dataset, *args, **kwargs):
         built.append(dataset)
-        original_init(self, dataset, *args, **kwargs)
+        original_init(self, dataset, *args, **kwargs)  # workers start only on iteration, which stops here
 
     def stop(self):
         raise _Captured
@@ -163,30 +191,52 @@ def capture_dataset(code_dir: Path, n: int) -> tuple[object | None, str]:
     DataLoader.__init__, DataLoader.__iter__ = init, stop
     argv = sys.argv
     sys.argv = ["main.py"]  # argparse pipelines: their defaults (knobs pointed at held-out) apply
+    reason = ""
     try:
         runpy.run_path(str(code_dir / "main.py"), run_name="__main__")
     except _Captured:
         pass
     except BaseException as exc:  # noqa: BLE001 - the pipeline's own failure means: use generic
-        if not built:
-            return None, f"main.py raised {type(exc).__name__} before building a DataLoader: {str(exc)[:200]}"
+        reason = f"main.py raised {type(exc).__name__} before iterating a DataLoader: {str(exc)[:200]}"
     finally:
         DataLoader.__init__, DataLoader.__iter__ = original_init, original_iter
         sys.argv = argv
+    bases = []
     for dataset in reversed(built):
         while isinstance(dataset, Subset):
             dataset = dataset.dataset
-        if len(dataset) == n:
-            return dataset, ""
-    sizes = [len(d) for d in built]
-    return None, f"no dataset covering the {n} held-out images (DataLoader datasets of sizes {sizes})"
+        if all(dataset is not b for b in bases):
+            bases.append(dataset)
+    return bases, reason or ("" if bases else "main.py built no DataLoader")
+
+
+def own_items(datasets: list[object], names: list[str]) -> tuple[dict[str, tuple[object, int]], str]:
+    """Held-out name -> (dataset, index) over all captured datasets (a split may spread the held-out
+    images over a train, a validation and a test dataset); the reason when some stay uncovered."""
+    found: dict[str, tuple[object, int]] = {}
+    sizes = []
+    for dataset in datasets:
+        try:
+            n = len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            continue
+        sizes.append(n)
+        order = item_names(dataset, n, names)
+        for i, name in enumerate(order or []):
+            found.setdefault(name, (dataset, i))
+    if len(found) == len(names):
+        return found, ""
+    if not found:
+        return {}, (f"no dataset keeps a list of the held-out file names (DataLoader datasets of sizes {sizes})"
+                    if sizes else "main.py built no DataLoader")
+    return {}, f"the pipeline's datasets cover {len(found)} of the {len(names)} held-out images (sizes {sizes})"
 
 
 def item_names(dataset: object, n: int, names: list[str]) -> list[str] | None:
     """Held-out file name of each dataset index, from a list attribute of one path per item."""
     wanted = set(names)
     by_stem = {os.path.splitext(x)[0]: x for x in names}
-    for value in vars(dataset).values():
+    for value in getattr(dataset, "__dict__", {}).values():
         if isinstance(value, (list, tuple)) and len(value) == n and all(isinstance(v, (str, os.PathLike)) for v in value):
             base = [os.path.basename(str(v)) for v in value]
             if all(b in wanted for b in base):
@@ -256,28 +306,27 @@ def main(config_path: str) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, info = load_model(Path(cfg["checkpoints_dir"]), code_dir)
     model = model.to(device).eval()
-    channels = in_channels(model)
 
+    size = int(cfg.get("input_size") or 256)
+    channels = in_channels(model, min(size, 256))
     items: list[tuple[str, torch.Tensor]] | None = None
     reason = "generic preprocessing requested"
     if cfg["preprocessing"] == "auto":
-        dataset, reason = capture_dataset(code_dir, len(names))
-        if dataset is not None:
-            order = item_names(dataset, len(names), names)
-            if order is None:
-                reason = "the dataset keeps no list of file names to match its items to held-out images"
-            else:
-                try:
-                    items = [(name, as_image_tensor(dataset[i])) for i, name in enumerate(order)]
-                    if items[0][1].shape[0] != channels:
-                        reason = f"the dataset gives {items[0][1].shape[0]} channels, the model wants {channels}"
-                        items = None
-                except Exception as exc:  # noqa: BLE001
-                    reason, items = f"reading the dataset failed: {type(exc).__name__}: {str(exc)[:200]}", None
+        datasets, reason = capture_datasets(code_dir)
+        where, why = own_items(datasets, names) if datasets else ({}, reason)
+        reason = why or reason
+        if where:
+            try:
+                items = [(name, as_image_tensor(where[name][0][where[name][1]])) for name in names]
+                if items[0][1].shape[0] != channels:
+                    reason = f"the dataset gives {items[0][1].shape[0]} channels, the model wants {channels}"
+                    items = None
+            except Exception as exc:  # noqa: BLE001
+                reason, items = f"reading the dataset failed: {type(exc).__name__}: {str(exc)[:200]}", None
     if items is None:
-        size = int(cfg.get("input_size") or 256)
         items = [(n, generic_image(paths[n], channels, size)) for n in names]
-        info.update(eval_preprocessing="generic", eval_fallback_reason=reason, eval_input_size=size)
+        info.update(eval_preprocessing="generic", eval_fallback_reason=reason, eval_input_size=size,
+                    eval_input_channels=channels)
     else:
         info.update(eval_preprocessing="own")
 

@@ -14,7 +14,8 @@ from llmseg_mlflow.tracking.schema import Kind, Status
 BASELINE_MODEL = "nnunet-v2"
 # Root statuses that are results of the study: never run again.
 RESULTS = frozenset({Status.SUCCEEDED.value, Status.GAVE_UP.value, Status.NO_CODE.value,
-                     Status.FAILED_TRAINING.value})
+                     Status.FAILED_TRAINING.value, Status.DISK_QUOTA.value, Status.STUCK_LOOP.value,
+                     Status.EVALUATION_FAILED.value})
 T = TypeVar("T")
 
 

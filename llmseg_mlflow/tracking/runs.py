@@ -56,6 +56,7 @@ class RunLogger:
 
     client: MlflowClient
     run_id: str
+    failed: bool = False  # a child run ends FAILED when this is set, though its block did not raise
 
     def tags(self, tags: Mapping[str, object]) -> None:
         """Set tags (values stringified)."""
@@ -167,7 +168,7 @@ class RunTree:
 
     @contextmanager
     def child(self, kind: Kind, name: str, tags: Mapping[str, object] | None = None) -> Iterator[RunLogger]:
-        """A nested run with the cohort tags; FAILED if the block raises, FINISHED otherwise."""
+        """A nested run with the cohort tags; FAILED if the block raises or sets `failed`, FINISHED otherwise."""
         all_tags = {**self.cohort.tags(kind), MLFLOW_PARENT_RUN_ID: self.root.run_id,
                     MLFLOW_RUN_NAME: name, **{k: str(v) for k, v in (tags or {}).items()}}
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
@@ -178,7 +179,7 @@ class RunTree:
         except BaseException:
             self.client.set_terminated(run.info.run_id, "FAILED")
             raise
-        self.client.set_terminated(run.info.run_id, "FINISHED")
+        self.client.set_terminated(run.info.run_id, "FAILED" if logger.failed else "FINISHED")
 
     def finish(self, failed: bool = False) -> None:
         """End the root run (a launch run started by `mlflow run` is ended by mlflow itself)."""

@@ -27,6 +27,8 @@ class Status(str, Enum):
     FAILED_TRAINING = "failed_training"  # main.py exited 0 but left no readable loss files
     HARNESS_ERROR = "harness_error"  # the platform itself failed (LLM call, tracking, ...): run FAILED
     DISK_QUOTA = "disk_quota"  # gave up, and the last attempt filled its folder past --disk-gb
+    STUCK_LOOP = "stuck_loop"  # the same error came back N times in a row (the paper's "repeated error loop")
+    EVALUATION_FAILED = "evaluation_failed"  # trained, but the held-out evaluation failed: run FAILED, tag evaluation_error
 
 
 # Tags present on every run of a tree: the MLflow UI filters children by their own tags only.

@@ -43,11 +43,11 @@ def _build(kind: str, root: Path) -> Path:
     [
         ("bagls", {"layout": "suffix", "mask_suffix": "_seg", "image_ext": "png", "mask_ext": "png", "colour": "grayscale"}, 10),
         ("same-names", {"layout": "folders", "image_dir": "images", "mask_dir": "masks", "mask_suffix": ""}, 10),
-        ("jpg-m-two-folders", {"layout": "folders", "mask_suffix": "_m", "image_ext": "jpg", "mask_ext": "png"}, 10),
+        ("jpg-m-two-folders", {"layout": "folders", "mask_suffix": "_m", "image_ext": "jpg", "mask_ext": "jpg", "normalize": False}, 10),
         ("ham", {"colour": "rgb", "mask_suffix": "_segmentation", "image_ext": "jpg", "mask_ext": "png"}, 10),
         ("ham-parts", {"colour": "rgb", "image_dir": "images", "mask_dir": "HAM10000_segmentations_lesion_tschandl",
                        "mask_suffix": "_segmentation", "image_ext": "jpg"}, 10),
-        ("retina-nested", {"colour": "rgb", "image_dir": "image", "mask_dir": "mask", "image_ext": "tif", "mask_ext": "png", "mask_values": (0, 255)}, 10),
+        ("retina-nested", {"colour": "rgb", "image_dir": "image", "mask_dir": "mask", "image_ext": "tif", "mask_ext": "gif", "mask_values": (0, 255)}, 10),
         ("label-1", {"image_dir": "img", "mask_dir": "gt", "mask_values": (0, 1)}, 10),
     ],
 )
@@ -155,3 +155,16 @@ def test_add_errors_exit_2_with_what_to_do(tmp_path: Path, setup: str, args: lis
     code, out = _add(name, "--source", str(source), "--datasets-file", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "d"))
     assert code == 2 and message in out, out
     assert not (tmp_path / "f.yaml").exists()
+
+
+def test_add_normalize_records_it_and_stores_png_masks(tmp_path: Path) -> None:
+    source = _build("jpg-m-two-folders", tmp_path / "src")
+    yaml_file = tmp_path / "mine.yaml"
+    code, out = _add("mine", "--source", str(source), "--datasets-file", str(yaml_file), "--out", str(tmp_path / "data"),
+                     "--normalize")
+    assert code == 0, out
+    spec = load_datasets(yaml_file)["mine"]
+    assert spec.normalize and spec.mask_ext == "png"
+    assert "normalize: true" in yaml_file.read_text()
+    root = Path(json.loads(out.strip().splitlines()[-1])["root"])
+    assert {p.suffix for p in spec.masks_dir(root / "pool").iterdir()} == {".png"}

@@ -169,6 +169,22 @@ def test_reprepare_with_other_settings_refuses(tmp_path: Path, catalog) -> None:
         prepare_dataset(replace(spec, heldout_fraction=0.2), tmp_path)
 
 
+def test_a_normalised_preparation_is_made_again_as_the_source_on_the_same_split(tmp_path: Path, catalog) -> None:
+    spec, source = _gray_source(tmp_path, catalog, n=12)
+    for mask in (source / "masks").glob("*.png"):
+        Image.fromarray((np.asarray(Image.open(mask)) > 0).astype(np.uint8)).save(mask)  # labels 0/1
+    spec = replace(spec, mask_values=(0, 1))
+    old = prepare_dataset(replace(spec, normalize=True), tmp_path / "out", source=source)
+    held = [i.name for i, _ in old.heldout_pairs()]
+    said = []
+    new = prepare_dataset(spec, tmp_path / "out", progress=said.append)  # source: the recorded one
+    assert said and "re-preparing" in said[0] and "normalize True (catalog says False)" in said[0]
+    assert [i.name for i, _ in new.heldout_pairs()] == held and not new.normalized
+    _, mask = new.pool_pairs()[0]
+    assert mask.read_bytes() == (source / "masks" / mask.name).read_bytes()
+    assert prepare_dataset(spec, tmp_path / "out").digest == new.digest  # and then reused as it is
+
+
 def test_subset_and_label_encoding_from_a_source_folder(tmp_path: Path, catalog) -> None:
     # A myoma-like source: masks carry label 3, a .meta file lies beside the images.
     spec = replace(catalog["uterine-myoma"], subset_size=12)
@@ -177,11 +193,14 @@ def test_subset_and_label_encoding_from_a_source_folder(tmp_path: Path, catalog)
         arr = np.asarray(Image.open(mask))
         Image.fromarray(np.where(arr > 0, 3, 0).astype(np.uint8)).save(mask)
     (source / "images" / "0.meta").write_text("not an image")
-    prepared = prepare_dataset(spec, tmp_path / "out", source=source)
-    assert (prepared.n_pool, prepared.n_heldout) == (11, 1)
-    for mask in prepared.root.rglob("masks/*.png"):
-        assert set(np.unique(np.asarray(Image.open(mask))).tolist()) == {0, 255}
-    assert not list(prepared.root.rglob("*.meta"))
+    for normalize, values in ((True, {0, 255}), (False, {0, 3})):
+        prepared = prepare_dataset(replace(spec, normalize=normalize), tmp_path / f"out-{normalize}", source=source)
+        assert (prepared.n_pool, prepared.n_heldout) == (11, 1)
+        for mask in prepared.root.rglob("masks/*.png"):
+            assert set(np.unique(np.asarray(Image.open(mask))).tolist()) == values
+        for _, mask in prepared.pool_pairs():
+            assert prepared.read_mask(mask).any()
+        assert not list(prepared.root.rglob("*.meta"))
 
 
 def test_ham_like_layout_with_jpg_images_and_suffixed_masks(tmp_path: Path, catalog) -> None:

@@ -63,21 +63,42 @@ def test_bagls_folder_holding_training_and_test_merges_them(tmp_path: Path, cata
     assert any("merged the sub-folders test/, training/" in n for n in prepared.summary.notes)
 
 
-def test_bolus_masks_with_another_suffix_are_renamed_to_the_entry(tmp_path: Path, catalog) -> None:
+def test_bolus_masks_with_another_suffix_keep_their_names_and_the_prompt_says_so(tmp_path: Path, catalog) -> None:
     source = fakes.folders(tmp_path / "Swallowing", 10, suffix="_mask")
     spec = catalog["bolus"]
     given = prepare_dataset(spec, tmp_path / "a", source=source, mask_suffix="_mask")
     guessed = prepare_dataset(spec, tmp_path / "b", source=source)
     assert given.digest == guessed.digest
-    assert sorted(p.name for p in given.pool_masks().iterdir()) == sorted(p.name for p in given.pool_images().iterdir())
+    masks = sorted(p.name for p in given.pool_masks().iterdir())
+    assert masks == sorted(p.name.replace(".png", "_mask.png") for p in given.pool_images().iterdir())
+    assert given.spec.mask_suffix == "_mask" and '"number_mask.png"' in given.prompt_fills()["layout_sentence"]
     assert any("named <name>_mask.<ext> in the source" in n for n in guessed.summary.notes)
-    assert not any("in the source" in n for n in given.summary.notes)
     _assert_entry_layout(given)
 
 
-def test_brain_jpeg_images_and_jpeg_masks_in_images_and_Masks(tmp_path: Path, catalog) -> None:
+def test_bolus_normalised_copies_are_renamed_to_the_entry(tmp_path: Path, catalog) -> None:
+    source = fakes.folders(tmp_path / "Swallowing", 10, suffix="_mask")
+    given = prepare_dataset(replace(catalog["bolus"], normalize=True), tmp_path / "a", source=source)
+    assert sorted(p.name for p in given.pool_masks().iterdir()) == sorted(p.name for p in given.pool_images().iterdir())
+    _assert_entry_layout(given)
+
+
+def test_brain_jpeg_masks_stay_jpeg_under_their_names_and_read_by_the_one_rule(tmp_path: Path, catalog) -> None:
     source = fakes.folders(tmp_path / "Brain Meningioma", 8, mask_dir="Masks", image_ext="jpg", mask_ext="jpg", suffix="_m")
     prepared = prepare_dataset(catalog["brain-meningioma"], tmp_path / "out", source=source)
+    image, mask = prepared.heldout_pairs()[0]
+    assert (image.name, mask.name) == (f"{image.stem}.jpg", f"{image.stem}_m.jpg")
+    assert mask.read_bytes() == (source / "Masks" / mask.name).read_bytes()  # what code for this dataset expects
+    assert len(_values(mask)) > 2  # JPEG noise is still in the file ...
+    truth = prepared.read_mask(mask)  # ... and thresholded at half the foreground value when read
+    np.testing.assert_array_equal(truth, np.asarray(Image.open(mask).convert("L")) > 127)
+    assert '"number_m.jpg"' in prepared.prompt_fills()["layout_sentence"] and prepared.prompt_fills()["extension"] == "jpg"
+    _assert_entry_layout(prepared)
+
+
+def test_brain_jpeg_masks_normalised_on_request(tmp_path: Path, catalog) -> None:
+    source = fakes.folders(tmp_path / "Brain Meningioma", 8, mask_dir="Masks", image_ext="jpg", mask_ext="jpg", suffix="_m")
+    prepared = prepare_dataset(replace(catalog["brain-meningioma"], normalize=True), tmp_path / "out", source=source)
     image, mask = prepared.heldout_pairs()[0]
     assert (image.name, mask.name) == (f"{image.stem}.png", f"{image.stem}_m.png")
     assert Image.open(image).format == "PNG" and _values(mask) == {0, 255}  # JPEG noise thresholded away
@@ -103,13 +124,15 @@ def test_ham10000_part_folders_merge_and_kaggle_duplicates_count_once(tmp_path: 
 
 def test_retina_train_and_test_folders_with_tif_images_and_gif_masks(tmp_path: Path, catalog) -> None:
     source = fakes.retina(tmp_path / "retina", 4)
-    prepared = prepare_dataset(catalog["retina-vessels"], tmp_path / "out", source=source)
-    names = sorted(p.name for p in prepared.pool_images().iterdir()) + sorted(p.name for p in prepared.heldout_images().iterdir())
-    assert sorted(names) == sorted([f"{s}-{i:02d}.png" for s in ("train", "test") for i in range(1, 5)])
-    for _, mask in prepared.pool_pairs():
-        assert _values(mask) == {0, 255}  # GIF palette indices 0/1 read as grey levels 0/255
-    assert prepared.prompt_fills()["foreground_hint"] == "(with small foreground, mostly background)"
-    _assert_entry_layout(prepared)
+    for normalize, ext in ((False, "tif"), (True, "png")):
+        prepared = prepare_dataset(replace(catalog["retina-vessels"], normalize=normalize), tmp_path / f"out-{ext}", source=source)
+        names = sorted(p.name for p in prepared.pool_images().iterdir()) + sorted(p.name for p in prepared.heldout_images().iterdir())
+        assert sorted(names) == sorted([f"{s}-{i:02d}.{ext}" for s in ("train", "test") for i in range(1, 5)])
+        for _, mask in prepared.pool_pairs():
+            assert _values(mask) == ({0, 255} if normalize else {0, 1})  # GIF palette indices 0/1 ...
+            assert prepared.read_mask(mask).any()  # ... read as foreground either way
+        assert prepared.prompt_fills()["foreground_hint"] == "(with small foreground, mostly background)"
+        _assert_entry_layout(prepared)
 
 
 def test_paper_subset_sizes_apply_with_a_seed(tmp_path: Path, catalog) -> None:

@@ -97,3 +97,102 @@ def test_unloadable_model_is_a_clear_error(gray, tmp_path):
     (attempt / "results" / "model.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(EvaluationError, match="no loadable model file"):
         _evaluate(attempt, gray, tmp_path)
+
+
+SPLIT_LISTS_DATASET = """\
+import os
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+
+class SegmentationDataset(Dataset):
+    def __init__(self, image_dir, mask_dir, files, transform=None):
+        self.image_dir, self.mask_dir, self.files, self.transform = image_dir, mask_dir, files, transform
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, idx):
+        name = self.files[idx]
+        img = Image.open(os.path.join(self.image_dir, name)).convert("L")
+        mask = Image.open(os.path.join(self.mask_dir, name[:-4] + "_seg.png")).convert("L")
+        img = self.transform(img) if self.transform else torch.from_numpy(np.asarray(img, np.float32)[None] / 255)
+        return img, torch.from_numpy((np.asarray(mask) > 127).astype(np.float32)[None])
+"""
+
+SPLIT_LISTS_MAIN = """\
+import os
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader
+from torchvision import transforms
+from dataset import SegmentationDataset
+
+IMAGE_DIR = "/path/to/images"
+MASK_DIR = "/path/to/masks"
+
+if __name__ == "__main__":
+    files = sorted(f for f in os.listdir(IMAGE_DIR) if f.endswith(".png") and not f.endswith("_seg.png"))
+    train_files, rest = train_test_split(files, test_size=0.3, random_state=1)
+    val_files, test_files = train_test_split(rest, test_size=0.5, random_state=1)
+    tf = transforms.Compose([transforms.ToTensor()])
+    loaders = [DataLoader(SegmentationDataset(IMAGE_DIR, MASK_DIR, f, transform=tf), batch_size=2, num_workers=4,
+                          shuffle=i == 0, persistent_workers=True) for i, f in enumerate((train_files, val_files, test_files))]
+    for images, masks in loaders[0]:
+        pass
+"""
+
+
+def test_a_plain_dataset_over_split_file_lists_with_workers_is_captured(gray, tmp_path):
+    attempt = make_attempt(tmp_path / "lists", save="state_dict")
+    (attempt / "dataset.py").write_text(SPLIT_LISTS_DATASET)
+    (attempt / "main.py").write_text(SPLIT_LISTS_MAIN)
+    own, s_own = _evaluate(attempt, gray, tmp_path)
+    assert own.info["eval_preprocessing"] == "own", own.info.get("eval_fallback_reason")
+    _, s_generic = _evaluate(make_attempt(tmp_path / "plain", save="state_dict"), gray, tmp_path, "generic")
+    # ToTensor is the same [0, 1] scaling; generic resizes to 256 and back, so edges differ a little
+    np.testing.assert_allclose(s_own.dice, s_generic.dice, atol=0.05)
+    assert s_own.summary()["heldout_dice_mean"] > 0.3
+
+
+DECODER_FIRST_MODEL = """\
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ThresholdNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 1, 1)  # registered first, runs last: 3 is not what the network takes
+        self.conv = nn.Conv2d(1, 3, 1)
+
+    def forward(self, x):
+        return self.head(F.relu(self.conv(x)))
+"""
+
+DECODER_FIRST_SAVE = """\
+import torch
+from model import ThresholdNet
+
+m = ThresholdNet()
+with torch.no_grad():
+    m.conv.weight.fill_(10.0); m.conv.bias.fill_(-6.0)
+    m.head.weight.fill_(1.0); m.head.bias.fill_(-0.5)
+torch.save(m, "results/model.pth")
+"""
+
+
+def test_generic_fallback_feeds_the_channels_of_the_first_convolution_that_runs(rgb, tmp_path):
+    import subprocess
+    import sys
+
+    attempt = make_attempt(tmp_path / "dec", rgb=True, suffix="")
+    (attempt / "model.py").write_text(DECODER_FIRST_MODEL)
+    (attempt / "_save.py").write_text(DECODER_FIRST_SAVE)
+    subprocess.run([sys.executable, "_save.py"], cwd=attempt, check=True, capture_output=True)
+    (attempt / "_save.py").unlink()
+    out, scores = _evaluate(attempt, rgb, tmp_path)  # its Dataset gives RGB, the network wants gray
+    assert out.info["eval_preprocessing"] == "generic" and out.info["eval_input_channels"] == 1
+    assert "3 channels, the model wants 1" in out.info["eval_fallback_reason"]
+    assert len(scores.dice) == rgb.n_heldout

@@ -11,7 +11,7 @@ import pytest
 from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
-from llmseg_mlflow.evaluation.record import read_mask, score_heldout
+from llmseg_mlflow.evaluation.record import score_heldout
 from llmseg_mlflow.generate import choices, ensure_prepared
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
 from tests.evaluation.pipelines import make_attempt
@@ -124,7 +124,7 @@ def test_a_pipeline_cannot_read_or_submit_the_heldout_masks(gray, tmp_path, monk
     # It found a file for every held-out mask, of the real one's size, and every one was blank.
     real = {m.name: m for _, m in gray.heldout_pairs()}
     assert sorted(report["masks"]) == sorted(real)
-    assert all(seen["shape"] == list(read_mask(real[name]).shape) for name, seen in report["masks"].items())
+    assert all(seen["shape"] == list(gray.read_mask(real[name]).shape) for name, seen in report["masks"].items())
     assert all(seen["max"] == 0 for seen in report["masks"].values())
     manifest = json.loads(gray.manifest.read_text())
     real_hashes = {e["sha256"] for e in manifest["files"] if e["split"] == "heldout" and e["role"] == "mask"}
@@ -138,7 +138,7 @@ def test_a_pipeline_cannot_read_or_submit_the_heldout_masks(gray, tmp_path, monk
     # Control: mounted as before (the real held-out split), the same pipeline scores a perfect 1.0.
     monkeypatch.setattr(PreparedDataset, "blind_heldout", lambda self: self.heldout)
     cheated, s_cheated = _evaluate(forger, gray, tmp_path / "eval-control")
-    has_foreground = [read_mask(m).any() for _, m in gray.heldout_pairs()]
+    has_foreground = [gray.read_mask(m).any() for _, m in gray.heldout_pairs()]
     assert all(d == 1.0 for d, fg in zip(s_cheated.dice, has_foreground) if fg)
 
 
