@@ -1,7 +1,7 @@
 """MLproject passes numbers as floats ("1.0"); the CLI wants integers."""
 from __future__ import annotations
 
-INT_OPTIONS = {"--repeat", "--epochs", "--max-batches", "--max-fix-rounds", "--iterations"}
+INT_OPTIONS = {"--repeat", "--epochs", "--max-batches", "--max-fix-rounds", "--stuck-after", "--iterations"}
 
 
 def normalise(argv: list[str]) -> list[str]:

@@ -39,6 +39,8 @@ class GenerateConfig:
     epochs: int | None = None
     max_batches: int | None = None
     max_fix_rounds: int = 10
+    stuck_after: int = 3  # the same error N times in a row ends the pipeline stuck_loop (0: never)
+    loop_hint: str | None = None  # instead, send one supplementary message ("default": the documented text)
     timeout_s: float = 3 * 3600
     memory_gb: float = 16.0
     disk_gb: float | None = None  # the attempt folder's cap; None: max(20 GB, 10x the pool)
@@ -190,7 +192,7 @@ def _log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str
     root.metrics({"errors_total": sum(out.errors.values()), "debug_iterations": out.fix_rounds,
                   "tokens_in": out.usage["tokens_in"], "tokens_out": out.usage["tokens_out"],
                   "tokens_reasoning": out.usage["tokens_reasoning"], "llm_calls": out.usage["calls"],
-                  "cost_usd": out.cost_usd, **extra})
+                  "cost_usd": out.cost_usd, "interventions": out.interventions, **extra})
     root.metrics({f"errors.{kind}": n for kind, n in out.errors.items()})
     root.text(chat_json(out.messages), "chat/chat.json")
     root.text(chat_markdown(out.messages), "chat/chat.md")
@@ -228,7 +230,8 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
     progress(f"pipeline {tree.cohort.run_name}: run {run_id}, folder {ws.root}")
     loop_cfg = LoopConfig(limits=limits, max_fix_rounds=cfg.max_fix_rounds,
                           epochs=cfg.epochs, max_batches=cfg.max_batches, preflight=cfg.preflight,
-                          unsafe_no_sandbox=cfg.unsafe_no_sandbox,
+                          unsafe_no_sandbox=cfg.unsafe_no_sandbox, stuck_after=cfg.stuck_after,
+                          loop_hint=cfg.loop_hint,
                           llm_name=f"{model.provider}:{model.api_model or model.key}")
     loop = AttemptLoop(tree, provider, data, ws, loop_cfg, progress)
     dice = None
@@ -236,6 +239,8 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
         registered = prompt.register(template)
         tree.root.params({"llm.api_model": model.api_model, "llm.settings": model.settings or None,
                           "prompt_uri": registered.uri, "max_fix_rounds": cfg.max_fix_rounds,
+                          "stuck_after": cfg.stuck_after,
+                          "loop_hint": None if cfg.loop_hint is None else "default" if cfg.loop_hint == "default" else "custom",
                           "timeout_s": cfg.timeout_s, "memory_gb": cfg.memory_gb, "disk_gb": limits.disk_gb,
                           "max_processes": limits.max_processes, "eval_timeout_s": eval_limits.timeout_s,
                           "data_digest": data.digest,

@@ -160,3 +160,33 @@ def test_a_trained_pipeline_whose_evaluation_fails_says_so_on_the_root(tracking,
     assert kids["training"].info.status == "FINISHED"  # it trained ...
     assert kids["evaluation"].info.status == "FAILED"  # ... and the evaluation is what failed
     assert kids["evaluation"].info.run_id == root.data.tags["evaluation_run_id"]
+
+
+def test_the_same_error_three_times_in_a_row_is_a_stuck_loop(tracking, llmseg_home, tmp_path):
+    broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))
+    replies = write_replies(tmp_path / "r", [broken] * 5)
+    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-stuck"))
+    client = MlflowClient()
+    root = client.get_run(result.run_id)
+    assert result.status == "stuck_loop" and result.errors_total == 3  # not the 10 fix rounds allowed
+    debug = [r for r in _children(client, root) if r.data.tags["kind"] == "debug"]
+    assert [r.data.tags["answered"] for r in debug] == ["true", "true", "false"]
+    assert debug[-1].data.tags["stuck_loop"] == "true" and root.data.params["stuck_after"] == "3"
+    assert root.data.metrics["interventions"] == 0
+
+
+def test_loop_hint_sends_one_supplementary_message_and_counts_it(tracking, llmseg_home, tmp_path):
+    broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))
+    replies = write_replies(tmp_path / "r", [broken, broken, broken, as_reply(FILES)])
+    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-hint", epochs=1,
+                                         loop_hint="Look at how torch.nn is imported.", evaluate=False))
+    client = MlflowClient()
+    root = client.get_run(result.run_id)
+    assert result.status == "succeeded" and root.data.metrics["interventions"] == 1
+    debug = [r for r in _children(client, root) if r.data.tags["kind"] == "debug"]
+    assert [r.data.tags.get("intervention") for r in debug] == [None, None, "true"]
+    chat = json.loads(mlflow.artifacts.load_text(root.info.artifact_uri + "/chat/chat.json"))
+    sent = [m["content"] for m in chat if m["role"] == "user"]
+    assert sent[3].startswith("Traceback") and sent[3].endswith("\n\nLook at how torch.nn is imported.")
+    assert not any("Look at how" in m for m in sent[:3])
+    assert root.data.params["loop_hint"] == "custom"

@@ -35,6 +35,8 @@ def errors_by_model(study: pd.DataFrame) -> pd.DataFrame:
     out["errors_total"] = g.errors_total.sum()
     out["errors_per_pipeline"] = g.errors_total.mean()
     out["never_ran"] = g.heldout_dice_mean.apply(lambda s: int(s.isna().sum()))
+    # Supplementary messages after a repeated error: the paper's "additional interactions", beside the errors.
+    out["interventions"] = g.interventions.sum() if "interventions" in study else 0
     return out.sort_values(["year", "errors_total"], ascending=[True, False]).reset_index()
 
 
@@ -61,6 +63,7 @@ def fix_rounds(study: pd.DataFrame) -> pd.DataFrame:
         "fix_rounds_max": g.debug_iterations.max(),
         "succeeded": g.status.apply(lambda s: int((s == "succeeded").sum())),
         "gave_up": g.status.apply(lambda s: int(s.isin(["gave_up", "no_code"]).sum())),
+        "stuck_loop": g.status.apply(lambda s: int((s == "stuck_loop").sum())),
     })
     return out.sort_values("fix_rounds_mean").reset_index()
 

@@ -13,6 +13,7 @@ from llmseg_mlflow.pipeline.errors import ExecError
 from llmseg_mlflow.pipeline.execute import Attempt, Budget, execute
 from llmseg_mlflow.pipeline.extract import NoCodeError, extract_files, merge_reply
 from llmseg_mlflow.pipeline.sandbox import Limits
+from llmseg_mlflow.pipeline.stuck import LoopWatch
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking.runs import RunLogger, RunTree
 from llmseg_mlflow.tracking.schema import DISK_QUOTA, NO_CODE, Kind, Status
@@ -31,6 +32,8 @@ class LoopConfig:
     preflight: bool = True
     preflight_timeout_s: float = 900.0
     unsafe_no_sandbox: bool = False
+    stuck_after: int = 3  # the same error this many times in a row is a loop (0: never)
+    loop_hint: str | None = None  # None: a loop ends the pipeline; else one supplementary message ("default")
     llm_name: str = "llm"  # span name of each call's trace, e.g. "anthropic:claude-sonnet-4-20250514"
 
 
@@ -47,6 +50,7 @@ class LoopOutcome:
     preflight: Attempt | None = None
     usage: Counter = field(default_factory=Counter)  # tokens_in, tokens_out, tokens_reasoning, calls
     cost_usd: float = 0.0
+    interventions: int = 0  # supplementary messages sent after a repeated error (the paper's additional interactions)
 
 
 def _log_call(run: RunLogger, reply: Reply) -> None:
@@ -79,6 +83,7 @@ class AttemptLoop:
         self.tree, self.provider, self.data, self.ws, self.cfg = tree, provider, data, ws, config
         self.say = progress
         self.out = LoopOutcome(Status.RUNNING, {}, [])
+        self.watch = LoopWatch(config.stuck_after, config.loop_hint)
 
     def _ask(self, content: str, run: RunLogger) -> Reply:
         self.out.messages.append(Message("user", content))
@@ -132,11 +137,22 @@ class AttemptLoop:
     def _debug(self, iteration: int, error: ExecError, attempt: Attempt | None) -> ExecError | None:
         """Record one failure; if rounds remain, send its text verbatim and adopt the fix."""
         self.out.errors[error.error_type] += 1
-        answer = iteration <= self.cfg.max_fix_rounds
+        verdict = self.watch.see(error)
+        answer = iteration <= self.cfg.max_fix_rounds and verdict != "stop"
         tags = {"iteration": iteration, "error_type": error.error_type,
                 "phase": attempt.phase if attempt else "extraction", "answered": str(answer).lower()}
+        if verdict == "stop":
+            tags["stuck_loop"] = "true"
+            self.out.status = Status.STUCK_LOOP
+        feedback = error.feedback
+        if verdict == "intervene" and answer:
+            tags["intervention"] = "true"
+            self.out.interventions += 1
+            feedback = f"{error.feedback}\n\n{self.watch.hint_text()}"
         with self.tree.child(Kind.DEBUG, f"debug-{iteration}", tags) as run:
             run.text(error.feedback, "traceback.txt")
+            if feedback != error.feedback:
+                run.text(self.watch.hint_text(), "loop_hint.md")
             run.params({"error_message": error.message[:500]})
             if attempt is not None:
                 run.metrics({"duration_s": attempt.result.duration_s, "peak_rss_gb": attempt.result.peak_rss_gb,
@@ -145,9 +161,10 @@ class AttemptLoop:
                 run.artifact(attempt.result.stderr_path, "logs")
             if not answer:
                 return None
-            self.say(f"fix round {iteration}: {error.error_type}: {error.message[:80]}")
+            self.say(f"fix round {iteration}: {error.error_type}: {error.message[:80]}"
+                     + (" (repeated: supplementary message sent)" if feedback != error.feedback else ""))
             self.out.fix_rounds = iteration
-            reply = self._ask(error.feedback, run)
+            reply = self._ask(feedback, run)
             _log_call(run, reply)
             try:
                 merged = merge_reply(self.out.files, reply.text) if self.out.files else extract_files(reply.text)
@@ -173,6 +190,9 @@ class AttemptLoop:
             iteration += 1
             last = pending
             pending = self._debug(iteration, pending, attempt)
+            if self.out.status == Status.STUCK_LOOP:
+                self.say(f"the same {last.error_type} {self.cfg.stuck_after} times in a row: stuck in a loop")
+                return self.out
             if iteration > self.cfg.max_fix_rounds:
                 self.out.status = (Status.NO_CODE if last.error_type == NO_CODE and not self.out.files
                                    else Status.DISK_QUOTA if last.error_type == DISK_QUOTA else Status.GAVE_UP)

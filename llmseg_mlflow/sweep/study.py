@@ -17,7 +17,7 @@ SELECTOR_FIELDS = ("year", "reasoning", "provider", "fixture")
 # Harness settings a study may set for every job (GenerateConfig / TrainConfig fields).
 OVERRIDE_TYPES: dict[str, type | tuple[type, ...]] = {
     "epochs": int, "max_batches": int, "max_fix_rounds": int, "timeout_s": (int, float), "memory_gb": (int, float),
-    "preflight": bool, "no_cache": bool,
+    "preflight": bool, "no_cache": bool, "stuck_after": int, "loop_hint": str,
 }
 BASELINE_DEFAULTS = {"epochs": 100, "iterations": 250}
 

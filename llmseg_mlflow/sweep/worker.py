@@ -56,7 +56,7 @@ def _configs(spec: JobSpec):
     if job.kind == "generate":
         from llmseg_mlflow.generate import GenerateConfig, run_generate
 
-        keys = ("epochs", "max_batches", "max_fix_rounds", "preflight", "no_cache")
+        keys = ("epochs", "max_batches", "max_fix_rounds", "preflight", "no_cache", "stuck_after", "loop_hint")
         return run_generate, GenerateConfig(
             model=spec.model_arg, dataset=job.dataset, repeat=job.repeat, study=spec.study,
             unsafe_no_sandbox=spec.unsafe_no_sandbox,
