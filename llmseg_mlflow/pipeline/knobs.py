@@ -3,6 +3,7 @@
 Everything works on the syntax tree: a knob is a name (variable, dict key, argparse dest, parameter,
 call keyword, class attribute) that matches a role's pattern and holds a literal of the right kind.
 Overrides replace only the value's source segment, so the rest of the text stays byte-identical.
+Which harness folder a path knob gets follows what its value named (knob_targets), its name only as a fallback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, replace
+
+from llmseg_mlflow.pipeline import knob_targets
 
 PATH_ROLES = ("data_dir", "image_dir", "mask_dir", "save_dir")
 OVERRIDABLE = PATH_ROLES + ("epochs",)
@@ -82,6 +85,7 @@ class _Hit:
     refs: frozenset[str]  # normalized names its value refers to (path roles)
     call: ast.Call | None  # the add_argument call of an argparse knob
     col: int
+    file_name: str | None = None  # a single image or mask file: its name inside the harness's folder
 
 
 def _line_starts(data: bytes) -> list[int]:
@@ -163,8 +167,8 @@ def _accepts(role: str, node: ast.expr) -> bool:
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, file: str, src: str) -> None:
-        self.file, self.hits, self.scopes = file, [], ["module"]
+    def __init__(self, file: str, src: str, folders: dict[str, str]) -> None:
+        self.file, self.hits, self.scopes, self.folders = file, [], ["module"], folders
         self.data = src.encode("utf-8")
         self.starts = _line_starts(self.data)  # ast.get_source_segment re-splits the file on every call
         self.in_loss = False  # inside a custom Loss class, whose parts are not the loss
@@ -184,7 +188,9 @@ class _Scanner(ast.NodeVisitor):
             pass  # a class the code builds, or an option without default (which can still be given one)
         elif role in PATH_ROLES:
             if (refs := _path_refs(node)) is None:
-                return
+                if role == "save_dir" or knob_targets.file_target(knob_targets.path_text(node), self.folders) is None:
+                    return
+                refs = frozenset()  # IMAGE_PATH = "data/images/1.png": it gets the same name in our folder
         elif not _accepts(role, node):
             return
         text = value if value is not None else self._text(node) if node is not None else "None"
@@ -276,13 +282,13 @@ class _Scanner(ast.NodeVisitor):
         self._add(name, default, "argparse", default or call, ref=ref, call=call)
 
 
-def _scan(files: dict[str, str]) -> list[tuple[_Hit, str]]:
-    """Every knob hit with its file's source, derived paths marked, in file/line order."""
+def _scan(files: dict[str, str], folders: dict[str, str] | None = None) -> list[tuple[_Hit, str]]:
+    """Every knob hit with its file's source, derived paths marked, path roles as their values say, in order."""
     found: list[tuple[_Hit, str]] = []
     for file, src in files.items():
         if not file.endswith(".py"):
             continue
-        scanner = _Scanner(file, src)
+        scanner = _Scanner(file, src, folders or {})
         try:
             scanner.visit(ast.parse(src, filename=file))
         except (SyntaxError, ValueError, RecursionError):  # the sandbox run reports it; nothing to locate
@@ -296,7 +302,19 @@ def _scan(files: dict[str, str]) -> list[tuple[_Hit, str]]:
         elif any(_role_of(r) not in PATH_ROLES for r in hit.refs):  # built from a loop variable etc.
             continue
         kept.append((hit, src))  # a literal, or anchored on a folder we cannot set (BASE_DIR = __file__)
+    _retarget([hit for hit, _ in kept], folders or {})
     return kept
+
+
+def _retarget(hits: list[_Hit], folders: dict[str, str]) -> None:
+    """Give each path knob the role its value named (DATA_PATH = ".../images" is the images folder)."""
+    anchors = set().union(*(hit.refs for hit in hits if hit.knob.derived))
+    paths = [hit for hit in hits if hit.knob.role in PATH_ROLES and not hit.knob.derived]
+    found = knob_targets.targets([knob_targets.PathKnob(
+        hit.knob.file, hit.knob.role, None if hit.node is None else knob_targets.path_text(hit.node),
+        hit.ref in anchors) for hit in paths], folders)
+    for hit, (role, file_name) in zip(paths, found):
+        hit.knob, hit.file_name = replace(hit.knob, role=role), file_name
 
 
 def locate(files: dict[str, str]) -> list[Knob]:
@@ -389,15 +407,17 @@ def apply_overrides(
 ) -> tuple[dict[str, str], list[Override]]:
     """New files with each located knob of a role in `values` set to repr(value); the list says what changed."""
     texts = _replacements(values)
+    folders = knob_targets.folder_names(values)
     data = {file: src.encode("utf-8") for file, src in files.items()}
     starts: dict[str, list[int]] = {}
     spans: dict[str, dict[tuple[int, int], str]] = {}
     changes: list[Override] = []
-    for hit, src in _scan(files):
+    for hit, src in _scan(files, folders):
         knob = hit.knob
         if knob.derived or knob.role not in texts:
             continue
-        new = texts[knob.role]
+        new = texts[knob.role] if hit.file_name is None else repr(os.path.join(os.fspath(values[knob.role]),
+                                                                                hit.file_name))
         if knob.role in PATH_ROLES and (ctor := _path_type(hit.node, src)):
             new = f"{ctor}({new})"  # keep a Path a Path: the code may go on with DATA_DIR / "images"
         if knob.file not in starts:

@@ -296,6 +296,145 @@ def test_roles_absent_from_the_code_are_simply_not_overridden():
     assert new == "IMAGE_DIR = '/x/pool/images'\n" and [c.role for c in changes] == ["image_dir"]
 
 
+# --- path knobs follow what their value named -------------------------------------------------------
+
+SUFFIX = {"data_dir": "/x/pool", "image_dir": "/x/pool", "mask_dir": "/x/pool", "save_dir": "/x/out"}
+
+
+def targets(changes: list[Override]) -> list[tuple[str, str]]:
+    return [(c.name, c.role) for c in changes]
+
+
+def test_report_case_windows_data_path_naming_the_images_folder_beside_a_mask_path():
+    code = src(r"""
+        DATA_PATH = r'C:\Users\x\Brain Meningioma\images'
+        MASK_PATH = r'C:\Users\x\Brain Meningioma\Masks'
+    """)
+    new, changes = override(code)
+    assert new == "DATA_PATH = '/x/pool/images'\nMASK_PATH = '/x/pool/masks'\n"
+    assert targets(changes) == [("DATA_PATH", "image_dir"), ("MASK_PATH", "mask_dir")]  # what the logs say
+    assert [k.role for k in locate({"main.py": code})] == ["image_dir", "mask_dir"]
+
+
+def test_root_dir_and_mask_dir_pairs():
+    code = src(r'''
+        class BrainDataset:
+            def __init__(self, root_dir="D:\\data\\Brain Meningioma\\images\\",
+                         mask_dir="D:\\data\\Brain Meningioma\\masks\\"):
+                self.root_dir, self.mask_dir = root_dir, mask_dir
+    ''')
+    new, changes = override(code, file="dataset.py")
+    assert "def __init__(self, root_dir='/x/pool/images',\n                 mask_dir='/x/pool/masks'):" in new
+    assert targets(changes) == [("root_dir", "image_dir"), ("mask_dir", "mask_dir")]
+    # the value names no folder, but it sits beside the masks folder and no image knob exists: the images
+    new, changes = override('ds = SegDataset(root_dir="/content/brain/train", mask_dir="/content/brain/train_masks")\n')
+    assert new == "ds = SegDataset(root_dir='/x/pool/images', mask_dir='/x/pool/masks')\n"
+    assert targets(changes) == [("root_dir", "image_dir"), ("mask_dir", "mask_dir")]
+
+
+def test_a_root_above_its_masks_or_joined_with_a_mask_subfolder_stays_the_pool_root():
+    code = src(r"""
+        ROOT_DIR = r'C:\Users\x\Brain Meningioma'
+        MASK_DIR = r'C:\Users\x\Brain Meningioma\Masks'
+    """)
+    assert override(code)[0] == "ROOT_DIR = '/x/pool'\nMASK_DIR = '/x/pool/masks'\n"
+    new, changes = override('ds = SegDataset(root_dir="data/kvasir", mask_dir="masks")\n')  # join(root, mask_dir)
+    assert new == "ds = SegDataset(root_dir='/x/pool', mask_dir='/x/pool/masks')\n"
+    assert targets(changes) == [("root_dir", "data_dir"), ("mask_dir", "mask_dir")]
+    new, _ = override('DATA_DIR = "./Kvasir-SEG/"\nMASK_DIR = "./Kvasir-SEG/masks"\n')  # SEG names the dataset
+    assert new == "DATA_DIR = '/x/pool'\nMASK_DIR = '/x/pool/masks'\n"
+
+
+def test_config_dict_paths_follow_their_values():
+    code = src('''
+        CONFIG = {
+            "data_path": "/home/user/brain-mri/images",
+            "mask_path": "/home/user/brain-mri/masks",
+            "save_path": "./outputs",
+        }
+    ''')
+    new, changes = override(code)
+    assert '"data_path": \'/x/pool/images\',' in new and '"mask_path": \'/x/pool/masks\',' in new
+    assert targets(changes) == [('"data_path"', "image_dir"), ('"mask_path"', "mask_dir"), ('"save_path"', "save_dir")]
+
+
+def test_argparse_defaults_follow_their_values():
+    code = src('''
+        import argparse
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--data_dir', default='/x/train/images')
+        parser.add_argument('--mask_dir', default='/x/train/labelsTr/')
+        parser.add_argument('--root', type=str, default='/x/train/ImagesTr')
+    ''')
+    new, changes = override(code)
+    assert "parser.add_argument('--data_dir', default='/x/pool/images')" in new
+    assert "parser.add_argument('--mask_dir', default='/x/pool/masks')" in new
+    assert "parser.add_argument('--root', type=str, default='/x/pool/images')" in new
+    assert [c.role for c in changes] == ["image_dir", "mask_dir", "image_dir"]
+
+
+def test_function_defaults_follow_their_values():
+    code = src('''
+        def get_loaders(image_dir='data/imgs', mask_dir='data/masks', batch_size=8):
+            return image_dir, mask_dir
+
+        def get_split(data_dir='data/images/train', label_dir='data/ground_truth/train'):
+            return data_dir, label_dir
+    ''')
+    new, changes = override(code)
+    assert "def get_loaders(image_dir='/x/pool/images', mask_dir='/x/pool/masks', batch_size=8):" in new
+    assert "def get_split(data_dir='/x/pool/images', label_dir='/x/pool/masks'):" in new
+    assert [c.role for c in changes] == ["image_dir", "mask_dir", "image_dir", "mask_dir"]
+
+
+def test_a_true_dataset_root_stays_the_pool_root_and_its_derived_folders_are_left_alone():
+    code = src('''
+        import os
+        DATA_DIR = './dataset'
+        IMAGE_DIR = os.path.join(DATA_DIR, 'images')
+        MASK_DIR = os.path.join(DATA_DIR, 'masks')
+    ''')
+    new, changes = override(code)
+    assert new == code.replace("'./dataset'", "'/x/pool'")
+    assert targets(changes) == [("DATA_DIR", "data_dir")]
+    assert override("DATA_PATH = './data'\n")[0] == "DATA_PATH = '/x/pool'\n"  # says nothing: the name decides
+
+
+def test_suffix_layout_points_every_data_path_at_the_pool_root():
+    code = src(r"""
+        DATA_PATH = r'C:\Users\x\Brain Meningioma\images'
+        MASK_PATH = r'C:\Users\x\Brain Meningioma\Masks'
+        ROOT_DIR = './dataset'
+        SAMPLE = 'data/images/7.png'
+    """)
+    new, changes = override(code, SUFFIX)
+    assert new == "DATA_PATH = '/x/pool'\nMASK_PATH = '/x/pool'\nROOT_DIR = '/x/pool'\nSAMPLE = 'data/images/7.png'\n"
+    assert targets(changes) == [("DATA_PATH", "image_dir"), ("MASK_PATH", "mask_dir"), ("ROOT_DIR", "data_dir")]
+
+
+def test_the_dataset_s_own_folder_names_are_recognised():
+    values = {**POOL, "image_dir": "/x/pool/Original", "mask_dir": "/x/pool/Ground Truth"}
+    code = 'DATA_PATH = "/kaggle/input/cvc-clinicdb/PNG/Original"\nMASK_PATH = "/kaggle/input/cvc/PNG/Ground Truth"\n'
+    new, _ = override(code, values)
+    assert new == "DATA_PATH = '/x/pool/Original'\nMASK_PATH = '/x/pool/Ground Truth'\n"
+
+
+def test_single_files_get_their_counterpart_and_model_files_are_untouched():
+    code = src(r"""
+        model_path = 'unet.pth'
+        MODEL_PATH = 'checkpoints/best_model.pth'
+        def predict(model_path='unet.pth', image_path='data/images/1.png', mask_path=r'data\masks\1_seg.png',
+                    out_path='results/pred.png', img_path='sample.png'):
+            return image_path, mask_path
+    """)
+    new, changes = override(code)
+    assert new.splitlines()[:2] == code.splitlines()[:2]
+    assert "image_path='/x/pool/images/1.png', mask_path='/x/pool/masks/1_seg.png'," in new
+    assert new.splitlines()[3:] == code.splitlines()[3:]  # an output file; a file name alone has no folder to follow
+    assert targets(changes) == [("image_path", "image_dir"), ("mask_path", "mask_dir")]
+    assert "mask_path='/x/pool/1_seg.png'" in override(code, SUFFIX)[0]
+
+
 # --- two realistic LLM replies --------------------------------------------------------------------
 
 GPT_STYLE = {
