@@ -35,6 +35,13 @@ def main() -> None:
 @click.option("--epochs", default=-1, show_default=True, type=int, help="Force the epoch count; -1 keeps the LLM's choice.")
 @click.option("--max-batches", default=-1, show_default=True, type=int, help="Cap batches per epoch of every DataLoader; -1: no cap.")
 @click.option("--max-fix-rounds", default=10, show_default=True, type=int, help="Error feedback rounds before giving up.")
+@click.option("--stuck-after", default=3, show_default=True, type=int,
+              help="The same error (type, place in the code, message) this many times in a row is a repeated error "
+                   "loop: the pipeline ends stuck_loop, or gets --loop-hint once. 0: never.")
+@click.option("--loop-hint", is_flag=False, flag_value="default", default=None,
+              help="In a repeated error loop, send one supplementary message after the traceback (the paper's "
+                   "additional interaction) instead of stopping: the documented default text, or --loop-hint TEXT "
+                   "('off': stop, the default).")
 @click.option("--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of one execution.")
 @click.option("--memory-gb", default=16.0, show_default=True, type=float,
               help="Memory cap of one execution (tmpfs and shared memory included).")
@@ -59,6 +66,7 @@ def generate(**opts) -> None:
         model=opts["model"], dataset=opts["dataset"], repeat=opts["repeat"], study=opts["study"],
         epochs=_none_if_negative(opts["epochs"]), max_batches=_none_if_negative(opts["max_batches"]),
         max_fix_rounds=opts["max_fix_rounds"], timeout_s=opts["timeout_s"], memory_gb=opts["memory_gb"],
+        stuck_after=opts["stuck_after"], loop_hint=None if opts["loop_hint"] in (None, "off") else opts["loop_hint"],
         disk_gb=opts["disk_gb"], eval_timeout_s=opts["eval_timeout_s"],
         data_root=opts["data_root"], work_root=opts["work_root"],
         unsafe_no_sandbox=opts["unsafe_no_sandbox"], preflight=not opts["no_preflight"],
@@ -189,14 +197,15 @@ def datasets_list(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--out", type=click.Path(path_type=Path), help="Data root (default $LLMSEG_HOME/data).")
 @click.option("--source", type=click.Path(path_type=Path, exists=True), help="The downloaded dataset (not needed for synthetic ones; see docs/datasets.md).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subset and the held-out split.")
+@click.option("--seed", default=None, type=int,
+              help="Seed of the subset and the held-out split [default: the existing preparation's, else 0].")
 @click.option("--force", is_flag=True, help="Rebuild even if a prepared copy exists.")
 @click.option("--split-by", type=click.Choice(["patient", "slice"]), help="Hold out whole patients (volumes), or slices at random as the paper did (default: the catalog entry's).")
-@click.option("--mask-suffix", help="How masks are named in the source: <name><SUFFIX>.<ext> (prepared names follow the catalog entry).")
+@click.option("--mask-suffix", help="How masks are named in the source: <name><SUFFIX>.<ext>.")
 @click.option("--skip-invalid", is_flag=True, help="Leave out unreadable, mismatched or non-binary pairs (listed in the summary) instead of failing.")
 @click.option("--datasets-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Your datasets YAML (default $LLMSEG_DATASETS_FILE, else $LLMSEG_HOME/datasets.yaml).")
-def datasets_prepare(name: str, out: Path | None, source: Path | None, seed: int, force: bool, split_by: str | None,
+def datasets_prepare(name: str, out: Path | None, source: Path | None, seed: int | None, force: bool, split_by: str | None,
                      mask_suffix: str | None, skip_invalid: bool, datasets_file: Path | None) -> None:
     """Split a dataset into pool/ (visible to generated code) and heldout/ (10%), with a manifest."""
     from dataclasses import replace
@@ -240,9 +249,12 @@ def _print_prepared(prepared) -> None:
 @click.option("--force", is_flag=True, help="Replace an entry of the same name and rebuild its prepared copy.")
 @click.option("--skip-invalid", is_flag=True, help="Leave out unusable pairs (listed in the summary) instead of failing.")
 @click.option("--no-prepare", is_flag=True, help="Only write the catalog entry.")
+@click.option("--normalize", is_flag=True,
+              help="Store masks as 0/255 PNG under uniform names instead of the source's files as they are "
+                   "(code written for the real dataset expects those); recorded in the entry.")
 def datasets_add(name: str, source: Path, title: str | None, modality: str, foreground_value: int | None,
                  subset_size: int | None, datasets_file: Path | None, out: Path | None, seed: int, force: bool,
-                 skip_invalid: bool, no_prepare: bool) -> None:
+                 skip_invalid: bool, no_prepare: bool, normalize: bool) -> None:
     """Add your own dataset: detect its layout, write a catalog entry to your YAML, prepare it."""
     from llmseg_mlflow.catalog.datasets import (
         check_user_entry, load_datasets, parse_user_entry, render_user_entry, user_datasets_file, write_user_entry,
@@ -258,7 +270,7 @@ def datasets_add(name: str, source: Path, title: str | None, modality: str, fore
         found = detect_layout(source, foreground=foreground_value)
         for line in found.describe():
             click.echo(f"detected: {line}")
-        entry, comments = found.entry(title or name, modality, subset_size)
+        entry, comments = found.entry(title or name, modality, subset_size, normalize=normalize)
         spec = parse_user_entry(name, entry)
         prepared = None
         if not no_prepare:
@@ -378,6 +390,38 @@ def baseline(**opts) -> None:
     result = _guarded(job)
     click.echo(json.dumps(result.as_dict()))
     sys.exit(_exit_code(result.status))
+
+
+@main.command("inspect")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print only the row as one JSON object (the last line).")
+@click.option("--channels", type=int, help="Image channels, when the model's in-channel argument must be guessed (default 3).")
+@click.option("--unsafe-no-sandbox", is_flag=True, help="Build the generated network WITHOUT bubblewrap.")
+def inspect_cmd(folder: Path, as_json: bool, channels: int | None, unsafe_no_sandbox: bool) -> None:
+    """The Tables 1-2 row of a pipeline folder, without training: its choices and its network's shape."""
+    from llmseg_mlflow.errors import UsageError
+    from llmseg_mlflow.pipeline import inspection, sandbox
+
+    def job():
+        if not unsafe_no_sandbox:
+            try:
+                sandbox.check_available()
+            except sandbox.SandboxUnavailable as exc:
+                raise UsageError(str(exc)) from None
+        return inspection.inspect_pipeline(folder.resolve(), unsafe_no_sandbox=unsafe_no_sandbox, channels=channels)
+
+    row = _guarded(job)  # no model class, no folder: exit 2; a network that cannot be built is in the row
+    click.echo(json.dumps(row.as_dict()) if as_json else "\n".join(inspection.render_row(row)))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object (the last line).")
+def doctor(as_json: bool) -> None:
+    """What generated code finds in the sandbox: Python, torch, CUDA, common modules; bwrap and cgroup caps."""
+    from llmseg_mlflow.pipeline import doctor as probe
+
+    report = _guarded(probe.sandbox_report)
+    click.echo(json.dumps(report) if as_json else "\n".join(probe.render_report(report)))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from llmseg_mlflow.pipeline.loop import AttemptLoop, LoopConfig, LoopOutcome, ch
 from llmseg_mlflow.pipeline.results import ResultsError, read_results
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import datasets as tracked_data
+from llmseg_mlflow.tracking import summary
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
 
@@ -121,11 +122,8 @@ def log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
     attempt = out.success
     assert attempt is not None
     stdout = attempt.result.stdout_text()
-    summary = architecture.torchinfo_summary(stdout)
-    n_params = architecture.params_total(stdout)
-    root_metrics: dict[str, float] = {"train_time_s": attempt.result.duration_s}
-    if n_params is not None:
-        root_metrics["params_total"] = n_params
+    table = architecture.torchinfo_summary(stdout)
+    root_metrics = summary.training_metrics(attempt.result.duration_s, architecture.params_total(stdout))
     with tree.child(Kind.TRAINING, "training", {"attempt": attempt.number}) as run:
         run.metrics({**root_metrics, "peak_rss_gb": attempt.result.peak_rss_gb,
                      "peak_memory_gb": attempt.result.peak_memory_gb,
@@ -134,8 +132,8 @@ def log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
         run.untrusted_artifact(attempt.folder, "attempt")
         run.artifact(attempt.result.stdout_path, "logs")
         run.artifact(attempt.result.stderr_path, "logs")
-        if summary:
-            run.text(summary, "model_summary.txt")
+        if table:
+            run.text(table, "model_summary.txt")
         try:
             results = read_results(attempt.folder)
         except ResultsError as exc:
@@ -152,11 +150,30 @@ def log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
                             ("val_dice", results.val_dice)):
             run.curve(key, values)
             tree.root.curve(key, values)
+        trained = summary.training_metrics(attempt.result.duration_s, epochs_trained=len(results.train_loss),
+                                           own_test_dice_mean=results.own_test_dice_mean)
+        root_metrics.update(trained)
         if results.own_test_dice_mean is not None:
-            root_metrics["own_test_dice_mean"] = results.own_test_dice_mean
             run.metrics({"own_test_dice_mean": results.own_test_dice_mean})
-        root_metrics["epochs_trained"] = len(results.train_loss)
     return root_metrics
+
+
+def log_network(tree: RunTree, folder: Path, data: PreparedDataset, limits: sandbox.Limits, unsafe_no_sandbox: bool,
+                progress: Callable[[str], None]) -> dict[str, float]:
+    """Tables 1-2's network columns on the root, from the final code built in the sandbox (`llmseg inspect`);
+    returns the root's params_total (the built network's count beats the printed one)."""
+    from llmseg_mlflow.pipeline.inspection import DEFAULT_LIMITS, NoModelClassError, inspect_pipeline
+
+    try:
+        row = inspect_pipeline(folder, replace(DEFAULT_LIMITS, memory_gb=min(DEFAULT_LIMITS.memory_gb, limits.memory_gb)),
+                               unsafe_no_sandbox, channels=3 if data.spec.colour == "rgb" else 1)
+    except NoModelClassError as exc:
+        tree.root.params({"network_unavailable": str(exc)[:500]})
+        return {}
+    tree.root.params(row.as_params())
+    progress(f"network: {row.encoder_stages} encoder / {row.decoder_stages} decoder stages, "
+             f"{row.params_total or '?'} parameters" if not row.unavailable else f"network: unavailable ({row.unavailable})")
+    return {"params_total": float(row.params_total)} if row.params_total else {}
 
 
 def choices(files: dict[str, str]) -> dict[str, str]:
@@ -189,11 +206,8 @@ def _log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str
     """Root summary: status, error counts, usage, the LLM's choices, chat and code history."""
     root = tree.root
     root.tags({"status": out.status.value})
-    root.metrics({"errors_total": sum(out.errors.values()), "debug_iterations": out.fix_rounds,
-                  "tokens_in": out.usage["tokens_in"], "tokens_out": out.usage["tokens_out"],
-                  "tokens_reasoning": out.usage["tokens_reasoning"], "llm_calls": out.usage["calls"],
-                  "cost_usd": out.cost_usd, "interventions": out.interventions, **extra})
-    root.metrics({f"errors.{kind}": n for kind, n in out.errors.items()})
+    root.metrics({**summary.loop_metrics(out.errors, out.fix_rounds, out.usage, out.cost_usd, out.interventions),
+                  **extra})
     root.text(chat_json(out.messages), "chat/chat.json")
     root.text(chat_markdown(out.messages), "chat/chat.md")
     if out.files:
@@ -201,6 +215,14 @@ def _log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str
         root.files(out.files, "code")
         with tempfile.TemporaryDirectory() as tmp:
             root.artifact(ws.bundle(Path(tmp) / "code_history.bundle"))
+
+
+def _override_value(source: str) -> str:
+    """The value an override wrote, as text: '/x/pool' for "'/x/pool'", the source for Path('/x/pool')."""
+    try:
+        return str(ast.literal_eval(source))
+    except (ValueError, SyntaxError):
+        return source
 
 
 def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _: None) -> GenerateResult:
@@ -253,7 +275,9 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
         out = loop.run(text, registered.uri)
         extra = log_training(tree, out) if out.success else {}
         if out.success:
-            tree.root.params({f"override.{o.role}": ast.literal_eval(o.new)
+            extra.update(log_network(tree, out.success.folder, data, limits, cfg.unsafe_no_sandbox, progress))
+        if out.success:
+            tree.root.params({f"override.{o.role}": _override_value(o.new)
                               for o in out.success.overrides if o.role != "epochs"})
             tree.root.json([o.__dict__ for o in out.success.overrides], "overrides.json")
         if out.status == Status.SUCCEEDED and cfg.evaluate:

@@ -190,3 +190,34 @@ def test_loop_hint_sends_one_supplementary_message_and_counts_it(tracking, llmse
     assert sent[3].startswith("Traceback") and sent[3].endswith("\n\nLook at how torch.nn is imported.")
     assert not any("Look at how" in m for m in sent[:3])
     assert root.data.params["loop_hint"] == "custom"
+
+
+def test_the_synthetic_study_logs_nothing_a_real_pipeline_lacks(tracking, llmseg_home, tmp_path):
+    """Analysis is tested on the synthetic study: every name it writes must come from a real `generate`."""
+    from llmseg_mlflow.analysis.synthetic_study import SynthModel, SynthStudySpec, write_synthetic_study
+    from llmseg_mlflow.tracking.schema import HYPERPARAMETERS, SUMMARY_METRICS
+
+    every_knob = with_bug(FILES, "main.py", "lr=LEARNING_RATE)", "lr=LEARNING_RATE, weight_decay=1e-5)")
+    buggy = with_bug(every_knob, "train.py", "import time\n", "")  # one error, so errors.{Type} exists
+    replies = write_replies(tmp_path / "r", [as_reply(buggy), as_reply(every_knob)])
+    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-schema", epochs=1))
+    client = MlflowClient()
+    real = client.get_run(result.run_id).data
+    assert result.status == "succeeded"
+    spec = SynthStudySpec("t-schema-synth", (SynthModel("m", 2025, True, 0.8),), ("d",), baseline=False,
+                          children=False, artifacts=False, threads=1, epochs=3)
+    synth = client.get_run(write_synthetic_study(client, spec)[0].run_id).data
+    def names(keys):  # errors.{Type} is one family, whichever types happened
+        return {"errors.{Type}" if k.startswith("errors.") else k for k in keys}
+
+    for kind, ours, theirs in (("param", real.params, synth.params), ("metric", real.metrics, synth.metrics),
+                               ("tag", real.tags, synth.tags)):
+        drift = sorted(names(theirs) - names(ours) - {"mlflow.runName"})
+        assert not drift, f"the synthetic study logs {kind}s a real pipeline does not: {drift}"
+    # and what analysis reads, Tables 1-2 included, is on the real root
+    assert set(HYPERPARAMETERS) <= set(real.params), sorted(set(HYPERPARAMETERS) - set(real.params))
+    assert set(SUMMARY_METRICS) <= set(real.metrics), sorted(set(SUMMARY_METRICS) - set(real.metrics))
+    # the tests' U-Net: DoubleConv(1->4) at 32 px, DoubleConv(4->8) at 16 px (the lowest), decoder back at 32
+    assert (real.params["encoder_stages"], json.loads(real.params["encoder_channels"])) == ("1", [4])
+    assert json.loads(real.params["bottleneck_channels"]) == [4, 8] and real.params["final_layer"] == "Conv2d(4->1)"
+    assert real.metrics["params_total"] == 1709  # counted on the built network

@@ -18,8 +18,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from llmseg_mlflow.evaluation.compliance import ITEMS as COMPLIANCE_ITEMS
+from llmseg_mlflow.pipeline.inspection import NetworkRow
 from llmseg_mlflow.tracking.runs import ensure_experiment
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
+from llmseg_mlflow.tracking.summary import (choice_params, compliance_metrics, heldout_metrics, loop_metrics,
+                                            training_metrics)
 
 ERROR_TYPES = ("NameError", "RuntimeError", "ValueError", "TypeError", "ImportError", "Timeout")
 _BATCH = 900
@@ -194,11 +198,10 @@ def _write_pipeline(w: _Writer, spec: SynthStudySpec, model: SynthModel, dataset
         tags.update(budget=str(budget), source_run=source_run or "")
     name = cohort.run_name + (f"/budget{budget}" if budget else "")
     now = int(time.time() * 1000)
-    summary = {"errors_total": n_err, "debug_iterations": n_err, "llm_calls": n_err + 1,
-               "tokens_in": 3000 + 2500 * n_err, "tokens_out": 4000 + 1500 * n_err,
-               "tokens_reasoning": 2000.0 if model.reasoning else 0.0,
-               "cost_usd": round(0.01 * (n_err + 1) * (2 if model.reasoning else 1), 4),
-               "compliance_score": None, **{f"errors.{t}": c for t, c in errors.items()}}
+    # Every number goes through the builders generate uses (tracking/summary.py), under the same names.
+    usage = {"tokens_in": 3000 + 2500 * n_err, "tokens_out": 4000 + 1500 * n_err,
+             "tokens_reasoning": 2000 if model.reasoning else 0, "calls": n_err + 1}
+    summary = loop_metrics(errors, n_err, usage, round(0.01 * (n_err + 1) * (2 if model.reasoning else 1), 4), 0)
     params: dict[str, object] = {}
     metrics: list[Metric] = []
     if not failed:
@@ -207,24 +210,23 @@ def _write_pipeline(w: _Writer, spec: SynthStudySpec, model: SynthModel, dataset
         val = loss_floor + 0.6 * np.exp(-ep / (3 + 10 * (1 - model.quality))) + rng.normal(0, 0.01, epochs)
         train = val * 0.9
         vdice = np.clip(1 - val, 0, 1)
-        items = {"data_split": 1.0, "excel_files": float(rng.random() > 0.2), "model_summary": 1.0}
-        summary.update({
-            "train_time_s": float(rng.uniform(300, 3000) * (epochs / 25)), "params_total": float(rng.choice([7.7e6, 31e6])),
-            "own_test_dice_mean": float(min(1, dice.mean() + 0.03)), "epochs_trained": epochs,
-            "heldout_dice_mean": float(dice.mean()), "heldout_dice_median": float(np.median(dice)),
-            "heldout_dice_q1": float(np.quantile(dice, 0.25)), "heldout_dice_q3": float(np.quantile(dice, 0.75)),
-            "heldout_iou_mean": float(np.mean(dice / (2 - dice))), "heldout_hd95_median": float(np.median((1 - dice) * 20)),
-            "heldout_n": len(dice), "compliance_score": float(np.mean(list(items.values()))),
-            **{f"compliance.{k}": v for k, v in items.items()},
-        })
+        items = {f"compliance.{k}": int(rng.random() > 0.2) for k in COMPLIANCE_ITEMS}
+        summary.update(training_metrics(float(rng.uniform(300, 3000) * (epochs / 25)), int(rng.choice([7_700_000, 31_000_000])),
+                                        epochs, float(min(1, dice.mean() + 0.03))))
+        summary.update(heldout_metrics(dice, dice / (2 - dice), (1 - dice) * 20))
+        summary.update(compliance_metrics(items))
         metrics += _curve("train_loss", train, now) + _curve("val_loss", val, now) + _curve("val_dice", vdice, now)
         metrics += _curve("heldout_image_dice", dice, now, first_step=0)
-        params = {"epochs": chosen, "batch_size": int(rng.choice([8, 16, 32])), "lr": str(rng.choice(["1e-3", "1e-4"])),
-                  "weight_decay": str(rng.choice(["0", "1e-5"])), "optimizer": "Adam",
-                  "loss": str(rng.choice(["BCEWithLogitsLoss", "BCELoss", "DiceBCE"])), "input_size": "256x256",
-                  "encoder_stages": int(rng.choice([4, 4, 5])), "decoder_stages": 4,
-                  "bottleneck_channels": int(rng.choice([512, 1024])),
-                  "final_activation": str(rng.choice(["sigmoid", "none"]))}
+        stages = int(rng.choice([4, 4, 5]))
+        widths = tuple(64 * 2 ** i for i in range(stages))
+        network = NetworkRow(encoder_stages=stages, decoder_stages=stages, conv_block="DoubleConv (Conv->BN->ReLU)x2",
+                             encoder_channels=widths, decoder_channels=widths[::-1],
+                             bottleneck_channels=(widths[-1] * 2,), final_layer="Conv2d(64->1)")
+        chosen_params = {"epochs": chosen, "batch_size": int(rng.choice([8, 16, 32])),
+                         "lr": str(rng.choice(["1e-3", "1e-4"])), "weight_decay": str(rng.choice(["0", "1e-5"])),
+                         "optimizer": "Adam", "loss": str(rng.choice(["BCEWithLogitsLoss", "BCELoss", "DiceBCE"])),
+                         "input_size": "256x256", "final_activation": str(rng.choice(["sigmoid", "none"]))}
+        params = dict(choice_params(chosen_params, network.as_params()))
         if budget is not None:
             params["override.epochs"] = budget
     metrics += _metrics(summary, now)

@@ -149,9 +149,11 @@ def check(files: Mapping[str, str], attempt: Path, stdout: str, n_pool: int,
         "no_plt_show": lambda: "show" not in called,
         "main_guard": lambda: "__name__" in files.get("main.py", "") and "__main__" in files.get("main.py", ""),
     }
+    assert tuple(items) == ITEMS  # the names other writers (the synthetic study) use
     return {f"compliance.{name}": int(bool(test())) for name, test in items.items()}
 
 
-def score(items: Mapping[str, int]) -> float:
-    """The share of items met."""
-    return sum(items.values()) / len(items) if items else 0.0
+ITEMS = ("four_files", "train_losses_xlsx", "val_losses_xlsx", "validation_dice_xlsx", "test_dice_xlsx",
+         "whole_model_saved", "state_dict_saved", "loss_plot_png", "prediction_figure_5x3", "torchinfo_summary",
+         "params_printed", "training_time_printed", "tqdm_used", "split_indices_subset", "split_80_10_10",
+         "no_data_copy", "no_augmentation", "no_plt_show", "main_guard")

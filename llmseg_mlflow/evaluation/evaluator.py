@@ -118,7 +118,7 @@ def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings:
     try:  # what the sandbox wrote is checked by header before any array is loaded
         predictions = load_predictions(dest / "out" / "predictions.npz", {h["name"]: tuple(h["size"]) for h in heldout})
         info = json.loads(untrusted.read_bytes(dest / "out" / "info.json", 1024**2))
-    except (PredictionsError, untrusted.UntrustedFileError, ValueError) as exc:
+    except (PredictionsError, untrusted.UntrustedFileError, ValueError, RecursionError) as exc:  # '['*1e5 recurses
         raise EvaluationError(f"held-out inference wrote unusable results: {exc}") from None
     if not isinstance(info, dict):
         raise EvaluationError("held-out inference wrote unusable results: info.json is not a JSON object")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from llmseg_mlflow.tracking.summary import heldout_metrics
+
 
 def dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dice and IoU of a batch of same-size masks, shape (N, H, W), in one vectorised pass."""
@@ -60,16 +62,7 @@ class ImageScores:
 
     def summary(self) -> dict[str, float]:
         """The metrics the evaluation run and the pipeline root carry."""
-        q1, median, q3 = np.percentile(self.dice, [25, 50, 75]) if len(self.dice) else (np.nan,) * 3
-        return {
-            "heldout_dice_mean": float(np.mean(self.dice)),
-            "heldout_dice_median": float(median),
-            "heldout_dice_q1": float(q1),
-            "heldout_dice_q3": float(q3),
-            "heldout_iou_mean": float(np.mean(self.iou)),
-            "heldout_hd95_median": float(np.median(self.hd95)),
-            "heldout_n": float(len(self.names)),
-        }
+        return heldout_metrics(self.dice, self.iou, self.hd95)
 
     def rows(self) -> list[dict[str, object]]:
         """One dict per image: index, image, dice, iou, hd95, gt_pixels, pred_pixels."""

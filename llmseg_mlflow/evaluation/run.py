@@ -23,6 +23,7 @@ from llmseg_mlflow.pipeline import sandbox
 from llmseg_mlflow.pipeline.workspace import attempt_logs, attempt_path
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Kind
+from llmseg_mlflow.tracking.summary import compliance_metrics
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*")
 _TAGS = ("eval_preprocessing", "eval_load", "eval_checkpoint", "eval_output", "eval_fallback_reason", "device")
@@ -54,7 +55,7 @@ def evaluate_pipeline(tree: RunTree, data: PreparedDataset, trained: TrainedPipe
         return None
     items = compliance.check(code_files(trained.attempt), trained.attempt, trained.stdout, data.n_pool,
                              out.info.get("checkpoints", {}))
-    quality = {**items, "compliance_score": compliance.score(items)}
+    quality = compliance_metrics(items)
     tags = {k: str(out.info[k])[:250] for k in _TAGS if k in out.info}
     scores = log_evaluation(tree, data, out.predictions, tags,
                             {"eval_time_s": out.duration_s, "forward_s": out.info.get("forward_s"), **quality})

@@ -164,6 +164,7 @@ def scratch_env(extra: dict[str, str] | None = None, home: Path | None = None) -
         "MPLCONFIGDIR": "/tmp/matplotlib",
         "TORCH_HOME": "/tmp/torch",
         "HF_HUB_OFFLINE": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",  # its import asks the network for a newer version: a warning in every log
         "NO_COLOR": "1",
     }
     env.update({k: os.environ[k] for k in _PASS_THROUGH if k in os.environ})

@@ -34,7 +34,9 @@ class Status(str, Enum):
 # Tags present on every run of a tree: the MLflow UI filters children by their own tags only.
 COHORT_TAGS = ("model", "year", "reasoning", "dataset", "repeat", "study", "kind", "provider")
 
-# Root params for what the LLM chose (paper Tables 1-2); read from the code by the knob locator.
+# Root params for what the LLM chose (paper Tables 1-2): the first seven read from the code by the knob
+# locator, the network's from the network built at its input size (pipeline/inspection.py), the final
+# activation from model.py. params_total is a metric.
 HYPERPARAMETERS = (
     "epochs",
     "batch_size",
@@ -45,7 +47,11 @@ HYPERPARAMETERS = (
     "input_size",
     "encoder_stages",
     "decoder_stages",
+    "conv_block",
+    "encoder_channels",
+    "decoder_channels",
     "bottleneck_channels",
+    "final_layer",
     "final_activation",
 )
 
