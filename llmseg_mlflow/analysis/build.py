@@ -101,6 +101,9 @@ def section_errors(c: Context) -> None:
                      "errors", fg.errors_figure, by_model, types)
 
 
+COHORT_CURVE_SHARE = 0.5  # a cohort curve is drawn while at least this share of its pipelines has a value
+
+
 def _mean_curve(data: StudyData, run_ids, metric: str = "val_loss") -> tuple[np.ndarray, np.ndarray] | None:
     got = data.mean_curve(list(run_ids), metric)
     return (got[0], got[1]) if got else None
@@ -140,19 +143,27 @@ def section_curves(c: Context) -> None:
                          fg.curves_figure, panels, base, "validation loss",
                          f"{dataset}: validation loss per epoch (model = mean over repeats)",
                          note="Loss formulations differ between pipelines (BCE, BCE+Dice, ...): compare shapes, not levels.")
-        panels8 = {}
+        panels8, rows = {}, []
         for comp in c.cohorts.comparisons:
             groups = []
             for group in (comp.a, comp.b):
-                got = c.data.mean_curve(list(on[in_group(on, comp, group)].run_id), "val_loss", max_epoch=n)
+                got = c.data.mean_curve(list(on[in_group(on, comp, group)].run_id), "val_loss", max_epoch=n,
+                                        min_share=COHORT_CURVE_SHARE)
                 if got is not None:
-                    groups.append((group.label, *got))
+                    groups.append((group.label, *got[:4]))
+                    rows += [{"comparison": comp.name, "group": group.label, "epoch": int(e), "mean": m, "sd": s,
+                              "n": int(k), "pipelines": got[3]} for e, m, s, k in zip(got[0], got[1], got[2], got[4])]
             panels8[comp.name] = groups
         if any(panels8.values()):
+            share = f"{COHORT_CURVE_SHARE:.0%}"
             c.out.figure(f"cohort_val_loss_{dataset}", f"Cohort validation loss, first {n} epochs, {dataset} (Fig. 8a, 8b)",
                          "curves", fg.cohort_curves_figure, panels8,
                          f"{dataset}: mean \u00b1 SD across pipelines, epochs 1-{n}",
-                         note="Mean and SD (not SEM) across the group's pipelines at each epoch; n = pipelines with a curve.")
+                         note=f"Mean and SD (not SEM) across the group's pipelines at each epoch; n = pipelines with a "
+                              f"curve. A group's curve stops where fewer than {share} of them still have a value (the "
+                              f"mean would jump as short runs end); n per epoch: table cohort_val_loss_{dataset}.")
+            c.out.table(f"cohort_val_loss_{dataset}", f"Cohort validation loss per epoch, {dataset} (Fig. 8a, 8b data)",
+                        "curves", pd.DataFrame(rows), "n: pipelines with a value at that epoch, of `pipelines`.")
 
 
 def _dice_groups(c: Context, dataset: str) -> list[tuple[str, np.ndarray, str]]:

@@ -75,9 +75,11 @@ class StudyData:
         got = self.series.get(run_id, {}).get(metric)
         return got if got is not None and len(got[0]) else None
 
-    def mean_curve(self, run_ids, metric: str = "val_loss", max_epoch: int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
-        """Mean and SD (ddof=1; 0 where one run) over runs at each epoch, and how many runs had a curve."""
+    def mean_curve(self, run_ids, metric: str = "val_loss", max_epoch: int | None = None, min_share: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray] | None:
+        """Mean and SD (ddof=1; 0 where one run) over runs at each epoch, how many runs had a curve, and how
+        many had a value at each epoch; epochs where fewer than min_share of the runs have one are left out
+        (a mean over the few long runs would jump where the others stop)."""
         curves = [c for c in (self.curve(r, metric) for r in run_ids) if c is not None]
         if not curves:
             return None
@@ -92,10 +94,10 @@ class StudyData:
         x = x - base
         n = np.bincount(x)
         s1, s2 = np.bincount(x, y), np.bincount(x, y * y)
-        have = n > 0
+        have = (n > 0) & (n >= min_share * len(curves))
         mean = s1[have] / n[have]
         var = np.where(n[have] > 1, (s2[have] - n[have] * mean**2) / np.maximum(n[have] - 1, 1), 0.0)
-        return np.nonzero(have)[0] + base, mean, np.sqrt(np.maximum(var, 0)), len(curves)
+        return np.nonzero(have)[0] + base, mean, np.sqrt(np.maximum(var, 0)), len(curves), n[have]
 
     def study(self) -> pd.DataFrame:
         """The pipelines proper: no baseline, no budget reruns."""

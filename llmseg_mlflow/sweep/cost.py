@@ -23,9 +23,10 @@ class TokenEstimate:
     basis: str  # e.g. "mean of 12 finished pipelines" or "default"
 
 
-def token_estimates(client: MlflowClient, models: list[ModelSpec]) -> dict[str, TokenEstimate]:
+def token_estimates(client: MlflowClient | None, models: list[ModelSpec]) -> dict[str, TokenEstimate]:
     """Per model: mean tokens of its finished pipelines on this server (any study), else the default."""
-    experiments = retrying(lambda: [e.experiment_id for e in client.search_experiments()], "list experiments")
+    experiments = (retrying(lambda: [e.experiment_id for e in client.search_experiments()], "list experiments")
+                   if client is not None else [])
     out = {}
     for model in models:
         if model.provider in ("replay", "none"):

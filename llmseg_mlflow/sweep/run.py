@@ -97,9 +97,27 @@ def _open_client() -> MlflowClient:
     return MlflowClient()
 
 
-def plan(study: Study, client: MlflowClient) -> tuple[list[JobState], StudyRuns]:
-    """Every job of the study with what the server already holds for it."""
-    exp = retrying(lambda: client.get_experiment_by_name(study.name), "get experiment")
+def _local_store(uri: str) -> Path | None:
+    """The file or folder of a local tracking store (sqlite:///x.db, file:/x, a plain path), else None."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).expanduser()
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file:").removeprefix("//")).expanduser()
+    return None if "://" in uri else Path(uri).expanduser()
+
+
+def _existing_store_client() -> MlflowClient | None:
+    """A client for the tracking store, or None when it is a local store that does not exist yet: opening
+    one would create it (`./mlflow.db` when no URI is set), and a dry run writes nothing."""
+    local = _local_store(mlflow.get_tracking_uri())
+    if local is not None and not local.exists():
+        return None
+    return _open_client()
+
+
+def plan(study: Study, client: MlflowClient | None) -> tuple[list[JobState], StudyRuns]:
+    """Every job of the study with what the server already holds for it (nothing, without a client)."""
+    exp = retrying(lambda: client.get_experiment_by_name(study.name), "get experiment") if client else None
     runs = StudyRuns(client, exp.experiment_id if exp else None).load()
     return [runs.state(job) for job in expand(study)], runs
 
@@ -109,8 +127,10 @@ def _fmt_cost(value: float | None) -> str:
 
 
 def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
-    """Print the jobs, which are done, and the expected API cost of the rest; runs nothing."""
-    client = _open_client()
+    """Print the jobs, which are done, and the expected API cost of the rest; runs nothing, writes nothing."""
+    client = _existing_store_client()
+    if client is None:
+        out(f"no tracking store at {mlflow.get_tracking_uri()} yet: every job is still to run")
     states, _ = plan(study, client)
     models = {m.key: m for m in study.models}
     estimates = token_estimates(client, list(models.values()))

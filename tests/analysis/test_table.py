@@ -59,3 +59,19 @@ def test_boxplots_draw_matplotlibs_quartiles_whiskers_and_medians_top_to_bottom(
     assert [label for _, label in by_height] == ["second", "first"]  # bottom to top: the first group on top
     fliers = ax.lines[0].get_xdata()
     assert 0.99 in fliers and len(fliers) == 1
+
+
+def test_a_cohort_mean_curve_stops_where_most_of_its_pipelines_have_stopped():
+    import numpy as np
+    import pandas as pd
+
+    from llmseg_mlflow.analysis.table import StudyData
+
+    long = {"val_loss": (np.arange(1, 11), np.full(10, 1.0))}
+    short = {"val_loss": (np.arange(1, 5), np.full(4, 3.0))}
+    data = StudyData(pd.DataFrame(), pd.DataFrame(), {"a": short, "b": short, "c": long})
+    x, mean, _, runs, n = data.mean_curve(["a", "b", "c"], min_share=0.5)
+    assert runs == 3 and list(x) == [1, 2, 3, 4] and list(n) == [3, 3, 3, 3]  # epochs 5-10: one run of three
+    assert np.allclose(mean, 7 / 3)
+    x_all, mean_all, _, _, n_all = data.mean_curve(["a", "b", "c"])
+    assert list(x_all) == list(range(1, 11)) and list(n_all[4:]) == [1] * 6 and mean_all[-1] == 1.0

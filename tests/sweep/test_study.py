@@ -1,6 +1,7 @@
 """Study files: what a valid one expands to, and clear messages for broken ones."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -100,3 +101,13 @@ def test_cli_reports_a_broken_study_file_and_exits_2(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(tmp_path / "nope.yaml")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_dry_run_without_a_tracking_uri_creates_no_store(tmp_path):
+    path = write_study(tmp_path, "small", "models: [demo-2024-a]\ndatasets: [synthetic-gray-suffix]\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(path), "--dry-run"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "no tracking store at sqlite:///" in proc.stdout and "to run: 1" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.yaml"]  # no mlflow.db, no mlruns/
