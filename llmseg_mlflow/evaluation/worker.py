@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 CHECKPOINT_EXTS = (".pth", ".pt", ".ckpt", ".tar", ".pkl")
 IN_NAMES = {"in_channels", "in_ch", "n_channels", "input_channels", "in_chans", "num_channels", "channels",
@@ -176,10 +176,14 @@ def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
     """Run main.py (its data knobs point at the held-out folder) until it iterates a DataLoader.
 
     Returns the base datasets (Subsets unwrapped) of every loader it built, last built first (the test
-    loader, as the prompt orders them), and why there are none.
+    loader, as the prompt orders them), then every other Dataset it made, latest first: main.py may stop
+    before its loaders exist (a split sized for the pool fails on a small held-out set), and the datasets
+    made by then still know how the pipeline reads an image. Also why no loader was reached.
     """
     built: list[object] = []
+    made: list[object] = []
     original_init, original_iter = DataLoader.__init__, DataLoader.__iter__
+    own_new = Dataset.__dict__.get("__new__")  # normally none: object's
 
     def init(self, dataset, *args, **kwargs):
         built.append(dataset)
@@ -188,7 +192,13 @@ def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
     def stop(self):
         raise _Captured
 
+    def new(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        made.append(obj)
+        return obj
+
     DataLoader.__init__, DataLoader.__iter__ = init, stop
+    Dataset.__new__ = new  # type: ignore[method-assign]
     argv = sys.argv
     sys.argv = ["main.py"]  # argparse pipelines: their defaults (knobs pointed at held-out) apply
     reason = ""
@@ -196,13 +206,17 @@ def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
         runpy.run_path(str(code_dir / "main.py"), run_name="__main__")
     except _Captured:
         pass
-    except BaseException as exc:  # noqa: BLE001 - the pipeline's own failure means: use generic
+    except BaseException as exc:  # noqa: BLE001 - the pipeline's own failure means: use what was made
         reason = f"main.py raised {type(exc).__name__} before iterating a DataLoader: {str(exc)[:200]}"
     finally:
         DataLoader.__init__, DataLoader.__iter__ = original_init, original_iter
+        if own_new is None:
+            del Dataset.__new__
+        else:
+            Dataset.__new__ = own_new  # type: ignore[method-assign]
         sys.argv = argv
-    bases = []
-    for dataset in reversed(built):
+    bases: list[object] = []
+    for dataset in [*reversed(built), *reversed(made)]:
         while isinstance(dataset, Subset):
             dataset = dataset.dataset
         if all(dataset is not b for b in bases):
@@ -313,8 +327,8 @@ def main(config_path: str) -> None:
     reason = "generic preprocessing requested"
     if cfg["preprocessing"] == "auto":
         datasets, reason = capture_datasets(code_dir)
-        where, why = own_items(datasets, names) if datasets else ({}, reason)
-        reason = why or reason
+        where, why = own_items(datasets, names) if datasets else ({}, "")
+        reason = "; ".join(r for r in (reason, why) if r)
         if where:
             try:
                 items = [(name, as_image_tensor(where[name][0][where[name][1]])) for name in names]

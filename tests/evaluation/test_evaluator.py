@@ -196,3 +196,26 @@ def test_generic_fallback_feeds_the_channels_of_the_first_convolution_that_runs(
     assert out.info["eval_preprocessing"] == "generic" and out.info["eval_input_channels"] == 1
     assert "3 channels, the model wants 1" in out.info["eval_fallback_reason"]
     assert len(scores.dice) == rgb.n_heldout
+
+
+POOL_SIZED_SPLIT_MAIN = """\\
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Subset
+from dataset import SegDataset
+
+IMAGE_DIR = "/path/to/images"
+MASK_DIR = "/path/to/masks"
+
+if __name__ == "__main__":
+    ds = SegDataset(IMAGE_DIR, MASK_DIR)
+    train_idx, test_idx = train_test_split(list(range(len(ds))), test_size=50)  # fine on the pool, not on 10 images
+    loader = DataLoader(Subset(ds, train_idx), batch_size=4)
+"""
+
+
+def test_a_dataset_made_before_main_fails_on_the_small_heldout_set_is_still_used(gray, tmp_path):
+    attempt = make_attempt(tmp_path / "early")
+    (attempt / "main.py").write_text(POOL_SIZED_SPLIT_MAIN)
+    out, scores = _evaluate(attempt, gray, tmp_path)
+    assert out.info["eval_preprocessing"] == "own", out.info.get("eval_fallback_reason")
+    assert scores.summary()["heldout_dice_mean"] > 0.3
