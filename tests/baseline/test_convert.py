@@ -52,3 +52,17 @@ def test_a_mask_of_another_size_is_refused(data, tmp_path: Path) -> None:
     Image.new("L", (16, 16)).save(mask)
     with pytest.raises(UsageError, match=rf"{mask.name} is 16x16 but its image is 32x32"):
         convert(data, tmp_path / "raw")
+
+
+def test_jpeg_mask_edges_become_labels_by_the_one_mask_rule(tmp_path: Path) -> None:
+    from llmseg_mlflow.baseline.convert import read_label
+
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255
+    mask[4, 4:12], mask[11, 4:12] = 140, 110  # blurred edges, as JPEG leaves them
+    path = tmp_path / "m.png"
+    Image.fromarray(mask).save(path)
+    label = read_label(path, (16, 16))
+    assert label[4, 5] == 1 and label[11, 5] == 0 and label[6, 6] == 1 and label.sum() == 8 * 7
+    Image.fromarray((mask > 0).astype(np.uint8)).save(path)  # a 0/1 source mask kept as it was
+    assert read_label(path, (16, 16), (0, 1)).sum() == 8 * 8
