@@ -246,18 +246,32 @@ def own_items(datasets: list[object], names: list[str]) -> tuple[dict[str, tuple
     return {}, f"the pipeline's datasets cover {len(found)} of the {len(names)} held-out images (sizes {sizes})"
 
 
+def _image_path(entry: object) -> str | None:
+    """The image path of one entry of a dataset's file list: a path, an (image, mask) pair, or a dict."""
+    if isinstance(entry, (tuple, list)) and entry:
+        entry = entry[0]
+    elif isinstance(entry, dict):
+        entry = next((entry[k] for k in ("image", "img", "image_path", "img_path", "path") if k in entry), None)
+    return str(entry) if isinstance(entry, (str, os.PathLike)) else None
+
+
 def item_names(dataset: object, n: int, names: list[str]) -> list[str] | None:
-    """Held-out file name of each dataset index, from a list attribute of one path per item."""
+    """Held-out file name of each dataset index, from a list attribute of one path (or (image, mask) pair,
+    or {"image": path} record) per item."""
     wanted = set(names)
     by_stem = {os.path.splitext(x)[0]: x for x in names}
     for value in getattr(dataset, "__dict__", {}).values():
-        if isinstance(value, (list, tuple)) and len(value) == n and all(isinstance(v, (str, os.PathLike)) for v in value):
-            base = [os.path.basename(str(v)) for v in value]
-            if all(b in wanted for b in base):
-                return base
-            mapped = [by_stem.get(os.path.splitext(b)[0]) for b in base]
-            if all(mapped) and len(set(mapped)) == n:
-                return mapped  # type: ignore[return-value]
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            continue
+        paths = [_image_path(v) for v in value]
+        if not all(paths):
+            continue
+        base = [os.path.basename(p) for p in paths]  # type: ignore[arg-type]
+        if all(b in wanted for b in base):
+            return base
+        mapped = [by_stem.get(os.path.splitext(b)[0]) for b in base]
+        if all(mapped) and len(set(mapped)) == n:
+            return mapped  # type: ignore[return-value]
     return None
 
 

@@ -219,3 +219,17 @@ def test_a_dataset_made_before_main_fails_on_the_small_heldout_set_is_still_used
     out, scores = _evaluate(attempt, gray, tmp_path)
     assert out.info["eval_preprocessing"] == "own", out.info.get("eval_fallback_reason")
     assert scores.summary()["heldout_dice_mean"] > 0.3
+
+
+def test_items_are_matched_through_paths_pairs_or_records():
+    from llmseg_mlflow.evaluation.worker import item_names
+
+    class Pairs:
+        def __init__(self, entries):
+            self.transform, self.samples = None, entries
+
+    names = ["1.png", "2.png"]
+    assert item_names(Pairs([Path("/h/2.png"), Path("/h/1.png")]), 2, names) == ["2.png", "1.png"]
+    assert item_names(Pairs([("/h/1.png", "/h/1_seg.png"), ("/h/2.png", "/h/2_seg.png")]), 2, names) == names
+    assert item_names(Pairs([{"image": "/h/2.png", "mask": "/m/2.png"}, {"image": "/h/1.png"}]), 2, names) == ["2.png", "1.png"]
+    assert item_names(Pairs([("/h/1.png", 0), ("/h/9.png", 1)]), 2, names) is None  # not all held-out images
