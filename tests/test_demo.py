@@ -10,6 +10,7 @@ from llmseg_mlflow.pipeline.sandbox import bwrap_path
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap")
 
 
+@pytest.mark.timeout(1200)  # the whole main job: 13 pipelines, 2 nnU-Net baselines, the report (~9 min here)
 def test_demo_sweeps_the_demo_study_and_ends_with_the_report(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     lines: list[str] = []
@@ -26,7 +27,9 @@ def test_demo_sweeps_the_demo_study_and_ends_with_the_report(tmp_path, monkeypat
     exp = client.get_experiment_by_name("demo")
     roots = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")
     llm = [r for r in roots if r.data.tags.get("baseline") != "true" and "budget" not in r.data.tags]
-    assert len(llm) == 4 * 2 + 1  # 4 fixtures x 2 datasets, and a second repeat of one
+    assert len(llm) == 4 * 2 + 1
+    built = [r for r in llm if r.data.tags["status"] == "succeeded"]
+    assert built and all(r.data.params.get("encoder_stages", "").isdigit() for r in built)  # Tables 1-2, network side  # 4 fixtures x 2 datasets, and a second repeat of one
     assert all(r.data.tags["status"] == "succeeded" and "heldout_dice_mean" in r.data.metrics for r in llm)
     cohorts = {(r.data.tags["year"], r.data.tags["reasoning"]) for r in llm}
     assert {("2024", "false"), ("2025", "true")} <= cohorts  # two sides for the cohort analysis
