@@ -47,6 +47,7 @@ from llmseg_mlflow.catalog.sources import (
     listing,
     natural_key,
     open_source,
+    pair_naming,
     problem_heading,
 )
 from llmseg_mlflow.catalog.split import choose_subset, dataset_rng, split_by_group
@@ -447,9 +448,8 @@ def _pool_layout(spec: DatasetSpec, records: list[_Record]) -> dict[str, str]:
     """What the pool's names look like (most common suffix and extensions), for the prompt and the knobs."""
     suffixes, image_exts, mask_exts = Counter(), Counter(), Counter()
     for record in records:
-        image_stem, image_ext = record.image.name.rpartition(".")[::2]
-        mask_stem, mask_ext = record.mask.name.rpartition(".")[::2]
-        suffixes[mask_stem[len(image_stem):] if mask_stem.startswith(image_stem) else spec.mask_suffix] += 1
+        suffix, image_ext, mask_ext = pair_naming(record.image.name, record.mask.name)
+        suffixes[spec.mask_suffix if suffix is None else suffix] += 1
         image_exts[image_ext] += 1
         mask_exts[mask_ext] += 1
     return {"mask_suffix": suffixes.most_common(1)[0][0], "image_ext": image_exts.most_common(1)[0][0],

@@ -526,13 +526,20 @@ class ImageSource:
         return ReadResult([sample], notes=notes)
 
 
+def pair_naming(image_name: str, mask_name: str) -> tuple[str | None, str, str]:
+    """(mask suffix, image extension, mask extension) of an image/mask file pair as named; the suffix is
+    None when the mask's name does not start with the image's."""
+    image_stem, image_ext = image_name.rpartition(".")[::2]
+    mask_stem, mask_ext = mask_name.rpartition(".")[::2]
+    suffix = mask_stem[len(image_stem):] if mask_stem.lower().startswith(image_stem.lower()) else None
+    return suffix, image_ext, mask_ext
+
+
 def source_names(unit: Unit) -> tuple[str, str]:
     """The pool names of a pair kept as it is: the unit's key (prefixed where merged folders repeat a
     name) with the source files' own mask suffix and extensions."""
-    image_stem, image_ext = unit.image.name.rpartition(".")[::2]
-    mask_stem, mask_ext = unit.mask.name.rpartition(".")[::2]
-    suffix = mask_stem[len(image_stem):] if mask_stem.lower().startswith(image_stem.lower()) else ""
-    return f"{unit.key}.{image_ext}", f"{unit.key}{suffix}.{mask_ext}"
+    suffix, image_ext, mask_ext = pair_naming(unit.image.name, unit.mask.name)
+    return f"{unit.key}.{image_ext}", f"{unit.key}{suffix or ''}.{mask_ext}"
 
 
 def _count_unread(root: Path, collections: list[_Collection], ignored: Counter) -> None:
