@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from llmseg_mlflow.catalog.masks import ColourMaskError, read_mask
 from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.catalog.volume_pool import pool_slices
 from llmseg_mlflow.errors import UsageError
 
 DATASET_ID = 1  # every baseline has its own nnUNet_raw folder, so the id never collides
@@ -112,8 +114,17 @@ def _write_case(image: Path, mask: Path | None, colour: str, image_out: Path, la
 
 
 def convert(data: PreparedDataset, raw_root: Path, progress: Callable[[str], None] = lambda _: None) -> RawDataset:
-    """Write the pool as nnU-Net's training set and the held-out images as imagesTs under raw_root."""
-    pool, heldout = _pairs(data)
+    """Write the pool as nnU-Net's training set and the held-out images as imagesTs under raw_root.
+
+    A pool of NIfTI volumes trains on their foreground slices (the 2d configuration on what is scored)."""
+    with tempfile.TemporaryDirectory(prefix="pool_slices.", dir=raw_root if raw_root.is_dir() else None) as tmp:
+        return _convert(data, raw_root, progress, Path(tmp))
+
+
+def _convert(data: PreparedDataset, raw_root: Path, progress: Callable[[str], None], scratch: Path) -> RawDataset:
+    if data.volumes:
+        progress(f"slicing the {len(data.pool_volumes())} pool volumes of {data.spec.key!r} for nnU-Net's 2d configuration")
+    pool, heldout = _pairs(data, scratch)
     name = dataset_name(data.spec.key)
     channels = channel_names(data.spec.colour)
     raw = RawDataset(raw_root / name, name, channels,
@@ -145,12 +156,12 @@ def convert(data: PreparedDataset, raw_root: Path, progress: Callable[[str], Non
     return raw
 
 
-def _pairs(data: PreparedDataset) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """The pool and held-out pairs, or a UsageError naming what is missing."""
+def _pairs(data: PreparedDataset, scratch: Path) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """The pool and held-out pairs (a pool of volumes sliced into scratch), or a UsageError naming what is missing."""
     fix = f"prepare it again: `llmseg datasets prepare {data.spec.key} --force`"
     if not data.pool.is_dir():
         raise UsageError(f"the pool of dataset {data.spec.key!r} is missing ({data.pool}); {fix}")
-    pool = data.pool_pairs()
+    pool = pool_slices(data.spec, data.pool_volumes(), data.pool, scratch) if data.volumes else data.pool_pairs()
     if len(pool) < 5:  # nnU-Net's fold 0 is a 5-fold split of the pool
         raise UsageError(f"the pool of dataset {data.spec.key!r} ({data.pool}) holds {len(pool)} image/mask "
                          f"pairs; nnU-Net needs at least 5; {fix}")

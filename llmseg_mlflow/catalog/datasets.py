@@ -118,6 +118,11 @@ class DatasetSpec:
         return self.synthetic is not None
 
     @property
+    def keeps_volumes(self) -> bool:
+        """True when the pool holds NIfTI volumes as they are (a NIfTI source, not normalised to slices)."""
+        return self.source.is_volumes and not self.normalize
+
+    @property
     def background_value(self) -> int:
         """Pixel value of background in the source masks."""
         return self.mask_values[0]
@@ -162,6 +167,8 @@ def _round_count(n: int) -> str:
 
 def _layout_sentence(spec: DatasetSpec) -> str:
     """The prompt's sentence that tells the LLM where masks are."""
+    if spec.keeps_volumes:
+        return _volume_sentence(spec)
     example = f'like: "number.{spec.image_ext}" and the masks "{spec.mask_name("number")}"'
     if spec.layout == "suffix":
         return (
@@ -175,6 +182,26 @@ def _layout_sentence(spec: DatasetSpec) -> str:
             f"as the images with a suffix, {example})"
         )
     return f"which are located in 2 different folders ({folders}, with the same file names)"
+
+
+def _volume_sentence(spec: DatasetSpec) -> str:
+    """The prompt's sentence on where the volumes and their labels are."""
+    ext = f".{spec.image_ext}"
+    label = f"label {spec.foreground_value} is the foreground, other labels background"
+    axis = {0: "first", 1: "second", 2: "last"}.get(spec.source.slice_axis, str(spec.source.slice_axis))
+    slicing = f"use the 2D slices along the {axis} axis that contain the foreground"
+    if spec.image_dir == spec.mask_dir and spec.mask_suffix:
+        folder = "the dataset folder" if spec.image_dir == "." else f'"{spec.image_dir}"'
+        where = (f"in one folder ({folder}, the label volumes have the same name as the images with a "
+                 f'suffix, like: "case{ext}" and "case{spec.mask_suffix}.{spec.mask_ext}")')
+    elif spec.image_dir == "." or spec.mask_dir == ".":
+        where = "in one folder per case, each holding an image volume and its label volume"
+    elif spec.mask_suffix:
+        where = (f'in 2 different folders ("{spec.image_dir}" and "{spec.mask_dir}", the label volumes have the '
+                 f'same name as the images with a suffix, like: "case{ext}" and "case{spec.mask_suffix}.{spec.mask_ext}")')
+    else:
+        where = f'in 2 different folders ("{spec.image_dir}" and "{spec.mask_dir}", with the same file names)'
+    return f"stored as 3D NIfTI volumes ({ext}) {where}; {label}; {slicing}"
 
 
 def _default_count(spec: DatasetSpec, n_total: int | None) -> str:
@@ -403,7 +430,8 @@ def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
     split_by = _as_choice(key, "split_by", raw.get("split_by", "patient"), SPLIT_BY)
     source = _parse_source(key, raw.get("source"))
     if source.is_volumes and layout != "folders":
-        raise _fail(key, "layout", "NIfTI sources are sliced into images/ and masks/ folders: use layout: folders")
+        raise _fail(key, "layout", "NIfTI sources are prepared in folders (volumes as the source holds them, or "
+                    "with normalize: true slices in images/ and masks/): use layout: folders")
 
     return DatasetSpec(
         key=key,

@@ -63,7 +63,8 @@ class DetectedLayout:
                 f"found {self.n_images} NIfTI image volume(s) with label volumes{where}",
                 f"labels seen: {list(self.values_seen)}; foreground label {self.mask_values[1]} "
                 "(mask = label == foreground; other labels are background)",
-                "slices holding the foreground become grayscale PNGs in images/ and masks/",
+                "the pool keeps the volumes as they are; held-out slices holding the foreground are scored "
+                "(--normalize: those slices become the pool, grayscale PNGs in images/ and masks/)",
             ]
             return lines + list(self.notes)
         if self.layout == "suffix":
@@ -108,6 +109,9 @@ class DetectedLayout:
         entry["normalize"] = normalize
         comments["normalize"] = ("true: masks stored as 0/255 under the entry's names; false: the pool keeps "
                                  "the source's files as they are")
+        if self.format == "nifti":
+            comments["normalize"] = ("true: the foreground slices become the pool (8-bit PNGs, 0/255 masks); "
+                                     "false: the pool keeps the volumes as they are")
         entry["subset_size"] = subset_size
         comments["subset_size"] = "null = all"
         entry["heldout_fraction"] = 0.1

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from llmseg_mlflow.catalog.sources import listing
+from llmseg_mlflow.catalog.volume_pool import blank_label_volume, scored_slices
 
 if TYPE_CHECKING:
     from llmseg_mlflow.catalog.prepare import PreparedDataset
@@ -192,7 +193,9 @@ def _blank_like(real: Path, dst: Path) -> None:
     Image.new(mode if mode in ("1", "L", "I", "I;16", "F") else "L", size, 0).save(dst, format=fmt)
 
 
-def _fill_blind(prepared: PreparedDataset, rows: list[dict[str, Any]], folder: Path) -> None:
+def _fill_blind(prepared: PreparedDataset, rows: list[dict[str, Any]], folder: Path,
+                slices: dict[str, list[int]]) -> None:
+    """heldout/'s images copied into folder, its masks blanked (label volumes: see blank_label_volume)."""
     spec = prepared.spec
     spec.images_dir(folder).mkdir(parents=True, exist_ok=True)
     spec.masks_dir(folder).mkdir(parents=True, exist_ok=True)
@@ -201,6 +204,10 @@ def _fill_blind(prepared: PreparedDataset, rows: list[dict[str, Any]], folder: P
         src = prepared.root / entry["path"]
         dst = folder / PurePosixPath(entry["path"]).relative_to("heldout")
         dst.parent.mkdir(parents=True, exist_ok=True)
+        if entry["role"] == "mask" and prepared.volumes:
+            blank_label_volume(src, dst, slices.get(entry["volume"], []), spec.source.slice_axis,
+                               spec.foreground_value)
+            continue
         if entry["role"] == "mask":
             _blank_like(src, dst)
             continue
@@ -218,7 +225,8 @@ def _fill_blind(prepared: PreparedDataset, rows: list[dict[str, Any]], folder: P
 def _blind_heldout(prepared: PreparedDataset) -> Path:
     target = prepared.root / BLIND
     state = prepared.root / _BLIND_STATE
-    rows = [e for e in _read_manifest(prepared.manifest)["files"] if e["split"] == "heldout"]
+    files = _read_manifest(prepared.manifest)["files"]
+    rows = [e for e in files if e["split"] == "heldout"]
     with open(prepared.root / _BLIND_LOCK, "a") as lock:  # parallel evaluations: one builds, the rest wait
         fcntl.flock(lock, fcntl.LOCK_EX)
         recorded = _read_json(state)
@@ -228,7 +236,7 @@ def _blind_heldout(prepared: PreparedDataset) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".{BLIND}.", dir=prepared.root))
         try:
             built = work / BLIND
-            _fill_blind(prepared, rows, built)
+            _fill_blind(prepared, rows, built, scored_slices(files) if prepared.volumes else {})
             if target.exists() or target.is_symlink():
                 os.rename(target, work / "old")
             os.rename(built, target)

@@ -53,6 +53,7 @@ from llmseg_mlflow.catalog.sources import (
 from llmseg_mlflow.catalog.split import choose_subset, dataset_rng, split_by_group
 from llmseg_mlflow.catalog.summary import PrepareSummary, Skipped
 from llmseg_mlflow.catalog.synthetic import generate_synthetic
+from llmseg_mlflow.catalog.volume_pool import SLICES, place_volumes, volume_layout
 
 __all__ = [
     "MANIFEST", "DatasetSourceError", "PreparedDataModifiedError", "Pair", "PreparedDataset",
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 3  # 3: pools keep the source's files unless normalize (older ones were all normalised)
+MANIFEST_VERSION = 4  # 3: pools keep the source's files unless normalize; 4: and NIfTI volumes stay volumes
 _PROBLEM_ORDER = ("unreadable", "colour", "size", "nonbinary", "shape", "orientation", "labels")
 
 
@@ -90,8 +91,18 @@ class PreparedDataset:
 
     @property
     def mask_levels(self) -> tuple[int, int]:
-        """(background, foreground) values of the prepared masks."""
-        return (0, 255) if self.normalized else self.spec.mask_values
+        """(background, foreground) values of the prepared (or scored) 2-D masks."""
+        return (0, 255) if self.normalized or self.spec.source.is_volumes else self.spec.mask_values
+
+    @property
+    def volumes(self) -> bool:
+        """True when pool/ and heldout/ hold NIfTI volumes; the scored slices then lie in heldout_slices/."""
+        return self.spec.keeps_volumes
+
+    @property
+    def heldout_slices(self) -> Path:
+        """Folder of the scored held-out slices (images/, masks/) of a pool of volumes."""
+        return self.root / SLICES
 
     def read_mask(self, path: Path) -> np.ndarray:
         """A prepared mask as a boolean array, by the one rule of catalog/masks.py."""
@@ -114,12 +125,25 @@ class PreparedDataset:
         return self.spec.masks_dir(self.heldout)
 
     def heldout_pairs(self) -> list[tuple[Path, Path]]:
-        """(image, mask) paths of the held-out set, in natural order of their names."""
-        return _pairs_of_split(self, "heldout")
+        """(image, mask) paths of what is scored: the held-out images, or the held-out volumes' scored
+        slices; in natural order of their names."""
+        return _pairs_of_split(self, SLICES if self.volumes else "heldout")
 
     def pool_pairs(self) -> list[tuple[Path, Path]]:
-        """(image, mask) paths of the pool, in natural order of their names."""
+        """(image, mask) paths of the pool (image and label volumes for a pool of volumes), in natural order."""
         return _pairs_of_split(self, "pool")
+
+    def heldout_volumes(self) -> list[tuple[str, Path, Path]]:
+        """(volume key, image volume, label volume) of the held-out split of a pool of volumes."""
+        return _volumes_of_split(self, "heldout")
+
+    def pool_volumes(self) -> list[tuple[str, Path, Path]]:
+        """(volume key, image volume, label volume) of the pool of a pool of volumes."""
+        return _volumes_of_split(self, "pool")
+
+    def manifest_files(self) -> list[dict[str, Any]]:
+        """The manifest's file entries (path, split, role, sha256, and for slices volume and slice)."""
+        return _read_manifest(self.manifest)["files"]
 
     def prompt_fills(self) -> dict[str, str]:
         """The spec's prompt fills with the prepared total as the sample count."""
@@ -130,6 +154,8 @@ class PreparedDataset:
         files that differ. Only files whose size, times or inode changed since they last matched are
         hashed again (VERIFIED beside the manifest remembers), so calling it before every evaluation is cheap."""
         _verify_split(self, "heldout")
+        if self.volumes:
+            _verify_split(self, SLICES)
 
     def blind_heldout(self) -> Path:
         """<root>/heldout_blind/: heldout/'s layout with copies of its images and, for every mask, an
@@ -389,13 +415,20 @@ def _build(
         raise DatasetSourceError(
             f"dataset {spec.key!r} has {len(records)} image/mask pair(s); at least 2 are needed to hold one out"
         )
-    groups = [r.group if spec.split_by == "patient" else f"{r.group}\0{r.order}" for r in records]
+    keep_volumes = source.is_volumes and not spec.normalize
+    # A pool of volumes can only hold out whole volumes: a slice split becomes a split by volume.
+    groups = [r.group if spec.split_by == "patient" else dict(r.meta)["volume"] if keep_volumes
+              else f"{r.group}\0{r.order}" for r in records]
     try:
         held = split_by_group(groups, spec.heldout_fraction, rng)
     except ValueError as exc:
         raise DatasetSourceError(f"dataset {spec.key!r}: {exc}") from None
 
-    entries = _move_into_place(spec, base, records, held)
+    if keep_volumes:
+        entries, pool_layout, kept = _keep_volumes(spec, base, source, records, held, stager)
+        extra_notes.append(kept)
+    else:
+        entries, pool_layout = _move_into_place(spec, base, records, held), _pool_layout(spec, records)
     shutil.rmtree(stager.images.parent)
     skipped += [Skipped(reason, n) for reason, n in got.skipped.items() if n]
     skipped += [Skipped(what, n) for what, n in sorted(source.listing.ignored.items())]
@@ -434,14 +467,37 @@ def _build(
         },
         "patients": {"pool": summary.patients_pool, "heldout": summary.patients_heldout},
         "summary": summary.as_dict(),
-        "pool_layout": _pool_layout(spec, records),
+        "pool_layout": pool_layout,
         "digest": _digest(entries),
         "files": entries,
     }
     (base / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
-_LAYOUT_FIELDS = ("mask_suffix", "image_ext", "mask_ext")
+_LAYOUT_FIELDS = ("mask_suffix", "image_ext", "mask_ext", "image_dir", "mask_dir")
+
+
+def _keep_volumes(spec: DatasetSpec, base: Path, source: Source, records: list[_Record], held: set[int],
+                  stager: _Stager) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+    """Copy the volumes as they are into pool/ and heldout/; move the held-out slices (the scored images) to
+    heldout_slices/ and drop the pool's. Returns the manifest entries, the pool layout and a note."""
+    units = {u.key: u for u in source.listing.units}
+    volume = [dict(r.meta)["volume"] for r in records]
+    held_keys = sorted({volume[i] for i in held}, key=natural_key)
+    pool_keys = sorted({volume[i] for i in range(len(records)) if i not in held} - set(held_keys), key=natural_key)
+    slices = replace(spec, layout="folders", image_dir="images", mask_dir="masks")
+    entries = _move_into_place(slices, base, [records[i] for i in sorted(held)], set(range(len(held))), SLICES)
+    for i, record in enumerate(records):
+        if i not in held:
+            stager.drop(record)
+    for split, keys in (("pool", pool_keys), ("heldout", held_keys)):
+        (base / split).mkdir(exist_ok=True)
+        entries += place_volumes([units[k] for k in keys], source.root, base, split, stager.copy, _sha256)
+    entries.sort(key=lambda e: e["path"])
+    note = (f"the pool keeps {len(pool_keys)} image/label volume pair(s) as the source holds them; "
+            f"{len(held_keys)} held-out volume(s) give the {len(held)} scored slice(s) in {SLICES}/")
+    layout = volume_layout([units[k] for k in pool_keys or held_keys], source.root)
+    return entries, {**layout, "volumes": True}, note
 
 
 def _pool_layout(spec: DatasetSpec, records: list[_Record]) -> dict[str, str]:
@@ -456,15 +512,19 @@ def _pool_layout(spec: DatasetSpec, records: list[_Record]) -> dict[str, str]:
             "mask_ext": mask_exts.most_common(1)[0][0]}
 
 
-def _move_into_place(spec: DatasetSpec, base: Path, records: list[_Record], held: set[int]) -> list[dict[str, Any]]:
-    """Rename staged files into pool/ and heldout/ in the entry's layout; return the manifest entries."""
+def _move_into_place(spec: DatasetSpec, base: Path, records: list[_Record], held: set[int],
+                     heldout: str = "heldout") -> list[dict[str, Any]]:
+    """Rename staged files into pool/ and heldout/ (or another held-out folder) in the entry's layout;
+    return the manifest entries."""
     entries = []
-    for split in ("pool", "heldout"):
+    for split in ("pool", heldout):
+        if split == "pool" and len(held) == len(records):
+            continue
         target = base / split
         spec.images_dir(target).mkdir(parents=True, exist_ok=True)
         spec.masks_dir(target).mkdir(parents=True, exist_ok=True)
     for i, record in enumerate(records):
-        split = "heldout" if i in held else "pool"
+        split = heldout if i in held else "pool"
         target = base / split
         for role, staged, sha in (("image", record.image, record.image_sha), ("mask", record.mask, record.mask_sha)):
             folder = spec.images_dir(target) if role == "image" else spec.masks_dir(target)
@@ -496,9 +556,15 @@ def load_prepared(spec: DatasetSpec, root: Path) -> PreparedDataset | None:
             "or prepare again with --force (force=True)"
         )
     summary = data.get("summary")
-    layout = {k: v for k, v in (data.get("pool_layout") or {}).items() if k in _LAYOUT_FIELDS}
+    pool_layout = data.get("pool_layout") or {}
+    layout = {k: v for k, v in pool_layout.items() if k in _LAYOUT_FIELDS}
+    recorded = _recorded(data, spec)
+    normalize = bool(recorded["normalize"])
+    if spec.source.is_volumes and not normalize and not pool_layout.get("volumes"):
+        layout["source"] = replace(spec.source, format="images")  # a NIfTI entry read from exported images
     prepared = PreparedDataset(
-        spec=replace(spec, **layout),  # the prompt and the knobs describe what the pool holds
+        # the prompt and the knobs describe what the pool holds
+        spec=replace(spec, normalize=normalize, **layout),
         root=base,
         pool=base / "pool",
         heldout=base / "heldout",
@@ -507,7 +573,7 @@ def load_prepared(spec: DatasetSpec, root: Path) -> PreparedDataset | None:
         n_pool=int(data["counts"]["pool"]),
         n_heldout=int(data["counts"]["heldout"]),
         summary=PrepareSummary.from_dict(summary) if isinstance(summary, dict) else None,
-        normalized=bool(_recorded(data, spec)["normalize"]),
+        normalized=normalize,
     )
     _copy_hard_links(prepared, data["files"])
     return prepared
@@ -528,7 +594,7 @@ def verify_prepared(prepared: PreparedDataset) -> None:
             changed.append(entry["path"])
     extra = sorted(
         p.relative_to(base).as_posix()
-        for folder in (prepared.pool, prepared.heldout)
+        for folder in (prepared.pool, prepared.heldout, prepared.heldout_slices)
         if folder.is_dir()
         for p in folder.rglob("*")
         if p.is_file() and p.relative_to(base).as_posix() not in listed
@@ -553,10 +619,13 @@ _LAYOUT_SETTINGS = ("layout", "image_dir", "mask_dir", "mask_suffix", "image_ext
 
 def _recorded(data: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
     """The manifest's settings; manifests before version 3 hold normalised copies (synthetic data is
-    generated in the entry's format, so both modes give the same pool)."""
+    generated in the entry's format, so both modes give the same pool), and before version 4 NIfTI
+    sources were always sliced."""
     recorded = dict(data.get("settings", {}))
     if "normalize" not in recorded:
         recorded["normalize"] = spec.normalize if spec.is_synthetic else True
+    if recorded.get("source_format") == "nifti" and int(data.get("version", 0)) < 4:
+        recorded["normalize"] = True
     return recorded
 
 
@@ -677,12 +746,22 @@ def prepare_dataset(
     return prepared
 
 
-def _pairs_of_split(prepared: PreparedDataset, split: str) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs of one split, read from the manifest."""
-    data = _read_manifest(prepared.manifest)
+def _by_stem(prepared: PreparedDataset, split: str) -> dict[str, dict[str, Path]]:
+    """stem -> {role: path} of one split, read from the manifest, in natural order of the stems."""
     by_stem: dict[str, dict[str, Path]] = {}
-    for entry in data["files"]:
+    for entry in prepared.manifest_files():
         if entry["split"] == split:
             by_stem.setdefault(entry["stem"], {})[entry["role"]] = prepared.root / entry["path"]
-    return [(by_stem[s]["image"], by_stem[s]["mask"]) for s in sorted(by_stem, key=natural_key)]
+    return {s: by_stem[s] for s in sorted(by_stem, key=natural_key)}
 
+
+def _pairs_of_split(prepared: PreparedDataset, split: str) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs of one split."""
+    return [(files["image"], files["mask"]) for files in _by_stem(prepared, split).values()]
+
+
+def _volumes_of_split(prepared: PreparedDataset, split: str) -> list[tuple[str, Path, Path]]:
+    """(key, image, label) volume triples of one split of a pool of volumes."""
+    if not prepared.volumes:
+        raise ValueError(f"dataset {prepared.spec.key!r} is not a pool of volumes")
+    return [(stem, files["image"], files["mask"]) for stem, files in _by_stem(prepared, split).items()]

@@ -1,9 +1,11 @@
-"""NIfTI adapter: image and label volumes, sliced into 8-bit PNG slices that contain the foreground label.
+"""NIfTI adapter: image and label volumes, read as the 8-bit PNG slices that contain the foreground label.
 
 Each volume pair is read once (nibabel), checked (shape, orientation, voxel size, integer labels),
 windowed to 8 bits between two intensity percentiles of that volume, and every slice along
 `source.slice_axis` that holds the foreground label becomes one image/mask pair; the mask is
 label == foreground, every other label is background. The slice's volume and index go to the manifest.
+A normalised preparation stores these slices as the pool; otherwise the pool keeps the volumes and the
+held-out slices are what evaluation scores (catalog/volume_pool.py).
 """
 from __future__ import annotations
 
@@ -181,74 +183,79 @@ class VolumeSource:
 
     def read(self, unit: Unit) -> ReadResult:
         """Load one image/label pair once and return its foreground slices as PNG samples."""
-        import nibabel as nib
+        return read_volume_pair(self.spec, unit, self.root)
 
-        spec = self.spec
-        image, label = _load(nib, unit.image), _load(nib, unit.mask)
-        image_shape, label_shape = _spatial(image.shape, unit.image.name), _spatial(label.shape, unit.mask.name)
-        if image_shape != label_shape:
-            raise SampleProblem("shape", f"{unit.mask.name} {label_shape} vs image {unit.image.name} {image_shape}")
-        image_axes, label_axes = nib.aff2axcodes(image.affine), nib.aff2axcodes(label.affine)
-        if image_axes != label_axes:
-            raise SampleProblem(
-                "orientation",
-                f"{unit.mask.name} is {''.join(label_axes)} but {unit.image.name} is {''.join(image_axes)} "
-                "(reorient one to the other, e.g. with nibabel.as_closest_canonical on both)",
-            )
-        image_zooms, label_zooms = image.header.get_zooms()[:3], label.header.get_zooms()[:3]
-        if not np.allclose(image_zooms, label_zooms, rtol=1e-2):
-            raise SampleProblem(
-                "orientation",
-                f"{unit.mask.name} voxel size {tuple(round(float(z), 3) for z in label_zooms)} vs "
-                f"image {tuple(round(float(z), 3) for z in image_zooms)}",
-            )
-        try:
-            pixels = np.asarray(image.get_fdata(dtype=np.float32)).reshape(image_shape)
-            labels = np.asanyarray(label.dataobj).reshape(label_shape)
-        except Exception as exc:  # truncated .gz files fail only here
-            raise SampleProblem("unreadable", f"{unit.image.name}/{unit.mask.name} ({type(exc).__name__}: {exc})") from None
-        if labels.dtype.kind == "f" and not np.array_equal(labels, np.rint(labels)):
-            raise SampleProblem("labels", f"{unit.mask.name} (is it an image rather than a label volume?)")
-        foreground = labels == spec.foreground_value
-        return self._slices(unit, pixels, foreground, labels, image_axes)
 
-    def _slices(self, unit: Unit, pixels: np.ndarray, foreground: np.ndarray, labels: np.ndarray, axes: tuple) -> ReadResult:
-        spec = self.spec
-        axis = spec.source.slice_axis
-        plane = _PLANES.get(axes[axis], "?")
-        note = f"voxel axis {axis} runs {axes[axis]}: {plane} slices"
-        others = tuple(a for a in range(3) if a != axis)
-        keep = np.flatnonzero(foreground.any(axis=others))
-        n_slices = pixels.shape[axis]
-        label_name = f"label {spec.foreground_value}"
-        skipped = {f"slices without {label_name}": n_slices - len(keep)}
-        if not len(keep):
-            found = [int(v) for v in np.unique(labels)[:12]]
-            skipped[f"volumes without {label_name} (labels found, e.g. {found})"] = 1
-            return ReadResult([], skipped, [note])
-        is_finite = np.isfinite(pixels)
-        finite = pixels if is_finite.all() else pixels[is_finite]
-        low, high = np.percentile(finite, spec.source.window) if finite.size else (0.0, 0.0)
-        scale = 255.0 / (high - low) if high > low else 0.0
-        # Slicing a moved axis is a view; np.take along the last axis copies slowly.
-        pixels, foreground = np.moveaxis(pixels, axis, 0), np.moveaxis(foreground, axis, 0)
-        width = max(3, len(str(n_slices - 1)))
-        source = unit.image.relative_to(self.root).as_posix()
-        label_source = unit.mask.relative_to(self.root).as_posix()
-        samples = []
-        for k in keep.tolist():
-            window = (np.clip(pixels[k], low, high) - low) * scale
-            image_png = encode(np.nan_to_num(window).round().astype(np.uint8), "png")
-            mask_png = encode(foreground[k].astype(np.uint8) * 255, "png")
-            meta = (("source", source), ("label_source", label_source), ("volume", unit.key), ("slice", k), ("slice_axis", axis))
-            samples.append(
-                Sample(
-                    f"{unit.key}_{k:0{width}d}", unit.group, (unit.index, k),
-                    Blob(None, image_png, sha256_bytes(image_png)), Blob(None, mask_png, sha256_bytes(mask_png)),
-                    "L", meta,
-                )
+def read_volume_pair(spec: DatasetSpec, unit: Unit, root: Path) -> ReadResult:
+    """The foreground slices of one image/label volume pair (paths in the manifest relative to root), checked."""
+    import nibabel as nib
+
+    image, label = _load(nib, unit.image), _load(nib, unit.mask)
+    image_shape, label_shape = _spatial(image.shape, unit.image.name), _spatial(label.shape, unit.mask.name)
+    if image_shape != label_shape:
+        raise SampleProblem("shape", f"{unit.mask.name} {label_shape} vs image {unit.image.name} {image_shape}")
+    image_axes, label_axes = nib.aff2axcodes(image.affine), nib.aff2axcodes(label.affine)
+    if image_axes != label_axes:
+        raise SampleProblem(
+            "orientation",
+            f"{unit.mask.name} is {''.join(label_axes)} but {unit.image.name} is {''.join(image_axes)} "
+            "(reorient one to the other, e.g. with nibabel.as_closest_canonical on both)",
+        )
+    image_zooms, label_zooms = image.header.get_zooms()[:3], label.header.get_zooms()[:3]
+    if not np.allclose(image_zooms, label_zooms, rtol=1e-2):
+        raise SampleProblem(
+            "orientation",
+            f"{unit.mask.name} voxel size {tuple(round(float(z), 3) for z in label_zooms)} vs "
+            f"image {tuple(round(float(z), 3) for z in image_zooms)}",
+        )
+    try:
+        pixels = np.asarray(image.get_fdata(dtype=np.float32)).reshape(image_shape)
+        labels = np.asanyarray(label.dataobj).reshape(label_shape)
+    except Exception as exc:  # truncated .gz files fail only here
+        raise SampleProblem("unreadable", f"{unit.image.name}/{unit.mask.name} ({type(exc).__name__}: {exc})") from None
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.rint(labels)):
+        raise SampleProblem("labels", f"{unit.mask.name} (is it an image rather than a label volume?)")
+    foreground = labels == spec.foreground_value
+    return _slices(spec, unit, root, pixels, foreground, labels, image_axes)
+
+
+def _slices(spec: DatasetSpec, unit: Unit, root: Path, pixels: np.ndarray, foreground: np.ndarray,
+            labels: np.ndarray, axes: tuple) -> ReadResult:
+    axis = spec.source.slice_axis
+    plane = _PLANES.get(axes[axis], "?")
+    note = f"voxel axis {axis} runs {axes[axis]}: {plane} slices"
+    others = tuple(a for a in range(3) if a != axis)
+    keep = np.flatnonzero(foreground.any(axis=others))
+    n_slices = pixels.shape[axis]
+    label_name = f"label {spec.foreground_value}"
+    skipped = {f"slices without {label_name}": n_slices - len(keep)}
+    if not len(keep):
+        found = [int(v) for v in np.unique(labels)[:12]]
+        skipped[f"volumes without {label_name} (labels found, e.g. {found})"] = 1
+        return ReadResult([], skipped, [note])
+    is_finite = np.isfinite(pixels)
+    finite = pixels if is_finite.all() else pixels[is_finite]
+    low, high = np.percentile(finite, spec.source.window) if finite.size else (0.0, 0.0)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    # Slicing a moved axis is a view; np.take along the last axis copies slowly.
+    pixels, foreground = np.moveaxis(pixels, axis, 0), np.moveaxis(foreground, axis, 0)
+    width = max(3, len(str(n_slices - 1)))
+    source = unit.image.relative_to(root).as_posix()
+    label_source = unit.mask.relative_to(root).as_posix()
+    samples = []
+    for k in keep.tolist():
+        window = (np.clip(pixels[k], low, high) - low) * scale
+        image_png = encode(np.nan_to_num(window).round().astype(np.uint8), "png")
+        mask_png = encode(foreground[k].astype(np.uint8) * 255, "png")
+        meta = (("source", source), ("label_source", label_source), ("volume", unit.key), ("slice", k), ("slice_axis", axis))
+        samples.append(
+            Sample(
+                f"{unit.key}_{k:0{width}d}", unit.group, (unit.index, k),
+                Blob(None, image_png, sha256_bytes(image_png)), Blob(None, mask_png, sha256_bytes(mask_png)),
+                "L", meta,
             )
-        return ReadResult(samples, skipped, [note])
+        )
+    return ReadResult(samples, skipped, [note])
 
 
 def _load(nib, path: Path):

@@ -2,8 +2,10 @@
 
 The sandbox sees the pipeline's attempt folder (code and saved models) read-only at /pipeline and the
 held-out images with blank placeholder masks read-only at /data/heldout; never the real masks, never the
-pool. The held-out files are checked against the manifest first; the masks the worker writes are
-checked by header and shape; scores are computed outside, by the harness.
+pool. For a pool of NIfTI volumes it sees the held-out volumes with placeholder label volumes, and the
+scored slices' images at /data/heldout_slices for the generic fallback. The held-out files are checked
+against the manifest first; the masks the worker writes are checked by header and shape; scores are
+computed outside, by the harness.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.catalog.volume_pool import SLICES
 from llmseg_mlflow.evaluation.predictions import PredictionsError, load_predictions
 from llmseg_mlflow.pipeline import knobs, sandbox, untrusted
 from llmseg_mlflow.pipeline.execute import knob_values
@@ -26,6 +29,7 @@ from llmseg_mlflow.pipeline.slots import training_slot
 WORKER = Path(__file__).with_name("worker.py")
 PIPELINE_INSIDE = Path("/pipeline")
 HELDOUT_INSIDE = Path("/data/heldout")
+SLICES_INSIDE = Path("/data/heldout_slices")
 WORK_INSIDE = Path("/workspace")
 PREPROCESSING = ("auto", "generic")
 
@@ -87,6 +91,8 @@ def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings:
     unsafe = settings.unsafe_no_sandbox
     pipeline_at, heldout_at, work_at = ((attempt, blind, dest) if unsafe
                                         else (PIPELINE_INSIDE, HELDOUT_INSIDE, WORK_INSIDE))
+    slice_images = data.heldout_slices / "images"  # images only: never the masks beside them
+    slices_at = slice_images if unsafe else SLICES_INSIDE
     # The code's data knobs point at the held-out split, so its own Dataset reads those files.
     values = knob_values(data, heldout_at, work_at / "scratch", 1, split="heldout")
     patched, _ = knobs.apply_overrides(code_files(attempt), values)
@@ -96,16 +102,15 @@ def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings:
     for name, text in patched.items():
         (code / name).write_text(text)
     shutil.copy(WORKER, dest / "worker.py")
-    heldout = [{"name": img.name, "image": str(heldout_at / img.relative_to(data.heldout)),
-                "size": list(Image.open(mask).size[::-1])} for img, mask in data.heldout_pairs()]
+    heldout = _heldout_items(data, heldout_at, slices_at)
     hp = hyperparameters or {}
     config = {"code_dir": str(work_at / "code"), "out_dir": str(work_at / "out"),
               "checkpoints_dir": str(pipeline_at), "heldout": heldout, "preprocessing": settings.preprocessing,
               "input_size": _int_or_none(hp.get("input_size")), "batch_size": settings.batch_size,
               "final_activation": hp.get("final_activation", "none")}
     (dest / "config.json").write_text(json.dumps(config, indent=2))
-    mounts = sandbox.Mounts(dest, readonly=((attempt, pipeline_at), (blind, heldout_at)),
-                            workdir_at=None if unsafe else work_at)
+    readonly = ((attempt, pipeline_at), (blind, heldout_at)) + (((slice_images, slices_at),) if data.volumes else ())
+    mounts = sandbox.Mounts(dest, readonly=readonly, workdir_at=None if unsafe else work_at)
     start = time.monotonic()
     with training_slot() as slot_env:  # inference uses the GPU too
         result = sandbox.run([sys.executable, "worker.py", "config.json"], mounts, settings.limits,
@@ -123,6 +128,23 @@ def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings:
     if not isinstance(info, dict):
         raise EvaluationError("held-out inference wrote unusable results: info.json is not a JSON object")
     return EvalOutput(predictions, info, duration, dest)
+
+
+def _heldout_items(data: PreparedDataset, heldout_at: Path, slices_at: Path) -> list[dict[str, object]]:
+    """What the worker predicts: each scored image's name, path and ground-truth size (H, W); for a pool of
+    volumes also the held-out volume, its key and the slice index, so its own Dataset can be matched."""
+    if not data.volumes:
+        return [{"name": img.name, "image": str(heldout_at / img.relative_to(data.heldout)),
+                 "size": list(Image.open(mask).size[::-1])} for img, mask in data.heldout_pairs()]
+    volumes = {stem: image for stem, image, _ in data.heldout_volumes()}
+    rows = {e["path"]: e for e in data.manifest_files() if e["split"] == SLICES}
+    items = []
+    for img, mask in data.heldout_pairs():
+        entry = rows[img.relative_to(data.root).as_posix()]
+        items.append({"name": img.name, "image": str(slices_at / img.name), "size": list(Image.open(mask).size[::-1]),
+                      "volume": str(heldout_at / volumes[entry["volume"]].relative_to(data.heldout)),
+                      "volume_key": entry["volume"], "slice": int(entry["slice"])})
+    return items
 
 
 def _int_or_none(value: object) -> int | None:

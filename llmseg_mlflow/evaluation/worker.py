@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import runpy
 import sys
 import time
@@ -224,9 +225,11 @@ def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
     return bases, reason or ("" if bases else "main.py built no DataLoader")
 
 
-def own_items(datasets: list[object], names: list[str]) -> tuple[dict[str, tuple[object, int]], str]:
+def own_items(datasets: list[object], names: list[str], slices: dict[tuple[str, int], str] | None = None
+              ) -> tuple[dict[str, tuple[object, int]], str]:
     """Held-out name -> (dataset, index) over all captured datasets (a split may spread the held-out
-    images over a train, a validation and a test dataset); the reason when some stay uncovered."""
+    images over a train, a validation and a test dataset); the reason when some stay uncovered.
+    slices: (volume reference, slice index) -> name, when the held-out images are slices of volumes."""
     found: dict[str, tuple[object, int]] = {}
     sizes = []
     for dataset in datasets:
@@ -235,9 +238,10 @@ def own_items(datasets: list[object], names: list[str]) -> tuple[dict[str, tuple
         except TypeError:
             continue
         sizes.append(n)
-        order = item_names(dataset, n, names)
+        order = slice_item_names(dataset, n, slices) if slices else item_names(dataset, n, names)
         for i, name in enumerate(order or []):
-            found.setdefault(name, (dataset, i))
+            if name is not None:
+                found.setdefault(name, (dataset, i))
     if len(found) == len(names):
         return found, ""
     if not found:
@@ -272,6 +276,57 @@ def item_names(dataset: object, n: int, names: list[str]) -> list[str] | None:
         mapped = [by_stem.get(os.path.splitext(b)[0]) for b in base]
         if all(mapped) and len(set(mapped)) == n:
             return mapped  # type: ignore[return-value]
+    return None
+
+
+_TRAILING_INT = re.compile(r"(\d+)\D*$")
+
+
+def volume_refs(key: str, volume_path: str) -> tuple[str, ...]:
+    """The ways code names one volume: its key, its file name, its file name without .nii/.nii.gz."""
+    base = os.path.basename(volume_path)
+    return key, base, re.sub(r"\.nii(\.gz)?$", "", base)
+
+
+def _slice_ref(entry: object, paths: list[list[str]]) -> tuple[str, int] | None:
+    """(volume reference, slice index) of one entry of a dataset's per-item list: (path, k), (image, label, k),
+    {"image": path, "slice": k}, (volume index, k) into a list of volume paths, or a name like 'case_003_slice42'."""
+    if isinstance(entry, str) and os.path.sep not in entry:
+        found = _TRAILING_INT.search(entry)
+        return (entry[:found.start()].rstrip("_-. "), int(found.group(1))) if found else None
+    values = list(entry.values()) if isinstance(entry, dict) else list(entry) if isinstance(entry, (tuple, list)) else []
+    ints = [int(v) for v in values if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
+    named = [_image_path(v) for v in values if isinstance(v, (str, os.PathLike, tuple, list))]
+    named = [v for v in named if v]
+    if not ints:
+        return None
+    if named:
+        return os.path.basename(named[0]), ints[-1]
+    if len(ints) >= 2:
+        for files in paths:
+            if 0 <= ints[0] < len(files):
+                return os.path.basename(files[ints[0]]), ints[-1]
+    return None
+
+
+def slice_item_names(dataset: object, n: int, slices: dict[tuple[str, int], str]) -> list[str | None] | None:
+    """Held-out slice name (or None: a slice not scored) of each dataset index, from a list attribute that
+    names each item's volume and slice index; None when no attribute does."""
+    attrs = [v for v in getattr(dataset, "__dict__", {}).values() if isinstance(v, (list, tuple))]
+    paths = [[p for p in map(_image_path, v)] for v in attrs if v and all(_image_path(x) for x in v)]
+    prefixes = sorted({ref for ref, _ in slices}, key=len, reverse=True)
+    for value in attrs:
+        if len(value) != n or not n:
+            continue
+        refs = [_slice_ref(v, paths) for v in value]  # type: ignore[arg-type]
+        if not all(refs):
+            continue
+        out: list[str | None] = []
+        for ref, k in refs:  # type: ignore[misc]
+            volume = next((p for p in prefixes if ref == p or (ref.startswith(p) and not ref[len(p)].isalnum())), ref)
+            out.append(slices.get((volume, k)))
+        if any(out):
+            return out
     return None
 
 
@@ -327,6 +382,8 @@ def main(config_path: str) -> None:
     code_dir, out_dir = Path(cfg["code_dir"]).resolve(), Path(cfg["out_dir"]).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [h["name"] for h in cfg["heldout"]]
+    slices = {(ref, h["slice"]): h["name"] for h in cfg["heldout"] if "volume" in h
+              for ref in volume_refs(h["volume_key"], h["volume"])}
     paths = {h["name"]: Path(h["image"]) for h in cfg["heldout"]}
     sizes = {h["name"]: tuple(h["size"]) for h in cfg["heldout"]}  # (H, W) of the ground truth
     os.chdir(code_dir)
@@ -341,7 +398,7 @@ def main(config_path: str) -> None:
     reason = "generic preprocessing requested"
     if cfg["preprocessing"] == "auto":
         datasets, reason = capture_datasets(code_dir)
-        where, why = own_items(datasets, names) if datasets else ({}, "")
+        where, why = own_items(datasets, names, slices) if datasets else ({}, "")
         reason = "; ".join(r for r in (reason, why) if r)
         if where:
             try:

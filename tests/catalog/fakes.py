@@ -85,9 +85,10 @@ def volumes(
     root: Path, n: int, *, myoma: dict[int, range] | None = None, shape: tuple[int, int, int] = (32, 32, 12),
     image_dir: str = "images", label_dir: str = "labels", image_name: str = "case_{i:03d}.nii.gz",
     label_name: str = "case_{i:03d}.nii.gz", label_affine: np.ndarray | None = None,
-    label_shape: tuple[int, int, int] | None = None,
+    label_shape: tuple[int, int, int] | None = None, myoma_brightness: float = 0.0,
 ) -> Path:
-    """UMD-like NIfTI volumes: uterus labels 1/2 in most slices, myoma label 3 in the given slices."""
+    """UMD-like NIfTI volumes: uterus labels 1/2 in most slices, myoma label 3 in the given slices
+    (myoma_brightness added to its voxels makes it segmentable by a threshold)."""
     import nibabel as nib
 
     rng = np.random.default_rng(3)
@@ -101,6 +102,8 @@ def volumes(
         labels[10:20, 10:20, 2:-2] = 2
         for k in myoma.get(i, ()):
             labels[12 + i : 20 + i, 8:16, k] = 3
+        if myoma_brightness and labels.shape == pixels.shape:
+            pixels[labels == 3] += myoma_brightness
         (root / image_dir).mkdir(parents=True, exist_ok=True)
         (root / label_dir).mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(pixels, affine), str(root / image_dir / image_name.format(i=i)))

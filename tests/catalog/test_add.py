@@ -10,6 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from llmseg_mlflow.catalog.datasets import get_dataset, load_datasets
+from llmseg_mlflow.catalog.prepare import load_prepared
 from llmseg_mlflow.cli import main
 from tests.catalog import fakes
 
@@ -74,7 +75,7 @@ def test_add_detects_the_layout_writes_the_entry_and_prepares(tmp_path: Path, ki
     assert all(p.name.endswith("." + spec.image_ext) for p in images)
 
 
-def test_add_nifti_volumes_asks_for_the_label_then_prepares_slices(tmp_path: Path) -> None:
+def test_add_nifti_volumes_asks_for_the_label_then_keeps_the_volumes(tmp_path: Path) -> None:
     source = fakes.volumes(tmp_path / "umd", 3)
     yaml_file = tmp_path / "mine.yaml"
     code, out = _add("my-myoma", "--source", str(source), "--datasets-file", str(yaml_file), "--out", str(tmp_path / "d"))
@@ -87,6 +88,10 @@ def test_add_nifti_volumes_asks_for_the_label_then_prepares_slices(tmp_path: Pat
     spec = load_datasets(yaml_file)["my-myoma"]
     assert spec.source.is_volumes and spec.mask_values == (0, 3) and spec.split_by == "patient"
     assert "found 3 volume pair(s)" in out
+    assert "the pool keeps the volumes as they are" in out
+    prepared = load_prepared(spec, tmp_path / "d")
+    assert prepared.volumes and sorted(p.name for p in prepared.root.glob("*/images/*.nii.gz")) == sorted(
+        p.name for p in (source / "images").iterdir())
 
 
 def test_entry_is_editable_and_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
