@@ -471,6 +471,9 @@ def _build(
         "digest": _digest(entries),
         "files": entries,
     }
+    if keep_volumes:
+        for split in ("pool", "heldout"):
+            manifest["counts"][f"{split}_volumes"] = sum(e["split"] == split and e["role"] == "image" for e in entries)
     (base / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 

@@ -245,7 +245,8 @@ def own_items(datasets: list[object], names: list[str], slices: dict[tuple[str, 
     if len(found) == len(names):
         return found, ""
     if not found:
-        return {}, (f"no dataset keeps a list of the held-out file names (DataLoader datasets of sizes {sizes})"
+        what = "names the volume and slice of its items" if slices else "keeps a list of the held-out file names"
+        return {}, (f"no dataset {what} (DataLoader datasets of sizes {sizes})"
                     if sizes else "main.py built no DataLoader")
     return {}, f"the pipeline's datasets cover {len(found)} of the {len(names)} held-out images (sizes {sizes})"
 
