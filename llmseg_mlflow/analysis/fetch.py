@@ -2,7 +2,8 @@
 
 Costs measured on MLflow 3.17 (DESIGN.md) shape this module: one search for the roots only (never the
 children), metric histories through the server's bulk endpoint (100 runs a request) rather than one
-call per run, and artifacts downloaded only where a figure needs them.
+call per run, and artifacts downloaded only where a figure needs them. What this needs of MLflow beyond
+its client API goes through llmseg_mlflow.tracking.mlflow_api.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import numpy as np
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
-BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
-BULK_MAX_RUNS = 100  # the server refuses more run ids per request
-BULK_MAX_POINTS = 25000  # the server's cap on points per response
+from llmseg_mlflow.tracking import mlflow_api
+from llmseg_mlflow.tracking.mlflow_api import BULK_MAX_POINTS, BULK_MAX_RUNS
+
 _PAGE = 1000
+sibling_artifact_uri = mlflow_api.sibling_artifact_uri  # analysis.qualitative imports it from here
 
 
 class Points(NamedTuple):
@@ -101,20 +103,15 @@ def search(client: MlflowClient, exp_ids: list[str], flt: str) -> list[Root]:
     """Every run matching a filter: raw JSON through the REST API, or the store's search elsewhere."""
     if not exp_ids:
         return []
-    store = _store()
-    from mlflow.store.tracking.rest_store import RestStore
-
+    creds = mlflow_api.rest_host_creds(_store())
     out: list[Root] = []
     token = None
-    if isinstance(store, RestStore):
-        from mlflow.utils.rest_utils import http_request_safe
-
-        creds = store.get_host_creds()
+    if creds is not None:
         while True:
             body = {"experiment_ids": exp_ids, "filter": flt, "max_results": _PAGE, "run_view_type": "ACTIVE_ONLY"}
             if token:
                 body["page_token"] = token
-            data = http_request_safe(creds, "/api/2.0/mlflow/runs/search", "POST", json=body).json()
+            data = mlflow_api.search_runs_page(creds, body)
             out += [Root.from_json(r) for r in data.get("runs", [])]
             token = data.get("next_page_token")
             if not token:
@@ -148,39 +145,25 @@ def runs_by_id(client: MlflowClient, exp_ids: list[str], run_ids: list[str]) -> 
 
 
 def _store():
-    from mlflow.tracking._tracking_service.utils import _get_store
-
-    return _get_store()
+    return mlflow_api.tracking_store()
 
 
 class HistoryFetcher:
     """Metric histories of many runs, through the bulk endpoint (http) or the store's bulk query (sqlite)."""
 
     def __init__(self, threads: int = 4) -> None:
-        from mlflow.store.tracking.rest_store import RestStore
-
         self.store = _store()
-        self.rest = isinstance(self.store, RestStore)
+        self.rest = mlflow_api.rest_host_creds(self.store) is not None
         self.threads = threads
         self.requests = 0
 
     def _one_request(self, run_ids: list[str], key: str) -> Points:
         self.requests += 1
         if self.rest:
-            from mlflow.utils.rest_utils import http_request_safe
-
-            resp = http_request_safe(self.store.get_host_creds(), BULK_ENDPOINT, "GET",
-                                     params={"run_id": run_ids, "metric_key": key, "max_results": BULK_MAX_POINTS})
-            ms = resp.json().get("metrics", [])
+            ms = mlflow_api.metric_history_bulk(mlflow_api.rest_host_creds(self.store), run_ids, key, BULK_MAX_POINTS)
             return Points.from_rows([m["run_id"] for m in ms], (m.get("step", 0) for m in ms),
                                     (m["value"] for m in ms), (m.get("timestamp", 0) for m in ms))
-        if hasattr(self.store, "get_metric_history_bulk"):
-            ms = self.store.get_metric_history_bulk(run_ids, key, BULK_MAX_POINTS)
-            ids = [m.run_id for m in ms]
-        else:
-            per_run = [(r, self.store.get_metric_history(r, key)) for r in run_ids]
-            ms = [m for _, hist in per_run for m in hist]
-            ids = [r for r, hist in per_run for _ in hist]
+        ids, ms = mlflow_api.store_metric_history(self.store, run_ids, key, BULK_MAX_POINTS)
         return Points.from_rows(ids, (m.step for m in ms), (m.value for m in ms), (m.timestamp for m in ms))
 
     def _chunk(self, run_ids: list[str], key: str) -> Points:
@@ -210,21 +193,6 @@ class HistoryFetcher:
         return {key: Points.concat(p) for key, p in parts.items()}
 
 
-def sibling_artifact_uri(uri: str, run_id: str, sibling: str) -> str | None:
-    """The artifact URI of `sibling`, a run in the same experiment as `run_id` (whose URI is `uri`), by the layout
-    MLflow gives runs ({experiment's location}/{run id}/artifacts); None where `uri` does not follow it."""
-    suffix = f"/{run_id}/artifacts"
-    return uri[: -len(suffix)] + f"/{sibling}/artifacts" if run_id and uri.endswith(suffix) else None
-
-
-def _proxied_path(artifact_uri: str | None) -> str | None:
-    """The path under the server's artifact proxy of an `mlflow-artifacts:` URI served by this same server."""
-    from urllib.parse import urlparse
-
-    parsed = urlparse(artifact_uri or "")
-    return parsed.path.strip("/") if parsed.scheme == "mlflow-artifacts" and not parsed.netloc else None
-
-
 def download(client: MlflowClient, run_id: str, path: str, dst: Path, artifact_uri: str | None = None) -> Path | None:
     """One artifact of a run into dst (a folder, keeping its relative path), or None when it has none.
 
@@ -233,21 +201,17 @@ def download(client: MlflowClient, run_id: str, path: str, dst: Path, artifact_u
     """
     import os
 
-    from mlflow.store.tracking.rest_store import RestStore
-
     target = dst / path
     target.parent.mkdir(parents=True, exist_ok=True)
-    store = _store()
-    if isinstance(store, RestStore):
+    creds = mlflow_api.rest_host_creds(_store())
+    if creds is not None:
         # One request, where the client's download would look the run up and list the folder first.
-        from mlflow.utils.rest_utils import http_request
-
-        creds, resp = store.get_host_creds(), None
-        proxied = _proxied_path(artifact_uri)
+        resp = None
+        proxied = mlflow_api.proxied_artifact_path(artifact_uri)
         if proxied is not None:
-            resp = http_request(creds, f"/api/2.0/mlflow-artifacts/artifacts/{proxied}/{path}", "GET", stream=True)
+            resp = mlflow_api.proxied_artifact_response(creds, proxied, path)
         if resp is None or resp.status_code != 200:  # not derivable, or not where the layout says: ask by run id
-            resp = http_request(creds, "/get-artifact", "GET", params={"path": path, "run_uuid": run_id}, stream=True)
+            resp = mlflow_api.get_artifact_response(creds, run_id, path)
         if resp.status_code != 200:
             return None
         tmp = target.with_suffix(target.suffix + f".{os.getpid()}")

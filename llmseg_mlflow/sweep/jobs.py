@@ -9,6 +9,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.sweep.study import Study
+from llmseg_mlflow.tracking.outage import is_tracking_outage
 from llmseg_mlflow.tracking.schema import Kind, Status
 
 BASELINE_MODEL = "nnunet-v2"
@@ -68,16 +69,10 @@ def retrying(fn: Callable[[], T], what: str, patience_s: float = 60.0) -> T:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - MlflowException, requests and OS errors all mean "away"
-            if time.monotonic() > deadline or not _looks_like_outage(exc):
+            if time.monotonic() > deadline or not is_tracking_outage(exc):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 15.0)
-
-
-def _looks_like_outage(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}"
-    return isinstance(exc, (ConnectionError, TimeoutError)) or any(
-        s in text for s in ("Connection", "connection", "Max retries", "503", "502", "does not answer", "timed out"))
 
 
 def root_key(run: Run) -> tuple[str, str, int, int | None] | None:

@@ -20,6 +20,7 @@ from llmseg_mlflow.sweep.cost import pipeline_cost, token_estimates
 from llmseg_mlflow.sweep.jobs import Job, JobState, StudyRuns, expand, retrying
 from llmseg_mlflow.sweep.study import Study
 from llmseg_mlflow.sweep.worker import JobSpec, Outcome
+from llmseg_mlflow.tracking.outage import is_tracking_outage
 from llmseg_mlflow.tracking.runs import check_tracking_server, ensure_experiment
 from llmseg_mlflow.tracking.schema import Status
 
@@ -92,7 +93,9 @@ class SweepSummary:
 def _open_client() -> MlflowClient:
     try:
         check_tracking_server()
-    except ConnectionError as exc:
+    except Exception as exc:  # noqa: BLE001 - only an absent server is the user's to fix; the rest propagates
+        if not is_tracking_outage(exc):
+            raise
         raise UsageError(str(exc)) from exc
     return MlflowClient()
 

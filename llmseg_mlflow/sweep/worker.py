@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from llmseg_mlflow.sweep.jobs import Job
+from llmseg_mlflow.tracking.outage import is_tracking_outage
 
 
 @dataclass(frozen=True)
@@ -93,17 +94,6 @@ def _output_to(path: Path) -> Iterator[Any]:
             os.close(saved[0]), os.close(saved[1])
 
 
-def _retryable(exc: BaseException) -> bool:
-    """A tracking server that did not answer at the start: nothing was logged, so it is safe to run again."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, ConnectionError) or "does not answer" in str(exc):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def execute_job(spec: JobSpec) -> Outcome:
     """Run one job; never raises (a failing pipeline must not stop the others)."""
     os.environ.update(spec.env)
@@ -125,11 +115,11 @@ def execute_job(spec: JobSpec) -> Outcome:
             out.ok, out.run_id, out.status = True, result.run_id, result.status
             if result.status == "harness_error":  # the platform failed mid-run; the root says why
                 out.ok, out.reason = False, getattr(result, "error", None) or "harness_error"
-                out.retryable = "ConnectionError" in out.reason or "does not answer" in out.reason
+                out.retryable = is_tracking_outage(out.reason)
         except BaseException as exc:  # noqa: BLE001 - reported as this job's failure; the sweep goes on
             traceback.print_exc(file=log)
             out.reason = f"{type(exc).__name__}: {exc}".strip()[:800]
-            out.retryable = _retryable(exc)
+            out.retryable = is_tracking_outage(exc)  # the server was away: the sweep may run it again
             if isinstance(exc, KeyboardInterrupt):
                 out.reason = "interrupted (Ctrl-C)"
     out.inner_s = time.monotonic() - start

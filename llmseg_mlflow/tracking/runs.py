@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from llmseg_mlflow.pipeline.untrusted import Caps, Skipped, copy_tree
+from llmseg_mlflow.tracking.outage import OUTAGE_MARKER
 from llmseg_mlflow.tracking.schema import Cohort, Kind
 
 _MAX_PARAM = 6000  # MLflow's limit on a param value; longer text belongs in artifacts
@@ -34,8 +35,8 @@ def check_tracking_server(timeout_s: float = 5.0) -> None:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
             return
     except OSError as exc:
-        raise ConnectionError(
-            f"the MLflow tracking server at {uri} does not answer ({exc}); start it "
+        raise ConnectionError(  # is_tracking_outage knows it by its type here, by OUTAGE_MARKER elsewhere
+            f"the MLflow tracking server at {uri} {OUTAGE_MARKER} ({exc}); start it "
             "(`mlflow server --host 127.0.0.1 --port 5000`) or point MLFLOW_TRACKING_URI elsewhere"
         ) from exc
 
