@@ -36,7 +36,7 @@ demo: setup
 	$(VENV)/bin/llmseg demo --workdir $(DEMO_DIR)
 
 test: setup
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q --durations=15
 
 ui:
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(DEMO_DIR))/mlflow.db --port 5000

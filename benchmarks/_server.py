@@ -1,4 +1,5 @@
 """A real `mlflow server` for benchmarks: sqlite store, 1 worker, free port (the setup DESIGN.md measured)."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,26 @@ def start_server(root: Path) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
-         f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=(root / "server.log").open("a"), stderr=subprocess.STDOUT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=(root / "server.log").open("a"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     uri = f"http://127.0.0.1:{port}"
     for _ in range(180):
         try:

@@ -6,6 +6,7 @@ per-image held-out scores. Prints the times and the ratios, measured in this one
     .venv/bin/python benchmarks/analysis_scale.py                 # build the study (minutes), then time
     .venv/bin/python benchmarks/analysis_scale.py --keep /tmp/s   # keep the server's store to time again later
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -34,8 +36,17 @@ def build_study(client, models: int, repeats: int, n_heldout: int) -> int:
     if have:
         print(f"study {STUDY!r} already on the server ({have} roots): not written again")
         return have
-    spec = SynthStudySpec(study=STUDY, models=paper_models()[:models], datasets=DATASETS, repeats=repeats, epochs=50,
-                          n_heldout=n_heldout, budget_epochs=None, failures=(("copilot", "bagls", 3),), threads=8)
+    spec = SynthStudySpec(
+        study=STUDY,
+        models=paper_models()[:models],
+        datasets=DATASETS,
+        repeats=repeats,
+        epochs=50,
+        n_heldout=n_heldout,
+        budget_epochs=None,
+        failures=(("copilot", "bagls", 3),),
+        threads=8,
+    )
     start = time.monotonic()
     written = write_synthetic_study(client, spec, progress=print)
     print(f"wrote {len(written)} pipelines with their child runs in {time.monotonic() - start:.0f} s")
@@ -108,14 +119,17 @@ def time_analyze(output: Path, cache: Path, naive: bool = False) -> tuple[float,
 
         client = MlflowClient()
         exp = client.get_experiment_by_name(STUDY).experiment_id
-        run = client.search_runs([exp], "tags.kind = 'analysis'", order_by=["attributes.start_time DESC"],
-                                 max_results=1)[0]
+        run = client.search_runs(
+            [exp], "tags.kind = 'analysis'", order_by=["attributes.start_time DESC"], max_results=1
+        )[0]
         m = run.data.metrics
-        return total, sum(v for k, v in m.items() if k in ("time_list_s", "time_wait_curves_s", "time_wait_dice_s",
-                                                            "time_wait_rest_s"))
+        return total, sum(
+            v
+            for k, v in m.items()
+            if k in ("time_list_s", "time_wait_curves_s", "time_wait_dice_s", "time_wait_rest_s")
+        )
     finally:
         run_mod.SeriesFetch, run_mod.list_roots = original
-
 
 
 def main() -> None:
@@ -150,11 +164,15 @@ def main() -> None:
             naive, naive_data = time_analyze(work / "naive", work / "naive-cache", naive=True)
         print(f"\n{n} pipelines on {uri} (sqlite store, 1 worker)")
         print(f"cold  {cold:7.1f} s   (target < 30 s)   waiting for data {cold_data:6.1f} s")
-        print(f"warm  {warm:7.1f} s   (target < 5 s)    waiting for data {warm_data:6.1f} s   cold/warm = {cold / warm:.1f}x")
+        print(
+            f"warm  {warm:7.1f} s   (target < 5 s)    waiting for data {warm_data:6.1f} s   cold/warm = {cold / warm:.1f}x"
+        )
         if naive is not None:
             print(f"naive {naive:7.1f} s                     waiting for data {naive_data:6.1f} s")
-            print(f"naive/cold = {naive / cold:.1f}x end to end (target >= 10x), {naive_data / cold_data:.1f}x waiting for "
-                  f"data; naive/warm = {naive / warm:.1f}x")
+            print(
+                f"naive/cold = {naive / cold:.1f}x end to end (target >= 10x), {naive_data / cold_data:.1f}x waiting for "
+                f"data; naive/warm = {naive / warm:.1f}x"
+            )
     finally:
         proc.terminate()
         proc.wait(timeout=30)

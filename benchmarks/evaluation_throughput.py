@@ -12,6 +12,7 @@ import, running main.py up to its loaders, scoring) is ~3.5 s here, so the ratio
 
     .venv/bin/python benchmarks/evaluation_throughput.py [--images 1000] [--size 256] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ from llmseg_mlflow.catalog.prepare import prepare_dataset  # noqa: E402
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, evaluate_attempt  # noqa: E402
 from llmseg_mlflow.evaluation.record import score_heldout  # noqa: E402
 
-DATASET_PY = '''\
+DATASET_PY = """\
 import os
 import numpy as np
 import torch
@@ -58,9 +59,9 @@ class SegDataset(Dataset):
         mask = Image.open(os.path.join(self.data_dir, name[:-4] + "_seg.png")).convert("L")
         img = torch.from_numpy(np.asarray(img, dtype=np.float32)[None] / 255.0)
         return img, torch.from_numpy((np.asarray(mask) > 127).astype(np.float32))[None]
-'''
+"""
 
-MODEL_PY = '''\
+MODEL_PY = """\
 import torch
 import torch.nn as nn
 
@@ -95,9 +96,9 @@ class UNet(nn.Module):
             x = self.ups[i](x)
             x = self.ups[i + 1](torch.cat([skips[-1 - i // 2], x], dim=1))
         return self.head(x)
-'''
+"""
 
-MAIN_PY = '''\
+MAIN_PY = """\
 from torch.utils.data import DataLoader, Subset
 from sklearn.model_selection import train_test_split
 from dataset import SegDataset
@@ -115,29 +116,47 @@ if __name__ == "__main__":
     for epoch in range(NUM_EPOCHS):
         for images, masks in loaders[0]:
             pass
-'''
+"""
 
 
 def make_pipeline(folder: Path, size: int) -> Path:
     """An attempt folder with the code and a whole-model save."""
     (folder / "results").mkdir(parents=True)
-    for name, text in (("dataset.py", DATASET_PY.format(size=size)), ("model.py", MODEL_PY),
-                       ("train.py", "def train():\n    pass\n"), ("main.py", MAIN_PY)):
+    for name, text in (
+        ("dataset.py", DATASET_PY.format(size=size)),
+        ("model.py", MODEL_PY),
+        ("train.py", "def train():\n    pass\n"),
+        ("main.py", MAIN_PY),
+    ):
         (folder / name).write_text(text)
-    subprocess.run([sys.executable, "-c", "import torch; from model import UNet; torch.manual_seed(0); "
-                    "torch.save(UNet().eval(), 'results/unet_model.pth')"], cwd=folder, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import torch; from model import UNet; torch.manual_seed(0); "
+            "torch.save(UNet().eval(), 'results/unet_model.pth')",
+        ],
+        cwd=folder,
+        check=True,
+    )
     return folder
 
 
 def bare_forward(attempt: Path, images: list[Path], size: int, batch: int) -> float:
     """Seconds of model(batch) over all images, model in memory and inputs ready."""
     model = torch.load(attempt / "results" / "unet_model.pth", weights_only=False).eval()
-    x = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("L").resize((size, size)),
-                                                 dtype=np.float32)[None] / 255.0) for p in images])
+    x = torch.stack(
+        [
+            torch.from_numpy(
+                np.asarray(Image.open(p).convert("L").resize((size, size)), dtype=np.float32)[None] / 255.0
+            )
+            for p in images
+        ]
+    )
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            model(x[i:i + batch])
+            model(x[i : i + batch])
     return time.perf_counter() - start
 
 
@@ -156,9 +175,11 @@ def main() -> None:
         attempt = make_pipeline(work / "attempt", args.size)
         sys.path.insert(0, str(attempt))  # the whole-model pickle refers to its `model` module
         images = [img for img, _ in data.heldout_pairs()]
-        print(f"{len(images)} held-out images of {args.size}x{args.size}, U-Net "
-              f"{sum(p.numel() for p in torch.load(attempt / 'results' / 'unet_model.pth', weights_only=False).parameters()) / 1e6:.1f} M params, "
-              f"{torch.get_num_threads()} torch threads")
+        print(
+            f"{len(images)} held-out images of {args.size}x{args.size}, U-Net "
+            f"{sum(p.numel() for p in torch.load(attempt / 'results' / 'unet_model.pth', weights_only=False).parameters()) / 1e6:.1f} M params, "
+            f"{torch.get_num_threads()} torch threads"
+        )
         bare, full, forward_inside = [], [], []
         for r in range(args.repeats):
             bare.append(bare_forward(attempt, images, args.size, 16))
@@ -167,13 +188,17 @@ def main() -> None:
             scores = score_heldout(data, out.predictions)
             full.append(time.perf_counter() - start)
             forward_inside.append(float(out.info["forward_s"]))
-            print(f"round {r + 1}: bare forward {bare[-1]:6.2f} s | evaluator {full[-1]:6.2f} s "
-                  f"(forward inside {forward_inside[-1]:.2f} s, {out.info['eval_preprocessing']} preprocessing, "
-                  f"Dice {scores.summary()['heldout_dice_mean']:.3f})")
+            print(
+                f"round {r + 1}: bare forward {bare[-1]:6.2f} s | evaluator {full[-1]:6.2f} s "
+                f"(forward inside {forward_inside[-1]:.2f} s, {out.info['eval_preprocessing']} preprocessing, "
+                f"Dice {scores.summary()['heldout_dice_mean']:.3f})"
+            )
         ratio = statistics.median(full) / statistics.median(bare)
-        print(f"median bare {statistics.median(bare):.2f} s, evaluator {statistics.median(full):.2f} s: "
-              f"ratio {ratio:.3f} (target <= 1.3); "
-              f"per-round ratios {', '.join(f'{f / b:.3f}' for f, b in zip(full, bare))}")
+        print(
+            f"median bare {statistics.median(bare):.2f} s, evaluator {statistics.median(full):.2f} s: "
+            f"ratio {ratio:.3f} (target <= 1.3); "
+            f"per-round ratios {', '.join(f'{f / b:.3f}' for f, b in zip(full, bare))}"
+        )
 
 
 if __name__ == "__main__":

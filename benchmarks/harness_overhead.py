@@ -6,6 +6,7 @@ preflight, which is a deliberate extra 1-epoch/2-batch run). No evaluation is in
 
     .venv/bin/python benchmarks/harness_overhead.py [--repeats 3] [--epochs 6] [--images 400]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,19 +35,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="llmseg-bench-"))
     yaml = work / "datasets.yaml"
     yaml.write_text(f"datasets:\n  {args.dataset}:\n    synthetic: {{n: {args.images}, size: 64, seed: 0}}\n")
-    os.environ.update(LLMSEG_DATASETS_FILE=str(yaml), LLMSEG_HOME=str(work / "home"),
-                      MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}")
+    os.environ.update(
+        LLMSEG_DATASETS_FILE=str(yaml),
+        LLMSEG_HOME=str(work / "home"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+    )
+
+    from mlflow.tracking import MlflowClient
 
     from llmseg_mlflow.catalog.datasets import get_dataset
     from llmseg_mlflow.catalog.models import get_model
-    from llmseg_mlflow.generate import GenerateConfig, ensure_prepared, run_generate
+    from llmseg_mlflow.catalog.prepare import ensure_prepared
+    from llmseg_mlflow.generate import GenerateConfig, run_generate
     from llmseg_mlflow.llm.base import Message, make_provider
     from llmseg_mlflow.pipeline import knobs
     from llmseg_mlflow.pipeline.execute import knob_values
     from llmseg_mlflow.pipeline.extract import extract_files
-
-    from mlflow.tracking import MlflowClient
-
     from llmseg_mlflow.tracking.runs import ensure_experiment
 
     # Artifacts under the temp folder too (a sqlite store would otherwise put them in ./mlruns).
@@ -64,20 +68,35 @@ def main() -> None:
             (folder / name).write_text(text)
         (folder / "outputs").mkdir()
         start = time.monotonic()
-        subprocess.run([sys.executable, "main.py"], cwd=folder, check=True, capture_output=True,
-                       env={**os.environ, "MPLBACKEND": "Agg"})
+        subprocess.run(
+            [sys.executable, "main.py"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "MPLBACKEND": "Agg"},
+        )
         return time.monotonic() - start
 
     def harness(preflight: bool) -> float:
-        cfg = GenerateConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, study="bench",
-                             preflight=preflight, work_root=work / "pipelines", evaluate=False)
+        cfg = GenerateConfig(
+            model=args.model,
+            dataset=args.dataset,
+            epochs=args.epochs,
+            study="bench",
+            preflight=preflight,
+            work_root=work / "pipelines",
+            evaluate=False,
+        )
         start = time.monotonic()
         result = run_generate(cfg)
         assert result.status == "succeeded", result
         return time.monotonic() - start
 
-    variants = {"bare": lambda i: bare(i), "harness": lambda i: harness(False),
-                "harness+preflight": lambda i: harness(True)}
+    variants = {
+        "bare": lambda i: bare(i),
+        "harness": lambda i: harness(False),
+        "harness+preflight": lambda i: harness(True),
+    }
     times: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(args.repeats):
         for name, fn in variants.items():
@@ -88,8 +107,10 @@ def main() -> None:
     for name, values in times.items():
         med = statistics.median(values)
         paired = statistics.median(v / b for v, b in zip(values, times["bare"]))
-        print(f"{name:18} median {med:7.2f} s   ratio of medians {med / base:5.3f}   "
-              f"median of per-repeat ratios {paired:5.3f}")
+        print(
+            f"{name:18} median {med:7.2f} s   ratio of medians {med / base:5.3f}   "
+            f"median of per-repeat ratios {paired:5.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ grow with the number of images. Runs in well under a minute on 2 cores.
 
     .venv/bin/python benchmarks/prepare_throughput.py [--images 400] [--volumes 4] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,8 +113,10 @@ def main() -> None:
         png = make_png_source(work / "png", args.images)
         half = make_png_source(work / "png-half", args.images // 2)
         nifti, n_slices = make_nifti_source(work / "nifti", args.volumes)
-        print(f"fake sources made in {time.perf_counter() - t0:.1f} s: {args.images} PNG pairs {SIZE}x{SIZE}, "
-              f"{args.volumes} volumes {SIZE}x{SIZE}x40 ({n_slices} slices with label 3); {os.cpu_count()} CPU(s)")
+        print(
+            f"fake sources made in {time.perf_counter() - t0:.1f} s: {args.images} PNG pairs {SIZE}x{SIZE}, "
+            f"{args.volumes} volumes {SIZE}x{SIZE}x40 ({n_slices} slices with label 3); {os.cpu_count()} CPU(s)"
+        )
 
         png_runs, nifti_runs = [], []
         for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
@@ -121,16 +124,22 @@ def main() -> None:
             nifti_runs.append(timed(nifti_spec, nifti, work / "out"))
         png_s = statistics.median(s for s, _ in png_runs)
         nifti_s = statistics.median(s for s, _ in nifti_runs)
-        print(f"PNG   : {png_runs[0][1]} pairs in {png_s:.2f} s (median of {args.repeats}) -> {png_runs[0][1] / png_s:.0f} images/s")
-        print(f"NIfTI : {nifti_runs[0][1]} slices from {args.volumes} volumes in {nifti_s:.2f} s -> "
-              f"{nifti_runs[0][1] / nifti_s:.0f} images/s ({args.volumes / nifti_s:.1f} volumes/s)")
+        print(
+            f"PNG   : {png_runs[0][1]} pairs in {png_s:.2f} s (median of {args.repeats}) -> {png_runs[0][1] / png_s:.0f} images/s"
+        )
+        print(
+            f"NIfTI : {nifti_runs[0][1]} slices from {args.volumes} volumes in {nifti_s:.2f} s -> "
+            f"{nifti_runs[0][1] / nifti_s:.0f} images/s ({args.volumes / nifti_s:.1f} volumes/s)"
+        )
 
         small = peak_mib(png_spec, half, work / "mem")  # the timed runs above already imported everything
         large = peak_mib(png_spec, png, work / "mem")
         per_pair = (large - small) * 1024 / (args.images - args.images // 2)
-        print(f"peak traced memory: {args.images // 2} pairs {small:.1f} MiB, {args.images} pairs {large:.1f} MiB "
-              f"(+{per_pair:.1f} KiB per extra pair: the manifest's file list; a pair's pixels are "
-              f"{2 * SIZE * SIZE / 1024:.0f} KiB and none are kept)")
+        print(
+            f"peak traced memory: {args.images // 2} pairs {small:.1f} MiB, {args.images} pairs {large:.1f} MiB "
+            f"(+{per_pair:.1f} KiB per extra pair: the manifest's file list; a pair's pixels are "
+            f"{2 * SIZE * SIZE / 1024:.0f} KiB and none are kept)"
+        )
 
 
 if __name__ == "__main__":

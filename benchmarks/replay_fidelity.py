@@ -24,6 +24,7 @@ store, pipeline folders) lives in a temp folder that is kept and printed. Last l
     # control: each pipeline run bare (no harness) on its own source layout, paths replaced textually
     .venv/bin/python benchmarks/replay_fidelity.py --bare --out /tmp/fidelity_bare.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
 from PIL import Image
 from tqdm import tqdm
-
-from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -51,6 +51,7 @@ FILES = ("dataset.py", "model.py", "train.py", "main.py")
 
 
 # ---- source datasets --------------------------------------------------------------------------
+
 
 def _sample(rng: np.random.Generator, size: int, rgb: bool) -> tuple[np.ndarray, np.ndarray]:
     """One image (uint8, HxW or HxWx3) with a bright disc, and its boolean foreground."""
@@ -134,6 +135,7 @@ def _build_nifti(layout: dict, dest: Path, rng: np.random.Generator) -> Path:
 
 # ---- running the CLI --------------------------------------------------------------------------
 
+
 def _cli(python: str, args: list[str], env: dict[str, str], timeout: float, cwd: Path) -> subprocess.CompletedProcess:
     cmd = [python, "-m", "llmseg_mlflow.cli", *args]
     try:
@@ -166,8 +168,11 @@ def _last_error_line(stderr: str) -> str:
 def _where(traceback: str) -> str:
     """The last frame of the generated code in a traceback: 'dataset.py:23 in __init__'."""
     frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', traceback)
-    mine = [(Path(f).name, n, fn) for f, n, fn in frames
-            if Path(f).name in FILES and "site-packages" not in f and "/lib/python" not in f]
+    mine = [
+        (Path(f).name, n, fn)
+        for f, n, fn in frames
+        if Path(f).name in FILES and "site-packages" not in f and "/lib/python" not in f
+    ]
     return f"{mine[-1][0]}:{mine[-1][1]} in {mine[-1][2]}" if mine else ""
 
 
@@ -195,8 +200,7 @@ def _inspect(run_id: str, work_root: Path, pipeline: Path, tracking_uri: str) ->
 
     client = MlflowClient(tracking_uri)
     root = client.get_run(run_id)
-    children = client.search_runs([root.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'",
-                                  max_results=200)
+    children = client.search_runs([root.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=200)
     kinds = [c.data.tags.get("kind") for c in children]
     info: dict = {"trained": "training" in kinds, "evaluation_error": root.data.tags.get("evaluation_error")}
     evals = [c for c in children if c.data.tags.get("kind") == "evaluation"]
@@ -206,8 +210,9 @@ def _inspect(run_id: str, work_root: Path, pipeline: Path, tracking_uri: str) ->
     trainings = [c for c in children if c.data.tags.get("kind") == "training"]
     if trainings and trainings[-1].data.tags.get("results_error"):
         info["results_error"] = trainings[-1].data.tags["results_error"]
-    debugs = sorted((c for c in children if c.data.tags.get("kind") == "debug"),
-                    key=lambda c: int(c.data.tags.get("iteration", 0)))
+    debugs = sorted(
+        (c for c in children if c.data.tags.get("kind") == "debug"), key=lambda c: int(c.data.tags.get("iteration", 0))
+    )
     if debugs:
         first = debugs[0]
         info["error_type"] = first.data.tags.get("error_type")
@@ -232,8 +237,16 @@ def _layout(folder: Path, images: int | None) -> dict:
     return layout
 
 
-def run_pipeline(folder: Path, work: Path, python: str, env: dict[str, str], tracking_uri: str,
-                 timeout_s: float, preflight: bool = False, images: int | None = None) -> dict:
+def run_pipeline(
+    folder: Path,
+    work: Path,
+    python: str,
+    env: dict[str, str],
+    tracking_uri: str,
+    timeout_s: float,
+    preflight: bool = False,
+    images: int | None = None,
+) -> dict:
     """Source, `datasets add`, `generate`; the record of one pipeline."""
     layout = _layout(folder, images)
     key = "fid-" + re.sub(r"[^a-z0-9-]", "-", folder.name.lower())
@@ -248,20 +261,48 @@ def run_pipeline(folder: Path, work: Path, python: str, env: dict[str, str], tra
     rec["add_ok"] = proc.returncode == 0
     rec["detected"] = [ln.removeprefix("detected: ") for ln in proc.stdout.splitlines() if ln.startswith("detected: ")]
     if not rec["add_ok"]:
-        rec.update(status="add_failed", ran=False, trained=False, evaluated=False,
-                   error_type="DatasetsAddFailed", error_message=_last_error_line(proc.stderr))
+        rec.update(
+            status="add_failed",
+            ran=False,
+            trained=False,
+            evaluated=False,
+            error_type="DatasetsAddFailed",
+            error_message=_last_error_line(proc.stderr),
+        )
         return rec
     start = time.monotonic()
-    gen = ["generate", "--model", f"replay:{folder}", "--dataset", key, "--epochs", "1", "--max-batches", "2",
-           "--max-fix-rounds", "0", "--timeout-s", str(timeout_s), "--study", "fidelity",
-           "--work-root", str(work / "pipelines")] + ([] if preflight else ["--no-preflight"])
+    gen = [
+        "generate",
+        "--model",
+        f"replay:{folder}",
+        "--dataset",
+        key,
+        "--epochs",
+        "1",
+        "--max-batches",
+        "2",
+        "--max-fix-rounds",
+        "0",
+        "--timeout-s",
+        str(timeout_s),
+        "--study",
+        "fidelity",
+        "--work-root",
+        str(work / "pipelines"),
+    ] + ([] if preflight else ["--no-preflight"])
     proc = _cli(python, gen, env, timeout_s * 3, work)
     rec["generate_s"] = round(time.monotonic() - start, 1)
     rec["exit_code"] = proc.returncode
     result = _last_json(proc.stdout)
     if result is None:
-        rec.update(status="no_result", ran=False, trained=False, evaluated=False,
-                   error_type="NoJSONLine", error_message=_last_error_line(proc.stderr))
+        rec.update(
+            status="no_result",
+            ran=False,
+            trained=False,
+            evaluated=False,
+            error_type="NoJSONLine",
+            error_message=_last_error_line(proc.stderr),
+        )
         return rec
     rec.update(result)
     rec["ran"] = result.get("status") == "succeeded"
@@ -279,8 +320,10 @@ def run_pipeline(folder: Path, work: Path, python: str, env: dict[str, str], tra
 
 # ---- bare control -----------------------------------------------------------------------------
 
-def run_bare(folder: Path, work: Path, python: str, site_dir: Path, timeout_s: float,
-             images: int | None = None) -> dict:
+
+def run_bare(
+    folder: Path, work: Path, python: str, site_dir: Path, timeout_s: float, images: int | None = None
+) -> dict:
     """The code run as its author would, on its own source layout: layout.json's `bare` replacements
     (hard-coded paths -> the source folder, the epoch count -> 1) applied textually; no harness."""
     layout = _layout(folder, images)
@@ -298,8 +341,9 @@ def run_bare(folder: Path, work: Path, python: str, site_dir: Path, timeout_s: f
     env.pop("LLMSEG_HOME", None)
     start = time.monotonic()
     try:
-        proc = subprocess.run([python, "main.py"], cwd=run_dir, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
+        proc = subprocess.run(
+            [python, "main.py"], cwd=run_dir, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
         code, stderr = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired as exc:
         code, stderr = -9, f"{exc.stderr or ''}\nTimeout"
@@ -314,16 +358,24 @@ def run_bare(folder: Path, work: Path, python: str, site_dir: Path, timeout_s: f
 
 # ---- main -------------------------------------------------------------------------------------
 
+
 def _code_origin(python: str, env: dict[str, str], cwd: Path) -> str:
-    out = subprocess.run([python, "-c", "import llmseg_mlflow; print(llmseg_mlflow.__file__)"],
-                         env=env, cwd=cwd, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [python, "-c", "import llmseg_mlflow; print(llmseg_mlflow.__file__)"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 
 def _git_head(path: Path) -> str | None:
     proc = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
     return (proc.stdout.strip() + ("+dirty" if dirty else "")) if proc.returncode == 0 else None
 
 
@@ -331,8 +383,14 @@ def _table(records: list[dict], bare: bool) -> str:
     rows = []
     for r in records:
         if bare:
-            rows.append((r["pipeline"], "ok" if r["bare_ok"] else "FAILED", f"{r['bare_s']:.0f}",
-                         "" if r["bare_ok"] else f"{r.get('bare_where', '')} {r.get('bare_error', '')}".strip()))
+            rows.append(
+                (
+                    r["pipeline"],
+                    "ok" if r["bare_ok"] else "FAILED",
+                    f"{r['bare_s']:.0f}",
+                    "" if r["bare_ok"] else f"{r.get('bare_where', '')} {r.get('bare_error', '')}".strip(),
+                )
+            )
             continue
         dice = r.get("heldout_dice_mean")
         first = ""
@@ -343,10 +401,21 @@ def _table(records: list[dict], bare: bool) -> str:
             first = f"evaluation: {r['evaluation_error']}"
         elif r.get("results_error"):
             first = f"results: {r['results_error']}"
-        rows.append((r["pipeline"], r.get("status", "?"), "yes" if r.get("trained") else "no",
-                     f"{dice:.3f}" if dice is not None else "-", r.get("eval_preprocessing") or "-", first[:170]))
-    head = ("pipeline", "bare run", "s", "error") if bare else ("pipeline", "status", "trained", "dice", "eval prep",
-                                                                "first error")
+        rows.append(
+            (
+                r["pipeline"],
+                r.get("status", "?"),
+                "yes" if r.get("trained") else "no",
+                f"{dice:.3f}" if dice is not None else "-",
+                r.get("eval_preprocessing") or "-",
+                first[:170],
+            )
+        )
+    head = (
+        ("pipeline", "bare run", "s", "error")
+        if bare
+        else ("pipeline", "status", "trained", "dice", "eval prep", "first error")
+    )
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     widths[-1] = 0
     fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
@@ -359,16 +428,21 @@ def main() -> None:
     ap.add_argument("--pipelines", type=Path, default=PIPELINES, help="folder of pipeline folders")
     ap.add_argument("--only", action="append", default=[], help="run only this pipeline (repeatable)")
     ap.add_argument("--out", type=Path, help="write the records as JSON here")
-    ap.add_argument("--code", type=Path,
-                    help="a checkout whose llmseg_mlflow is used (PYTHONPATH); default: the installed one")
+    ap.add_argument(
+        "--code", type=Path, help="a checkout whose llmseg_mlflow is used (PYTHONPATH); default: the installed one"
+    )
     ap.add_argument("--python", default=sys.executable, help="interpreter for the CLI (and so for the sandboxed code)")
     ap.add_argument("--work", type=Path, help="state folder (default: a new temp folder, kept)")
     ap.add_argument("--timeout-s", type=float, default=600, help="generate --timeout-s")
     ap.add_argument("--tracking-uri", help="use this tracking server instead of starting one")
-    ap.add_argument("--images", type=int,
-                    help="source pairs per pipeline (default: layout.json's n, 100; NIfTI: N/4 volumes)")
-    ap.add_argument("--preflight", action="store_true",
-                    help="keep generate's preflight (with --epochs 1 --max-batches 2 it is the same run twice)")
+    ap.add_argument(
+        "--images", type=int, help="source pairs per pipeline (default: layout.json's n, 100; NIfTI: N/4 volumes)"
+    )
+    ap.add_argument(
+        "--preflight",
+        action="store_true",
+        help="keep generate's preflight (with --epochs 1 --max-batches 2 it is the same run twice)",
+    )
     ap.add_argument("--bare", action="store_true", help="control: run each pipeline bare on its own layout instead")
     args = ap.parse_args()
 
@@ -382,8 +456,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     code_root = (args.code or REPO).resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMSEG_", "MLFLOW_"))}
-    env.update(LLMSEG_HOME=str(work / "home"), LLMSEG_DATASETS_FILE=str(work / "home" / "datasets.yaml"),
-               MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")
+    env.update(
+        LLMSEG_HOME=str(work / "home"),
+        LLMSEG_DATASETS_FILE=str(work / "home" / "datasets.yaml"),
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true",
+    )
     if args.code:
         env["PYTHONPATH"] = str(code_root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     origin, git = _code_origin(args.python, env, work), _git_head(code_root)
@@ -422,18 +500,32 @@ def main() -> None:
         summary = {"bare_ok": sum(r["bare_ok"] for r in records)}
         line = f"ran bare on their own layout: {summary['bare_ok']}/{n}"
     else:
-        summary = {"ran_unattended": sum(bool(r.get("ran")) for r in records),
-                   "trained": sum(bool(r.get("trained")) for r in records),
-                   "evaluated": sum(bool(r.get("evaluated")) for r in records)}
+        summary = {
+            "ran_unattended": sum(bool(r.get("ran")) for r in records),
+            "trained": sum(bool(r.get("trained")) for r in records),
+            "evaluated": sum(bool(r.get("evaluated")) for r in records),
+        }
         line = f"ran unattended: {summary['ran_unattended']}/{n}, evaluated: {summary['evaluated']}/{n}"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "code": origin, "git": git, "work": str(work), "python": args.python,
-            "mode": "bare" if args.bare else "replay",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "duration_s": round(duration, 1), "total": n, **summary, "records": records,
-        }, indent=2, default=str))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "code": origin,
+                    "git": git,
+                    "work": str(work),
+                    "python": args.python,
+                    "mode": "bare" if args.bare else "replay",
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                    "duration_s": round(duration, 1),
+                    "total": n,
+                    **summary,
+                    "records": records,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     print(f"({duration / 60:.1f} min; state kept in {work})")
     print(line)
 

@@ -5,6 +5,7 @@ sandbox's start cost is paid once per execution (a training runs minutes), so on
 
     .venv/bin/python benchmarks/sandbox_start.py [--repeats 15]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,17 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         times["bare"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        result = sandbox.run([sys.executable, "-c", "pass"], sandbox.Mounts(work / "attempt"), limits,
-                             log_dir=work / "logs")
+        result = sandbox.run(
+            [sys.executable, "-c", "pass"], sandbox.Mounts(work / "attempt"), limits, log_dir=work / "logs"
+        )
         assert result.ok, result.stderr_text()
         times["sandbox"].append(time.perf_counter() - t0)
     bare, boxed = (statistics.median(times[k]) for k in ("bare", "sandbox"))
     print(f"limits enforced by: {cgroups.support().enforced}")
-    print(f"median start+exit: bare {bare * 1000:.0f} ms, sandbox {boxed * 1000:.0f} ms "
-          f"(+{(boxed - bare) * 1000:.0f} ms, {boxed / bare:.2f}x) over {args.repeats} interleaved runs")
+    print(
+        f"median start+exit: bare {bare * 1000:.0f} ms, sandbox {boxed * 1000:.0f} ms "
+        f"(+{(boxed - bare) * 1000:.0f} ms, {boxed / bare:.2f}x) over {args.repeats} interleaved runs"
+    )
 
 
 if __name__ == "__main__":

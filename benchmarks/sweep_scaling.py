@@ -8,6 +8,7 @@ another's jobs. The dataset is prepared before timing.
 
     .venv/bin/python benchmarks/sweep_scaling.py [--jobs 8] [--model demo-2025-a] [--no-ray]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
 from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -37,7 +39,7 @@ def main() -> None:
     os.environ.update(MLFLOW_TRACKING_URI=uri, LLMSEG_HOME=str(work / "home"))
     try:
         from llmseg_mlflow.catalog.datasets import get_dataset
-        from llmseg_mlflow.generate import ensure_prepared
+        from llmseg_mlflow.catalog.prepare import ensure_prepared
         from llmseg_mlflow.sweep.local import LocalExecutor
         from llmseg_mlflow.sweep.run import SweepOptions, run_sweep
         from llmseg_mlflow.sweep.study import load_study
@@ -46,11 +48,14 @@ def main() -> None:
 
         def sweep(name: str, executor) -> tuple[float, list[float]]:
             path = work / f"{name}.yaml"
-            path.write_text(f"name: {name}\nmodels: [{args.model}]\ndatasets: [{args.dataset}]\n"
-                            f"repeats: {args.jobs}\noverrides: {{epochs: 1, max_batches: 2, max_fix_rounds: 2}}\n")
+            path.write_text(
+                f"name: {name}\nmodels: [{args.model}]\ndatasets: [{args.dataset}]\n"
+                f"repeats: {args.jobs}\noverrides: {{epochs: 1, max_batches: 2, max_fix_rounds: 2}}\n"
+            )
             start = time.monotonic()
-            summary = run_sweep(load_study(path), SweepOptions(log_dir=work / "logs" / name), out=lambda _: None,
-                                executor=executor)
+            summary = run_sweep(
+                load_study(path), SweepOptions(log_dir=work / "logs" / name), out=lambda _: None, executor=executor
+            )
             wall = time.monotonic() - start
             bad = [r for r in summary.reports if r.state != "done"]
             if bad:
@@ -58,7 +63,10 @@ def main() -> None:
             return wall, [r.observed_s - r.inner_s for r in summary.reports]
 
         results = {}
-        for name, make in (("local-1", lambda: LocalExecutor(1, gpus=[])), ("local-2", lambda: LocalExecutor(2, gpus=[]))):
+        for name, make in (
+            ("local-1", lambda: LocalExecutor(1, gpus=[])),
+            ("local-2", lambda: LocalExecutor(2, gpus=[])),
+        ):
             results[name] = sweep(f"bench-{name}", make())
             print(f"{name}: {args.jobs} pipelines in {results[name][0]:.1f} s", flush=True)
         if not args.no_ray:
@@ -69,6 +77,7 @@ def main() -> None:
             start = time.monotonic()
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
             ray_init = time.monotonic() - start
+
             class SlotRay(RayExecutor):
                 """Submit as the local executor does (2 in flight), so observed minus in-job time is overhead, not queueing."""
 
@@ -83,12 +92,16 @@ def main() -> None:
         speedup = results["local-1"][0] / results["local-2"][0]
         print(f"speedup 2 workers vs 1: {speedup:.2f}x (target >= 1.6x)")
         for name, (_, overhead) in results.items():
-            print(f"executor overhead per job, {name}: median {statistics.median(overhead):.2f} s, "
-                  f"mean {statistics.mean(overhead):.2f} s (driver-observed minus in-job time)")
+            print(
+                f"executor overhead per job, {name}: median {statistics.median(overhead):.2f} s, "
+                f"mean {statistics.mean(overhead):.2f} s (driver-observed minus in-job time)"
+            )
         if "ray-2" in results:
             extra = statistics.mean(results["ray-2"][1]) - statistics.mean(results["local-2"][1])
-            print(f"ray overhead per job over local (2 workers): {extra:+.2f} s (target < 1 s); "
-                  f"wall ratio ray/local-2: {results['ray-2'][0] / results['local-2'][0]:.2f}")
+            print(
+                f"ray overhead per job over local (2 workers): {extra:+.2f} s (target < 1 s); "
+                f"wall ratio ray/local-2: {results['ray-2'][0] / results['local-2'][0]:.2f}"
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)

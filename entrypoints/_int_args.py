@@ -1,4 +1,5 @@
 """MLproject passes numbers as floats ("1.0"); the CLI wants integers."""
+
 from __future__ import annotations
 
 INT_OPTIONS = {"--repeat", "--epochs", "--max-batches", "--max-fix-rounds", "--stuck-after", "--iterations"}

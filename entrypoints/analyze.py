@@ -3,6 +3,7 @@
 MLproject has no optional or boolean parameters: empty values are dropped and `--bonferroni true|false`
 becomes the flag.
 """
+
 import sys
 
 from llmseg_mlflow.cli import main

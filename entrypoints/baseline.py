@@ -3,6 +3,7 @@
 An nnU-Net that crashed (exit 3 on the CLI) is a result, not a launcher failure: here it exits 0 so
 `mlflow run` keeps the run FINISHED; the pipeline root's `status` tag tells.
 """
+
 import sys
 
 from _int_args import normalise

@@ -1,4 +1,5 @@
 """MLproject entry point `demo`: the CLI's `llmseg demo`."""
+
 import sys
 
 from llmseg_mlflow.cli import main

@@ -1,4 +1,5 @@
 """MLproject entry point `evaluate`: `llmseg evaluate` inside the run `mlflow run` started (tagged kind=launch)."""
+
 import sys
 
 from llmseg_mlflow.cli import main

@@ -3,6 +3,7 @@
 A pipeline that ends without working code (exit 3 on the CLI) is a result, not a crash:
 here it exits 0 so `mlflow run` keeps the run FINISHED; the root's `status` tag tells.
 """
+
 import sys
 
 from _int_args import normalise

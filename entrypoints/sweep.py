@@ -3,6 +3,7 @@
 MLproject passes numbers as floats and has no flags: `--workers 2.0` becomes 2 (-1: the default),
 `--dry-run true|false` a flag, an empty `--ray-address` nothing.
 """
+
 import sys
 
 from llmseg_mlflow.cli import main

@@ -2,6 +2,7 @@
 
 A re-run that does not train is a result (the root's `status` tag tells), so it exits 0 as `generate` does.
 """
+
 import sys
 
 from _int_args import normalise

@@ -1,4 +1,5 @@
 """`llmseg`: the command line, with the same names as the MLproject entry points."""
+
 from __future__ import annotations
 
 import json
@@ -32,45 +33,97 @@ def main() -> None:
 @click.option("--model", required=True, help="Catalog key (see `llmseg models`) or replay:DIR.")
 @click.option("--dataset", required=True, help="Catalog key (see `llmseg datasets list`).")
 @click.option("--repeat", default=1, show_default=True, type=int, help="Repeat number (repeats never share replies).")
-@click.option("--epochs", default=-1, show_default=True, type=int, help="Force the epoch count; -1 keeps the LLM's choice.")
-@click.option("--max-batches", default=-1, show_default=True, type=int, help="Cap batches per epoch of every DataLoader; -1: no cap.")
-@click.option("--max-fix-rounds", default=10, show_default=True, type=int, help="Error feedback rounds before giving up.")
-@click.option("--stuck-after", default=3, show_default=True, type=int,
-              help="The same error (type, place in the code, message) this many times in a row is a repeated error "
-                   "loop: the pipeline ends stuck_loop, or gets --loop-hint once. 0: never.")
-@click.option("--loop-hint", is_flag=False, flag_value="default", default=None,
-              help="In a repeated error loop, send one supplementary message after the traceback (the paper's "
-                   "additional interaction) instead of stopping: the documented default text, or --loop-hint TEXT "
-                   "('off': stop, the default).")
-@click.option("--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of one execution.")
-@click.option("--memory-gb", default=16.0, show_default=True, type=float,
-              help="Memory cap of one execution (tmpfs and shared memory included).")
-@click.option("--disk-gb", default=None, type=float,
-              help="Cap on what one execution writes to its folder [default: max(20, 10x the pool size)].")
-@click.option("--eval-timeout-s", default=None, type=float,
-              help="Wall-clock limit of the held-out evaluation [default: a quarter of --timeout-s, >= 300].")
+@click.option(
+    "--epochs", default=-1, show_default=True, type=int, help="Force the epoch count; -1 keeps the LLM's choice."
+)
+@click.option(
+    "--max-batches",
+    default=-1,
+    show_default=True,
+    type=int,
+    help="Cap batches per epoch of every DataLoader; -1: no cap.",
+)
+@click.option(
+    "--max-fix-rounds", default=10, show_default=True, type=int, help="Error feedback rounds before giving up."
+)
+@click.option(
+    "--stuck-after",
+    default=3,
+    show_default=True,
+    type=int,
+    help="The same error (type, place in the code, message) this many times in a row is a repeated error "
+    "loop: the pipeline ends stuck_loop, or gets --loop-hint once. 0: never.",
+)
+@click.option(
+    "--loop-hint",
+    is_flag=False,
+    flag_value="default",
+    default=None,
+    help="In a repeated error loop, send one supplementary message after the traceback (the paper's "
+    "additional interaction) instead of stopping: the documented default text, or --loop-hint TEXT "
+    "('off': stop, the default).",
+)
+@click.option(
+    "--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of one execution."
+)
+@click.option(
+    "--memory-gb",
+    default=16.0,
+    show_default=True,
+    type=float,
+    help="Memory cap of one execution (tmpfs and shared memory included).",
+)
+@click.option(
+    "--disk-gb",
+    default=None,
+    type=float,
+    help="Cap on what one execution writes to its folder [default: max(20, 10x the pool size)].",
+)
+@click.option(
+    "--eval-timeout-s",
+    default=None,
+    type=float,
+    help="Wall-clock limit of the held-out evaluation [default: a quarter of --timeout-s, >= 300].",
+)
 @click.option("--study", default="llmseg", show_default=True, help="Study (MLflow experiment and `study` tag).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
 @click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
-@click.option("--models-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).")
+@click.option(
+    "--models-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).",
+)
 @click.option("--no-cache", is_flag=True, help="Call the LLM even when the reply is cached (it is stored again).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Response cache (default $LLMSEG_HOME/cache).")
 @click.option("--no-preflight", is_flag=True, help="Skip the 1-epoch, 2-batch check before the full run.")
-@click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys).")
+@click.option(
+    "--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys)."
+)
 def generate(**opts) -> None:
     """Ask a model for a pipeline, run and fix it until it trains; log the run tree. Last line: JSON."""
     from llmseg_mlflow.generate import GenerateConfig, run_generate
 
     cfg = GenerateConfig(
-        model=opts["model"], dataset=opts["dataset"], repeat=opts["repeat"], study=opts["study"],
-        epochs=_none_if_negative(opts["epochs"]), max_batches=_none_if_negative(opts["max_batches"]),
-        max_fix_rounds=opts["max_fix_rounds"], timeout_s=opts["timeout_s"], memory_gb=opts["memory_gb"],
-        stuck_after=opts["stuck_after"], loop_hint=None if opts["loop_hint"] in (None, "off") else opts["loop_hint"],
-        disk_gb=opts["disk_gb"], eval_timeout_s=opts["eval_timeout_s"],
-        data_root=opts["data_root"], work_root=opts["work_root"],
-        unsafe_no_sandbox=opts["unsafe_no_sandbox"], preflight=not opts["no_preflight"],
-        models_file=opts["models_file"], no_cache=opts["no_cache"], cache_dir=opts["cache_dir"],
+        model=opts["model"],
+        dataset=opts["dataset"],
+        repeat=opts["repeat"],
+        study=opts["study"],
+        epochs=_none_if_negative(opts["epochs"]),
+        max_batches=_none_if_negative(opts["max_batches"]),
+        max_fix_rounds=opts["max_fix_rounds"],
+        timeout_s=opts["timeout_s"],
+        memory_gb=opts["memory_gb"],
+        stuck_after=opts["stuck_after"],
+        loop_hint=None if opts["loop_hint"] in (None, "off") else opts["loop_hint"],
+        disk_gb=opts["disk_gb"],
+        eval_timeout_s=opts["eval_timeout_s"],
+        data_root=opts["data_root"],
+        work_root=opts["work_root"],
+        unsafe_no_sandbox=opts["unsafe_no_sandbox"],
+        preflight=not opts["no_preflight"],
+        models_file=opts["models_file"],
+        no_cache=opts["no_cache"],
+        cache_dir=opts["cache_dir"],
     )
     result = _guarded(lambda: run_generate(cfg, progress=_say))
     click.echo(json.dumps(result.as_dict()))
@@ -82,14 +135,20 @@ _PREPROCESSING = click.Choice(["auto", "generic"])
 
 @main.command()
 @click.option("--run-id", required=True, help="A pipeline root run (kind=pipeline).")
-@click.option("--preprocessing", type=_PREPROCESSING, default="auto", show_default=True,
-              help="auto: the pipeline's own Dataset where possible; generic: resize + [0, 1].")
+@click.option(
+    "--preprocessing",
+    type=_PREPROCESSING,
+    default="auto",
+    show_default=True,
+    help="auto: the pipeline's own Dataset where possible; generic: resize + [0, 1].",
+)
 @click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
 @click.option("--timeout-s", default=1800.0, show_default=True, type=float, help="Wall-clock limit of the inference.")
 @click.option("--memory-gb", default=16.0, show_default=True, type=float, help="Memory cap of the inference.")
 @click.option("--unsafe-no-sandbox", is_flag=True, help="Import the generated model WITHOUT bubblewrap.")
-def evaluate(run_id: str, preprocessing: str, data_root: Path | None, timeout_s: float, memory_gb: float,
-             unsafe_no_sandbox: bool) -> None:
+def evaluate(
+    run_id: str, preprocessing: str, data_root: Path | None, timeout_s: float, memory_gb: float, unsafe_no_sandbox: bool
+) -> None:
     """Score a logged pipeline on the held-out set again, as a new evaluation run. Last line: JSON."""
     from llmseg_mlflow.evaluation.run import EvaluateConfig, run_evaluate
 
@@ -104,7 +163,9 @@ def evaluate(run_id: str, preprocessing: str, data_root: Path | None, timeout_s:
 @click.option("--epochs", required=True, type=int, help="The forced epoch budget (the paper used 120).")
 @click.option("--max-batches", default=-1, show_default=True, type=int, help="Cap batches per epoch; -1: no cap.")
 @click.option("--study", default=None, help="Study of the new run (default: the source's).")
-@click.option("--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of the training.")
+@click.option(
+    "--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of the training."
+)
 @click.option("--memory-gb", default=16.0, show_default=True, type=float, help="Memory cap of the training.")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
 @click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
@@ -113,10 +174,17 @@ def train(**opts) -> None:
     """Re-train a pipeline's final code with a forced epoch budget, then evaluate it. Last line: JSON."""
     from llmseg_mlflow.train import TrainConfig, run_train
 
-    cfg = TrainConfig(run_id=opts["run_id"], epochs=opts["epochs"], study=opts["study"],
-                      max_batches=_none_if_negative(opts["max_batches"]), timeout_s=opts["timeout_s"],
-                      memory_gb=opts["memory_gb"], data_root=opts["data_root"], work_root=opts["work_root"],
-                      unsafe_no_sandbox=opts["unsafe_no_sandbox"])
+    cfg = TrainConfig(
+        run_id=opts["run_id"],
+        epochs=opts["epochs"],
+        study=opts["study"],
+        max_batches=_none_if_negative(opts["max_batches"]),
+        timeout_s=opts["timeout_s"],
+        memory_gb=opts["memory_gb"],
+        data_root=opts["data_root"],
+        work_root=opts["work_root"],
+        unsafe_no_sandbox=opts["unsafe_no_sandbox"],
+    )
     result = _guarded(lambda: run_train(cfg, progress=_say))
     click.echo(json.dumps(result.as_dict()))
     sys.exit(_exit_code(result.status))
@@ -147,8 +215,13 @@ def _guarded(job):
 
 
 @main.command()
-@click.option("--workdir", default="demo-work", show_default=True, type=click.Path(path_type=Path),
-              help="Everything goes here: data, mlflow.db, artifacts, pipeline folders.")
+@click.option(
+    "--workdir",
+    default="demo-work",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Everything goes here: data, mlflow.db, artifacts, pipeline folders.",
+)
 @click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code without bubblewrap.")
 def demo(workdir: Path, unsafe_no_sandbox: bool) -> None:
     """The study in miniature, offline: studies/demo.yaml swept into a local store, then the report."""
@@ -166,11 +239,17 @@ def models_cmd(as_json: bool) -> None:
 
     models = _guarded(load_models)
     if as_json:
-        click.echo(json.dumps([{**asdict(m), "replay_dir": str(m.replay_dir) if m.replay_dir else None}
-                               for m in models.values()], indent=2))
+        click.echo(
+            json.dumps(
+                [{**asdict(m), "replay_dir": str(m.replay_dir) if m.replay_dir else None} for m in models.values()],
+                indent=2,
+            )
+        )
         return
     for m in models.values():
-        cohort = f"{m.year or '-'} {'reasoning' if m.reasoning else 'non-reasoning' if m.reasoning is not None else '-'}"
+        cohort = (
+            f"{m.year or '-'} {'reasoning' if m.reasoning else 'non-reasoning' if m.reasoning is not None else '-'}"
+        )
         click.echo(f"{m.key:24} {m.provider:18} {cohort:20} {m.title}")
 
 
@@ -196,30 +275,66 @@ def datasets_list(as_json: bool) -> None:
 @datasets.command("prepare")
 @click.argument("name")
 @click.option("--out", type=click.Path(path_type=Path), help="Data root (default $LLMSEG_HOME/data).")
-@click.option("--source", type=click.Path(path_type=Path, exists=True), help="The downloaded dataset (not needed for synthetic ones; see docs/datasets.md).")
-@click.option("--seed", default=None, type=int,
-              help="Seed of the subset and the held-out split [default: the existing preparation's, else 0].")
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path, exists=True),
+    help="The downloaded dataset (not needed for synthetic ones; see docs/datasets.md).",
+)
+@click.option(
+    "--seed",
+    default=None,
+    type=int,
+    help="Seed of the subset and the held-out split [default: the existing preparation's, else 0].",
+)
 @click.option("--force", is_flag=True, help="Rebuild even if a prepared copy exists.")
-@click.option("--split-by", type=click.Choice(["patient", "slice"]), help="Hold out whole patients (volumes), or slices at random as the paper did (default: the catalog entry's).")
+@click.option(
+    "--split-by",
+    type=click.Choice(["patient", "slice"]),
+    help="Hold out whole patients (volumes), or slices at random as the paper did (default: the catalog entry's).",
+)
 @click.option("--mask-suffix", help="How masks are named in the source: <name><SUFFIX>.<ext>.")
-@click.option("--skip-invalid", is_flag=True, help="Leave out unreadable, mismatched or non-binary pairs (listed in the summary) instead of failing.")
-@click.option("--datasets-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Your datasets YAML (default $LLMSEG_DATASETS_FILE, else $LLMSEG_HOME/datasets.yaml).")
-def datasets_prepare(name: str, out: Path | None, source: Path | None, seed: int | None, force: bool, split_by: str | None,
-                     mask_suffix: str | None, skip_invalid: bool, datasets_file: Path | None) -> None:
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Leave out unreadable, mismatched or non-binary pairs (listed in the summary) instead of failing.",
+)
+@click.option(
+    "--datasets-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Your datasets YAML (default $LLMSEG_DATASETS_FILE, else $LLMSEG_HOME/datasets.yaml).",
+)
+def datasets_prepare(
+    name: str,
+    out: Path | None,
+    source: Path | None,
+    seed: int | None,
+    force: bool,
+    split_by: str | None,
+    mask_suffix: str | None,
+    skip_invalid: bool,
+    datasets_file: Path | None,
+) -> None:
     """Split a dataset into pool/ (visible to generated code) and heldout/ (10%), with a manifest."""
     from dataclasses import replace
 
     from llmseg_mlflow.catalog.datasets import get_dataset
     from llmseg_mlflow.catalog.prepare import prepare_dataset
-    from llmseg_mlflow.generate import llmseg_home
+    from llmseg_mlflow.paths import data_root
 
     def job():
         spec = get_dataset(name, datasets_file)
         if split_by is not None:
             spec = replace(spec, split_by=split_by)
-        return prepare_dataset(spec, (out or llmseg_home() / "data").resolve(), source=source, seed=seed, force=force,
-                               skip_invalid=skip_invalid, mask_suffix=mask_suffix, progress=_say)
+        return prepare_dataset(
+            spec,
+            data_root(out),
+            source=source,
+            seed=seed,
+            force=force,
+            skip_invalid=skip_invalid,
+            mask_suffix=mask_suffix,
+            progress=_say,
+        )
 
     prepared = _guarded(job)
     _print_prepared(prepared)
@@ -236,32 +351,63 @@ def _print_prepared(prepared) -> None:
 
 @datasets.command("add")
 @click.argument("name")
-@click.option("--source", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="Folder with your images and masks (or NIfTI volumes).")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Folder with your images and masks (or NIfTI volumes).",
+)
 @click.option("--title", help="Title of the entry (default: NAME).")
 @click.option("--modality", default="unknown", show_default=True, help="Imaging modality, e.g. MRI, endoscopy.")
-@click.option("--foreground-value", type=int, help="The mask or label value to segment, when masks hold more than two values.")
+@click.option(
+    "--foreground-value", type=int, help="The mask or label value to segment, when masks hold more than two values."
+)
 @click.option("--subset-size", type=int, help="Use a seeded random subset of this many pairs (default: all).")
-@click.option("--datasets-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Where to write the entry (default $LLMSEG_DATASETS_FILE, else $LLMSEG_HOME/datasets.yaml).")
+@click.option(
+    "--datasets-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the entry (default $LLMSEG_DATASETS_FILE, else $LLMSEG_HOME/datasets.yaml).",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Data root (default $LLMSEG_HOME/data).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subset and the held-out split.")
 @click.option("--force", is_flag=True, help="Replace an entry of the same name and rebuild its prepared copy.")
-@click.option("--skip-invalid", is_flag=True, help="Leave out unusable pairs (listed in the summary) instead of failing.")
+@click.option(
+    "--skip-invalid", is_flag=True, help="Leave out unusable pairs (listed in the summary) instead of failing."
+)
 @click.option("--no-prepare", is_flag=True, help="Only write the catalog entry.")
-@click.option("--normalize", is_flag=True,
-              help="Store masks as 0/255 PNG under uniform names instead of the source's files as they are "
-                   "(code written for the real dataset expects those); recorded in the entry.")
-def datasets_add(name: str, source: Path, title: str | None, modality: str, foreground_value: int | None,
-                 subset_size: int | None, datasets_file: Path | None, out: Path | None, seed: int, force: bool,
-                 skip_invalid: bool, no_prepare: bool, normalize: bool) -> None:
+@click.option(
+    "--normalize",
+    is_flag=True,
+    help="Store masks as 0/255 PNG under uniform names instead of the source's files as they are "
+    "(code written for the real dataset expects those); recorded in the entry.",
+)
+def datasets_add(
+    name: str,
+    source: Path,
+    title: str | None,
+    modality: str,
+    foreground_value: int | None,
+    subset_size: int | None,
+    datasets_file: Path | None,
+    out: Path | None,
+    seed: int,
+    force: bool,
+    skip_invalid: bool,
+    no_prepare: bool,
+    normalize: bool,
+) -> None:
     """Add your own dataset: detect its layout, write a catalog entry to your YAML, prepare it."""
     from llmseg_mlflow.catalog.datasets import (
-        check_user_entry, load_datasets, parse_user_entry, render_user_entry, user_datasets_file, write_user_entry,
+        check_user_entry,
+        load_datasets,
+        parse_user_entry,
+        render_user_entry,
+        user_datasets_file,
+        write_user_entry,
     )
     from llmseg_mlflow.catalog.detect import detect_layout
     from llmseg_mlflow.catalog.prepare import prepare_dataset
-    from llmseg_mlflow.generate import llmseg_home
+    from llmseg_mlflow.paths import data_root
 
     path = user_datasets_file(datasets_file)
 
@@ -274,8 +420,9 @@ def datasets_add(name: str, source: Path, title: str | None, modality: str, fore
         spec = parse_user_entry(name, entry)
         prepared = None
         if not no_prepare:
-            prepared = prepare_dataset(spec, (out or llmseg_home() / "data").resolve(), source=source, seed=seed,
-                                       force=force, skip_invalid=skip_invalid, progress=_say)
+            prepared = prepare_dataset(
+                spec, data_root(out), source=source, seed=seed, force=force, skip_invalid=skip_invalid, progress=_say
+            )
         header = f"detected in {found.source}: " + found.describe()[0].removeprefix("found ")
         write_user_entry(path, name, render_user_entry(name, entry, comments, header), replace=force)
         load_datasets(path)  # what was written must read back
@@ -284,7 +431,9 @@ def datasets_add(name: str, source: Path, title: str | None, modality: str, fore
     spec, prepared = _guarded(job)
     click.echo(f"wrote entry {name!r} to {path} (edit it to change the title, modality or what the prompt says)")
     if prepared is None:
-        click.echo(f"prepare it with: llmseg datasets prepare {name}" + (f" --datasets-file {path}" if datasets_file else ""))
+        click.echo(
+            f"prepare it with: llmseg datasets prepare {name}" + (f" --datasets-file {path}" if datasets_file else "")
+        )
         return
     for key, value in prepared.prompt_fills().items():
         click.echo(f"prompt {key}: {value}")
@@ -294,21 +443,44 @@ def datasets_add(name: str, source: Path, title: str | None, modality: str, fore
 @main.command()
 @click.argument("study_file", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="List the jobs, which are done, and the expected API cost; run nothing.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: a process pool on this machine; ray: Ray tasks on a cluster.")
-@click.option("--workers", type=int, help="local: jobs at once (default: one per GPU, else 1); ray: CPUs of a new local instance.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: a process pool on this machine; ray: Ray tasks on a cluster.",
+)
+@click.option(
+    "--workers", type=int, help="local: jobs at once (default: one per GPU, else 1); ray: CPUs of a new local instance."
+)
 @click.option("--ray-address", help="Ray cluster to join, e.g. ray://head:10001 or auto (default: start a local one).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
 @click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
-@click.option("--models-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).")
-@click.option("--log-dir", type=click.Path(path_type=Path), help="One log per job (default $LLMSEG_HOME/sweeps/<study>/logs).")
-@click.option("--training-slots", type=int, help="local: at most N trainings at once, so more --workers overlap LLM calls with training (one GPU per slot).")
-@click.option("--forward-env", multiple=True, help="Send this environment variable to every job (e.g. an API key for Ray workers).")
-@click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys).")
+@click.option(
+    "--models-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).",
+)
+@click.option(
+    "--log-dir", type=click.Path(path_type=Path), help="One log per job (default $LLMSEG_HOME/sweeps/<study>/logs)."
+)
+@click.option(
+    "--training-slots",
+    type=int,
+    help="local: at most N trainings at once, so more --workers overlap LLM calls with training (one GPU per slot).",
+)
+@click.option(
+    "--forward-env",
+    multiple=True,
+    help="Send this environment variable to every job (e.g. an API key for Ray workers).",
+)
+@click.option(
+    "--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys)."
+)
 def sweep(study_file: Path, dry_run: bool, **opts) -> None:
     """Run a whole study from a YAML file; rerun the same command to finish what is missing."""
-    from llmseg_mlflow.sweep.run import SweepOptions, dry_run as plan_only, run_sweep
+    from llmseg_mlflow.sweep.run import SweepOptions, run_sweep
+    from llmseg_mlflow.sweep.run import dry_run as plan_only
     from llmseg_mlflow.sweep.study import load_study
 
     study = _guarded(lambda: load_study(study_file, opts["models_file"]))
@@ -319,10 +491,18 @@ def sweep(study_file: Path, dry_run: bool, **opts) -> None:
     if dry_run:
         _guarded(lambda: plan_only(study, out=click.echo))
         return
-    options = SweepOptions(executor=opts["executor"], workers=opts["workers"], ray_address=opts["ray_address"],
-                           data_root=opts["data_root"], work_root=opts["work_root"], models_file=opts["models_file"],
-                           unsafe_no_sandbox=opts["unsafe_no_sandbox"], log_dir=opts["log_dir"],
-                           forward_env=tuple(opts["forward_env"]), training_slots=opts["training_slots"])
+    options = SweepOptions(
+        executor=opts["executor"],
+        workers=opts["workers"],
+        ray_address=opts["ray_address"],
+        data_root=opts["data_root"],
+        work_root=opts["work_root"],
+        models_file=opts["models_file"],
+        unsafe_no_sandbox=opts["unsafe_no_sandbox"],
+        log_dir=opts["log_dir"],
+        forward_env=tuple(opts["forward_env"]),
+        training_slots=opts["training_slots"],
+    )
     summary = _guarded(lambda: run_sweep(study, options, out=click.echo))
     sys.exit(130 if summary.interrupted else EXIT_HARNESS if summary.count("failed") else EXIT_OK)
 
@@ -333,18 +513,40 @@ def _keys(value: str | None) -> tuple[str, ...]:
 
 @main.command()
 @click.option("--study", default="llmseg", show_default=True, help="Study (the `study` tag of the pipeline runs).")
-@click.option("--output", default="report", show_default=True, type=click.Path(path_type=Path),
-              help="Folder for index.html, tables/, figures/, data/.")
+@click.option(
+    "--output",
+    default="report",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder for index.html, tables/, figures/, data/.",
+)
 @click.option("--datasets", "datasets_", help="Comma-separated dataset keys (default: all in the study).")
 @click.option("--models", help="Comma-separated model keys (default: all; the baseline is always kept).")
-@click.option("--cohorts", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="YAML of the cohort comparisons (default: 2024 vs 2025, non-reasoning vs reasoning); see docs/analysis.md.")
+@click.option(
+    "--cohorts",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="YAML of the cohort comparisons (default: 2024 vs 2025, non-reasoning vs reasoning); see docs/analysis.md.",
+)
 @click.option("--alpha", default=0.05, show_default=True, type=float, help="Significance level of the U tests.")
-@click.option("--bonferroni", is_flag=True, help="Bonferroni-correct the cohort tests (over all datasets x comparisons).")
-@click.option("--variability-models", help="Two models A,B for the run-to-run U tests (default: picked from those with repeats).")
-@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets, for the qualitative grid (default $LLMSEG_HOME/data).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), help="Local cache of finished runs (default $LLMSEG_HOME/analysis-cache).")
-@click.option("--refresh", is_flag=True, help="List every pipeline root again (after deleting runs), not only what is new.")
+@click.option(
+    "--bonferroni", is_flag=True, help="Bonferroni-correct the cohort tests (over all datasets x comparisons)."
+)
+@click.option(
+    "--variability-models", help="Two models A,B for the run-to-run U tests (default: picked from those with repeats)."
+)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    help="Prepared datasets, for the qualitative grid (default $LLMSEG_HOME/data).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    help="Local cache of finished runs (default $LLMSEG_HOME/analysis-cache).",
+)
+@click.option(
+    "--refresh", is_flag=True, help="List every pipeline root again (after deleting runs), not only what is new."
+)
 @click.option("--no-log", is_flag=True, help="Only write the folder; log no kind=analysis run.")
 def analyze(**opts) -> None:
     """Tables, figures and one HTML report of a study, from the tracking server. Last line: the report's path."""
@@ -352,10 +554,18 @@ def analyze(**opts) -> None:
 
     def job():
         cfg = AnalyzeConfig(
-            study=opts["study"], output=opts["output"], datasets=_keys(opts["datasets_"]), models=_keys(opts["models"]),
-            cohorts_file=opts["cohorts"], alpha=opts["alpha"], bonferroni=opts["bonferroni"],
-            variability_models=_keys(opts["variability_models"]), data_root=opts["data_root"],
-            cache_dir=opts["cache_dir"], log_run=not opts["no_log"], refresh=opts["refresh"],
+            study=opts["study"],
+            output=opts["output"],
+            datasets=_keys(opts["datasets_"]),
+            models=_keys(opts["models"]),
+            cohorts_file=opts["cohorts"],
+            alpha=opts["alpha"],
+            bonferroni=opts["bonferroni"],
+            variability_models=_keys(opts["variability_models"]),
+            data_root=opts["data_root"],
+            cache_dir=opts["cache_dir"],
+            log_run=not opts["no_log"],
+            refresh=opts["refresh"],
         )
         return run_analyze(cfg, progress=_say)
 
@@ -367,7 +577,9 @@ def analyze(**opts) -> None:
 @click.option("--epochs", type=int, help="Training epochs (default 100: the GPU budget, docs/baseline.md).")
 @click.option("--iterations", type=int, help="Training iterations per epoch (default 250, nnU-Net's).")
 @click.option("--val-iterations", type=int, help="Validation iterations per epoch (default iterations / 5).")
-@click.option("--fold", default="0", show_default=True, help="nnU-Net fold: 0-4 of its 5-fold split of the pool, or all.")
+@click.option(
+    "--fold", default="0", show_default=True, help="nnU-Net fold: 0-4 of its 5-fold split of the pool, or all."
+)
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Default: cuda when available.")
 @click.option("--repeat", default=1, show_default=True, type=int, help="Repeat number.")
 @click.option("--study", default="llmseg", show_default=True, help="Study (MLflow experiment and `study` tag).")
@@ -395,7 +607,9 @@ def baseline(**opts) -> None:
 @main.command("inspect")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print only the row as one JSON object (the last line).")
-@click.option("--channels", type=int, help="Image channels, when the model's in-channel argument must be guessed (default 3).")
+@click.option(
+    "--channels", type=int, help="Image channels, when the model's in-channel argument must be guessed (default 3)."
+)
 @click.option("--unsafe-no-sandbox", is_flag=True, help="Build the generated network WITHOUT bubblewrap.")
 def inspect_cmd(folder: Path, as_json: bool, channels: int | None, unsafe_no_sandbox: bool) -> None:
     """The Tables 1-2 row of a pipeline folder, without training: its choices and its network's shape."""

@@ -1,19 +1,21 @@
-"""The study in miniature, offline: `studies/demo.yaml` (replay fixtures x synthetic data, a budget rerun,
-nnU-Net baselines) swept into a local store under one folder, then analysed into an HTML report."""
+"""The study in miniature, offline: the packaged `studies/demo.yaml` (replay fixtures x synthetic data,
+a budget rerun, nnU-Net baselines) swept into a local store under one folder, then analysed into an HTML report."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.tracking.runs import ensure_experiment
 
-DEMO_STUDY_FILE = Path(__file__).resolve().parents[1] / "studies" / "demo.yaml"
+DEMO_STUDY_FILE = Path(__file__).resolve().parent / "studies" / "demo.yaml"  # package data, like the prompt
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,16 @@ class DemoResult:
     tracking_uri: str
 
 
-def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, study_file: Path = DEMO_STUDY_FILE,
-             overrides: dict[str, Any] | None = None, baseline_budget: tuple[int, int] | None = None,
-             analyze: bool = True, progress: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    workdir: Path,
+    *,
+    unsafe_no_sandbox: bool = False,
+    study_file: Path = DEMO_STUDY_FILE,
+    overrides: dict[str, Any] | None = None,
+    baseline_budget: tuple[int, int] | None = None,
+    analyze: bool = True,
+    progress: Callable[[str], None] = print,
+) -> DemoResult:
     """Sweep the demo study into workdir (data, mlflow.db, artifacts, pipelines, report), then analyze it.
 
     `overrides` and `baseline_budget` (epochs, iterations) shrink the study further (tests use them).
@@ -40,8 +49,9 @@ def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, study_file: Path
         study = dataclasses.replace(study, overrides={**study.overrides, **overrides})
     if baseline_budget:
         epochs, iterations = baseline_budget
-        study = dataclasses.replace(study, baselines=dataclasses.replace(study.baselines, epochs=epochs,
-                                                                         iterations=iterations))
+        study = dataclasses.replace(
+            study, baselines=dataclasses.replace(study.baselines, epochs=epochs, iterations=iterations)
+        )
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
@@ -50,14 +60,29 @@ def run_demo(workdir: Path, *, unsafe_no_sandbox: bool = False, study_file: Path
     os.environ.pop("MLFLOW_RUN_ID", None)  # under `mlflow run -e demo` each pipeline is its own root
     ensure_experiment(MlflowClient(), study.name, artifact_location=(workdir / "artifacts").as_uri())
     # One worker: a sqlite file is not a server; concurrent writers would wait on its lock.
-    summary = run_sweep(study, SweepOptions(workers=1, data_root=workdir / "data", work_root=workdir / "pipelines",
-                                            unsafe_no_sandbox=unsafe_no_sandbox, log_dir=workdir / "logs"),
-                        out=progress)
+    summary = run_sweep(
+        study,
+        SweepOptions(
+            workers=1,
+            data_root=workdir / "data",
+            work_root=workdir / "pipelines",
+            unsafe_no_sandbox=unsafe_no_sandbox,
+            log_dir=workdir / "logs",
+        ),
+        out=progress,
+    )
     report = None
     if analyze:
         from llmseg_mlflow.analysis import AnalyzeConfig, run_analyze
 
-        report = run_analyze(AnalyzeConfig(study=study.name, output=workdir / "report", data_root=workdir / "data",
-                                           cache_dir=workdir / "analysis-cache"), progress=progress)
+        report = run_analyze(
+            AnalyzeConfig(
+                study=study.name,
+                output=workdir / "report",
+                data_root=workdir / "data",
+                cache_dir=workdir / "analysis-cache",
+            ),
+            progress=progress,
+        )
     progress(f"open the runs: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000)")
     return DemoResult(summary, report, uri)

@@ -1,8 +1,9 @@
 """Errors that mean "the user asked for something that cannot be done as asked" (exit code 2)."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 # What resolving user input raises: unknown names, bad YAML, missing folders or files.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (LookupError, ValueError, OSError)

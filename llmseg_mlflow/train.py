@@ -3,26 +3,28 @@
 Everything else stays as the LLM chose; no LLM is called. The new pipeline root carries the source's
 cohort tags plus `budget=N` and `source_run=ID` (the paper's constant-epoch experiment, Fig. 4).
 """
+
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from llmseg_mlflow.errors import UsageError, bad_input
-from llmseg_mlflow.evaluation.run import open_logged_pipeline
-from llmseg_mlflow.generate import (GenerateResult, choices, eval_timeout, evaluate_trained, llmseg_home,
-                                    log_training)
+from llmseg_mlflow.evaluation.run import eval_timeout, evaluate_trained, open_logged_pipeline
+from llmseg_mlflow.paths import work_root
 from llmseg_mlflow.pipeline import sandbox
 from llmseg_mlflow.pipeline.execute import Budget, default_disk_gb, execute
 from llmseg_mlflow.pipeline.loop import LoopOutcome
+from llmseg_mlflow.pipeline.record import choices, log_training
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import datasets as tracked_data
+from llmseg_mlflow.tracking.result import GenerateResult
 from llmseg_mlflow.tracking.runs import RunTree
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
 
@@ -50,8 +52,10 @@ def source_code(client: MlflowClient, run_id: str) -> dict[str, str]:
         try:
             folder = Path(download_artifacts(run_id=run_id, artifact_path="code", dst_path=tmp))
         except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing path
-            raise UsageError(f"pipeline {run_id} has no final code (`code/` artifact): it never produced a "
-                             f"pipeline, so there is nothing to re-train ({type(exc).__name__})") from None
+            raise UsageError(
+                f"pipeline {run_id} has no final code (`code/` artifact): it never produced a "
+                f"pipeline, so there is nothing to re-train ({type(exc).__name__})"
+            ) from None
         return {p.name: p.read_text() for p in sorted(folder.glob("*.py"))}
 
 
@@ -68,33 +72,54 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
     cohort = Cohort(c.model, c.year, c.reasoning, c.dataset, c.repeat, cfg.study or c.study, c.provider)
     tree = RunTree.open(client, cohort)
     name = f"{cohort.run_name}/e{cfg.epochs}"
-    tree.root.tags({MLFLOW_RUN_NAME: name, "budget": cfg.epochs, "source_run": cfg.run_id,
-                    "status": Status.RUNNING.value})
-    ws = Workspace((cfg.work_root or llmseg_home() / "pipelines").resolve() / tree.root.run_id)
+    tree.root.tags(
+        {MLFLOW_RUN_NAME: name, "budget": cfg.epochs, "source_run": cfg.run_id, "status": Status.RUNNING.value}
+    )
+    ws = Workspace(work_root(cfg.work_root) / tree.root.run_id)
     tree.root.tags({"workspace": str(ws.root)})
-    tree.root.params({**choices(files), "override.epochs": cfg.epochs, "override.max_batches": cfg.max_batches,
-                      "timeout_s": cfg.timeout_s, "memory_gb": cfg.memory_gb, "data_digest": data.digest,
-                      "unsafe_no_sandbox": cfg.unsafe_no_sandbox or None})
+    tree.root.params(
+        {
+            **choices(files),
+            "override.epochs": cfg.epochs,
+            "override.max_batches": cfg.max_batches,
+            "timeout_s": cfg.timeout_s,
+            "memory_gb": cfg.memory_gb,
+            "data_digest": data.digest,
+            "unsafe_no_sandbox": cfg.unsafe_no_sandbox or None,
+        }
+    )
     tracked_data.log_prepared(client, tree.root.run_id, data)
     tree.root.files(files, "code")
     ws.commit(files, f"from pipeline {cfg.run_id}")
     progress(f"re-training {name} (run {tree.root.run_id}) for {cfg.epochs} epochs")
     dice = None
     try:
-        attempt = execute(ws, files, data, 1, "full", Budget(limits, cfg.epochs, cfg.max_batches),
-                          cfg.unsafe_no_sandbox, progress)
+        attempt = execute(
+            ws, files, data, 1, "full", Budget(limits, cfg.epochs, cfg.max_batches), cfg.unsafe_no_sandbox, progress
+        )
         out = LoopOutcome(Status.SUCCEEDED if attempt.ok else Status.FAILED_TRAINING, files, [])
         metrics: dict[str, float] = {"errors_total": 0 if attempt.ok else 1}
         if attempt.ok:
             out.success = attempt
             metrics.update(log_training(tree, out))
             if out.status == Status.SUCCEEDED and cfg.evaluate:
-                dice = evaluate_trained(tree, data, out, ws, cfg.eval_preprocessing, cfg.unsafe_no_sandbox,
-                                        replace(limits, timeout_s=eval_timeout(cfg.timeout_s, None)), progress)
+                dice = evaluate_trained(
+                    tree,
+                    data,
+                    out,
+                    ws,
+                    cfg.eval_preprocessing,
+                    cfg.unsafe_no_sandbox,
+                    replace(limits, timeout_s=eval_timeout(cfg.timeout_s, None)),
+                    progress,
+                )
         else:
             assert attempt.error is not None
-            with tree.child(Kind.DEBUG, "debug-1", {"error_type": attempt.error.error_type, "phase": "full",
-                                                     "answered": "false", "iteration": 1}) as run:
+            with tree.child(
+                Kind.DEBUG,
+                "debug-1",
+                {"error_type": attempt.error.error_type, "phase": "full", "answered": "false", "iteration": 1},
+            ) as run:
                 run.text(attempt.error.feedback, "traceback.txt")
                 run.artifact(attempt.result.stdout_path, "logs")
                 run.artifact(attempt.result.stderr_path, "logs")

@@ -1,4 +1,5 @@
 """Shared fixtures: a real `mlflow server` on 127.0.0.1 (sqlite store) and an isolated LLMSEG_HOME."""
+
 from __future__ import annotations
 
 import os
@@ -13,6 +14,21 @@ import mlflow
 import pytest
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+# Modules that run generated code skip without bubblewrap only when asked to: a machine without it
+# must not pass with the sandbox, the evaluation and every end-to-end path untested.
+WITHOUT_SANDBOX = "LLMSEG_TESTS_WITHOUT_SANDBOX"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop before collecting when bubblewrap is missing, unless the sandbox tests are skipped on purpose."""
+    from llmseg_mlflow.pipeline.sandbox import bwrap_path
+
+    if bwrap_path() is None and os.environ.get(WITHOUT_SANDBOX) != "1":
+        raise pytest.UsageError(
+            "bubblewrap (bwrap) is missing, so the sandbox and every end-to-end test cannot run: install it "
+            f"(`apt-get install -y bubblewrap`, or `make setup` as root), or set {WITHOUT_SANDBOX}=1 to skip them"
+        )
 
 
 def _free_port() -> int:
@@ -29,10 +45,25 @@ def mlflow_server(tmp_path_factory) -> str:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
-         str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -43,7 +74,9 @@ def mlflow_server(tmp_path_factory) -> str:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}"
+                ) from None
             time.sleep(0.5)
     yield uri
     proc.terminate()

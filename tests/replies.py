@@ -1,4 +1,5 @@
 """A small, complete pipeline in the shape LLMs write it, and helpers to turn it into reply folders."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,7 +33,7 @@ class SegmentationDataset(Dataset):
         return image, mask, name
 '''
 
-MODEL_PY = '''\
+MODEL_PY = """\
 import torch
 import torch.nn as nn
 
@@ -64,9 +65,9 @@ class UNet(nn.Module):
         d2 = self.down2(self.pool(d1))
         u = self.up(d2)
         return self.out(self.dec(torch.cat([u, d1], dim=1)))
-'''
+"""
 
-TRAIN_PY = '''\
+TRAIN_PY = """\
 import time
 import torch
 import pandas as pd
@@ -127,9 +128,9 @@ def test_model(model, test_loader, save_path, device):
             dices.append(dice_score(model(images.to(device)), masks.to(device)))
     pd.DataFrame([dices]).to_excel(f"{save_path}/test_dice_scores.xlsx", index=False)
     return dices
-'''
+"""
 
-MAIN_PY = '''\
+MAIN_PY = """\
 import os
 import torch
 import torch.nn as nn
@@ -164,7 +165,7 @@ if __name__ == "__main__":
     criterion = nn.BCEWithLogitsLoss()
     train_model(model, train_loader, val_loader, criterion, optimizer, NUM_EPOCHS, SAVE_PATH, device)
     test_model(model, test_loader, SAVE_PATH, device)
-'''
+"""
 
 FILES = {"dataset.py": DATASET_PY, "model.py": MODEL_PY, "train.py": TRAIN_PY, "main.py": MAIN_PY}
 

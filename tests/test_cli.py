@@ -1,4 +1,5 @@
 """The catalog and data commands of `llmseg` (generate and demo have their own end-to-end tests)."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ def test_models_lists_the_paper_models_and_fixtures():
 
 def test_datasets_list_and_prepare(tmp_path):
     listing = json.loads(CliRunner().invoke(main, ["datasets", "list", "--json"]).output)
-    assert {"bagls", "synthetic-gray-suffix", "synthetic-gray-folders", "synthetic-rgb-folders"} <= {d["key"] for d in listing}
+    assert {"bagls", "synthetic-gray-suffix", "synthetic-gray-folders", "synthetic-rgb-folders"} <= {
+        d["key"] for d in listing
+    }
     result = CliRunner().invoke(main, ["datasets", "prepare", "synthetic-gray-folders", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
 """`llmseg doctor` and the pipeline environment: what generated code can import inside the sandbox."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -56,20 +57,26 @@ def test_human_listing(report):
 
 
 def test_an_absent_module_fails_with_its_import_error_verbatim(tmp_path):
-    absent = next(n for n in ("monai", "segmentation_models_pytorch", "llmseg_no_such_module")
-                  if importlib.util.find_spec(n) is None)
+    absent = next(
+        n
+        for n in ("monai", "segmentation_models_pytorch", "llmseg_no_such_module")
+        if importlib.util.find_spec(n) is None
+    )
     work = tmp_path / "attempt"
     work.mkdir()
-    (work / "main.py").write_text(textwrap.dedent(f"""\
+    (work / "main.py").write_text(
+        textwrap.dedent(f"""\
         import albumentations, cv2, skimage, torchsummary, nibabel
         print("extra imported")
         import {absent}
-    """))
-    result = sandbox.run([sys.executable, "main.py"], sandbox.Mounts(work), sandbox.Limits(timeout_s=300),
-                         log_dir=tmp_path / "logs")
+    """)
+    )
+    result = sandbox.run(
+        [sys.executable, "main.py"], sandbox.Mounts(work), sandbox.Limits(timeout_s=300), log_dir=tmp_path / "logs"
+    )
     assert not result.ok and "extra imported" in result.stdout_text()
     error = classify(result, 300, 16)
     assert error.error_type == "ModuleNotFoundError"
     assert error.feedback.startswith("Traceback (most recent call last):")
     assert error.feedback.endswith(f"ModuleNotFoundError: No module named '{absent}'")
-    assert 'File "/' in error.feedback and "main.py\", line 3" in error.feedback
+    assert 'File "/' in error.feedback and 'main.py", line 3' in error.feedback

@@ -1,4 +1,5 @@
 """`generate` end to end: replay replies -> sandbox -> fix loop -> training, checked on a real tracking server."""
+
 from __future__ import annotations
 
 import json
@@ -21,17 +22,24 @@ DATASET = "synthetic-gray-suffix"
 
 
 def _children(client: MlflowClient, root) -> list:
-    return client.search_runs([root.info.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}'",
-                              order_by=["attributes.start_time ASC"])
+    return client.search_runs(
+        [root.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{root.info.run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
 
 
 def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
     buggy = with_bug(FILES, "train.py", "import time\n", "")  # NameError: time is not defined
-    replies = write_replies(tmp_path / "replies", [
-        as_reply(buggy),
-        "Apologies, `time` was not imported. Here is the corrected file:\n\n```python\n# train.py\n"
-        + FILES["train.py"] + "```\n",
-    ])
+    replies = write_replies(
+        tmp_path / "replies",
+        [
+            as_reply(buggy),
+            "Apologies, `time` was not imported. Here is the corrected file:\n\n```python\n# train.py\n"
+            + FILES["train.py"]
+            + "```\n",
+        ],
+    )
     result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-fix", epochs=2))
     client = MlflowClient()
     root = client.get_run(result.run_id)
@@ -62,7 +70,9 @@ def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
     assert debug.data.tags["phase"] == "preflight"
     traceback = client.download_artifacts(debug.info.run_id, "traceback.txt", str(tmp_path))
     text = open(traceback).read()
-    assert text.startswith("Traceback (most recent call last):") and text.rstrip().endswith("NameError: name 'time' is not defined")
+    assert text.startswith("Traceback (most recent call last):") and text.rstrip().endswith(
+        "NameError: name 'time' is not defined"
+    )
     diff = open(client.download_artifacts(debug.info.run_id, "fix.diff", str(tmp_path))).read()
     assert "+import time" in diff
 
@@ -87,8 +97,9 @@ def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
 def test_gives_up_after_max_fix_rounds(tracking, llmseg_home, tmp_path):
     broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))
     replies = write_replies(tmp_path / "r", [broken, broken])
-    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-giveup",
-                                         max_fix_rounds=1))
+    result = run_generate(
+        GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-giveup", max_fix_rounds=1)
+    )
     root = MlflowClient().get_run(result.run_id)
     assert result.status == "gave_up" and result.errors_total == 2
     assert root.data.metrics["errors.NameError"] == 2 and root.data.metrics["debug_iterations"] == 1
@@ -99,8 +110,9 @@ def test_gives_up_after_max_fix_rounds(tracking, llmseg_home, tmp_path):
 
 def test_reply_without_code_is_fed_back_as_no_code_error(tracking, llmseg_home, tmp_path):
     replies = write_replies(tmp_path / "r", ["I cannot help with that.", "Sure! First install PyTorch."])
-    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-nocode",
-                                         max_fix_rounds=1))
+    result = run_generate(
+        GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-nocode", max_fix_rounds=1)
+    )
     assert result.status == "no_code"
     client = MlflowClient()
     debug = [r for r in _children(client, client.get_run(result.run_id)) if r.data.tags["kind"] == "debug"]
@@ -108,8 +120,9 @@ def test_reply_without_code_is_fed_back_as_no_code_error(tracking, llmseg_home, 
 
 
 def _cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmseg_mlflow.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "llmseg_mlflow.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
@@ -117,8 +130,20 @@ def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
 
     env = {**os.environ}
     replies = write_replies(tmp_path / "r", [as_reply(FILES)])
-    ok = _cli("generate", "--model", f"replay:{replies}", "--dataset", DATASET, "--epochs", "1",
-              "--max-batches", "2", "--study", "t-cli", env=env)
+    ok = _cli(
+        "generate",
+        "--model",
+        f"replay:{replies}",
+        "--dataset",
+        DATASET,
+        "--epochs",
+        "1",
+        "--max-batches",
+        "2",
+        "--study",
+        "t-cli",
+        env=env,
+    )
     assert ok.returncode == 0, ok.stderr
     last = json.loads(ok.stdout.strip().splitlines()[-1])
     assert last["status"] == "succeeded" and last["errors_total"] == 0 and 0.0 <= last["heldout_dice_mean"] <= 1.0
@@ -136,8 +161,7 @@ def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
     bin_dir = tmp_path / "bin"  # a PATH with git but without bwrap
     bin_dir.mkdir()
     (bin_dir / "git").symlink_to(shutil.which("git"))
-    no_bwrap = _cli("generate", "--model", f"replay:{replies}", "--dataset", DATASET,
-                    env={**env, "PATH": str(bin_dir)})
+    no_bwrap = _cli("generate", "--model", f"replay:{replies}", "--dataset", DATASET, env={**env, "PATH": str(bin_dir)})
     assert no_bwrap.returncode == 2 and "bubblewrap" in no_bwrap.stderr
 
     broken = write_replies(tmp_path / "b", ["no code here"])
@@ -146,11 +170,17 @@ def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
 
 
 def test_a_trained_pipeline_whose_evaluation_fails_says_so_on_the_root(tracking, llmseg_home, tmp_path):
-    no_model = with_bug(FILES, "train.py", '    torch.save(model, f"{save_path}/unet_model.pth")\n'
-                        '    torch.save(model.state_dict(), f"{save_path}/unet_state_dict.pth")\n', "")
+    no_model = with_bug(
+        FILES,
+        "train.py",
+        '    torch.save(model, f"{save_path}/unet_model.pth")\n'
+        '    torch.save(model.state_dict(), f"{save_path}/unet_state_dict.pth")\n',
+        "",
+    )
     replies = write_replies(tmp_path / "replies", [as_reply(no_model)])
-    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-evalfail", epochs=1,
-                                         max_fix_rounds=0))
+    result = run_generate(
+        GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-evalfail", epochs=1, max_fix_rounds=0)
+    )
     client = MlflowClient()
     root = client.get_run(result.run_id)
     assert result.status == "evaluation_failed" and result.heldout_dice_mean is None
@@ -178,8 +208,16 @@ def test_the_same_error_three_times_in_a_row_is_a_stuck_loop(tracking, llmseg_ho
 def test_loop_hint_sends_one_supplementary_message_and_counts_it(tracking, llmseg_home, tmp_path):
     broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))
     replies = write_replies(tmp_path / "r", [broken, broken, broken, as_reply(FILES)])
-    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-hint", epochs=1,
-                                         loop_hint="Look at how torch.nn is imported.", evaluate=False))
+    result = run_generate(
+        GenerateConfig(
+            model=f"replay:{replies}",
+            dataset=DATASET,
+            study="t-hint",
+            epochs=1,
+            loop_hint="Look at how torch.nn is imported.",
+            evaluate=False,
+        )
+    )
     client = MlflowClient()
     root = client.get_run(result.run_id)
     assert result.status == "succeeded" and root.data.metrics["interventions"] == 1
@@ -204,14 +242,26 @@ def test_the_synthetic_study_logs_nothing_a_real_pipeline_lacks(tracking, llmseg
     client = MlflowClient()
     real = client.get_run(result.run_id).data
     assert result.status == "succeeded"
-    spec = SynthStudySpec("t-schema-synth", (SynthModel("m", 2025, True, 0.8),), ("d",), baseline=False,
-                          children=False, artifacts=False, threads=1, epochs=3)
+    spec = SynthStudySpec(
+        "t-schema-synth",
+        (SynthModel("m", 2025, True, 0.8),),
+        ("d",),
+        baseline=False,
+        children=False,
+        artifacts=False,
+        threads=1,
+        epochs=3,
+    )
     synth = client.get_run(write_synthetic_study(client, spec)[0].run_id).data
+
     def names(keys):  # errors.{Type} is one family, whichever types happened
         return {"errors.{Type}" if k.startswith("errors.") else k for k in keys}
 
-    for kind, ours, theirs in (("param", real.params, synth.params), ("metric", real.metrics, synth.metrics),
-                               ("tag", real.tags, synth.tags)):
+    for kind, ours, theirs in (
+        ("param", real.params, synth.params),
+        ("metric", real.metrics, synth.metrics),
+        ("tag", real.tags, synth.tags),
+    ):
         drift = sorted(names(theirs) - names(ours) - {"mlflow.runName"})
         assert not drift, f"the synthetic study logs {kind}s a real pipeline does not: {drift}"
     # and what analysis reads, Tables 1-2 included, is on the real root

@@ -1,4 +1,5 @@
 """`generate` through the real openai and anthropic SDKs, against a local server speaking their wire protocols."""
+
 from __future__ import annotations
 
 import json
@@ -20,16 +21,21 @@ FIX = "Sorry, I forgot an import.\n\n```python\n# main.py\n" + FILES["main.py"] 
 
 def _kids(client, run_id):
     root = client.get_run(run_id)
-    return client.search_runs([root.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'",
-                              order_by=["attributes.start_time ASC"])
+    return client.search_runs(
+        [root.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", order_by=["attributes.start_time ASC"]
+    )
 
 
 @pytest.mark.parametrize("model,protocol", [("deepseek-r1", OPENAI), ("claude-4-sonnet", ANTHROPIC)])
 def test_generate_fix_train_through_each_sdk_family(model, protocol, fake_llm, tracking, llmseg_home, tmp_path):
-    fake_llm.script(protocol, reply(BUGGY, "The user wants a U-Net...", tokens_in=1500, tokens_out=3000),
-                    reply(FIX, "The traceback says os is missing.", tokens_in=4800, tokens_out=400))
-    cfg = GenerateConfig(model=model, dataset=DATASET, study=f"t-api-{model}", epochs=1, max_batches=2,
-                         cache_dir=tmp_path / "cache")
+    fake_llm.script(
+        protocol,
+        reply(BUGGY, "The user wants a U-Net...", tokens_in=1500, tokens_out=3000),
+        reply(FIX, "The traceback says os is missing.", tokens_in=4800, tokens_out=400),
+    )
+    cfg = GenerateConfig(
+        model=model, dataset=DATASET, study=f"t-api-{model}", epochs=1, max_batches=2, cache_dir=tmp_path / "cache"
+    )
     result = run_generate(cfg)
     client = MlflowClient()
     root = client.get_run(result.run_id)
@@ -59,8 +65,15 @@ def test_generate_fix_train_through_each_sdk_family(model, protocol, fake_llm, t
 def test_repeats_do_not_share_replies_and_no_cache_calls_again(fake_llm, tracking, llmseg_home, tmp_path):
     good = as_reply(FILES)
     fake_llm.script(ANTHROPIC, reply(good), reply(good), reply(good))
-    base = dict(model="claude-4-sonnet", dataset=DATASET, study="t-api-repeat", epochs=1, max_batches=2,
-                cache_dir=tmp_path / "cache", preflight=False)
+    base = dict(
+        model="claude-4-sonnet",
+        dataset=DATASET,
+        study="t-api-repeat",
+        epochs=1,
+        max_batches=2,
+        cache_dir=tmp_path / "cache",
+        preflight=False,
+    )
     run_generate(GenerateConfig(**base, repeat=1))
     run_generate(GenerateConfig(**base, repeat=2))
     assert len(fake_llm.requests(ANTHROPIC)) == 2
@@ -93,8 +106,17 @@ def test_missing_key_is_named_before_any_run_exists(fake_llm, tracking, llmseg_h
 
 def test_chat_log_keeps_the_whole_conversation(fake_llm, tracking, llmseg_home, tmp_path):
     fake_llm.script(OPENAI, reply(as_reply(FILES), tokens_in=100, tokens_out=50))
-    result = run_generate(GenerateConfig(model="gpt-4o", dataset=DATASET, study="t-api-chat", epochs=1,
-                                         max_batches=2, preflight=False, cache_dir=tmp_path / "cache"))
+    result = run_generate(
+        GenerateConfig(
+            model="gpt-4o",
+            dataset=DATASET,
+            study="t-api-chat",
+            epochs=1,
+            max_batches=2,
+            preflight=False,
+            cache_dir=tmp_path / "cache",
+        )
+    )
     chat = json.load(open(MlflowClient().download_artifacts(result.run_id, "chat/chat.json", str(tmp_path))))
     assert [m["role"] for m in chat] == ["user", "assistant"]
     assert chat[0]["content"] == fake_llm.requests(OPENAI)[0].body["messages"][0]["content"]

@@ -1,4 +1,5 @@
 """The user's command: `mlflow run . -e generate --env-manager local`, against a real tracking server."""
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,33 @@ def test_mlflow_run_generate_nests_the_pipeline_under_the_launch_run(tracking, l
     replies = write_replies(tmp_path / "replies", [as_reply(FILES)])
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "generate", "--env-manager", "local",
-         "--experiment-name", "t-mlproject", "-P", f"model=replay:{replies}",
-         "-P", "dataset=synthetic-gray-suffix", "-P", "epochs=1", "-P", "max_batches=2", "-P", "study=t-mlproject"],
-        capture_output=True, text=True, env=env, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "generate",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "t-mlproject",
+            "-P",
+            f"model=replay:{replies}",
+            "-P",
+            "dataset=synthetic-gray-suffix",
+            "-P",
+            "epochs=1",
+            "-P",
+            "max_batches=2",
+            "-P",
+            "study=t-mlproject",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient()
@@ -42,15 +66,33 @@ def test_mlflow_run_generate_nests_the_pipeline_under_the_launch_run(tracking, l
 
     def mlflow_run(entry: str, *params: str) -> subprocess.CompletedProcess:
         args = [a for p in params for a in ("-P", p)]
-        return subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local",
-                               "--experiment-name", "t-mlproject", *args],
-                              capture_output=True, text=True, env=env, timeout=900)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "run",
+                str(ROOT),
+                "-e",
+                entry,
+                "--env-manager",
+                "local",
+                "--experiment-name",
+                "t-mlproject",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
 
     # the user's re-scoring and constant-budget commands
     proc = mlflow_run("evaluate", f"run_id={root.info.run_id}", "preprocessing=generic")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    evals = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}' "
-                               "AND tags.kind = 'evaluation'")
+    evals = client.search_runs(
+        [exp.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}' AND tags.kind = 'evaluation'"
+    )
     assert sorted(r.data.tags["eval_preprocessing"] for r in evals) == ["generic", "own"]
     proc = mlflow_run("train", f"run_id={root.info.run_id}", "epochs=2", "max_batches=2")
     assert proc.returncode == 0, proc.stderr[-3000:]

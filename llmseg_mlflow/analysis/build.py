@@ -1,10 +1,11 @@
 """Every table and figure of the report, section by section, from the tidy study."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -81,11 +82,20 @@ def section_overview(c: Context) -> None:
     meta = _model_meta(study)
     counts = meta.join(counts).reset_index()
     c.out.table("status", "Pipelines per model by status", "overview", counts)
-    c.out.table("never_ran", "Pipelines whose code never trained to the end", "overview", tb.never_ran(study),
-                "They count in error tables and are left out of every Dice statistic.")
-    c.out.table("evaluation_failed", "Pipelines that trained but could not be evaluated", "overview",
-                tb.evaluation_failed(study),
-                "Their code ran; the held-out evaluation failed for the reason shown. No Dice, not counted as never ran.")
+    c.out.table(
+        "never_ran",
+        "Pipelines whose code never trained to the end",
+        "overview",
+        tb.never_ran(study),
+        "They count in error tables and are left out of every Dice statistic.",
+    )
+    c.out.table(
+        "evaluation_failed",
+        "Pipelines that trained but could not be evaluated",
+        "overview",
+        tb.evaluation_failed(study),
+        "Their code ran; the held-out evaluation failed for the reason shown. No Dice, not counted as never ran.",
+    )
 
 
 def section_errors(c: Context) -> None:
@@ -93,12 +103,25 @@ def section_errors(c: Context) -> None:
     by_model = tb.errors_by_model(study)
     types = [t.removeprefix("errors.") for t in tb.error_columns(study)]
     c.out.table("errors_by_model", "Errors by type per model (sum over pipelines)", "errors", by_model)
-    c.out.table("errors_by_cohort", "Errors by type per cohort", "errors", tb.errors_by_cohort(study),
-                "errors_per_pipeline_sd is the SD across the cohort's pipelines.")
-    c.out.table("fix_rounds", "Fix rounds per model", "errors", tb.fix_rounds(study), "fix_rounds_sd: SD across pipelines.")
+    c.out.table(
+        "errors_by_cohort",
+        "Errors by type per cohort",
+        "errors",
+        tb.errors_by_cohort(study),
+        "errors_per_pipeline_sd is the SD across the cohort's pipelines.",
+    )
+    c.out.table(
+        "fix_rounds", "Fix rounds per model", "errors", tb.fix_rounds(study), "fix_rounds_sd: SD across pipelines."
+    )
     if not by_model.empty:
-        c.out.figure("errors_by_type", "Errors by type until the code ran, per model and year cohort (Fig. 2)",
-                     "errors", fg.errors_figure, by_model, types)
+        c.out.figure(
+            "errors_by_type",
+            "Errors by type until the code ran, per model and year cohort (Fig. 2)",
+            "errors",
+            fg.errors_figure,
+            by_model,
+            types,
+        )
 
 
 COHORT_CURVE_SHARE = 0.5  # a cohort curve is drawn while at least this share of its pipelines has a value
@@ -139,31 +162,59 @@ def section_curves(c: Context) -> None:
         panels = _panels_by_year(c.data, on)
         base = _baseline_line(c.data, dataset)
         if panels or base:
-            c.out.figure(f"val_loss_{dataset}", f"Validation loss per epoch, {dataset} (Figs. 3, 11, 12)", "curves",
-                         fg.curves_figure, panels, base, "validation loss",
-                         f"{dataset}: validation loss per epoch (model = mean over repeats)",
-                         note="Loss formulations differ between pipelines (BCE, BCE+Dice, ...): compare shapes, not levels.")
+            c.out.figure(
+                f"val_loss_{dataset}",
+                f"Validation loss per epoch, {dataset} (Figs. 3, 11, 12)",
+                "curves",
+                fg.curves_figure,
+                panels,
+                base,
+                "validation loss",
+                f"{dataset}: validation loss per epoch (model = mean over repeats)",
+                note="Loss formulations differ between pipelines (BCE, BCE+Dice, ...): compare shapes, not levels.",
+            )
         panels8, rows = {}, []
         for comp in c.cohorts.comparisons:
             groups = []
             for group in (comp.a, comp.b):
-                got = c.data.mean_curve(list(on[in_group(on, comp, group)].run_id), "val_loss", max_epoch=n,
-                                        min_share=COHORT_CURVE_SHARE)
+                got = c.data.mean_curve(
+                    list(on[in_group(on, comp, group)].run_id), "val_loss", max_epoch=n, min_share=COHORT_CURVE_SHARE
+                )
                 if got is not None:
                     groups.append((group.label, *got[:4]))
-                    rows += [{"comparison": comp.name, "group": group.label, "epoch": int(e), "mean": m, "sd": s,
-                              "n": int(k), "pipelines": got[3]} for e, m, s, k in zip(got[0], got[1], got[2], got[4])]
+                    rows += [
+                        {
+                            "comparison": comp.name,
+                            "group": group.label,
+                            "epoch": int(e),
+                            "mean": m,
+                            "sd": s,
+                            "n": int(k),
+                            "pipelines": got[3],
+                        }
+                        for e, m, s, k in zip(got[0], got[1], got[2], got[4])
+                    ]
             panels8[comp.name] = groups
         if any(panels8.values()):
             share = f"{COHORT_CURVE_SHARE:.0%}"
-            c.out.figure(f"cohort_val_loss_{dataset}", f"Cohort validation loss, first {n} epochs, {dataset} (Fig. 8a, 8b)",
-                         "curves", fg.cohort_curves_figure, panels8,
-                         f"{dataset}: mean \u00b1 SD across pipelines, epochs 1-{n}",
-                         note=f"Mean and SD (not SEM) across the group's pipelines at each epoch; n = pipelines with a "
-                              f"curve. A group's curve stops where fewer than {share} of them still have a value (the "
-                              f"mean would jump as short runs end); n per epoch: table cohort_val_loss_{dataset}.")
-            c.out.table(f"cohort_val_loss_{dataset}", f"Cohort validation loss per epoch, {dataset} (Fig. 8a, 8b data)",
-                        "curves", pd.DataFrame(rows), "n: pipelines with a value at that epoch, of `pipelines`.")
+            c.out.figure(
+                f"cohort_val_loss_{dataset}",
+                f"Cohort validation loss, first {n} epochs, {dataset} (Fig. 8a, 8b)",
+                "curves",
+                fg.cohort_curves_figure,
+                panels8,
+                f"{dataset}: mean \u00b1 SD across pipelines, epochs 1-{n}",
+                note=f"Mean and SD (not SEM) across the group's pipelines at each epoch; n = pipelines with a "
+                f"curve. A group's curve stops where fewer than {share} of them still have a value (the "
+                f"mean would jump as short runs end); n per epoch: table cohort_val_loss_{dataset}.",
+            )
+            c.out.table(
+                f"cohort_val_loss_{dataset}",
+                f"Cohort validation loss per epoch, {dataset} (Fig. 8a, 8b data)",
+                "curves",
+                pd.DataFrame(rows),
+                "n: pipelines with a value at that epoch, of `pipelines`.",
+            )
 
 
 def _dice_groups(c: Context, dataset: str) -> list[tuple[str, np.ndarray, str]]:
@@ -183,11 +234,22 @@ def section_dice(c: Context) -> None:
         if not any(len(g[1]) for g in groups):
             continue
         left = int(c.study[(c.study.dataset == dataset)].heldout_dice_mean.isna().sum())
-        c.out.figure(f"dice_{dataset}", f"Held-out Dice per model, {dataset} (Figs. 5, 13)", "dice",
-                     fg.boxplot_figure, groups, f"{dataset}: per-image held-out Dice\n(sorted by median; baseline on top)",
-                     note=f"2024 blue, 2025 red, baseline gray; repeats pooled. {left} pipeline(s) without Dice left out.")
-    c.out.table("dice_per_model", "Held-out Dice per model and dataset", "dice", tb.dice_per_model(c.study, c.data),
-                "median/q1/q3 pool per-image scores; mean is the mean of pipeline means; sd_between_repeats is an SD.")
+        c.out.figure(
+            f"dice_{dataset}",
+            f"Held-out Dice per model, {dataset} (Figs. 5, 13)",
+            "dice",
+            fg.boxplot_figure,
+            groups,
+            f"{dataset}: per-image held-out Dice\n(sorted by median; baseline on top)",
+            note=f"2024 blue, 2025 red, baseline gray; repeats pooled. {left} pipeline(s) without Dice left out.",
+        )
+    c.out.table(
+        "dice_per_model",
+        "Held-out Dice per model and dataset",
+        "dice",
+        tb.dice_per_model(c.study, c.data),
+        "median/q1/q3 pool per-image scores; mean is the mean of pipeline means; sd_between_repeats is an SD.",
+    )
 
 
 def prefetch_grids(c: Context) -> None:
@@ -212,13 +274,19 @@ def section_qualitative(c: Context) -> None:
         truth = ql.load_truth(dataset, index, c.data_root, catalog)
         masks = ql.predictions(c.cache, reps, index, truth.name)
         scores = per_image[per_image["index"] == index].set_index("run_id").dice
-        reps = reps.assign(_base=reps.is_baseline.astype(int)).sort_values(["_base", "heldout_dice_mean"],
-                                                                           ascending=[False, False])
-        preds = [("nnU-Net v2" if r.is_baseline else r.model, masks[r.run_id], float(scores.get(r.run_id, np.nan)))
-                 for r in reps.itertuples() if masks.get(r.run_id) is not None]
+        reps = reps.assign(_base=reps.is_baseline.astype(int)).sort_values(
+            ["_base", "heldout_dice_mean"], ascending=[False, False]
+        )
+        preds = [
+            ("nnU-Net v2" if r.is_baseline else r.model, masks[r.run_id], float(scores.get(r.run_id, np.nan)))
+            for r in reps.itertuples()
+            if masks.get(r.run_id) is not None
+        ]
         missing = [r.model for r in reps.itertuples() if masks.get(r.run_id) is None]
-        note = (f"Held-out image #{index} ({truth.name or 'name unknown'}): the lowest median Dice across the models' "
-                f"representative pipelines (the repeat with the median Dice).")
+        note = (
+            f"Held-out image #{index} ({truth.name or 'name unknown'}): the lowest median Dice across the models' "
+            f"representative pipelines (the repeat with the median Dice)."
+        )
         if truth.reason:
             note += f" Image and ground truth not shown: {truth.reason}; predictions only."
         if missing:
@@ -226,9 +294,17 @@ def section_qualitative(c: Context) -> None:
         if not preds and truth.image is None:
             c.out.notes.append(f"Qualitative grid for {dataset}: {note}")
             continue
-        c.out.figure(f"qualitative_{dataset}", f"Hard held-out image and every model's prediction, {dataset} (Figs. 6, 7)",
-                     "qualitative", fg.qualitative_figure, truth.image, truth.mask, preds,
-                     f"{dataset}: held-out image #{index} ({truth.name or 'name unknown'})", note=note)
+        c.out.figure(
+            f"qualitative_{dataset}",
+            f"Hard held-out image and every model's prediction, {dataset} (Figs. 6, 7)",
+            "qualitative",
+            fg.qualitative_figure,
+            truth.image,
+            truth.mask,
+            preds,
+            f"{dataset}: held-out image #{index} ({truth.name or 'name unknown'})",
+            note=note,
+        )
 
 
 def section_architecture(c: Context) -> None:
@@ -236,28 +312,71 @@ def section_architecture(c: Context) -> None:
     years = sorted({str(y) for y in study.year}, key=lambda y: (y != "2025", y != "2024", y))
     for year in years:
         label = {"2025": "Table 1", "2024": "Table 2"}.get(year, "")
-        title = f"Architecture and training configuration, {year or 'no year'} models" + (f" ({label})" if label else "")
-        c.out.table(f"architecture_{year or 'other'}", title, "architecture", tb.architecture(study, year),
-                    "Most common value over the model's pipelines (k/n and the number of distinct values when they "
-                    "differ); training time: mean \u00b1 SD across datasets (repeats averaged first).")
-    c.out.table("training_time", "Training time per model (mean \u00b1 SD across datasets)", "architecture",
-                tb.training_time(study))
+        title = f"Architecture and training configuration, {year or 'no year'} models" + (
+            f" ({label})" if label else ""
+        )
+        c.out.table(
+            f"architecture_{year or 'other'}",
+            title,
+            "architecture",
+            tb.architecture(study, year),
+            "Most common value over the model's pipelines (k/n and the number of distinct values when they "
+            "differ); training time: mean \u00b1 SD across datasets (repeats averaged first).",
+        )
+    c.out.table(
+        "training_time",
+        "Training time per model (mean \u00b1 SD across datasets)",
+        "architecture",
+        tb.training_time(study),
+    )
 
 
 def section_cohorts(c: Context) -> pd.DataFrame:
     tests = cohort_tests(c.study, c.data.dice_by_run, c.cohorts, c.cfg.alpha, c.cfg.bonferroni)
     how = "Bonferroni-adjusted p (p_adjusted)" if c.cfg.bonferroni else "raw p"
-    c.out.table("cohort_tests", "Cohort comparisons per dataset (Table 3)", "cohorts", tests,
-                f"One-sided Mann-Whitney U (b > a) on per-model mean held-out Dice; significant: {how} < "
-                f"{c.cfg.alpha}. effect_size: rank-biserial r. Bold rows are significant.")
+    c.out.table(
+        "cohort_tests",
+        "Cohort comparisons per dataset (Table 3)",
+        "cohorts",
+        tests,
+        f"One-sided Mann-Whitney U (b > a) on per-model mean held-out Dice; significant: {how} < "
+        f"{c.cfg.alpha}. effect_size: rank-biserial r. Bold rows are significant.",
+    )
     if not tests.empty:
-        tests[[col for col in tests.columns if col in
-               ("dataset", "comparison", "group_a", "group_b", "n_a", "n_b", "median_a", "q1_a", "q3_a",
-                "median_b", "q1_b", "q3_b", "delta_median", "U", "p", "significant", "effect_size", "p_adjusted",
-                "left_out_a", "left_out_b")]].to_csv(c.out.folder / "cohort_tests.csv", index=False)
+        tests[
+            [
+                col
+                for col in tests.columns
+                if col
+                in (
+                    "dataset",
+                    "comparison",
+                    "group_a",
+                    "group_b",
+                    "n_a",
+                    "n_b",
+                    "median_a",
+                    "q1_a",
+                    "q3_a",
+                    "median_b",
+                    "q1_b",
+                    "q3_b",
+                    "delta_median",
+                    "U",
+                    "p",
+                    "significant",
+                    "effect_size",
+                    "p_adjusted",
+                    "left_out_a",
+                    "left_out_b",
+                )
+            ]
+        ].to_csv(c.out.folder / "cohort_tests.csv", index=False)
         for t in tests.itertuples():
-            c.say(f"{t.dataset} {t.comparison}: {t.group_a} (n={t.n_a}) vs {t.group_b} (n={t.n_b}): "
-                  f"U={t.U:.4f} p={t.p:.4f} r={t.effect_size:.4f}" + (" significant" if t.significant else ""))
+            c.say(
+                f"{t.dataset} {t.comparison}: {t.group_a} (n={t.n_a}) vs {t.group_b} (n={t.n_b}): "
+                f"U={t.U:.4f} p={t.p:.4f} r={t.effect_size:.4f}" + (" significant" if t.significant else "")
+            )
     return tests
 
 
@@ -278,18 +397,39 @@ def _pick_variability(c: Context) -> list[str]:
 
 def section_variability(c: Context) -> None:
     study = c.study
-    c.out.table("variability_spread", "Run-to-run spread of held-out Dice", "variability",
-                tb.variability_spread(study, c.data), "sd_of_means: SD (not SEM) across repeats.")
+    c.out.table(
+        "variability_spread",
+        "Run-to-run spread of held-out Dice",
+        "variability",
+        tb.variability_spread(study, c.data),
+        "sd_of_means: SD (not SEM) across repeats.",
+    )
     models = _pick_variability(c)
     if len(models) < 2:
         return
     a, b = models
-    c.out.table("variability_configs", f"Configuration per repeat: {a} and {b} (Tables 4, 5)", "variability",
-                tb.variability_configs(study, models))
-    c.out.table("variability_tests", f"Run-to-run U tests: {b} vs {a}", "variability",
-                variability_test(study, {r: float(np.mean(cv[1])) for r in study[study.model.isin(models)].run_id
-                                         if (cv := c.data.curve(r)) is not None}, a, b),
-                "One-sided Mann-Whitney U over repeats; effect_size: rank-biserial r of b vs a.")
+    c.out.table(
+        "variability_configs",
+        f"Configuration per repeat: {a} and {b} (Tables 4, 5)",
+        "variability",
+        tb.variability_configs(study, models),
+    )
+    c.out.table(
+        "variability_tests",
+        f"Run-to-run U tests: {b} vs {a}",
+        "variability",
+        variability_test(
+            study,
+            {
+                r: float(np.mean(cv[1]))
+                for r in study[study.model.isin(models)].run_id
+                if (cv := c.data.curve(r)) is not None
+            },
+            a,
+            b,
+        ),
+        "One-sided Mann-Whitney U over repeats; effect_size: rank-biserial r of b vs a.",
+    )
     chosen = study[study.model.isin(models)][["model", "dataset", "repeat", "reasoning", "run_id"]]
     for dataset in c.datasets():
         on = chosen[chosen.dataset == dataset]
@@ -300,14 +440,21 @@ def section_variability(c: Context) -> None:
         groups = []
         for model in models:
             colour = fg.colour_for(on[on.model == model].reasoning.iloc[0])
-            per = [(f"{model} #{r.repeat}", c.data.dice([r.run_id]), colour)
-                   for r in on[on.model == model].itertuples()]
+            per = [
+                (f"{model} #{r.repeat}", c.data.dice([r.run_id]), colour) for r in on[on.model == model].itertuples()
+            ]
             groups += sorted(per, key=lambda g: -np.median(g[1]) if len(g[1]) else np.inf)
         groups = ([("nnU-Net v2 (baseline)", bvals, fg.GRAY)] if len(bvals) else []) + groups
         ref = float(np.median(bvals)) if len(bvals) else None
-        c.out.figure(f"variability_dice_{dataset}", f"Run-to-run held-out Dice, {a} vs {b}, {dataset} (Fig. 9)",
-                     "variability", fg.boxplot_figure, groups,
-                     f"{dataset}: per repeat (sorted by median)\ndashed: baseline median", reference=ref)
+        c.out.figure(
+            f"variability_dice_{dataset}",
+            f"Run-to-run held-out Dice, {a} vs {b}, {dataset} (Fig. 9)",
+            "variability",
+            fg.boxplot_figure,
+            groups,
+            f"{dataset}: per repeat (sorted by median)\ndashed: baseline median",
+            reference=ref,
+        )
         panels = {}
         for model in models:
             lines = []
@@ -317,14 +464,27 @@ def section_variability(c: Context) -> None:
                     lines.append(fg.Line(f"#{r.repeat}", got[0], got[1], fg.colour_for(r.reasoning)))
             panels[model] = lines
         bline = _baseline_line(c.data, dataset)
-        c.out.figure(f"variability_loss_{dataset}", f"Run-to-run validation loss, {a} and {b}, {dataset} (Fig. 10)",
-                     "variability", fg.curves_figure, panels, bline, "validation loss", f"{dataset}: one line per repeat")
+        c.out.figure(
+            f"variability_loss_{dataset}",
+            f"Run-to-run validation loss, {a} and {b}, {dataset} (Fig. 10)",
+            "variability",
+            fg.curves_figure,
+            panels,
+            bline,
+            "validation loss",
+            f"{dataset}: one line per repeat",
+        )
 
 
 def section_budget(c: Context) -> None:
     table = tb.budget_table(c.data)
-    c.out.table("budget", "Constant-budget reruns beside the pipelines they reran (Fig. 4)", "budget", table,
-                "own_epochs: the epochs the LLM chose in the original pipeline.")
+    c.out.table(
+        "budget",
+        "Constant-budget reruns beside the pipelines they reran (Fig. 4)",
+        "budget",
+        table,
+        "own_epochs: the epochs the LLM chose in the original pipeline.",
+    )
     if table.empty:
         return
     budget = c.data.of_role("budget")
@@ -336,30 +496,57 @@ def section_budget(c: Context) -> None:
             for i, line in enumerate(lines):
                 rid = on[on.model == line.label].run_id
                 own = marks.get(rid.iloc[0]) if len(rid) else None
-                lines[i] = fg.Line(line.label, line.x, line.y, line.colour,
-                                   int(own) if own is not None and not pd.isna(own) else None)
+                lines[i] = fg.Line(
+                    line.label, line.x, line.y, line.colour, int(own) if own is not None and not pd.isna(own) else None
+                )
         bline = _baseline_line(c.data, dataset, role="budget") or _baseline_line(c.data, dataset)
-        c.out.figure(f"budget_{dataset}", f"Validation loss at a constant budget, {dataset} (Fig. 4)", "budget",
-                     fg.curves_figure, panels, bline, "validation loss",
-                     f"{dataset}: constant budget; dot = the model's own epoch choice")
+        c.out.figure(
+            f"budget_{dataset}",
+            f"Validation loss at a constant budget, {dataset} (Fig. 4)",
+            "budget",
+            fg.curves_figure,
+            panels,
+            bline,
+            "validation loss",
+            f"{dataset}: constant budget; dot = the model's own epoch choice",
+        )
 
 
 def section_beyond(c: Context) -> None:
-    c.out.table("compliance", "Prompt compliance per model", "beyond", tb.compliance(c.study),
-                "Share of pipelines meeting each item; compliance_score: mean over items (docs/evaluation.md).")
+    c.out.table(
+        "compliance",
+        "Prompt compliance per model",
+        "beyond",
+        tb.compliance(c.study),
+        "Share of pipelines meeting each item; compliance_score: mean over items (docs/evaluation.md).",
+    )
     cost = tb.cost(c.study)
     c.out.table("cost", "Cost and tokens per model", "beyond", cost, "Totals over the study and means per pipeline.")
     cols = [col for col in ("cost_usd_total", "tokens_in_per_pipeline", "tokens_out_per_pipeline") if col in cost]
     if not cost.empty and cols:
-        c.out.figure("cost", "Cost and tokens per model", "beyond", fg.bars_figure, cost, "model", cols,
-                     "cost and tokens per model", ylabel="value")
+        c.out.figure(
+            "cost",
+            "Cost and tokens per model",
+            "beyond",
+            fg.bars_figure,
+            cost,
+            "model",
+            cols,
+            "cost and tokens per model",
+            ylabel="value",
+        )
 
 
 def section_tidy(c: Context) -> None:
     tidy = c.data.pipelines.copy()
     tidy["start_time"] = tidy["start_time"].astype(str)
-    c.out.table("pipelines", "Tidy table: one row per pipeline root", "data", tidy,
-                "Also in data/: curves.csv (run_id, metric, epoch, value) and per_image.csv (run_id, index, dice).")
+    c.out.table(
+        "pipelines",
+        "Tidy table: one row per pipeline root",
+        "data",
+        tidy,
+        "Also in data/: curves.csv (run_id, metric, epoch, value) and per_image.csv (run_id, index, dice).",
+    )
     if not c.data.superseded.empty:
         c.out.notes.append(f"{len(c.data.superseded)} root(s) superseded by a sweep retry were ignored.")
 

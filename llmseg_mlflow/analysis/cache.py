@@ -5,6 +5,7 @@ metric values): a re-evaluation (new `evaluation_run_id`, new summary metrics) o
 tag changes it, so the run is fetched again. Runs still RUNNING are never cached. The same folder
 keeps downloaded artifacts (predictions) and rendered files keyed by the digest of their inputs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,16 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.analysis.listing import is_finished
+from llmseg_mlflow.paths import analysis_cache_root
 
 _VERSION = 2
 
 
 def fingerprint(run: Root) -> str:
     """A digest of what the root search returns for the run; it changes whenever the run is written to."""
-    blob = json.dumps([run.status, run.end_time, sorted(run.tags.items()), sorted(run.metrics.items()),
-                       sorted(run.params.items())], default=str)
+    blob = json.dumps(
+        [run.status, run.end_time, sorted(run.tags.items()), sorted(run.metrics.items()), sorted(run.params.items())],
+        default=str,
+    )
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
@@ -39,10 +44,8 @@ class RunSeries:
 
 def default_cache_dir(tracking_uri: str, study: str, root: Path | None = None) -> Path:
     """One folder per (tracking server, study) under $LLMSEG_HOME/analysis-cache."""
-    from llmseg_mlflow.generate import llmseg_home
-
     key = hashlib.sha1(f"{tracking_uri}\n{study}".encode()).hexdigest()[:16]
-    return (root or llmseg_home() / "analysis-cache") / key
+    return analysis_cache_root(root) / key
 
 
 class RunCache:

@@ -1,4 +1,5 @@
 """What `analyze` is asked to do: the study, filters, test settings and the cohort definitions."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -67,8 +68,10 @@ def _group(where: str, raw: Any) -> Group:
         vals = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in raw.get("values") or ())
         models = tuple(str(m) for m in raw.get("models") or ())
         return Group(str(raw.get("label") or "+".join(vals or models)), vals, models)
-    raise UsageError(f"{where}: a group is a tag value, a list of values, or {{label, values}} / {{label, models}}; "
-                     f"got {raw!r}. Example:\n{COHORTS_EXAMPLE}")
+    raise UsageError(
+        f"{where}: a group is a tag value, a list of values, or {{label, values}} / {{label, models}}; "
+        f"got {raw!r}. Example:\n{COHORTS_EXAMPLE}"
+    )
 
 
 def load_cohorts(path: Path | None) -> Cohorts:
@@ -80,20 +83,31 @@ def load_cohorts(path: Path | None) -> Cohorts:
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"cannot read the cohorts file {path}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("comparisons", {}), dict):
-        raise UsageError(f"{path}: expected a mapping with 'comparisons' (and optional 'models'). Example:\n"
-                         f"{COHORTS_EXAMPLE}")
+        raise UsageError(
+            f"{path}: expected a mapping with 'comparisons' (and optional 'models'). Example:\n{COHORTS_EXAMPLE}"
+        )
     comps = []
     for name, raw in (data.get("comparisons") or {}).items():
         if not isinstance(raw, dict) or "a" not in raw or "b" not in raw:
             raise UsageError(f"{path}: comparison {name!r} needs 'a' and 'b'. Example:\n{COHORTS_EXAMPLE}")
-        comps.append(Comparison(str(name), str(raw.get("tag", name)), _group(f"{path}: {name}.a", raw["a"]),
-                                _group(f"{path}: {name}.b", raw["b"])))
+        comps.append(
+            Comparison(
+                str(name),
+                str(raw.get("tag", name)),
+                _group(f"{path}: {name}.a", raw["a"]),
+                _group(f"{path}: {name}.b", raw["b"]),
+            )
+        )
     overrides = data.get("models") or {}
     if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
         raise UsageError(f"{path}: 'models' maps a model key to tags, e.g. my-model: {{year: '2025'}}")
-    return Cohorts(tuple(comps) or DEFAULT_COMPARISONS,
-                   {str(k): {str(t): str(v).lower() if isinstance(v, bool) else str(v) for t, v in tags.items()}
-                    for k, tags in overrides.items()})
+    return Cohorts(
+        tuple(comps) or DEFAULT_COMPARISONS,
+        {
+            str(k): {str(t): str(v).lower() if isinstance(v, bool) else str(v) for t, v in tags.items()}
+            for k, tags in overrides.items()
+        },
+    )
 
 
 @dataclass(frozen=True)

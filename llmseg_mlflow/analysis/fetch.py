@@ -5,12 +5,14 @@ children), metric histories through the server's bulk endpoint (100 runs a reque
 call per run, and artifacts downloaded only where a figure needs them. What this needs of MLflow beyond
 its client API goes through llmseg_mlflow.tracking.mlflow_api.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from mlflow.entities import Run, ViewType
@@ -32,14 +34,18 @@ class Points(NamedTuple):
     timestamp: np.ndarray
 
     @classmethod
-    def from_rows(cls, run_ids: list[str], steps, values, timestamps) -> "Points":
+    def from_rows(cls, run_ids: list[str], steps, values, timestamps) -> Points:
         """From parallel sequences (values may be floats or the JSON's "NaN"/"Infinity" strings)."""
         n = len(run_ids)
-        return cls(np.array(run_ids, dtype=object), np.fromiter(steps, np.int64, n),
-                   np.fromiter((float(v) for v in values), float, n), np.fromiter(timestamps, np.int64, n))
+        return cls(
+            np.array(run_ids, dtype=object),
+            np.fromiter(steps, np.int64, n),
+            np.fromiter((float(v) for v in values), float, n),
+            np.fromiter(timestamps, np.int64, n),
+        )
 
     @classmethod
-    def concat(cls, parts: list["Points"]) -> "Points":
+    def concat(cls, parts: list[Points]) -> Points:
         """One column set from many responses."""
         if not parts:
             return cls(np.array([], dtype=object), np.array([], np.int64), np.array([]), np.array([], np.int64))
@@ -65,23 +71,38 @@ class Root:
     artifact_uri: str = ""  # a default: snapshots pickled before the field existed still load
 
     @classmethod
-    def from_json(cls, run: dict) -> "Root":
+    def from_json(cls, run: dict) -> Root:
         """From the REST API's JSON (no protobuf parsing: it costs more than the request at study scale)."""
         info, data = run.get("info", {}), run.get("data", {})
-        return cls(info["run_id"], info.get("run_name", ""), info.get("experiment_id", ""), info.get("status", ""),
-                   int(info.get("start_time", 0) or 0), int(info["end_time"]) if info.get("end_time") else None,
-                   {t["key"]: t.get("value", "") for t in data.get("tags", [])},
-                   {p["key"]: p.get("value", "") for p in data.get("params", [])},
-                   {m["key"]: float(m.get("value", "nan")) for m in data.get("metrics", [])},
-                   info.get("artifact_uri", ""))
+        return cls(
+            info["run_id"],
+            info.get("run_name", ""),
+            info.get("experiment_id", ""),
+            info.get("status", ""),
+            int(info.get("start_time", 0) or 0),
+            int(info["end_time"]) if info.get("end_time") else None,
+            {t["key"]: t.get("value", "") for t in data.get("tags", [])},
+            {p["key"]: p.get("value", "") for p in data.get("params", [])},
+            {m["key"]: float(m.get("value", "nan")) for m in data.get("metrics", [])},
+            info.get("artifact_uri", ""),
+        )
 
     @classmethod
-    def from_run(cls, run: Run) -> "Root":
+    def from_run(cls, run: Run) -> Root:
         """From an mlflow Run entity (stores that are not REST)."""
         info = run.info
-        return cls(info.run_id, info.run_name or "", info.experiment_id, info.status, int(info.start_time or 0),
-                   info.end_time, dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
-                   info.artifact_uri or "")
+        return cls(
+            info.run_id,
+            info.run_name or "",
+            info.experiment_id,
+            info.status,
+            int(info.start_time or 0),
+            info.end_time,
+            dict(run.data.tags),
+            dict(run.data.params),
+            dict(run.data.metrics),
+            info.artifact_uri or "",
+        )
 
 
 def _quote(value: str) -> str:
@@ -139,7 +160,7 @@ def runs_by_id(client: MlflowClient, exp_ids: list[str], run_ids: list[str]) -> 
     out: list[Root] = []
     ids = sorted(set(run_ids))
     for i in range(0, len(ids), 100):
-        chunk = ", ".join(_quote(r) for r in ids[i:i + 100])
+        chunk = ", ".join(_quote(r) for r in ids[i : i + 100])
         out += search(client, exp_ids, f"attributes.run_id IN ({chunk})")
     return out
 
@@ -161,8 +182,12 @@ class HistoryFetcher:
         self.requests += 1
         if self.rest:
             ms = mlflow_api.metric_history_bulk(mlflow_api.rest_host_creds(self.store), run_ids, key, BULK_MAX_POINTS)
-            return Points.from_rows([m["run_id"] for m in ms], (m.get("step", 0) for m in ms),
-                                    (m["value"] for m in ms), (m.get("timestamp", 0) for m in ms))
+            return Points.from_rows(
+                [m["run_id"] for m in ms],
+                (m.get("step", 0) for m in ms),
+                (m["value"] for m in ms),
+                (m.get("timestamp", 0) for m in ms),
+            )
         ids, ms = mlflow_api.store_metric_history(self.store, run_ids, key, BULK_MAX_POINTS)
         return Points.from_rows(ids, (m.step for m in ms), (m.value for m in ms), (m.timestamp for m in ms))
 
@@ -174,15 +199,16 @@ class HistoryFetcher:
             return Points.concat([self._chunk(run_ids[:half], key), self._chunk(run_ids[half:], key)])
         return points
 
-    def fetch(self, wanted: dict[str, tuple[list[str], int]],
-              progress: Callable[[int], None] | None = None) -> dict[str, Points]:
+    def fetch(
+        self, wanted: dict[str, tuple[list[str], int]], progress: Callable[[int], None] | None = None
+    ) -> dict[str, Points]:
         """{key: points} for {key: (run ids, points per run)}: every key's chunks in one parallel batch, each
         chunk sized so a response stays under the server's cap."""
         jobs = []
         for key, (run_ids, points_per_run) in wanted.items():
             ids = sorted(set(run_ids))
             per_request = max(1, min(BULK_MAX_RUNS, BULK_MAX_POINTS // max(1, points_per_run)))
-            jobs += [(key, ids[i:i + per_request]) for i in range(0, len(ids), per_request)]
+            jobs += [(key, ids[i : i + per_request]) for i in range(0, len(ids), per_request)]
         parts: dict[str, list[Points]] = {key: [] for key in wanted}
         if jobs:
             with ThreadPoolExecutor(self.threads) as pool:

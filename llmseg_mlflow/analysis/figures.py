@@ -1,4 +1,5 @@
 """The report's figures, drawn with matplotlib's Agg backend (no display needed); each writes one PNG."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +9,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import cbook, ticker  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import cbook, ticker  # noqa: E402
+from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 
 BLUE, RED, GRAY, BASE = "#1f77b4", "#d62728", "#7f7f7f", "#222222"
 DPI = 90
@@ -21,7 +22,8 @@ DPI = 90
 def colour_for(cohort: str) -> str:
     """2024 / non-reasoning blue, 2025 / reasoning red (as in the paper), anything else gray."""
     return {"2024": BLUE, "false": BLUE, "non-reasoning": BLUE, "2025": RED, "true": RED, "reasoning": RED}.get(
-        str(cohort), GRAY)
+        str(cohort), GRAY
+    )
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ def _log_y(ax) -> None:
 def errors_figure(errors: pd.DataFrame, types: list[str], path: Path) -> None:
     """Fig. 2: stacked bars of errors by type per model, one panel per year cohort."""
     cohorts = [c for c in ("2024", "2025") if (errors.year == c).any()] + sorted(
-        {str(y) for y in errors.year if str(y) not in ("2024", "2025")})
+        {str(y) for y in errors.year if str(y) not in ("2024", "2025")}
+    )
     fig, axes = plt.subplots(1, len(cohorts), figsize=(6 * len(cohorts), 5.2), squeeze=False, sharey=True)
     cmap = plt.get_cmap("tab20")
     for ax, cohort in zip(axes[0], cohorts):
@@ -81,8 +84,9 @@ def errors_figure(errors: pd.DataFrame, types: list[str], path: Path) -> None:
     _save(fig, path)
 
 
-def curves_figure(panels: dict[str, list[Line]], baseline: Line | None, ylabel: str, title: str, path: Path,
-                  log: bool = True) -> None:
+def curves_figure(
+    panels: dict[str, list[Line]], baseline: Line | None, ylabel: str, title: str, path: Path, log: bool = True
+) -> None:
     """Figs. 3, 11, 12 (and 4, 10): one panel per group of curves, the baseline in each panel."""
     names = list(panels) or ["(none)"]
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False, sharey=True)
@@ -106,8 +110,9 @@ def curves_figure(panels: dict[str, list[Line]], baseline: Line | None, ylabel: 
     _save(fig, path)
 
 
-def cohort_curves_figure(panels: dict[str, list[tuple[str, np.ndarray, np.ndarray, np.ndarray, int]]],
-                         title: str, path: Path) -> None:
+def cohort_curves_figure(
+    panels: dict[str, list[tuple[str, np.ndarray, np.ndarray, np.ndarray, int]]], title: str, path: Path
+) -> None:
     """Fig. 8a/b: per comparison, each group's mean curve with a +/- SD band (across pipelines)."""
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4.2), squeeze=False)
     for ax, (name, groups) in zip(axes[0], panels.items()):
@@ -126,8 +131,13 @@ def cohort_curves_figure(panels: dict[str, list[tuple[str, np.ndarray, np.ndarra
     _save(fig, path)
 
 
-def boxplot_figure(groups: list[tuple[str, np.ndarray, str]], title: str, path: Path, xlabel: str = "held-out Dice",
-                   reference: float | None = None) -> None:
+def boxplot_figure(
+    groups: list[tuple[str, np.ndarray, str]],
+    title: str,
+    path: Path,
+    xlabel: str = "held-out Dice",
+    reference: float | None = None,
+) -> None:
     """Figs. 5, 9, 13: horizontal boxplots in the given order, top to bottom (the baseline first).
 
     Boxes (median, IQR, whiskers at 1.5 IQR, fliers) are matplotlib's own statistics, drawn as one collection
@@ -139,16 +149,31 @@ def boxplot_figure(groups: list[tuple[str, np.ndarray, str]], title: str, path: 
     stats = cbook.boxplot_stats([np.asarray(g[1], dtype=float) for g in groups], whis=1.5)
     ys = np.arange(len(groups), 0, -1, dtype=float)  # the first group on top
     half, cap = 0.3, 0.15
-    ax.add_collection(PolyCollection(  # translucent fill, opaque outline
-        [[(s["q1"], y - half), (s["q3"], y - half), (s["q3"], y + half), (s["q1"], y + half)] for s, y in zip(stats, ys)],
-        facecolors=[to_rgba(g[2], 0.55) for g in groups], edgecolors="black", linewidths=1))
+    ax.add_collection(
+        PolyCollection(  # translucent fill, opaque outline
+            [
+                [(s["q1"], y - half), (s["q3"], y - half), (s["q3"], y + half), (s["q1"], y + half)]
+                for s, y in zip(stats, ys)
+            ],
+            facecolors=[to_rgba(g[2], 0.55) for g in groups],
+            edgecolors="black",
+            linewidths=1,
+        )
+    )
     segments = []
     for s, y in zip(stats, ys):
-        segments += [[(s["whislo"], y), (s["q1"], y)], [(s["q3"], y), (s["whishi"], y)],
-                     [(s["whislo"], y - cap), (s["whislo"], y + cap)], [(s["whishi"], y - cap), (s["whishi"], y + cap)]]
+        segments += [
+            [(s["whislo"], y), (s["q1"], y)],
+            [(s["q3"], y), (s["whishi"], y)],
+            [(s["whislo"], y - cap), (s["whislo"], y + cap)],
+            [(s["whishi"], y - cap), (s["whishi"], y + cap)],
+        ]
     ax.add_collection(LineCollection(segments, colors="black", linewidths=1))
-    ax.add_collection(LineCollection([[(s["med"], y - half), (s["med"], y + half)] for s, y in zip(stats, ys)],
-                                     colors="C1", linewidths=1.5))
+    ax.add_collection(
+        LineCollection(
+            [[(s["med"], y - half), (s["med"], y + half)] for s, y in zip(stats, ys)], colors="C1", linewidths=1.5
+        )
+    )
     fliers = [(x, y) for s, y in zip(stats, ys) for x in s["fliers"]]
     if fliers:
         fx, fy = np.array(fliers).T
@@ -180,8 +205,13 @@ def _rgb(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
 
 
-def qualitative_figure(image: np.ndarray | None, truth: np.ndarray | None, preds: list[tuple[str, np.ndarray, float]],
-                       title: str, path: Path) -> None:
+def qualitative_figure(
+    image: np.ndarray | None,
+    truth: np.ndarray | None,
+    preds: list[tuple[str, np.ndarray, float]],
+    title: str,
+    path: Path,
+) -> None:
     """Figs. 6, 7: the image, its ground truth, and each model's prediction with its Dice (one mosaic)."""
     tiles: list[tuple[str, np.ndarray]] = []
     if image is not None:
@@ -200,15 +230,21 @@ def qualitative_figure(image: np.ndarray | None, truth: np.ndarray | None, preds
     for i, (_, arr) in enumerate(tiles):
         r, c = divmod(i, cols)
         y, x = r * (h + gap_y) + gap_y, c * (w + gap_x)
-        mosaic[y:y + h, x:x + w] = _rgb(arr, (h, w))
+        mosaic[y : y + h, x : x + w] = _rgb(arr, (h, w))
     # The mosaic is pasted pixel for pixel (figimage): no resampling of a large image, only the labels to draw.
     height, width, top = mosaic.shape[0], mosaic.shape[1], 36
     fig = plt.figure(figsize=(width / DPI, (height + top) / DPI), dpi=DPI)
     fig.figimage(mosaic, xo=0, yo=0, origin="upper")
     for i, (label, _) in enumerate(tiles):
         r, c = divmod(i, cols)
-        fig.text((c * (w + gap_x) + w / 2) / width, (height - (r * (h + gap_y) + gap_y - 3)) / (height + top), label,
-                 ha="center", va="bottom", fontsize=7)
+        fig.text(
+            (c * (w + gap_x) + w / 2) / width,
+            (height - (r * (h + gap_y) + gap_y - 3)) / (height + top),
+            label,
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     fig.suptitle(title, fontsize=9, y=1 - 4 / (height + top), va="top")
     _save(fig, path)
 

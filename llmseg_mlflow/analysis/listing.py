@@ -6,6 +6,7 @@ last listing is kept with the cache. A later analyze asks only for runs of the s
 running; roots of a pipeline that got a new root (a sweep retry marks the old one `superseded_by`) are
 read again too. `refresh=True` lists everything again (e.g. after deleting runs).
 """
+
 from __future__ import annotations
 
 import os
@@ -83,8 +84,11 @@ def list_roots(client: MlflowClient, study: str, folder: Path, refresh: bool = F
     for r in new_roots:
         roots[r.run_id] = r
         fresh_ids.add(r.run_id)
-    again |= {r.tags["mlflow.parentRunId"] for r in new + running
-              if r.tags.get("kind") != "pipeline" and r.tags.get("mlflow.parentRunId")}
+    again |= {
+        r.tags["mlflow.parentRunId"]
+        for r in new + running
+        if r.tags.get("kind") != "pipeline" and r.tags.get("mlflow.parentRunId")
+    }
     identities = {_identity(r) for r in new_roots}
     again |= {rid for rid, r in roots.items() if _identity(r) in identities}
     again -= fresh_ids
@@ -97,5 +101,6 @@ def list_roots(client: MlflowClient, study: str, folder: Path, refresh: bool = F
             elif r.tags.get("kind") == "pipeline" and r.tags.get("study") == study:
                 roots[rid] = r
     _save(path, Snapshot(started, roots, _watch(roots, running)))
-    return list(roots.values()), (f"{len(roots)} pipeline root(s): {len(new)} run(s) new since the last analyze, "
-                                  f"{len(again)} root(s) read again")
+    return list(roots.values()), (
+        f"{len(roots)} pipeline root(s): {len(new)} run(s) new since the last analyze, {len(again)} root(s) read again"
+    )

@@ -1,14 +1,16 @@
 """Writing outputs: each table as CSV + XLSX + Markdown, each figure as a PNG, all listed for the report."""
+
 from __future__ import annotations
 
 import functools
 import math
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -69,8 +71,9 @@ class Outputs:
     published: Callable[[Path], None] | None = None  # told of each file once it is final (Publisher.add)
     _jobs: list = field(default_factory=list)  # (digest, suffix, path, future or render) not stored yet
 
-    def table(self, name: str, title: str, section: str, frame: pd.DataFrame, note: str = "",
-              xlsx: bool = True) -> TableOut | None:
+    def table(
+        self, name: str, title: str, section: str, frame: pd.DataFrame, note: str = "", xlsx: bool = True
+    ) -> TableOut | None:
         """Write tables/{name}.csv, .xlsx and .md; an empty frame is skipped (and noted)."""
         if frame is None or frame.empty:
             self.notes.append(f"{title}: nothing to show in this study.")
@@ -82,8 +85,12 @@ class Outputs:
         self._final(base / f"{name}.csv")
         self._final(base / f"{name}.md")
         if xlsx:  # openpyxl is the slow part: rendered aside, reused while the table is unchanged
-            self._submit(digest_of("xlsx", name, frame), ".xlsx", base / f"{name}.xlsx",
-                         functools.partial(_xlsx, frame, title=title))
+            self._submit(
+                digest_of("xlsx", name, frame),
+                ".xlsx",
+                base / f"{name}.xlsx",
+                functools.partial(_xlsx, frame, title=title),
+            )
         out = TableOut(name, title, section, frame, note)
         self.tables.append(out)
         return out
@@ -101,12 +108,17 @@ class Outputs:
         self._final(path)
         return path
 
-    def figure(self, name: str, title: str, section: str, draw: Callable[..., None], *args: Any, note: str = "",
-               **kwargs: Any) -> FigureOut:
+    def figure(
+        self, name: str, title: str, section: str, draw: Callable[..., None], *args: Any, note: str = "", **kwargs: Any
+    ) -> FigureOut:
         """figures/{name}.png = draw(*args, path, **kwargs), rendered in finish(); reused while the args are unchanged."""
         path = self.folder / "figures" / f"{name}.png"
-        self._submit(digest_of("png", name, draw.__name__, args, kwargs), ".png", path,
-                     functools.partial(_call_with_path, draw, args, kwargs))
+        self._submit(
+            digest_of("png", name, draw.__name__, args, kwargs),
+            ".png",
+            path,
+            functools.partial(_call_with_path, draw, args, kwargs),
+        )
         out = FigureOut(name, title, section, path, note)
         self.figures.append(out)
         return out

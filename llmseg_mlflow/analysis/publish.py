@@ -4,6 +4,7 @@ One request per file is what uploading costs, so files go while the report is st
 than all at the end. They wait for `open()`: until the series have arrived the server is busy serving them,
 and an upload would only push the report's data back.
 """
+
 from __future__ import annotations
 
 import threading

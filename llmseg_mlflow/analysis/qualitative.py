@@ -3,6 +3,7 @@
 Predictions come from `heldout/predictions.npz` of the evaluation run of one representative pipeline
 per model (downloaded once, cached); the image and its ground truth from the prepared dataset on disk.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -86,9 +87,11 @@ def prefetch(client: MlflowClient, cache: RunCache, reps: pd.DataFrame, threads:
     An evaluation run is a child of its root, in the root's experiment: its artifact URI follows from the
     root's, which spares the server a database lookup per download.
     """
-    todo = {e: sibling_artifact_uri(uri, root, e)
-            for root, e, uri in zip(reps.run_id, reps.evaluation_run_id, reps.artifact_uri)
-            if e and _local(cache, e) is None}
+    todo = {
+        e: sibling_artifact_uri(uri, root, e)
+        for root, e, uri in zip(reps.run_id, reps.evaluation_run_id, reps.artifact_uri)
+        if e and _local(cache, e) is None
+    }
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda e: download(client, e, PREDICTIONS, cache.artifact_dir(e), todo[e]), sorted(todo)))
 

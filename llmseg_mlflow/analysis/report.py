@@ -1,4 +1,5 @@
 """One self-contained `index.html`: every table and figure, images inline as base64, opens offline."""
+
 from __future__ import annotations
 
 import base64
@@ -53,33 +54,45 @@ def _table_html(t: TableOut) -> str:
     sig = "significant" in shown.columns
     body = []
     for row in shown.itertuples(index=False):
-        cls = ' class="sig"' if sig and bool(getattr(row, "significant")) else ""
+        cls = ' class="sig"' if sig and bool(row.significant) else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
-    more = (f'<p class="note">First {MAX_HTML_ROWS} of {len(frame)} rows; all rows in the CSV/XLSX.</p>'
-            if len(frame) > MAX_HTML_ROWS else "")
-    files = " ".join(f'tables/{t.name}.{ext}' for ext in ("csv", "xlsx", "md"))
+    more = (
+        f'<p class="note">First {MAX_HTML_ROWS} of {len(frame)} rows; all rows in the CSV/XLSX.</p>'
+        if len(frame) > MAX_HTML_ROWS
+        else ""
+    )
+    files = " ".join(f"tables/{t.name}.{ext}" for ext in ("csv", "xlsx", "md"))
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
-    return (f'<div class="output table-output" id="table-{t.name}" data-name="{t.name}" data-rows="{len(shown)}">'
-            f"<h3>{html.escape(t.title)}</h3>{note}<div class=\"scroll\"><table class=\"llmseg-table\">"
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{more}"
-            f'<p class="files">{files}</p></div>')
+    return (
+        f'<div class="output table-output" id="table-{t.name}" data-name="{t.name}" data-rows="{len(shown)}">'
+        f'<h3>{html.escape(t.title)}</h3>{note}<div class="scroll"><table class="llmseg-table">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{more}"
+        f'<p class="files">{files}</p></div>'
+    )
 
 
 def _figure_html(f: FigureOut) -> str:
     data = base64.b64encode(f.path.read_bytes()).decode()
     note = f'<p class="note">{html.escape(f.note)}</p>' if f.note else ""
-    return (f'<div class="output figure-output" id="figure-{f.name}" data-name="{f.name}">'
-            f"<h3>{html.escape(f.title)}</h3>{note}"
-            f'<img class="llmseg-figure" alt="{html.escape(f.title)}" data-name="{f.name}" '
-            f'src="data:image/png;base64,{data}"><p class="files">figures/{f.name}.png</p></div>')
+    return (
+        f'<div class="output figure-output" id="figure-{f.name}" data-name="{f.name}">'
+        f"<h3>{html.escape(f.title)}</h3>{note}"
+        f'<img class="llmseg-figure" alt="{html.escape(f.title)}" data-name="{f.name}" '
+        f'src="data:image/png;base64,{data}"><p class="files">figures/{f.name}.png</p></div>'
+    )
 
 
 def write_report(out: Outputs, title: str, intro: list[str], rules: list[str], path: Path) -> Path:
     """index.html with a section per part of the study, in the order of SECTIONS."""
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    parts.append("<nav>" + "".join(f'<a href="#{key}">{html.escape(name.split(" (")[0])}</a>' for key, name in SECTIONS)
-                 + "</nav>")
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
+    parts.append(
+        "<nav>"
+        + "".join(f'<a href="#{key}">{html.escape(name.split(" (")[0])}</a>' for key, name in SECTIONS)
+        + "</nav>"
+    )
     for key, name in SECTIONS:
         tables = [t for t in out.tables if t.section == key]
         figures = [f for f in out.figures if f.section == key]
@@ -89,8 +102,11 @@ def write_report(out: Outputs, title: str, intro: list[str], rules: list[str], p
         if key == "rules":
             parts.append("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in rules) + "</ul>")
             if out.notes:
-                parts.append("<h3>Notes from this analysis</h3><ul>" +
-                             "".join(f"<li>{html.escape(n)}</li>" for n in out.notes) + "</ul>")
+                parts.append(
+                    "<h3>Notes from this analysis</h3><ul>"
+                    + "".join(f"<li>{html.escape(n)}</li>" for n in out.notes)
+                    + "</ul>"
+                )
         parts += [_figure_html(f) for f in figures]
         parts += [_table_html(t) for t in tables]
         if not tables and not figures and key not in ("overview", "rules"):

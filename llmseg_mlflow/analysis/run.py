@@ -1,4 +1,5 @@
 """The `analyze` driver: fetch the study (cached), build every output, write index.html, log a kind=analysis run."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,17 +7,25 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import mlflow
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from tqdm import tqdm
 
-from llmseg_mlflow.analysis.build import (CURVE_SECTIONS, DICE_SECTIONS, ROOT_SECTIONS, RULES, Context,
-                                         prefetch_grids, section_data, section_qualitative)
+from llmseg_mlflow.analysis.build import (
+    CURVE_SECTIONS,
+    DICE_SECTIONS,
+    ROOT_SECTIONS,
+    RULES,
+    Context,
+    prefetch_grids,
+    section_data,
+    section_qualitative,
+)
 from llmseg_mlflow.analysis.cache import RunCache, default_cache_dir
 from llmseg_mlflow.analysis.config import AnalyzeConfig, load_cohorts
 from llmseg_mlflow.analysis.fetch import Root
@@ -27,6 +36,7 @@ from llmseg_mlflow.analysis.report import write_report
 from llmseg_mlflow.analysis.series import SeriesFetch
 from llmseg_mlflow.analysis.table import StudyData, build_study, summaries_need_series
 from llmseg_mlflow.errors import UsageError
+from llmseg_mlflow.paths import data_root
 from llmseg_mlflow.tracking.runs import RunLogger, check_tracking_server
 from llmseg_mlflow.tracking.schema import Kind
 
@@ -63,8 +73,9 @@ def _analysis_run(client: MlflowClient, cfg: AnalyzeConfig, roots: list[Root]) -
         exp_id = exp.experiment_id
     else:  # the study's pipelines live in an experiment `mlflow run` chose: log beside them
         exp_id = Counter(r.experiment_id for r in roots).most_common(1)[0][0]
-    run = client.create_run(exp_id, tags={**tags, MLFLOW_RUN_NAME: f"analysis/{cfg.study}"},
-                            run_name=f"analysis/{cfg.study}")
+    run = client.create_run(
+        exp_id, tags={**tags, MLFLOW_RUN_NAME: f"analysis/{cfg.study}"}, run_name=f"analysis/{cfg.study}"
+    )
     return run.info.run_id, True
 
 
@@ -99,12 +110,12 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
     roots = [r for r in roots if _keep(r, cfg)]
     if not roots:
         filt = " matching --datasets/--models" if (cfg.datasets or cfg.models) and found else ""
-        raise UsageError(f"no pipeline runs of study {cfg.study!r}{filt} on the tracking server {uri} (found {found} "
-                         "in the study); run `llmseg generate --study ...` first, or pick the study with --study "
-                         "and the server with MLFLOW_TRACKING_URI")
+        raise UsageError(
+            f"no pipeline runs of study {cfg.study!r}{filt} on the tracking server {uri} (found {found} "
+            "in the study); run `llmseg generate --study ...` first, or pick the study with --study "
+            "and the server with MLFLOW_TRACKING_URI"
+        )
     progress(f"found {len(roots)} pipeline root(s) of study {cfg.study!r} on {uri}")
-
-    from llmseg_mlflow.generate import llmseg_home
 
     out_dir = Path(cfg.output).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,30 +132,52 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
             if summaries_need_series(roots):  # some Dice summaries come from the per-image scores: wait for them
                 fetch.wait(0)
                 fetch.wait(1)
-            ctx = Context(build_study(roots, fetch.series, cohorts.overrides), cfg, cohorts, out, client, cache,
-                          Path(cfg.data_root or llmseg_home() / "data"), progress)
+            ctx = Context(
+                build_study(roots, fetch.series, cohorts.overrides),
+                cfg,
+                cohorts,
+                out,
+                client,
+                cache,
+                data_root(cfg.data_root),
+                progress,
+            )
             _build_sections(ctx, fetch, done)
         finally:
             fetch.close()
         section_data(ctx)  # data/curves.csv and per_image.csv, with every curve
-        report = write_report(out, f"llmseg analysis: {cfg.study}", _intro(cfg, uri, ctx.data), RULES,
-                              out_dir / "index.html")
+        report = write_report(
+            out, f"llmseg analysis: {cfg.study}", _intro(cfg, uri, ctx.data), RULES, out_dir / "index.html"
+        )
         done("write")
         if publisher is not None:
             study = ctx.data.study()
             logger = RunLogger(client, run_id)
             # Prefixed: under `mlflow run` the run already holds the entry point's params under the plain names.
-            logger.params({"analysis.study": cfg.study, "analysis.datasets": ",".join(cfg.datasets) or "all",
-                           "analysis.models": ",".join(cfg.models) or "all", "analysis.alpha": cfg.alpha,
-                           "analysis.bonferroni": cfg.bonferroni,
-                           "analysis.cohorts_file": cfg.cohorts_file or "default"})
+            logger.params(
+                {
+                    "analysis.study": cfg.study,
+                    "analysis.datasets": ",".join(cfg.datasets) or "all",
+                    "analysis.models": ",".join(cfg.models) or "all",
+                    "analysis.alpha": cfg.alpha,
+                    "analysis.bonferroni": cfg.bonferroni,
+                    "analysis.cohorts_file": cfg.cohorts_file or "default",
+                }
+            )
             logger.tags({"report": str(report)})
             sent = publisher.finish(_OWNED)
             done("log")
-            logger.metrics({"pipelines": len(study), "models": study.model.nunique(),
-                            "datasets": study.dataset.nunique(), "never_ran": int(study.heldout_dice_mean.isna().sum()),
-                            "runs_fetched": fetch.fetched, "runs_cached": len(roots) - fetch.fetched,
-                            **{f"time_{k}_s": v for k, v in laps.items()}})
+            logger.metrics(
+                {
+                    "pipelines": len(study),
+                    "models": study.model.nunique(),
+                    "datasets": study.dataset.nunique(),
+                    "never_ran": int(study.heldout_dice_mean.isna().sum()),
+                    "runs_fetched": fetch.fetched,
+                    "runs_cached": len(roots) - fetch.fetched,
+                    **{f"time_{k}_s": v for k, v in laps.items()},
+                }
+            )
             if owned:
                 client.set_terminated(run_id, "FINISHED")
             progress(f"logged the {sent} outputs as artifacts of run {run_id} (kind=analysis)")
@@ -156,8 +189,11 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
     finally:
         if publisher is not None:
             publisher.close()
-    progress(f"{len(out.tables)} tables, {len(out.figures)} figures in {time.monotonic() - start:.1f} s ("
-             + ", ".join(f"{k} {v:.1f} s" for k, v in laps.items()) + ")")
+    progress(
+        f"{len(out.tables)} tables, {len(out.figures)} figures in {time.monotonic() - start:.1f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in laps.items())
+        + ")"
+    )
     progress(f"report: {report}")
     return report
 
@@ -167,8 +203,14 @@ def _build_sections(ctx: Context, fetch: SeriesFetch, done) -> None:
     server serves the next stage: roots alone, then validation loss, then per-image Dice."""
     if ctx.data.study().empty:
         ctx.say("only baseline or budget runs in this selection: most tables will be empty")
-    with tqdm(total=len(ROOT_SECTIONS) + len(CURVE_SECTIONS) + len(DICE_SECTIONS) + 1, desc="report sections",
-              unit="section") as bar, ThreadPoolExecutor(1) as aside:
+    with (
+        tqdm(
+            total=len(ROOT_SECTIONS) + len(CURVE_SECTIONS) + len(DICE_SECTIONS) + 1,
+            desc="report sections",
+            unit="section",
+        ) as bar,
+        ThreadPoolExecutor(1) as aside,
+    ):
 
         def build(sections) -> None:
             for section in sections:

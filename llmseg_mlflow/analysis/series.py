@@ -5,11 +5,12 @@ validation loss (curve figures), then per-image Dice (Dice figures, tests, grids
 says so (start_rest), the curves that only go to data/curves.csv. The driver builds each part of the
 report as soon as its stage has arrived, so this process draws while the server serves the next stage.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -39,8 +40,9 @@ def group_points(points: Points) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 class SeriesFetch:
     """Every root's series: `series` holds the cached runs at once and each stage once `wait`ed for."""
 
-    def __init__(self, roots: list[Root], cache: RunCache, say: Callable[[str], None],
-                 on_done: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, roots: list[Root], cache: RunCache, say: Callable[[str], None], on_done: Callable[[], None] | None = None
+    ) -> None:
         self.cache = cache
         self._on_done = on_done  # called (on the fetching thread) once the last stage has arrived
         self.series: dict[str, RunSeries] = {}
@@ -53,14 +55,20 @@ class SeriesFetch:
                 self.todo.append(run)
                 self.series[run.run_id] = RunSeries(fingerprint(run), {})
         if self.todo:
-            say(f"fetching curves and per-image Dice of {len(self.todo)} run(s) in bulk "
-                f"({len(roots) - len(self.todo)} cached)")
+            say(
+                f"fetching curves and per-image Dice of {len(self.todo)} run(s) in bulk "
+                f"({len(roots) - len(self.todo)} cached)"
+            )
         else:
             say(f"all {len(roots)} run(s) unchanged since the last analyze: using the local cache")
         self._thread = ThreadPoolExecutor(1)
         self._lock = threading.Lock()
-        self._bar = tqdm(total=sum(len(self._wanted(k)[0]) for stage in STAGES for k in stage),
-                         desc="metric histories", unit="run", disable=not self.todo)
+        self._bar = tqdm(
+            total=sum(len(self._wanted(k)[0]) for stage in STAGES for k in stage),
+            desc="metric histories",
+            unit="run",
+            disable=not self.todo,
+        )
         # The last stage waits for start_rest(): until then the server is free for the grids' downloads.
         self._stages: list[Future] = [self._thread.submit(self._fetch_stage, stage) for stage in STAGES[:-1]]
 

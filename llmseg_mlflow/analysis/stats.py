@@ -1,8 +1,9 @@
 """Statistics: one-sided Mann-Whitney U, rank-biserial effect size, Bonferroni, and the cohort tests (Table 3)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -10,8 +11,25 @@ from scipy.stats import mannwhitneyu
 
 from llmseg_mlflow.analysis.config import Cohorts, Comparison, Group
 
-COHORT_TEST_COLUMNS = ["dataset", "comparison", "group_a", "group_b", "n_a", "n_b", "median_a", "q1_a", "q3_a",
-                       "median_b", "q1_b", "q3_b", "delta_median", "U", "p", "significant", "effect_size"]
+COHORT_TEST_COLUMNS = [
+    "dataset",
+    "comparison",
+    "group_a",
+    "group_b",
+    "n_a",
+    "n_b",
+    "median_a",
+    "q1_a",
+    "q3_a",
+    "median_b",
+    "q1_b",
+    "q3_b",
+    "delta_median",
+    "U",
+    "p",
+    "significant",
+    "effect_size",
+]
 
 
 @dataclass(frozen=True)
@@ -71,8 +89,9 @@ def pooled(dice: Mapping[str, np.ndarray], run_ids) -> np.ndarray:
     return np.concatenate(parts) if parts else np.array([], dtype=float)
 
 
-def cohort_tests(study: pd.DataFrame, dice: Mapping[str, np.ndarray], cohorts: Cohorts, alpha: float,
-                 use_bonferroni: bool) -> pd.DataFrame:
+def cohort_tests(
+    study: pd.DataFrame, dice: Mapping[str, np.ndarray], cohorts: Cohorts, alpha: float, use_bonferroni: bool
+) -> pd.DataFrame:
     """Table 3 for every dataset and comparison: pooled per-image median (IQR), delta, U, p, r.
 
     The U test compares per-model mean held-out Dice (one value per model); medians and IQRs pool
@@ -89,22 +108,48 @@ def cohort_tests(study: pd.DataFrame, dice: Mapping[str, np.ndarray], cohorts: C
                 scores = pooled(dice, members.run_id)
                 if scores.size == 0:  # no per-image series: fall back to the pipelines' means
                     scores = members.heldout_dice_mean.dropna().to_numpy()
-                sides[side] = (per_model_dice(members), quartiles(scores), int(members.heldout_dice_mean.isna().sum()),
-                               scores.size)
+                sides[side] = (
+                    per_model_dice(members),
+                    quartiles(scores),
+                    int(members.heldout_dice_mean.isna().sum()),
+                    scores.size,
+                )
             (ma, qa, la, ia), (mb, qb, lb, ib) = sides["a"], sides["b"]
             test = u_test(ma.to_numpy(), mb.to_numpy())
-            rows.append({
-                "dataset": dataset, "comparison": comp.name, "group_a": comp.a.label, "group_b": comp.b.label,
-                "n_a": len(ma), "n_b": len(mb), "median_a": qa[0], "q1_a": qa[1], "q3_a": qa[2],
-                "median_b": qb[0], "q1_b": qb[1], "q3_b": qb[2], "delta_median": qb[0] - qa[0],
-                "U": test.U if test else np.nan, "p": test.p if test else np.nan, "significant": False,
-                "effect_size": test.effect_size if test else np.nan,
-                "p_adjusted": np.nan, "alpha": alpha, "n_images_a": ia, "n_images_b": ib,
-                "left_out_a": la, "left_out_b": lb,
-                "models_a": ",".join(ma.index), "models_b": ",".join(mb.index),
-            })
-    out = pd.DataFrame(rows, columns=COHORT_TEST_COLUMNS + ["p_adjusted", "alpha", "n_images_a", "n_images_b",
-                                                            "left_out_a", "left_out_b", "models_a", "models_b"])
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "comparison": comp.name,
+                    "group_a": comp.a.label,
+                    "group_b": comp.b.label,
+                    "n_a": len(ma),
+                    "n_b": len(mb),
+                    "median_a": qa[0],
+                    "q1_a": qa[1],
+                    "q3_a": qa[2],
+                    "median_b": qb[0],
+                    "q1_b": qb[1],
+                    "q3_b": qb[2],
+                    "delta_median": qb[0] - qa[0],
+                    "U": test.U if test else np.nan,
+                    "p": test.p if test else np.nan,
+                    "significant": False,
+                    "effect_size": test.effect_size if test else np.nan,
+                    "p_adjusted": np.nan,
+                    "alpha": alpha,
+                    "n_images_a": ia,
+                    "n_images_b": ib,
+                    "left_out_a": la,
+                    "left_out_b": lb,
+                    "models_a": ",".join(ma.index),
+                    "models_b": ",".join(mb.index),
+                }
+            )
+    out = pd.DataFrame(
+        rows,
+        columns=COHORT_TEST_COLUMNS
+        + ["p_adjusted", "alpha", "n_images_a", "n_images_b", "left_out_a", "left_out_b", "models_a", "models_b"],
+    )
     if out.empty:
         return out
     out["p_adjusted"] = bonferroni(out.p.to_numpy()) if use_bonferroni else out.p
@@ -112,7 +157,9 @@ def cohort_tests(study: pd.DataFrame, dice: Mapping[str, np.ndarray], cohorts: C
     return out
 
 
-def variability_test(study: pd.DataFrame, val_loss_mean: Mapping[str, float], model_a: str, model_b: str) -> pd.DataFrame:
+def variability_test(
+    study: pd.DataFrame, val_loss_mean: Mapping[str, float], model_a: str, model_b: str
+) -> pd.DataFrame:
     """Run-to-run: per dataset, U tests of model b vs a on per-repeat mean held-out Dice (b higher?) and
     per-repeat mean validation loss over epochs (b lower?), as in the paper's variability section."""
     rows = []
@@ -127,11 +174,20 @@ def variability_test(study: pd.DataFrame, val_loss_mean: Mapping[str, float], mo
             ("mean validation loss", "less", a.run_id.map(val), b.run_id.map(val)),
         ):
             test = u_test(xa.to_numpy(dtype=float), xb.to_numpy(dtype=float), alt)
-            rows.append({"dataset": dataset, "measure": what, "model_a": model_a, "model_b": model_b,
-                         "alternative": f"{model_b} {'>' if alt == 'greater' else '<'} {model_a}",
-                         "n_a": int(xa.notna().sum()), "n_b": int(xb.notna().sum()),
-                         "median_a": float(np.nanmedian(xa)) if xa.notna().any() else np.nan,
-                         "median_b": float(np.nanmedian(xb)) if xb.notna().any() else np.nan,
-                         "U": test.U if test else np.nan, "p": test.p if test else np.nan,
-                         "effect_size": test.effect_size if test else np.nan})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "measure": what,
+                    "model_a": model_a,
+                    "model_b": model_b,
+                    "alternative": f"{model_b} {'>' if alt == 'greater' else '<'} {model_a}",
+                    "n_a": int(xa.notna().sum()),
+                    "n_b": int(xb.notna().sum()),
+                    "median_a": float(np.nanmedian(xa)) if xa.notna().any() else np.nan,
+                    "median_b": float(np.nanmedian(xb)) if xb.notna().any() else np.nan,
+                    "U": test.U if test else np.nan,
+                    "p": test.p if test else np.nan,
+                    "effect_size": test.effect_size if test else np.nan,
+                }
+            )
     return pd.DataFrame(rows)

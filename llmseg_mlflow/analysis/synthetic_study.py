@@ -4,14 +4,15 @@ Numbers are made up but shaped like a study: each model has a quality per datase
 around it, 2025/reasoning models are better on average, a few pipelines never ran. The per-pipeline
 held-out Dice written is returned, so tests can compute their expectations independently.
 """
+
 from __future__ import annotations
 
 import io
-import zlib
 import time
+import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
@@ -22,8 +23,13 @@ from llmseg_mlflow.evaluation.compliance import ITEMS as COMPLIANCE_ITEMS
 from llmseg_mlflow.pipeline.inspection import NetworkRow
 from llmseg_mlflow.tracking.runs import ensure_experiment
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
-from llmseg_mlflow.tracking.summary import (choice_params, compliance_metrics, heldout_metrics, loop_metrics,
-                                            training_metrics)
+from llmseg_mlflow.tracking.summary import (
+    choice_params,
+    compliance_metrics,
+    heldout_metrics,
+    loop_metrics,
+    training_metrics,
+)
 
 ERROR_TYPES = ("NameError", "RuntimeError", "ValueError", "TypeError", "ImportError", "Timeout")
 _BATCH = 900
@@ -86,13 +92,25 @@ class SynthStudySpec:
 def paper_models() -> tuple[SynthModel, ...]:
     """Nineteen models named and grouped like the paper's (2024: 8, 2025: 11)."""
     rows = [
-        ("gpt-4", 2024, False, 0.78), ("gpt-4o", 2024, False, 0.80), ("gpt-o1-preview", 2024, True, 0.84),
-        ("claude-3.5-sonnet", 2024, False, 0.83), ("copilot", 2024, False, 0.62), ("bing-copilot", 2024, False, 0.58),
-        ("llama-3.1-405b", 2024, False, 0.66), ("gemini-1.5-pro", 2024, False, 0.74),
-        ("gpt-o3", 2025, True, 0.88), ("gpt-o4-mini-high", 2025, True, 0.89), ("deepseek-v3", 2025, False, 0.84),
-        ("deepseek-r1", 2025, True, 0.85), ("claude-4-sonnet", 2025, True, 0.88), ("gemini-2.5-pro", 2025, True, 0.87),
-        ("grok-3-mini", 2025, True, 0.83), ("grok-3", 2025, False, 0.86), ("llama-4-maverick", 2025, True, 0.80),
-        ("mistral-medium-3", 2025, True, 0.86), ("qwen-3-235b", 2025, True, 0.85),
+        ("gpt-4", 2024, False, 0.78),
+        ("gpt-4o", 2024, False, 0.80),
+        ("gpt-o1-preview", 2024, True, 0.84),
+        ("claude-3.5-sonnet", 2024, False, 0.83),
+        ("copilot", 2024, False, 0.62),
+        ("bing-copilot", 2024, False, 0.58),
+        ("llama-3.1-405b", 2024, False, 0.66),
+        ("gemini-1.5-pro", 2024, False, 0.74),
+        ("gpt-o3", 2025, True, 0.88),
+        ("gpt-o4-mini-high", 2025, True, 0.89),
+        ("deepseek-v3", 2025, False, 0.84),
+        ("deepseek-r1", 2025, True, 0.85),
+        ("claude-4-sonnet", 2025, True, 0.88),
+        ("gemini-2.5-pro", 2025, True, 0.87),
+        ("grok-3-mini", 2025, True, 0.83),
+        ("grok-3", 2025, False, 0.86),
+        ("llama-4-maverick", 2025, True, 0.80),
+        ("mistral-medium-3", 2025, True, 0.86),
+        ("qwen-3-235b", 2025, True, 0.85),
     ]
     return tuple(SynthModel(k, y, r, q) for k, y, r, q in rows)
 
@@ -112,8 +130,15 @@ class _Writer:
         self.client = client
         self.experiment_id = experiment_id
 
-    def run(self, tags: dict[str, str], name: str, metrics: list[Metric] = (), params: dict[str, object] | None = None,
-            parent: str | None = None, status: str = "FINISHED") -> str:
+    def run(
+        self,
+        tags: dict[str, str],
+        name: str,
+        metrics: list[Metric] = (),
+        params: dict[str, object] | None = None,
+        parent: str | None = None,
+        status: str = "FINISHED",
+    ) -> str:
         all_tags = {**tags, MLFLOW_RUN_NAME: name}
         if parent:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent
@@ -140,7 +165,9 @@ class _Writer:
             self.client.log_artifacts(run_id, tmp)
 
 
-def _predictions(rng: np.random.Generator, dice: np.ndarray, spec: SynthStudySpec, dataset: str) -> dict[str, np.ndarray]:
+def _predictions(
+    rng: np.random.Generator, dice: np.ndarray, spec: SynthStudySpec, dataset: str
+) -> dict[str, np.ndarray]:
     """One 0/1 mask per held-out image: the ground truth shifted (when known) or a disk, worse when Dice is low."""
     gts = spec.gt_masks.get(dataset)
     out = {}
@@ -153,7 +180,9 @@ def _predictions(rng: np.random.Generator, dice: np.ndarray, spec: SynthStudySpe
             n = spec.mask_size
             yy, xx = np.mgrid[:n, :n]
             r = n / 4 * (0.5 + d)
-            out[f"img_{i:03d}.png"] = (((yy - n / 2) ** 2 + (xx - n / 2 - (1 - d) * n / 4) ** 2) < r * r).astype(np.uint8)
+            out[f"img_{i:03d}.png"] = (((yy - n / 2) ** 2 + (xx - n / 2 - (1 - d) * n / 4) ** 2) < r * r).astype(
+                np.uint8
+            )
     return out
 
 
@@ -166,9 +195,18 @@ def _per_image_csv(dice: np.ndarray, masks: dict[str, np.ndarray]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _write_pipeline(w: _Writer, spec: SynthStudySpec, model: SynthModel, dataset: str, repeat: int, ds_index: int,
-                    baseline: bool = False, budget: int | None = None, source_run: str | None = None,
-                    source_epochs: int | None = None) -> SynthPipeline:
+def _write_pipeline(
+    w: _Writer,
+    spec: SynthStudySpec,
+    model: SynthModel,
+    dataset: str,
+    repeat: int,
+    ds_index: int,
+    baseline: bool = False,
+    budget: int | None = None,
+    source_run: str | None = None,
+    source_epochs: int | None = None,
+) -> SynthPipeline:
     key = (model.key, dataset, repeat)
     rng = np.random.default_rng(zlib.crc32(repr((spec.seed, *key, baseline, budget)).encode()))
     cohort = Cohort(model.key, model.year, model.reasoning, dataset, repeat, spec.study, model.provider)
@@ -199,8 +237,12 @@ def _write_pipeline(w: _Writer, spec: SynthStudySpec, model: SynthModel, dataset
     name = cohort.run_name + (f"/budget{budget}" if budget else "")
     now = int(time.time() * 1000)
     # Every number goes through the builders generate uses (tracking/summary.py), under the same names.
-    usage = {"tokens_in": 3000 + 2500 * n_err, "tokens_out": 4000 + 1500 * n_err,
-             "tokens_reasoning": 2000 if model.reasoning else 0, "calls": n_err + 1}
+    usage = {
+        "tokens_in": 3000 + 2500 * n_err,
+        "tokens_out": 4000 + 1500 * n_err,
+        "tokens_reasoning": 2000 if model.reasoning else 0,
+        "calls": n_err + 1,
+    }
     summary = loop_metrics(errors, n_err, usage, round(0.01 * (n_err + 1) * (2 if model.reasoning else 1), 4), 0)
     params: dict[str, object] = {}
     metrics: list[Metric] = []
@@ -211,21 +253,39 @@ def _write_pipeline(w: _Writer, spec: SynthStudySpec, model: SynthModel, dataset
         train = val * 0.9
         vdice = np.clip(1 - val, 0, 1)
         items = {f"compliance.{k}": int(rng.random() > 0.2) for k in COMPLIANCE_ITEMS}
-        summary.update(training_metrics(float(rng.uniform(300, 3000) * (epochs / 25)), int(rng.choice([7_700_000, 31_000_000])),
-                                        epochs, float(min(1, dice.mean() + 0.03))))
+        summary.update(
+            training_metrics(
+                float(rng.uniform(300, 3000) * (epochs / 25)),
+                int(rng.choice([7_700_000, 31_000_000])),
+                epochs,
+                float(min(1, dice.mean() + 0.03)),
+            )
+        )
         summary.update(heldout_metrics(dice, dice / (2 - dice), (1 - dice) * 20))
         summary.update(compliance_metrics(items))
         metrics += _curve("train_loss", train, now) + _curve("val_loss", val, now) + _curve("val_dice", vdice, now)
         metrics += _curve("heldout_image_dice", dice, now, first_step=0)
         stages = int(rng.choice([4, 4, 5]))
-        widths = tuple(64 * 2 ** i for i in range(stages))
-        network = NetworkRow(encoder_stages=stages, decoder_stages=stages, conv_block="DoubleConv (Conv->BN->ReLU)x2",
-                             encoder_channels=widths, decoder_channels=widths[::-1],
-                             bottleneck_channels=(widths[-1] * 2,), final_layer="Conv2d(64->1)")
-        chosen_params = {"epochs": chosen, "batch_size": int(rng.choice([8, 16, 32])),
-                         "lr": str(rng.choice(["1e-3", "1e-4"])), "weight_decay": str(rng.choice(["0", "1e-5"])),
-                         "optimizer": "Adam", "loss": str(rng.choice(["BCEWithLogitsLoss", "BCELoss", "DiceBCE"])),
-                         "input_size": "256x256", "final_activation": str(rng.choice(["sigmoid", "none"]))}
+        widths = tuple(64 * 2**i for i in range(stages))
+        network = NetworkRow(
+            encoder_stages=stages,
+            decoder_stages=stages,
+            conv_block="DoubleConv (Conv->BN->ReLU)x2",
+            encoder_channels=widths,
+            decoder_channels=widths[::-1],
+            bottleneck_channels=(widths[-1] * 2,),
+            final_layer="Conv2d(64->1)",
+        )
+        chosen_params = {
+            "epochs": chosen,
+            "batch_size": int(rng.choice([8, 16, 32])),
+            "lr": str(rng.choice(["1e-3", "1e-4"])),
+            "weight_decay": str(rng.choice(["0", "1e-5"])),
+            "optimizer": "Adam",
+            "loss": str(rng.choice(["BCEWithLogitsLoss", "BCELoss", "DiceBCE"])),
+            "input_size": "256x256",
+            "final_activation": str(rng.choice(["sigmoid", "none"])),
+        }
         params = dict(choice_params(chosen_params, network.as_params()))
         if budget is not None:
             params["override.epochs"] = budget
@@ -235,28 +295,47 @@ def _write_pipeline(w: _Writer, spec: SynthStudySpec, model: SynthModel, dataset
         child_tags = {k: v for k, v in cohort.tags(Kind.GENERATION).items()}
         w.run(child_tags, "generation", _metrics({"tokens_in": 3000, "tokens_out": 4000}, now), parent=root)
         for k, t in enumerate([t for t, c in errors.items() for _ in range(c)][:2], start=1):
-            w.run({**cohort.tags(Kind.DEBUG), "iteration": str(k), "error_type": t, "phase": "full"}, f"debug-{k}",
-                  parent=root)
+            w.run(
+                {**cohort.tags(Kind.DEBUG), "iteration": str(k), "error_type": t, "phase": "full"},
+                f"debug-{k}",
+                parent=root,
+            )
         if not failed:
-            w.run(cohort.tags(Kind.TRAINING), "training",
-                  _curve("val_loss", val, now) + _curve("train_loss", train, now) + _curve("val_dice", vdice, now)
-                  + _metrics({"train_time_s": summary["train_time_s"]}, now), parent=root)
+            w.run(
+                cohort.tags(Kind.TRAINING),
+                "training",
+                _curve("val_loss", val, now)
+                + _curve("train_loss", train, now)
+                + _curve("val_dice", vdice, now)
+                + _metrics({"train_time_s": summary["train_time_s"]}, now),
+                parent=root,
+            )
             ev_metrics = _curve("heldout_image_dice", dice, now, first_step=0) + _metrics(
-                {k: v for k, v in summary.items() if k.startswith("heldout_")}, now)
-            ev = w.run({**cohort.tags(Kind.EVALUATION), "eval_preprocessing": "generic", "eval_output": "logits"},
-                       "evaluation", ev_metrics, parent=root)
+                {k: v for k, v in summary.items() if k.startswith("heldout_")}, now
+            )
+            ev = w.run(
+                {**cohort.tags(Kind.EVALUATION), "eval_preprocessing": "generic", "eval_output": "logits"},
+                "evaluation",
+                ev_metrics,
+                parent=root,
+            )
             w.client.set_tag(root, "evaluation_run_id", ev)
             if spec.artifacts:
                 masks = _predictions(rng, dice, spec, dataset)
                 buf = io.BytesIO()
                 np.savez_compressed(buf, **masks)
-                w.upload(ev, {"heldout/per_image.csv": _per_image_csv(dice, masks), "heldout/predictions.npz": buf.getvalue()})
-    return SynthPipeline(root, model.key, dataset, repeat, status, tuple(float(x) for x in dice), errors, epochs,
-                         baseline, budget)
+                w.upload(
+                    ev,
+                    {"heldout/per_image.csv": _per_image_csv(dice, masks), "heldout/predictions.npz": buf.getvalue()},
+                )
+    return SynthPipeline(
+        root, model.key, dataset, repeat, status, tuple(float(x) for x in dice), errors, epochs, baseline, budget
+    )
 
 
-def write_synthetic_study(client: MlflowClient, spec: SynthStudySpec,
-                          progress: Callable[[str], None] | None = None) -> list[SynthPipeline]:
+def write_synthetic_study(
+    client: MlflowClient, spec: SynthStudySpec, progress: Callable[[str], None] | None = None
+) -> list[SynthPipeline]:
     """Write the whole study into the experiment named `spec.study`; returns what each pipeline logged."""
     exp = ensure_experiment(client, spec.study)
     w = _Writer(client, exp)
@@ -277,8 +356,22 @@ def write_synthetic_study(client: MlflowClient, spec: SynthStudySpec,
         models = {m.key: m for m in spec.models}
         models["nnunet-v2"] = SynthModel("nnunet-v2", None, None, 0.9, provider="nnunet")
         with ThreadPoolExecutor(spec.threads) as pool:
-            futures = [pool.submit(_write_pipeline, w, spec, models[p.model], first, 1, 0, p.baseline,
-                                   spec.budget_epochs, p.run_id, p.epochs) for p in sources]
+            futures = [
+                pool.submit(
+                    _write_pipeline,
+                    w,
+                    spec,
+                    models[p.model],
+                    first,
+                    1,
+                    0,
+                    p.baseline,
+                    spec.budget_epochs,
+                    p.run_id,
+                    p.epochs,
+                )
+                for p in sources
+            ]
             out += [f.result() for f in futures]
     if progress:
         progress(f"wrote {len(out)} synthetic pipelines to experiment {spec.study!r}")
@@ -292,12 +385,32 @@ def reevaluate(client: MlflowClient, pipeline: SynthPipeline, dice: tuple[float,
     cohort = Cohort.from_tags(run.data.tags)
     arr = np.asarray(dice, dtype=float)
     now = int(time.time() * 1000) + 1000  # strictly later than the first evaluation
-    summary = {"heldout_dice_mean": float(arr.mean()), "heldout_dice_median": float(np.median(arr)),
-               "heldout_n": len(arr)}
+    summary = {
+        "heldout_dice_mean": float(arr.mean()),
+        "heldout_dice_median": float(np.median(arr)),
+        "heldout_n": len(arr),
+    }
     w = _Writer(client, run.info.experiment_id)
-    ev = w.run(cohort.tags(Kind.EVALUATION), "evaluation",
-               _curve("heldout_image_dice", arr, now, first_step=0) + _metrics(summary, now), parent=pipeline.run_id)
-    client.log_batch(pipeline.run_id, metrics=_curve("heldout_image_dice", arr, now, first_step=0) + _metrics(summary, now),
-                     tags=[RunTag("evaluation_run_id", ev)])
-    return SynthPipeline(pipeline.run_id, pipeline.model, pipeline.dataset, pipeline.repeat, pipeline.status,
-                         tuple(float(x) for x in arr), pipeline.errors, pipeline.epochs, pipeline.baseline, pipeline.budget)
+    ev = w.run(
+        cohort.tags(Kind.EVALUATION),
+        "evaluation",
+        _curve("heldout_image_dice", arr, now, first_step=0) + _metrics(summary, now),
+        parent=pipeline.run_id,
+    )
+    client.log_batch(
+        pipeline.run_id,
+        metrics=_curve("heldout_image_dice", arr, now, first_step=0) + _metrics(summary, now),
+        tags=[RunTag("evaluation_run_id", ev)],
+    )
+    return SynthPipeline(
+        pipeline.run_id,
+        pipeline.model,
+        pipeline.dataset,
+        pipeline.repeat,
+        pipeline.status,
+        tuple(float(x) for x in arr),
+        pipeline.errors,
+        pipeline.epochs,
+        pipeline.baseline,
+        pipeline.budget,
+    )

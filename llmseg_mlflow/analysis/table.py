@@ -1,4 +1,5 @@
 """The tidy study: one row per pipeline root, plus long tables of per-epoch curves and per-image Dice."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,26 @@ SERIES_KEYS = (*CURVES, IMAGE_DICE)
 # Roles of a root: the study proper, the nnU-Net reference, forced-budget reruns (Fig. 4 only).
 PIPELINE, BASELINE, BUDGET = "pipeline", "baseline", "budget"
 
-ID_COLUMNS = ["run_id", "run_name", "role", "is_baseline", "model", "year", "reasoning", "dataset", "repeat", "provider", "status",
-              "run_status", "budget", "source_run", "evaluation_run_id", "evaluation_error", "experiment_id", "artifact_uri"]
+ID_COLUMNS = [
+    "run_id",
+    "run_name",
+    "role",
+    "is_baseline",
+    "model",
+    "year",
+    "reasoning",
+    "dataset",
+    "repeat",
+    "provider",
+    "status",
+    "run_status",
+    "budget",
+    "source_run",
+    "evaluation_run_id",
+    "evaluation_error",
+    "experiment_id",
+    "artifact_uri",
+]
 
 
 @dataclass
@@ -38,20 +57,26 @@ class StudyData:
     def curves(self) -> pd.DataFrame:
         """Long table of the per-epoch curves: run_id, metric, epoch, value."""
         parts = [(r, k, x, y) for r, s in self.series.items() for k, (x, y) in s.items() if k != IMAGE_DICE]
-        return pd.DataFrame({
-            "run_id": _cat([np.full(len(x), r, dtype=object) for r, _, x, _ in parts], object),
-            "metric": _cat([np.full(len(x), k, dtype=object) for _, k, x, _ in parts], object),
-            "epoch": _cat([np.asarray(x, dtype=int) for *_, x, _ in parts], int),
-            "value": _cat([np.asarray(y, dtype=float) for *_, y in parts], float)})
+        return pd.DataFrame(
+            {
+                "run_id": _cat([np.full(len(x), r, dtype=object) for r, _, x, _ in parts], object),
+                "metric": _cat([np.full(len(x), k, dtype=object) for _, k, x, _ in parts], object),
+                "epoch": _cat([np.asarray(x, dtype=int) for *_, x, _ in parts], int),
+                "value": _cat([np.asarray(y, dtype=float) for *_, y in parts], float),
+            }
+        )
 
     @property
     def images(self) -> pd.DataFrame:
         """Long table of per-image held-out Dice: run_id, index, dice."""
         parts = [(r, *s[IMAGE_DICE]) for r, s in self.series.items() if IMAGE_DICE in s]
-        return pd.DataFrame({
-            "run_id": _cat([np.full(len(x), r, dtype=object) for r, x, _ in parts], object),
-            "index": _cat([np.asarray(x, dtype=int) for _, x, _ in parts], int),
-            "dice": _cat([np.asarray(y, dtype=float) for *_, y in parts], float)})
+        return pd.DataFrame(
+            {
+                "run_id": _cat([np.full(len(x), r, dtype=object) for r, x, _ in parts], object),
+                "index": _cat([np.asarray(x, dtype=int) for _, x, _ in parts], int),
+                "dice": _cat([np.asarray(y, dtype=float) for *_, y in parts], float),
+            }
+        )
 
     @property
     def dice_by_run(self) -> dict[str, np.ndarray]:
@@ -65,9 +90,13 @@ class StudyData:
 
     def dice_table(self, run_ids) -> pd.DataFrame:
         """run_id, index, dice of the given runs (a few runs: for the qualitative grid)."""
-        parts = [pd.DataFrame({"run_id": r, "index": self.series[r][IMAGE_DICE][0].astype(int),
-                               "dice": self.series[r][IMAGE_DICE][1]})
-                 for r in run_ids if IMAGE_DICE in self.series.get(r, {})]
+        parts = [
+            pd.DataFrame(
+                {"run_id": r, "index": self.series[r][IMAGE_DICE][0].astype(int), "dice": self.series[r][IMAGE_DICE][1]}
+            )
+            for r in run_ids
+            if IMAGE_DICE in self.series.get(r, {})
+        ]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run_id", "index", "dice"])
 
     def curve(self, run_id: str, metric: str = "val_loss") -> tuple[np.ndarray, np.ndarray] | None:
@@ -75,8 +104,9 @@ class StudyData:
         got = self.series.get(run_id, {}).get(metric)
         return got if got is not None and len(got[0]) else None
 
-    def mean_curve(self, run_ids, metric: str = "val_loss", max_epoch: int | None = None, min_share: float = 0.0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray] | None:
+    def mean_curve(
+        self, run_ids, metric: str = "val_loss", max_epoch: int | None = None, min_share: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray] | None:
         """Mean and SD (ddof=1; 0 where one run) over runs at each epoch, how many runs had a curve, and how
         many had a value at each epoch; epochs where fewer than min_share of the runs have one are left out
         (a mean over the few long runs would jump where the others stop)."""
@@ -134,21 +164,28 @@ def summaries_need_series(roots: list[Root]) -> bool:
     return any(IMAGE_DICE in r.metrics and not np.isfinite(r.metrics.get("heldout_dice_mean", np.nan)) for r in roots)
 
 
-def build_study(roots: list[Root], series: dict[str, RunSeries],
-                overrides: dict[str, dict[str, str]] | None = None) -> StudyData:
+def build_study(
+    roots: list[Root], series: dict[str, RunSeries], overrides: dict[str, dict[str, str]] | None = None
+) -> StudyData:
     """The tidy tables from the root runs (tags, params, latest metrics) and their fetched series."""
     rows, superseded = [], []
     for run in roots:
         tags = run.tags
         row = {
-            "run_id": run.run_id, "run_name": run.run_name, "role": _role(tags),
+            "run_id": run.run_id,
+            "run_name": run.run_name,
+            "role": _role(tags),
             "is_baseline": tags.get("baseline", "").lower() == "true",
             **{k: tags.get(k, "") for k in ("model", "year", "reasoning", "dataset", "provider", "status")},
             "repeat": int(float(tags["repeat"])) if tags.get("repeat", "").strip() else 0,
-            "run_status": run.status, "budget": _number(tags.get("budget")), "source_run": tags.get("source_run", ""),
-            "evaluation_run_id": tags.get("evaluation_run_id", ""), "evaluation_error": tags.get("evaluation_error", ""),
+            "run_status": run.status,
+            "budget": _number(tags.get("budget")),
+            "source_run": tags.get("source_run", ""),
+            "evaluation_run_id": tags.get("evaluation_run_id", ""),
+            "evaluation_error": tags.get("evaluation_error", ""),
             "experiment_id": run.experiment_id,
-            "artifact_uri": run.artifact_uri, "start_time": pd.to_datetime(run.start_time, unit="ms") if run.start_time else pd.NaT,
+            "artifact_uri": run.artifact_uri,
+            "start_time": pd.to_datetime(run.start_time, unit="ms") if run.start_time else pd.NaT,
         }
         row.update((overrides or {}).get(row["model"], {}))
         if not row["status"]:
@@ -170,8 +207,12 @@ def build_study(roots: list[Root], series: dict[str, RunSeries],
     pipelines = pipelines[front + [c for c in pipelines.columns if c not in front]]
 
     kept = set(pipelines.run_id)
-    data = StudyData(pipelines, pd.DataFrame(superseded), {r: s.series for r, s in series.items() if r in kept},
-                     {r: s.fingerprint for r, s in series.items() if r in kept})
+    data = StudyData(
+        pipelines,
+        pd.DataFrame(superseded),
+        {r: s.series for r, s in series.items() if r in kept},
+        {r: s.fingerprint for r, s in series.items() if r in kept},
+    )
     # A pipeline that logged per-image scores but no summary (or the reverse) still gets its mean.
     means = pd.Series({r: float(np.mean(v)) for r, v in data.dice_by_run.items() if len(v)}, dtype=float)
     missing = pipelines.heldout_dice_mean.isna() & pipelines.run_id.isin(means.index)

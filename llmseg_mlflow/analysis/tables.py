@@ -1,4 +1,5 @@
 """The report's tables as data frames (errors, fix rounds, Tables 1-2, variability, budget, compliance, cost)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -57,14 +58,18 @@ def errors_by_cohort(study: pd.DataFrame) -> pd.DataFrame:
 def fix_rounds(study: pd.DataFrame) -> pd.DataFrame:
     """Fix rounds (error-feedback requests) per model: how often code ran at once, mean, SD, max."""
     g = study.assign(first_try=(study.errors_total.fillna(0) == 0)).groupby("model")
-    out = pd.DataFrame({
-        "pipelines": g.size(), "ran_first_try": g.first_try.sum(),
-        "fix_rounds_mean": g.debug_iterations.mean(), "fix_rounds_sd": g.debug_iterations.std(ddof=1),
-        "fix_rounds_max": g.debug_iterations.max(),
-        "succeeded": g.status.apply(lambda s: int((s == "succeeded").sum())),
-        "gave_up": g.status.apply(lambda s: int(s.isin(["gave_up", "no_code"]).sum())),
-        "stuck_loop": g.status.apply(lambda s: int((s == "stuck_loop").sum())),
-    })
+    out = pd.DataFrame(
+        {
+            "pipelines": g.size(),
+            "ran_first_try": g.first_try.sum(),
+            "fix_rounds_mean": g.debug_iterations.mean(),
+            "fix_rounds_sd": g.debug_iterations.std(ddof=1),
+            "fix_rounds_max": g.debug_iterations.max(),
+            "succeeded": g.status.apply(lambda s: int((s == "succeeded").sum())),
+            "gave_up": g.status.apply(lambda s: int(s.isin(["gave_up", "no_code"]).sum())),
+            "stuck_loop": g.status.apply(lambda s: int((s == "stuck_loop").sum())),
+        }
+    )
     return out.sort_values("fix_rounds_mean").reset_index()
 
 
@@ -130,9 +135,15 @@ def evaluation_failed(study: pd.DataFrame) -> pd.DataFrame:
 def variability_configs(study: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     """Tables 4-5: each repeat's configuration and outcome for the chosen models."""
     frame = study[study.model.isin(models)]
-    cols = ["model", "dataset", "repeat"] + [f"param.{k}" for k in HYPERPARAMETERS if f"param.{k}" in frame] + [
-        c for c in ("params_total", "errors_total", "train_time_s", "heldout_dice_mean", "heldout_dice_median")
-        if c in frame]
+    cols = (
+        ["model", "dataset", "repeat"]
+        + [f"param.{k}" for k in HYPERPARAMETERS if f"param.{k}" in frame]
+        + [
+            c
+            for c in ("params_total", "errors_total", "train_time_s", "heldout_dice_mean", "heldout_dice_median")
+            if c in frame
+        ]
+    )
     out = frame[cols].sort_values(["model", "dataset", "repeat"]).reset_index(drop=True)
     return out.rename(columns=lambda c: c.removeprefix("param."))
 
@@ -146,10 +157,21 @@ def variability_spread(study: pd.DataFrame, data: StudyData) -> pd.DataFrame:
             continue
         means = on.heldout_dice_mean.dropna()
         med, q1, q3 = _pooled_quartiles(data, on.run_id)
-        rows.append({"model": model, "dataset": dataset, "repeats": len(on), "with_dice": len(means),
-                     "mean_of_means": means.mean(), "sd_of_means": means.std(ddof=1),
-                     "min_mean": means.min(), "max_mean": means.max(),
-                     "pooled_median": med, "pooled_q1": q1, "pooled_q3": q3})
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "repeats": len(on),
+                "with_dice": len(means),
+                "mean_of_means": means.mean(),
+                "sd_of_means": means.std(ddof=1),
+                "min_mean": means.min(),
+                "max_mean": means.max(),
+                "pooled_median": med,
+                "pooled_q1": q1,
+                "pooled_q3": q3,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -171,12 +193,20 @@ def budget_table(data: StudyData) -> pd.DataFrame:
         own = own_epochs(r, src)
         curve = data.curve(r.run_id)
         at_own = curve[1][curve[0] == own] if curve is not None and own else np.array([])
-        rows.append({"model": r.model, "dataset": r.dataset, "budget": r.budget, "own_epochs": own,
-                     "val_loss_at_own_epochs": at_own[0] if len(at_own) else np.nan,
-                     "val_loss_at_budget": curve[1][np.argmax(curve[0])] if curve is not None else np.nan,
-                     "heldout_dice_budget": r.heldout_dice_mean,
-                     "heldout_dice_own": src.heldout_dice_mean if src is not None else np.nan,
-                     "run_id": r.run_id, "source_run": r.source_run})
+        rows.append(
+            {
+                "model": r.model,
+                "dataset": r.dataset,
+                "budget": r.budget,
+                "own_epochs": own,
+                "val_loss_at_own_epochs": at_own[0] if len(at_own) else np.nan,
+                "val_loss_at_budget": curve[1][np.argmax(curve[0])] if curve is not None else np.nan,
+                "heldout_dice_budget": r.heldout_dice_mean,
+                "heldout_dice_own": src.heldout_dice_mean if src is not None else np.nan,
+                "run_id": r.run_id,
+                "source_run": r.source_run,
+            }
+        )
     return pd.DataFrame(rows).sort_values(["dataset", "model"]).reset_index(drop=True)
 
 
@@ -218,14 +248,30 @@ def cost(study: pd.DataFrame) -> pd.DataFrame:
 def dice_per_model(study: pd.DataFrame, data: StudyData) -> pd.DataFrame:
     """Held-out Dice per model and dataset: pooled per-image median (IQR), mean of pipeline means, SD."""
     rows = []
-    narrow = study[[c for c in ("dataset", "model", "year", "reasoning", "run_id", "heldout_dice_mean",
-                                "own_test_dice_mean") if c in study]]  # groups copy every column
+    narrow = study[
+        [
+            c
+            for c in ("dataset", "model", "year", "reasoning", "run_id", "heldout_dice_mean", "own_test_dice_mean")
+            if c in study
+        ]
+    ]  # groups copy every column
     for (dataset, model), on in narrow.groupby(["dataset", "model"]):
         med, q1, q3 = _pooled_quartiles(data, on.run_id)
         means = on.heldout_dice_mean.dropna()
-        rows.append({"dataset": dataset, "model": model, "year": on.year.iloc[0], "reasoning": on.reasoning.iloc[0],
-                     "pipelines": len(on), "with_dice": len(means), "median": med,
-                     "q1": q1, "q3": q3, "mean": means.mean(),
-                     "sd_between_repeats": means.std(ddof=1), "own_test_dice_mean": on.get(
-                         "own_test_dice_mean", pd.Series(dtype=float)).mean()})
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "year": on.year.iloc[0],
+                "reasoning": on.reasoning.iloc[0],
+                "pipelines": len(on),
+                "with_dice": len(means),
+                "median": med,
+                "q1": q1,
+                "q3": q3,
+                "mean": means.mean(),
+                "sd_between_repeats": means.std(ddof=1),
+                "own_test_dice_mean": on.get("own_test_dice_mean", pd.Series(dtype=float)).mean(),
+            }
+        )
     return pd.DataFrame(rows).sort_values(["dataset", "median"], ascending=[True, False]).reset_index(drop=True)

@@ -5,14 +5,15 @@ three channels, so RGB images stay one file and dataset.json names three channel
 Dataset120_RoadSegmentation conversion does). Held-out images are converted the same way into
 imagesTs/, so prediction reads them exactly as training read the pool.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -80,8 +81,9 @@ def read_image(path: Path, colour: str) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB" if colour == "rgb" else "L")
     except OSError as exc:
-        raise UsageError(f"cannot read image {path} ({exc}); re-prepare the dataset "
-                         "(`llmseg datasets prepare NAME --force`)") from exc
+        raise UsageError(
+            f"cannot read image {path} ({exc}); re-prepare the dataset (`llmseg datasets prepare NAME --force`)"
+        ) from exc
 
 
 def read_label(path: Path, size: tuple[int, int], levels: tuple[int, int] = (0, 255)) -> np.ndarray:
@@ -92,8 +94,10 @@ def read_label(path: Path, size: tuple[int, int], levels: tuple[int, int] = (0, 
     except (OSError, ColourMaskError) as exc:
         raise UsageError(f"cannot read mask {path} ({type(exc).__name__}: {exc}); re-prepare the dataset") from exc
     if label.shape[::-1] != size:
-        raise UsageError(f"mask {path} is {label.shape[1]}x{label.shape[0]} but its image is {size[0]}x{size[1]}; "
-                         "nnU-Net needs them the same size: re-prepare the dataset")
+        raise UsageError(
+            f"mask {path} is {label.shape[1]}x{label.shape[0]} but its image is {size[0]}x{size[1]}; "
+            "nnU-Net needs them the same size: re-prepare the dataset"
+        )
     check_labels(label, path)
     return label
 
@@ -105,8 +109,14 @@ def check_labels(label: np.ndarray, path: Path) -> None:
         raise UsageError(f"labels converted from {path} hold {bad.tolist()[:8]}, not only 0/1; fix the mask")
 
 
-def _write_case(image: Path, mask: Path | None, colour: str, image_out: Path, label_out: Path | None,
-                levels: tuple[int, int] = (0, 255)) -> None:
+def _write_case(
+    image: Path,
+    mask: Path | None,
+    colour: str,
+    image_out: Path,
+    label_out: Path | None,
+    levels: tuple[int, int] = (0, 255),
+) -> None:
     img = read_image(image, colour)
     img.save(image_out)  # PNG: lossless, and the only format of the three nnU-Net reads that we need
     if mask is not None and label_out is not None:
@@ -123,36 +133,52 @@ def convert(data: PreparedDataset, raw_root: Path, progress: Callable[[str], Non
 
 def _convert(data: PreparedDataset, raw_root: Path, progress: Callable[[str], None], scratch: Path) -> RawDataset:
     if data.volumes:
-        progress(f"slicing the {len(data.pool_volumes())} pool volumes of {data.spec.key!r} for nnU-Net's 2d configuration")
+        progress(
+            f"slicing the {len(data.pool_volumes())} pool volumes of {data.spec.key!r} for nnU-Net's 2d configuration"
+        )
     pool, heldout = _pairs(data, scratch)
     name = dataset_name(data.spec.key)
     channels = channel_names(data.spec.colour)
-    raw = RawDataset(raw_root / name, name, channels,
-                     {f"pool_{i:05d}": img.name for i, (img, _) in enumerate(pool)},
-                     {f"heldout_{i:05d}": img.name for i, (img, _) in enumerate(heldout)})
+    raw = RawDataset(
+        raw_root / name,
+        name,
+        channels,
+        {f"pool_{i:05d}": img.name for i, (img, _) in enumerate(pool)},
+        {f"heldout_{i:05d}": img.name for i, (img, _) in enumerate(heldout)},
+    )
     for folder in (raw.images_tr, raw.labels_tr, raw.images_ts):
         folder.mkdir(parents=True, exist_ok=True)
     progress(f"converting {len(pool)} pool and {len(heldout)} held-out images to nnU-Net's raw format")
     bar = tqdm(total=len(pool) + len(heldout), desc="convert", unit="img", leave=False)
     for case, (img, mask) in zip(raw.train_cases, pool):
-        _write_case(img, mask, data.spec.colour, raw.images_tr / f"{case}_0000{FILE_ENDING}",
-                    raw.labels_tr / f"{case}{FILE_ENDING}", data.mask_levels)
+        _write_case(
+            img,
+            mask,
+            data.spec.colour,
+            raw.images_tr / f"{case}_0000{FILE_ENDING}",
+            raw.labels_tr / f"{case}{FILE_ENDING}",
+            data.mask_levels,
+        )
         bar.update()
     for case, (img, _) in zip(raw.heldout_cases, heldout):
         _write_case(img, None, data.spec.colour, raw.heldout_image(case), None)
         bar.update()
     bar.close()
-    raw.dataset_json.write_text(json.dumps({
-        "channel_names": {str(i): c for i, c in enumerate(channels)},
-        "labels": {"background": 0, "foreground": 1},
-        "numTraining": len(pool),
-        "file_ending": FILE_ENDING,
-        "overwrite_image_reader_writer": READER,
-        "name": data.spec.key,
-        "description": f"{data.spec.title}: the prepared pool (digest {data.digest[:16]})",
-    }, indent=2))
-    (raw.folder / CASES_FILE).write_text(json.dumps({"train": raw.train_cases, "heldout": raw.heldout_cases},
-                                                    indent=2))
+    raw.dataset_json.write_text(
+        json.dumps(
+            {
+                "channel_names": {str(i): c for i, c in enumerate(channels)},
+                "labels": {"background": 0, "foreground": 1},
+                "numTraining": len(pool),
+                "file_ending": FILE_ENDING,
+                "overwrite_image_reader_writer": READER,
+                "name": data.spec.key,
+                "description": f"{data.spec.title}: the prepared pool (digest {data.digest[:16]})",
+            },
+            indent=2,
+        )
+    )
+    (raw.folder / CASES_FILE).write_text(json.dumps({"train": raw.train_cases, "heldout": raw.heldout_cases}, indent=2))
     return raw
 
 
@@ -163,8 +189,10 @@ def _pairs(data: PreparedDataset, scratch: Path) -> tuple[list[tuple[Path, Path]
         raise UsageError(f"the pool of dataset {data.spec.key!r} is missing ({data.pool}); {fix}")
     pool = pool_slices(data.spec, data.pool_volumes(), data.pool, scratch) if data.volumes else data.pool_pairs()
     if len(pool) < 5:  # nnU-Net's fold 0 is a 5-fold split of the pool
-        raise UsageError(f"the pool of dataset {data.spec.key!r} ({data.pool}) holds {len(pool)} image/mask "
-                         f"pairs; nnU-Net needs at least 5; {fix}")
+        raise UsageError(
+            f"the pool of dataset {data.spec.key!r} ({data.pool}) holds {len(pool)} image/mask "
+            f"pairs; nnU-Net needs at least 5; {fix}"
+        )
     heldout = data.heldout_pairs()
     if not heldout:
         raise UsageError(f"dataset {data.spec.key!r} has no held-out images ({data.heldout}); {fix}")

@@ -1,5 +1,6 @@
 """The `baseline` job: nnU-Net v2 (2d, default configuration) on a dataset's pool under a fixed budget,
 scored on its held-out set by the shared evaluator, logged as a pipeline run tree (docs/baseline.md)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +10,10 @@ import re
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -24,14 +25,15 @@ from llmseg_mlflow.baseline.predict import CHECKPOINT
 from llmseg_mlflow.baseline.train import CONFIGURATION, TRAINER, Budget, nnunet_env
 from llmseg_mlflow.baseline.worker import PREFIX, RESULT, Job
 from llmseg_mlflow.catalog.datasets import get_dataset
-from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset
+from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset, ensure_prepared
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.record import log_evaluation
-from llmseg_mlflow.generate import GenerateResult, ensure_prepared, llmseg_home
+from llmseg_mlflow.paths import baselines_root, data_root
 from llmseg_mlflow.pipeline import sandbox
 from llmseg_mlflow.pipeline.execute import default_disk_gb
 from llmseg_mlflow.pipeline.slots import training_slot
 from llmseg_mlflow.tracking import datasets as tracked_data
+from llmseg_mlflow.tracking.result import GenerateResult
 from llmseg_mlflow.tracking.runs import RunLogger, RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
 
@@ -42,9 +44,14 @@ PROVIDER = "nnunet"
 # the range of what the LLM pipelines train for, while nnU-Net's poly schedule still decays to zero.
 GPU_EPOCHS = 100
 GPU_ITERATIONS = 250
-EVAL_TAGS = {"eval_preprocessing": "nnunet", "eval_load": "nnunet_checkpoint", "eval_checkpoint": CHECKPOINT,
-             "eval_output": "nnunet_segmentation"}
+EVAL_TAGS = {
+    "eval_preprocessing": "nnunet",
+    "eval_load": "nnunet_checkpoint",
+    "eval_checkpoint": CHECKPOINT,
+    "eval_output": "nnunet_segmentation",
+}
 TAIL_LINES = 40  # of nnU-Net's output, in the `error` tag when it crashes
+# The folder holding the llmseg_mlflow package: the checkout (editable install) or site-packages.
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -87,8 +94,10 @@ class NnUNetFailed(RuntimeError):
 def _check(cfg: BaselineConfig) -> str:
     """Validate the numbers and pick the device; UsageError on nonsense."""
     if cfg.epochs < 1 or cfg.iterations < 1 or cfg.budget.val_iterations < 1:
-        raise UsageError(f"the budget needs epochs >= 1 and iterations >= 1 (got epochs={cfg.epochs}, "
-                         f"iterations={cfg.iterations}, val_iterations={cfg.budget.val_iterations})")
+        raise UsageError(
+            f"the budget needs epochs >= 1 and iterations >= 1 (got epochs={cfg.epochs}, "
+            f"iterations={cfg.iterations}, val_iterations={cfg.budget.val_iterations})"
+        )
     if cfg.fold != "all" and cfg.fold not in range(5):
         raise UsageError(f"fold must be 0-4 or 'all', got {cfg.fold!r}")
     if cfg.device is not None:
@@ -131,7 +140,7 @@ class _Progress:
 
     def line(self, text: str) -> None:
         if text.startswith(PREFIX):
-            self.progress("nnU-Net " + text[len(PREFIX):].strip().removeprefix("stage "))
+            self.progress("nnU-Net " + text[len(PREFIX) :].strip().removeprefix("stage "))
             return
         found = self._VALUE.search(text)
         if found:  # "Pseudo dice [np.float32(0.6261)]": the first number
@@ -169,22 +178,42 @@ def _run_worker(job: Job, work: Path, limits: sandbox.Limits, progress: Callable
 
     # The worker imports this package: its source folder is bound read-only (an editable install points there).
     mounts = sandbox.Mounts(work, readonly=(PACKAGE_ROOT,))
-    argv = ["/bin/sh", "-c", 'exec "$0" "$@" 2>&1', sys.executable, "-m", "llmseg_mlflow.baseline.worker",
-            str(job_file)]
+    argv = [
+        "/bin/sh",
+        "-c",
+        'exec "$0" "$@" 2>&1',
+        sys.executable,
+        "-m",
+        "llmseg_mlflow.baseline.worker",
+        str(job_file),
+    ]
     with training_slot() as slot_env:  # under a sweep with --training-slots, nnU-Net waits its turn too
         try:
-            result = sandbox.run(argv, mounts, limits, log_dir=log_dir, name="nnunet",
-                                 env={**_worker_env(work), **slot_env,
-                                      "PYTHONPATH": f"{PACKAGE_ROOT}:{sandbox.scratch_env()['PYTHONPATH']}"},
-                                 on_line=line)
+            result = sandbox.run(
+                argv,
+                mounts,
+                limits,
+                log_dir=log_dir,
+                name="nnunet",
+                env={
+                    **_worker_env(work),
+                    **slot_env,
+                    "PYTHONPATH": f"{PACKAGE_ROOT}:{sandbox.scratch_env()['PYTHONPATH']}",
+                },
+                on_line=line,
+            )
         finally:
             shown.close()
             (log_dir / "nnunet.stdout.log").replace(log_dir / "nnunet.log")
     result_file = work / RESULT
     if not result.ok or not result_file.is_file():
-        why = (f"was stopped after {limits.timeout_s:g} s" if result.timed_out
-               else f"used more than {limits.memory_gb:g} GB of memory" if result.out_of_memory
-               else f"exited with code {result.returncode}")
+        why = (
+            f"was stopped after {limits.timeout_s:g} s"
+            if result.timed_out
+            else f"used more than {limits.memory_gb:g} GB of memory"
+            if result.out_of_memory
+            else f"exited with code {result.returncode}"
+        )
         raise NnUNetFailed(f"nnU-Net {why}; last lines of {log_dir / 'nnunet.log'}:\n" + "\n".join(tail))
     return json.loads(result_file.read_text())
 
@@ -193,8 +222,11 @@ def _log_training(tree: RunTree, run: RunLogger, result: dict, raw: nnraw.RawDat
     """Curves, times, size and nnU-Net's files on the training run; the root's share on the root."""
     curves = result["curves"]
     fit_time = result["plan_time_s"] + result["train_time_s"]
-    shared = {"train_time_s": fit_time, "params_total": result["params_total"],
-              "epochs_trained": len(curves["train_loss"])}
+    shared = {
+        "train_time_s": fit_time,
+        "params_total": result["params_total"],
+        "epochs_trained": len(curves["train_loss"]),
+    }
     run.metrics({**shared, "plan_time_s": result["plan_time_s"], "fit_time_s": result["train_time_s"]})
     tree.root.metrics({**shared, "errors_total": 0})
     for key, values in curves.items():
@@ -226,20 +258,26 @@ def _heldout_predictions(data: PreparedDataset, path: Path) -> dict[str, np.ndar
 
 def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _: None) -> GenerateResult:
     """Resolve and convert the data (failing before any run exists), then train, predict and log nnU-Net."""
-    home = llmseg_home()
-    base = (cfg.work_root or home / "baselines").resolve()
+    base = baselines_root(cfg.work_root)
     with bad_input(sandbox.SandboxUnavailable, PreparedDataModifiedError):
         sandbox.check_available()
         device = _check(cfg)
         spec = get_dataset(cfg.dataset)
-        data = ensure_prepared(spec, (cfg.data_root or home / "data").resolve())
+        data = ensure_prepared(spec, data_root(cfg.data_root))
         data.verify_heldout()  # nnU-Net is scored on it: a changed file fails here, before any run exists
         check_tracking_server()
         staging, raw = _stage(data, base, progress)
 
     client = MlflowClient()
-    cohort = Cohort(model=MODEL, year=None, reasoning=None, dataset=cfg.dataset, repeat=cfg.repeat,
-                    study=cfg.study, provider=PROVIDER)
+    cohort = Cohort(
+        model=MODEL,
+        year=None,
+        reasoning=None,
+        dataset=cfg.dataset,
+        repeat=cfg.repeat,
+        study=cfg.study,
+        provider=PROVIDER,
+    )
     try:
         tree = RunTree.open(client, cohort)
     except BaseException:
@@ -249,20 +287,36 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
     work = base / run_id
     staging.rename(work)
     raw = dataclasses.replace(raw, folder=work / "nnUNet_raw" / raw.name)
-    progress(f"baseline {cohort.run_name}: run {run_id}, folder {work}, {device}, "
-             f"{cfg.epochs} epochs x {cfg.iterations} iterations")
+    progress(
+        f"baseline {cohort.run_name}: run {run_id}, folder {work}, {device}, "
+        f"{cfg.epochs} epochs x {cfg.iterations} iterations"
+    )
     budget = cfg.budget
     try:
         tree.root.tags({"status": Status.RUNNING.value, "baseline": "true", "workspace": str(work)})
-        tree.root.params({"epochs": budget.epochs, "iterations_per_epoch": budget.iterations_per_epoch,
-                          "val_iterations": budget.val_iterations, "configuration": CONFIGURATION,
-                          "fold": cfg.fold, "trainer": TRAINER, "nnunet_version": version("nnunetv2"),
-                          "device": device, "data_digest": data.digest})
+        tree.root.params(
+            {
+                "epochs": budget.epochs,
+                "iterations_per_epoch": budget.iterations_per_epoch,
+                "val_iterations": budget.val_iterations,
+                "configuration": CONFIGURATION,
+                "fold": cfg.fold,
+                "trainer": TRAINER,
+                "nnunet_version": version("nnunetv2"),
+                "device": device,
+                "data_digest": data.digest,
+            }
+        )
         tracked_data.log_prepared(client, run_id, data)
-        job = Job(dataset_name=raw.name, fold=cfg.fold, budget=budget, device=device,
-                  plan_processes=max(1, min(8, os.cpu_count() or 1)),
-                  heldout={name: str(raw.heldout_image(case)) for case, name in raw.heldout_cases.items()},
-                  out_dir=str(work))
+        job = Job(
+            dataset_name=raw.name,
+            fold=cfg.fold,
+            budget=budget,
+            device=device,
+            plan_processes=max(1, min(8, os.cpu_count() or 1)),
+            heldout={name: str(raw.heldout_image(case)) for case, name in raw.heldout_cases.items()},
+            out_dir=str(work),
+        )
         with tree.child(Kind.TRAINING, "training", {"trainer": TRAINER, "device": device}) as run:
             try:
                 result = _run_worker(job, work, cfg.limits(data), progress)
@@ -270,8 +324,9 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
                 run.artifact(worker_logs(work) / "nnunet.log", "logs")
             _log_training(tree, run, result, raw, cfg.log_checkpoint)
         predictions = _heldout_predictions(data, Path(result["predictions"]))
-        scores = log_evaluation(tree, data, predictions, tags=EVAL_TAGS,
-                                metrics={"predict_time_s": result["predict_time_s"]})
+        scores = log_evaluation(
+            tree, data, predictions, tags=EVAL_TAGS, metrics={"predict_time_s": result["predict_time_s"]}
+        )
     except NnUNetFailed as exc:
         _fail(tree, Status.FAILED_TRAINING, exc)
         progress(f"baseline {cohort.run_name}: nnU-Net failed; see logs/nnunet.log of run {run_id}")

@@ -3,6 +3,7 @@
 Runs inside the baseline's worker process (worker.py), never in the caller: nnU-Net reads its folders
 from environment variables, sets torch's thread count and starts process pools.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,11 @@ class Trained:
 
 def nnunet_env(work: Path) -> dict[str, str]:
     """nnU-Net's three folders under the baseline's work folder."""
-    return {"nnUNet_raw": str(work / "nnUNet_raw"), "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
-            "nnUNet_results": str(work / "nnUNet_results")}
+    return {
+        "nnUNet_raw": str(work / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+        "nnUNet_results": str(work / "nnUNet_results"),
+    }
 
 
 def plan_and_preprocess(dataset_id: int, num_processes: int) -> tuple[str, float]:
@@ -67,8 +71,13 @@ def train(dataset_name: str, plans_id: str, fold: int | str, budget: Budget, dev
     base = Path(os.fspath(nnUNet_preprocessed)) / dataset_name
     plans = load_json(str(base / f"{plans_id}.json"))
     plans["continue_training"] = False  # what nnU-Net's own get_trainer_from_args adds
-    trainer = nnUNetTrainer(plans=plans, configuration=CONFIGURATION, fold=fold,
-                            dataset_json=load_json(str(base / "dataset.json")), device=torch.device(device))
+    trainer = nnUNetTrainer(
+        plans=plans,
+        configuration=CONFIGURATION,
+        fold=fold,
+        dataset_json=load_json(str(base / "dataset.json")),
+        device=torch.device(device),
+    )
     # The budget, set where nnUNetTrainer.__init__ sets its defaults (1000 x 250, 50 validation):
     # initialize() reads them later (the poly learning-rate schedule spans num_epochs).
     trainer.num_epochs = budget.epochs
@@ -81,8 +90,14 @@ def train(dataset_name: str, plans_id: str, fold: int | str, budget: Budget, dev
     elapsed = time.monotonic() - start
     n_params = sum(p.numel() for p in trainer.network.parameters())
     fold_folder = Path(trainer.output_folder)
-    return Trained(Path(trainer.output_folder_base), fold_folder, base / f"{plans_id}.json",
-                   Path(trainer.log_file), int(n_params), elapsed)
+    return Trained(
+        Path(trainer.output_folder_base),
+        fold_folder,
+        base / f"{plans_id}.json",
+        Path(trainer.log_file),
+        int(n_params),
+        elapsed,
+    )
 
 
 def curves(fold_folder: Path) -> dict[str, list[float]]:

@@ -4,6 +4,7 @@ Started by run.py as `python -m llmseg_mlflow.baseline.worker JOB` with nnU-Net'
 environment, so nnU-Net's global state (environment, torch threads, process pools) ends with it.
 Lines starting with `[baseline]` are progress for the parent; everything else is nnU-Net's output.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ class Job:
         path.write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def read(cls, path: Path) -> "Job":
+    def read(cls, path: Path) -> Job:
         """The job a parent wrote."""
         raw = json.loads(path.read_text())
         return cls(**{**raw, "budget": Budget(**raw["budget"])})
@@ -69,8 +70,7 @@ def run(job: Job) -> dict[str, object]:
     trained = train.train(job.dataset_name, plans_id, job.fold, job.budget, job.device)
     say(f"stage predicting {len(job.heldout)} held-out images")
     start = time.monotonic()
-    masks = predict.predict(trained.model_folder, job.fold, {k: Path(v) for k, v in job.heldout.items()},
-                            job.device)
+    masks = predict.predict(trained.model_folder, job.fold, {k: Path(v) for k, v in job.heldout.items()}, job.device)
     predict_time = time.monotonic() - start
     out = Path(job.out_dir)
     np.savez_compressed(out / PREDICTIONS, **masks)

@@ -1,4 +1,5 @@
 """The dataset catalog: typed entries read from datasets.yaml plus the user's own YAML."""
+
 from __future__ import annotations
 
 import os
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from llmseg_mlflow.paths import llmseg_home
 
 BUILTIN_FILE = Path(__file__).with_name("datasets.yaml")
 ENV_VAR = "LLMSEG_DATASETS_FILE"
@@ -172,8 +175,7 @@ def _layout_sentence(spec: DatasetSpec) -> str:
     example = f'like: "number.{spec.image_ext}" and the masks "{spec.mask_name("number")}"'
     if spec.layout == "suffix":
         return (
-            "which are located in the same path (the masks have the same name as the images "
-            f"with a suffix, {example})"
+            f"which are located in the same path (the masks have the same name as the images with a suffix, {example})"
         )
     folders = f'"{spec.image_dir}" and "{spec.mask_dir}"'
     if spec.mask_suffix or spec.image_ext != spec.mask_ext:
@@ -192,13 +194,17 @@ def _volume_sentence(spec: DatasetSpec) -> str:
     slicing = f"use the 2D slices along the {axis} axis that contain the foreground"
     if spec.image_dir == spec.mask_dir and spec.mask_suffix:
         folder = "the dataset folder" if spec.image_dir == "." else f'"{spec.image_dir}"'
-        where = (f"in one folder ({folder}, the label volumes have the same name as the images with a "
-                 f'suffix, like: "case{ext}" and "case{spec.mask_suffix}.{spec.mask_ext}")')
+        where = (
+            f"in one folder ({folder}, the label volumes have the same name as the images with a "
+            f'suffix, like: "case{ext}" and "case{spec.mask_suffix}.{spec.mask_ext}")'
+        )
     elif spec.image_dir == "." or spec.mask_dir == ".":
         where = "in one folder per case, each holding an image volume and its label volume"
     elif spec.mask_suffix:
-        where = (f'in 2 different folders ("{spec.image_dir}" and "{spec.mask_dir}", the label volumes have the '
-                 f'same name as the images with a suffix, like: "case{ext}" and "case{spec.mask_suffix}.{spec.mask_ext}")')
+        where = (
+            f'in 2 different folders ("{spec.image_dir}" and "{spec.mask_dir}", the label volumes have the '
+            f'same name as the images with a suffix, like: "case{ext}" and "case{spec.mask_suffix}.{spec.mask_ext}")'
+        )
     else:
         where = f'in 2 different folders ("{spec.image_dir}" and "{spec.mask_dir}", with the same file names)'
     return f"stored as 3D NIfTI volumes ({ext}) {where}; {label}; {slicing}"
@@ -397,7 +403,8 @@ def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
         raise _fail(key, "normalize", f"expected true or false, got {normalize!r}")
     if normalize and mask_ext in LOSSY_EXTS:
         raise _fail(
-            key, "mask_ext",
+            key,
+            "mask_ext",
             f"{mask_ext!r} is lossy: normalised masks must be lossless: set mask_ext: png (source masks in "
             f".{mask_ext} are still read and thresholded), or normalize: false to keep the source's files",
         )
@@ -430,8 +437,12 @@ def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
     split_by = _as_choice(key, "split_by", raw.get("split_by", "patient"), SPLIT_BY)
     source = _parse_source(key, raw.get("source"))
     if source.is_volumes and layout != "folders":
-        raise _fail(key, "layout", "NIfTI sources are prepared in folders (volumes as the source holds them, or "
-                    "with normalize: true slices in images/ and masks/): use layout: folders")
+        raise _fail(
+            key,
+            "layout",
+            "NIfTI sources are prepared in folders (volumes as the source holds them, or "
+            "with normalize: true slices in images/ and masks/): use layout: folders",
+        )
 
     return DatasetSpec(
         key=key,
@@ -486,8 +497,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def default_user_file() -> Path:
     """$LLMSEG_HOME/datasets.yaml (~/.llmseg/datasets.yaml): where `datasets add` writes by default."""
-    home = Path(os.environ.get("LLMSEG_HOME", Path.home() / ".llmseg")).expanduser()
-    return home / USER_FILE_NAME
+    return llmseg_home() / USER_FILE_NAME
 
 
 def user_datasets_file(extra: Path | None = None) -> Path:
@@ -543,6 +553,7 @@ def get_dataset(key: str, extra: Path | None = None) -> DatasetSpec:
 
 # ---- writing the user's YAML (`llmseg datasets add`) -------------------------------------------
 
+
 def _scalar(value: Any) -> str:
     """One YAML value in flow style, quoted where YAML needs it."""
     if isinstance(value, tuple):
@@ -551,9 +562,7 @@ def _scalar(value: Any) -> str:
     return text[: -len("...")].strip() if text.endswith("...") else text
 
 
-def render_user_entry(
-    key: str, entry: dict[str, Any], comments: dict[str, str] | None = None, header: str = ""
-) -> str:
+def render_user_entry(key: str, entry: dict[str, Any], comments: dict[str, str] | None = None, header: str = "") -> str:
     """The YAML block of one entry (indented under `datasets:`), with comments and the prompt fills.
 
     The prompt fills are written commented out: they follow the fields until you uncomment one.
@@ -645,7 +654,7 @@ def write_user_entry(path: Path, key: str, block: str, replace: bool = False) ->
 
 def _is_last_block(text: str) -> bool:
     """True when no other top-level key follows `datasets:` (so appended entries land inside it)."""
-    after = text[re.search(r"^datasets:", text, flags=re.M).end():]
+    after = text[re.search(r"^datasets:", text, flags=re.M).end() :]
     return not re.search(r"^[^\s#]", after, flags=re.M)
 
 

@@ -4,6 +4,7 @@ Finds masks beside the images with a suffix, or image and mask folders (possibly
 test/ sub-folders), or NIfTI image and label volumes; then the extensions, grayscale or RGB, and
 the values the masks use. Only a sample of files is opened; the preparation checks every file.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -70,7 +71,11 @@ class DetectedLayout:
         if self.layout == "suffix":
             layout = f"one folder, masks beside the images: <name>.{self.image_ext} + <name>{self.mask_suffix}.{self.source_mask_ext}"
         else:
-            named = f"<name>{self.mask_suffix}.{self.source_mask_ext}" if self.mask_suffix else f"<name>.{self.source_mask_ext} (same names)"
+            named = (
+                f"<name>{self.mask_suffix}.{self.source_mask_ext}"
+                if self.mask_suffix
+                else f"<name>.{self.source_mask_ext} (same names)"
+            )
             if self.source_image_dirs:
                 folders = ", ".join(f"{d}/" for d in self.source_image_dirs)
                 layout = f"image folders {folders} (merged into {self.image_dir}/) with <name>.{self.image_ext}, and {self.mask_dir}/{named}"
@@ -82,12 +87,15 @@ class DetectedLayout:
             f"background {self.mask_values[0]}, foreground {self.mask_values[1]}",
         ]
         if self.source_mask_ext in LOSSY_EXTS:
-            lines.append(f"masks are .{self.source_mask_ext} (lossy): kept as they are; the platform reads a pixel "
-                         f"as foreground when it is nearer {self.mask_values[1]} than {self.mask_values[0]}")
+            lines.append(
+                f"masks are .{self.source_mask_ext} (lossy): kept as they are; the platform reads a pixel "
+                f"as foreground when it is nearer {self.mask_values[1]} than {self.mask_values[0]}"
+            )
         return lines + list(self.notes)
 
-    def entry(self, title: str, modality: str, subset_size: int | None,
-              normalize: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    def entry(
+        self, title: str, modality: str, subset_size: int | None, normalize: bool = False
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         """The raw catalog entry and per-field comments for the user's YAML."""
         entry: dict[str, Any] = {
             "title": title,
@@ -107,19 +115,24 @@ class DetectedLayout:
         entry["mask_values"] = list(self.mask_values)
         comments["mask_values"] = "[background, foreground] in the source"
         entry["normalize"] = normalize
-        comments["normalize"] = ("true: masks stored as 0/255 under the entry's names; false: the pool keeps "
-                                 "the source's files as they are")
+        comments["normalize"] = (
+            "true: masks stored as 0/255 under the entry's names; false: the pool keeps the source's files as they are"
+        )
         if self.format == "nifti":
-            comments["normalize"] = ("true: the foreground slices become the pool (8-bit PNGs, 0/255 masks); "
-                                     "false: the pool keeps the volumes as they are")
+            comments["normalize"] = (
+                "true: the foreground slices become the pool (8-bit PNGs, 0/255 masks); "
+                "false: the pool keeps the volumes as they are"
+            )
         entry["subset_size"] = subset_size
         comments["subset_size"] = "null = all"
         entry["heldout_fraction"] = 0.1
         entry["small_foreground"] = False
         comments["small_foreground"] = "true adds '(with small foreground, mostly background)' to the prompt"
         entry["split_by"] = "patient"
-        comments["split_by"] = "patient | slice" if self.format == "nifti" else (
-            "patient | slice; set source.group_pattern to tell patients apart"
+        comments["split_by"] = (
+            "patient | slice"
+            if self.format == "nifti"
+            else ("patient | slice; set source.group_pattern to tell patients apart")
         )
         source: dict[str, Any] = {"path": str(self.source)}
         if self.source_image_dirs:
@@ -134,6 +147,7 @@ class DetectedLayout:
 
 # ---- 2-D images ------------------------------------------------------------------------------------
 
+
 def _open(path: Path) -> Image.Image | None:
     """The decoded image, or None when unreadable (the preparation reports those by name)."""
     try:
@@ -145,7 +159,11 @@ def _open(path: Path) -> Image.Image | None:
 
 
 def _rasters(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and split_ext(p.name)[1] in RASTER_EXTS and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and split_ext(p.name)[1] in RASTER_EXTS and not p.name.startswith(".")
+    )
 
 
 def _stems(files: list[Path]) -> set[str]:
@@ -256,7 +274,9 @@ def _mask_values(files: list[Path], foreground: int | None) -> tuple[tuple[int, 
         return (0, 255), (min(values), max(values)), notes
     if foreground is not None:
         if foreground not in seen:
-            raise DatasetSourceError(f"--foreground-value {foreground} does not occur in the masks (values seen: {list(values)})")
+            raise DatasetSourceError(
+                f"--foreground-value {foreground} does not occur in the masks (values seen: {list(values)})"
+            )
         others = [v for v in values if v != foreground]
         if len(others) > 1:
             raise DatasetSourceError(
@@ -284,8 +304,20 @@ def _detect_images(root: Path, foreground: int | None) -> DetectedLayout:
         images = [p for p in files if not split_ext(p.name)[0].endswith(suffix)]
         values, seen, notes = _mask_values(masks, foreground)
         return DetectedLayout(
-            root, "images", "suffix", "images", "masks", suffix, _main_ext(images), _main_ext(masks),
-            _colour(images), values, seen, len(images), (), tuple(notes),
+            root,
+            "images",
+            "suffix",
+            "images",
+            "masks",
+            suffix,
+            _main_ext(images),
+            _main_ext(masks),
+            _colour(images),
+            values,
+            seen,
+            len(images),
+            (),
+            tuple(notes),
         )
     parents = [root] + [d for d in subdirs(root)]
     for parent in parents:
@@ -295,7 +327,9 @@ def _detect_images(root: Path, foreground: int | None) -> DetectedLayout:
         images_dir, masks_dir, suffix, _ = found
         collections = ()
         if parent != root:
-            collections = tuple(d.name for d in subdirs(root) if (d / images_dir.name).is_dir() and (d / masks_dir.name).is_dir())
+            collections = tuple(
+                d.name for d in subdirs(root) if (d / images_dir.name).is_dir() and (d / masks_dir.name).is_dir()
+            )
         extra = _more_image_dirs(parent, images_dir, masks_dir, suffix) if parent == root else []
         images = [p for d in [images_dir, *extra] for p in _rasters(d)]
         masks = _rasters(masks_dir)
@@ -303,8 +337,20 @@ def _detect_images(root: Path, foreground: int | None) -> DetectedLayout:
         n_images = sum(len(_rasters(root / c / images_dir.name)) for c in collections) if collections else len(images)
         image_dir = "images" if extra and masks_dir.name != "images" else images_dir.name
         return DetectedLayout(
-            root, "images", "folders", image_dir, masks_dir.name, suffix, _main_ext(images), _main_ext(masks),
-            _colour(images), values, seen, n_images, collections, tuple(notes),
+            root,
+            "images",
+            "folders",
+            image_dir,
+            masks_dir.name,
+            suffix,
+            _main_ext(images),
+            _main_ext(masks),
+            _colour(images),
+            values,
+            seen,
+            n_images,
+            collections,
+            tuple(notes),
             tuple(d.name for d in [images_dir, *extra]) if extra else (),
         )
     raise DatasetSourceError(
@@ -316,14 +362,16 @@ def _detect_images(root: Path, foreground: int | None) -> DetectedLayout:
 
 # ---- NIfTI --------------------------------------------------------------------------------------
 
+
 def _detect_volumes(root: Path, foreground: int | None) -> DetectedLayout:
     import nibabel as nib
 
     from llmseg_mlflow.catalog.datasets import DatasetSpec, SourceSpec
     from llmseg_mlflow.catalog.sources_nifti import VolumeSource
 
-    probe = DatasetSpec(key="probe", title="", modality="", colour="grayscale", layout="folders",
-                        source=SourceSpec(format="nifti"))
+    probe = DatasetSpec(
+        key="probe", title="", modality="", colour="grayscale", layout="folders", source=SourceSpec(format="nifti")
+    )
     units = VolumeSource(probe, root).listing.units
     seen: set[int] = set()
     for unit in units[:3]:
@@ -339,9 +387,22 @@ def _detect_volumes(root: Path, foreground: int | None) -> DetectedLayout:
             )
         foreground = others[0]
     elif foreground not in seen:
-        raise DatasetSourceError(f"--foreground-value {foreground} does not occur in the first label volumes (labels: {list(values)})")
+        raise DatasetSourceError(
+            f"--foreground-value {foreground} does not occur in the first label volumes (labels: {list(values)})"
+        )
     return DetectedLayout(
-        root, "nifti", "folders", "images", "masks", "", "png", "png", "grayscale", (0, foreground), values, len(units),
+        root,
+        "nifti",
+        "folders",
+        "images",
+        "masks",
+        "",
+        "png",
+        "png",
+        "grayscale",
+        (0, foreground),
+        values,
+        len(units),
     )
 
 

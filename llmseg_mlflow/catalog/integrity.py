@@ -1,5 +1,6 @@
 """Prepared data stay what the manifest says: sha256 checks cached by stat, copies instead of old hard links,
 and the blinded held-out folder (images, blank masks) that evaluation sandboxes see instead of heldout/."""
+
 from __future__ import annotations
 
 import fcntl
@@ -20,7 +21,7 @@ from llmseg_mlflow.catalog.sources import listing
 from llmseg_mlflow.catalog.volume_pool import blank_label_volume, scored_slices
 
 if TYPE_CHECKING:
-    from llmseg_mlflow.catalog.prepare import PreparedDataset
+    from llmseg_mlflow.catalog.prepared import PreparedDataset
 
 VERIFIED = ".verified.json"  # beside the manifest: stat keys of files that last matched their sha256
 BLIND = "heldout_blind"  # beside heldout/: its images and blank masks, what an evaluation sandbox sees
@@ -63,8 +64,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def _reprepare(prepared: PreparedDataset) -> str:
-    return (f"prepare it again: `llmseg datasets prepare {prepared.spec.key} --force --out {prepared.root.parent}` "
-            "(with --source DIR unless the catalog entry records the source)")
+    return (
+        f"prepare it again: `llmseg datasets prepare {prepared.spec.key} --force --out {prepared.root.parent}` "
+        "(with --source DIR unless the catalog entry records the source)"
+    )
 
 
 def _stat_key(st: os.stat_result) -> list[int]:
@@ -127,8 +130,9 @@ def _verify_split(prepared: PreparedDataset, split: str) -> None:
     if fresh != known:
         _write_json(prepared.root / VERIFIED, {"digest": prepared.digest, "files": fresh})
     if changed or missing:
-        found = "; ".join(f"{label}: {listing(items)}" for label, items in (("changed", changed), ("missing", missing))
-                          if items)
+        found = "; ".join(
+            f"{label}: {listing(items)}" for label, items in (("changed", changed), ("missing", missing)) if items
+        )
         raise PreparedDataModifiedError(
             f"the {split} split of dataset {prepared.spec.key!r} in {prepared.root} no longer matches its "
             f"manifest ({found}); scores on it would not be comparable with earlier runs; {_reprepare(prepared)}"
@@ -148,9 +152,12 @@ def _copy_hard_links(prepared: PreparedDataset, files: list[dict[str, Any]]) -> 
             linked.append((entry, stat.S_IMODE(st.st_mode)))
     if not linked:
         return
-    print(f"llmseg: {len(linked)} file(s) of the prepared dataset {prepared.spec.key!r} in {prepared.root} are "
-          "hard links shared with another folder (older versions linked the source's files); replacing them "
-          "with copies", file=sys.stderr)
+    print(
+        f"llmseg: {len(linked)} file(s) of the prepared dataset {prepared.spec.key!r} in {prepared.root} are "
+        "hard links shared with another folder (older versions linked the source's files); replacing them "
+        "with copies",
+        file=sys.stderr,
+    )
     changed = []
     for entry, mode in linked:
         path = prepared.root / entry["path"]
@@ -193,8 +200,9 @@ def _blank_like(real: Path, dst: Path) -> None:
     Image.new(mode if mode in ("1", "L", "I", "I;16", "F") else "L", size, 0).save(dst, format=fmt)
 
 
-def _fill_blind(prepared: PreparedDataset, rows: list[dict[str, Any]], folder: Path,
-                slices: dict[str, list[int]]) -> None:
+def _fill_blind(
+    prepared: PreparedDataset, rows: list[dict[str, Any]], folder: Path, slices: dict[str, list[int]]
+) -> None:
     """heldout/'s images copied into folder, its masks blanked (label volumes: see blank_label_volume)."""
     spec = prepared.spec
     spec.images_dir(folder).mkdir(parents=True, exist_ok=True)
@@ -205,8 +213,7 @@ def _fill_blind(prepared: PreparedDataset, rows: list[dict[str, Any]], folder: P
         dst = folder / PurePosixPath(entry["path"]).relative_to("heldout")
         dst.parent.mkdir(parents=True, exist_ok=True)
         if entry["role"] == "mask" and prepared.volumes:
-            blank_label_volume(src, dst, slices.get(entry["volume"], []), spec.source.slice_axis,
-                               spec.foreground_value)
+            blank_label_volume(src, dst, slices.get(entry["volume"], []), spec.source.slice_axis, spec.foreground_value)
             continue
         if entry["role"] == "mask":
             _blank_like(src, dst)
@@ -230,8 +237,12 @@ def _blind_heldout(prepared: PreparedDataset) -> Path:
     with open(prepared.root / _BLIND_LOCK, "a") as lock:  # parallel evaluations: one builds, the rest wait
         fcntl.flock(lock, fcntl.LOCK_EX)
         recorded = _read_json(state)
-        if (recorded.get("digest") == prepared.digest and target.is_dir() and not target.is_symlink()
-                and recorded.get("files") == _tree_keys(target)):
+        if (
+            recorded.get("digest") == prepared.digest
+            and target.is_dir()
+            and not target.is_symlink()
+            and recorded.get("files") == _tree_keys(target)
+        ):
             return target
         work = Path(tempfile.mkdtemp(prefix=f".{BLIND}.", dir=prepared.root))
         try:

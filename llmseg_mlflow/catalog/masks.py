@@ -4,6 +4,7 @@ A pixel is foreground when its value is nearer the entry's foreground value than
 value; for the usual [0, F] that is "above F/2". The rule reads lossless 0/255 or 0/1 masks exactly
 and JPEG masks (grey values blurred around the edges) the same way everywhere.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

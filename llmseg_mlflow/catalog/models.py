@@ -1,4 +1,5 @@
 """The model catalog: built-in models.yaml plus the user's own YAML, as typed ModelSpec objects."""
+
 from __future__ import annotations
 
 import difflib
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from llmseg_mlflow.catalog.replay_folder import FOLDER_LAYOUT, has_replies
 
 BUILTIN_FILE = Path(__file__).with_name("models.yaml")
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
@@ -21,8 +24,21 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Providers that need no API model id: recorded replies, or no API at all (chat interface only).
 _NO_API = {"replay", "none"}
 _FIELDS = (
-    "key", "title", "provider", "api_model", "year", "reasoning", "settings", "base_url", "api_key_env",
-    "price_in_per_mtok", "price_out_per_mtok", "replay_dir", "fixture", "parameters", "notes",
+    "key",
+    "title",
+    "provider",
+    "api_model",
+    "year",
+    "reasoning",
+    "settings",
+    "base_url",
+    "api_key_env",
+    "price_in_per_mtok",
+    "price_out_per_mtok",
+    "replay_dir",
+    "fixture",
+    "parameters",
+    "notes",
 )
 
 
@@ -99,7 +115,7 @@ def load_models(extra: Path | None = None) -> dict[str, ModelSpec]:
 def get_model(key: str, extra: Path | None = None) -> ModelSpec:
     """The catalog entry for key, or a replay model for 'replay:DIR'."""
     if key.startswith(REPLAY_PREFIX):
-        folder = key[len(REPLAY_PREFIX):].strip()
+        folder = key[len(REPLAY_PREFIX) :].strip()
         if not folder:
             raise ValueError("replay: needs a folder of recorded replies, e.g. replay:chats/github-copilot")
         return replay_model(Path(folder))
@@ -111,16 +127,19 @@ def get_model(key: str, extra: Path | None = None) -> ModelSpec:
 
 def replay_model(folder: Path) -> ModelSpec:
     """A model that replays the recorded replies in folder; ValueError when it holds none."""
-    from llmseg_mlflow.llm.replay import FOLDER_LAYOUT, has_replies
-
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ValueError(f"replay folder {str(folder)!r} does not exist; {FOLDER_LAYOUT}")
     if not has_replies(folder):
         raise ValueError(f"replay folder {folder} holds no replies; {FOLDER_LAYOUT}")
     folder = folder.resolve()
-    return ModelSpec(key=f"{REPLAY_PREFIX}{folder.name}", title=f"Replay of {folder.name}", provider="replay",
-                     replay_dir=folder, notes=f"recorded replies from {folder}")
+    return ModelSpec(
+        key=f"{REPLAY_PREFIX}{folder.name}",
+        title=f"Replay of {folder.name}",
+        provider="replay",
+        replay_dir=folder,
+        notes=f"recorded replies from {folder}",
+    )
 
 
 def _env_models_file() -> Path | None:

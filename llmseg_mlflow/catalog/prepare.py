@@ -5,6 +5,7 @@ Samples stream through one at a time (a few in flight on worker threads): memory
 the number of images, and each file or volume is read once. Everything is built in a temporary
 folder beside the target and renamed into place at the end.
 """
+
 from __future__ import annotations
 
 import errno
@@ -15,25 +16,28 @@ import shutil
 import tempfile
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-
-import numpy as np
-
+from llmseg_mlflow.catalog.adapters import open_source
 from llmseg_mlflow.catalog.datasets import DatasetSpec
-from llmseg_mlflow.catalog.masks import read_mask
 from llmseg_mlflow.catalog.integrity import (
     PreparedDataModifiedError,
-    _blind_heldout,
-    _copy_hard_links,
     _digest,
     _read_manifest,
     _sha256,
-    _verify_split,
+)
+from llmseg_mlflow.catalog.prepared import (
+    MANIFEST,
+    MANIFEST_VERSION,
+    PreparedDataset,
+    _recorded,
+    load_prepared,
+    verify_prepared,
 )
 from llmseg_mlflow.catalog.sources import (
     SHOW,
@@ -46,7 +50,6 @@ from llmseg_mlflow.catalog.sources import (
     Unit,
     listing,
     natural_key,
-    open_source,
     pair_naming,
     problem_heading,
 )
@@ -56,12 +59,19 @@ from llmseg_mlflow.catalog.synthetic import generate_synthetic
 from llmseg_mlflow.catalog.volume_pool import SLICES, place_volumes, volume_layout
 
 __all__ = [
-    "MANIFEST", "DatasetSourceError", "PreparedDataModifiedError", "Pair", "PreparedDataset",
-    "PrepareSummary", "pair_files", "prepare_dataset", "load_prepared", "verify_prepared",
+    "MANIFEST",
+    "DatasetSourceError",
+    "PreparedDataModifiedError",
+    "Pair",
+    "PreparedDataset",
+    "PrepareSummary",
+    "pair_files",
+    "prepare_dataset",
+    "ensure_prepared",
+    "load_prepared",
+    "verify_prepared",
 ]
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 4  # 3: pools keep the source's files unless normalize; 4: and NIfTI volumes stay volumes
 _PROBLEM_ORDER = ("unreadable", "colour", "size", "nonbinary", "shape", "orientation", "labels")
 
 
@@ -74,97 +84,8 @@ class Pair:
     mask: Path
 
 
-@dataclass(frozen=True)
-class PreparedDataset:
-    """A prepared dataset: root is <root>/<key>, holding pool/, heldout/ and manifest.json."""
-
-    spec: DatasetSpec
-    root: Path
-    pool: Path
-    heldout: Path
-    manifest: Path
-    digest: str
-    n_pool: int
-    n_heldout: int
-    summary: PrepareSummary | None = None
-    normalized: bool = True  # masks re-encoded as 0/255; False: the source's own values
-
-    @property
-    def mask_levels(self) -> tuple[int, int]:
-        """(background, foreground) values of the prepared (or scored) 2-D masks."""
-        return (0, 255) if self.normalized or self.spec.source.is_volumes else self.spec.mask_values
-
-    @property
-    def volumes(self) -> bool:
-        """True when pool/ and heldout/ hold NIfTI volumes; the scored slices then lie in heldout_slices/."""
-        return self.spec.keeps_volumes
-
-    @property
-    def heldout_slices(self) -> Path:
-        """Folder of the scored held-out slices (images/, masks/) of a pool of volumes."""
-        return self.root / SLICES
-
-    def read_mask(self, path: Path) -> np.ndarray:
-        """A prepared mask as a boolean array, by the one rule of catalog/masks.py."""
-        return read_mask(path, self.mask_levels)
-
-    def pool_images(self) -> Path:
-        """Folder of pool images (pool/ for the suffix layout, pool/images for folders)."""
-        return self.spec.images_dir(self.pool)
-
-    def pool_masks(self) -> Path:
-        """Folder of pool masks."""
-        return self.spec.masks_dir(self.pool)
-
-    def heldout_images(self) -> Path:
-        """Folder of held-out images."""
-        return self.spec.images_dir(self.heldout)
-
-    def heldout_masks(self) -> Path:
-        """Folder of held-out masks."""
-        return self.spec.masks_dir(self.heldout)
-
-    def heldout_pairs(self) -> list[tuple[Path, Path]]:
-        """(image, mask) paths of what is scored: the held-out images, or the held-out volumes' scored
-        slices; in natural order of their names."""
-        return _pairs_of_split(self, SLICES if self.volumes else "heldout")
-
-    def pool_pairs(self) -> list[tuple[Path, Path]]:
-        """(image, mask) paths of the pool (image and label volumes for a pool of volumes), in natural order."""
-        return _pairs_of_split(self, "pool")
-
-    def heldout_volumes(self) -> list[tuple[str, Path, Path]]:
-        """(volume key, image volume, label volume) of the held-out split of a pool of volumes."""
-        return _volumes_of_split(self, "heldout")
-
-    def pool_volumes(self) -> list[tuple[str, Path, Path]]:
-        """(volume key, image volume, label volume) of the pool of a pool of volumes."""
-        return _volumes_of_split(self, "pool")
-
-    def manifest_files(self) -> list[dict[str, Any]]:
-        """The manifest's file entries (path, split, role, sha256, and for slices volume and slice)."""
-        return _read_manifest(self.manifest)["files"]
-
-    def prompt_fills(self) -> dict[str, str]:
-        """The spec's prompt fills with the prepared total as the sample count."""
-        return self.spec.prompt_fills(n_total=self.n_pool + self.n_heldout)
-
-    def verify_heldout(self) -> None:
-        """Check every held-out file against the manifest's sha256; PreparedDataModifiedError naming the
-        files that differ. Only files whose size, times or inode changed since they last matched are
-        hashed again (VERIFIED beside the manifest remembers), so calling it before every evaluation is cheap."""
-        _verify_split(self, "heldout")
-        if self.volumes:
-            _verify_split(self, SLICES)
-
-    def blind_heldout(self) -> Path:
-        """<root>/heldout_blind/: heldout/'s layout with copies of its images and, for every mask, an
-        all-zero placeholder of its name, size and format. The evaluation sandbox mounts this, so the real
-        masks never enter it (they are read on the host only, to score). Built once; rebuilt when touched."""
-        return _blind_heldout(self)
-
-
 # ---- helpers ---------------------------------------------------------------------------------
+
 
 def _settings(spec: DatasetSpec) -> dict[str, Any]:
     """The spec fields that decide which files end where; a change means re-preparing."""
@@ -196,6 +117,7 @@ def pair_files(spec: DatasetSpec, source: Path, mask_suffix: str | None = None) 
 
 
 # ---- streaming build -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Record:
@@ -265,8 +187,17 @@ class _Stager:
             )
         _place(sample.image, image, self.copy)
         _place(sample.mask, mask, self.copy)
-        return _Record(sample.stem, sample.group, sample.order, image, mask, sample.image.sha256,
-                       sample.mask.sha256, sample.image_mode, sample.meta)
+        return _Record(
+            sample.stem,
+            sample.group,
+            sample.order,
+            image,
+            mask,
+            sample.image.sha256,
+            sample.mask.sha256,
+            sample.image_mode,
+            sample.meta,
+        )
 
     def drop(self, record: _Record) -> None:
         record.image.unlink()
@@ -328,8 +259,13 @@ class _Collected:
 
 
 def _collect(
-    spec: DatasetSpec, source: Source, todo: list[Unit], reserve: list[Unit], stager: _Stager,
-    skip_invalid: bool, progress: _Progress,
+    spec: DatasetSpec,
+    source: Source,
+    todo: list[Unit],
+    reserve: list[Unit],
+    stager: _Stager,
+    skip_invalid: bool,
+    progress: _Progress,
 ) -> _Collected:
     """Read and stage every unit; with skip_invalid, unusable ones are replaced from the reserve."""
     out = _Collected([], {}, Counter(), Counter())
@@ -358,15 +294,22 @@ def _raise_problems(spec: DatasetSpec, problems: dict[str, list[str]]) -> None:
         for kind in sorted(problems, key=lambda k: _PROBLEM_ORDER.index(k) if k in _PROBLEM_ORDER else 99)
     ]
     raise DatasetSourceError(
-        f"dataset {spec.key!r}: " + "; ".join(parts)
+        f"dataset {spec.key!r}: "
+        + "; ".join(parts)
         + ". Fix or remove these files, or pass --skip-invalid (skip_invalid=True) to leave them out; "
         "they are then listed in the summary"
     )
 
 
 def _build(
-    spec: DatasetSpec, base: Path, source_root: Path, seed: int, source_label: str,
-    skip_invalid: bool, mask_suffix: str | None, say: Callable[[str], None] | None,
+    spec: DatasetSpec,
+    base: Path,
+    source_root: Path,
+    seed: int,
+    source_label: str,
+    skip_invalid: bool,
+    mask_suffix: str | None,
+    say: Callable[[str], None] | None,
 ) -> None:
     """Read, check, subset, split and write everything into `base` (a fresh folder)."""
     source = open_source(spec, source_root, mask_suffix)
@@ -386,13 +329,19 @@ def _build(
     if got.problems and not skip_invalid:
         _raise_problems(spec, got.problems)
     for kind, items in sorted(got.problems.items()):
-        skipped.append(Skipped(f"invalid, skipped (--skip-invalid): {problem_heading(spec, kind)}", len(items), tuple(items[:SHOW])))
+        skipped.append(
+            Skipped(
+                f"invalid, skipped (--skip-invalid): {problem_heading(spec, kind)}", len(items), tuple(items[:SHOW])
+            )
+        )
     if chosen is not None:
         used = len(got.records) + sum(len(v) for v in got.problems.values())
         skipped.append(Skipped(f"pair(s) not in the seeded subset of {spec.subset_size}", len(units) - used))
     extra_notes = []
     if chosen is None and spec.subset_size is not None and not source.is_volumes:
-        extra_notes.append(f"the source has {len(units)} pairs, not more than subset_size {spec.subset_size}: all are used")
+        extra_notes.append(
+            f"the source has {len(units)} pairs, not more than subset_size {spec.subset_size}: all are used"
+        )
 
     records = sorted(got.records, key=lambda r: r.order)
     candidates = len(records)
@@ -409,7 +358,9 @@ def _build(
             for i, record in enumerate(records):
                 if i not in keep:
                     stager.drop(record)
-            skipped.append(Skipped(f"slice(s) not in the seeded subset of {spec.subset_size}", len(records) - len(subset)))
+            skipped.append(
+                Skipped(f"slice(s) not in the seeded subset of {spec.subset_size}", len(records) - len(subset))
+            )
             records = [records[i] for i in subset]
     if len(records) < 2:
         raise DatasetSourceError(
@@ -417,8 +368,10 @@ def _build(
         )
     keep_volumes = source.is_volumes and not spec.normalize
     # A pool of volumes can only hold out whole volumes: a slice split becomes a split by volume.
-    groups = [r.group if spec.split_by == "patient" else dict(r.meta)["volume"] if keep_volumes
-              else f"{r.group}\0{r.order}" for r in records]
+    groups = [
+        r.group if spec.split_by == "patient" else dict(r.meta)["volume"] if keep_volumes else f"{r.group}\0{r.order}"
+        for r in records
+    ]
     try:
         held = split_by_group(groups, spec.heldout_fraction, rng)
     except ValueError as exc:
@@ -477,11 +430,9 @@ def _build(
     (base / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
-_LAYOUT_FIELDS = ("mask_suffix", "image_ext", "mask_ext", "image_dir", "mask_dir")
-
-
-def _keep_volumes(spec: DatasetSpec, base: Path, source: Source, records: list[_Record], held: set[int],
-                  stager: _Stager) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+def _keep_volumes(
+    spec: DatasetSpec, base: Path, source: Source, records: list[_Record], held: set[int], stager: _Stager
+) -> tuple[list[dict[str, Any]], dict[str, str], str]:
     """Copy the volumes as they are into pool/ and heldout/; move the held-out slices (the scored images) to
     heldout_slices/ and drop the pool's. Returns the manifest entries, the pool layout and a note."""
     units = {u.key: u for u in source.listing.units}
@@ -497,8 +448,10 @@ def _keep_volumes(spec: DatasetSpec, base: Path, source: Source, records: list[_
         (base / split).mkdir(exist_ok=True)
         entries += place_volumes([units[k] for k in keys], source.root, base, split, stager.copy, _sha256)
     entries.sort(key=lambda e: e["path"])
-    note = (f"the pool keeps {len(pool_keys)} image/label volume pair(s) as the source holds them; "
-            f"{len(held_keys)} held-out volume(s) give the {len(held)} scored slice(s) in {SLICES}/")
+    note = (
+        f"the pool keeps {len(pool_keys)} image/label volume pair(s) as the source holds them; "
+        f"{len(held_keys)} held-out volume(s) give the {len(held)} scored slice(s) in {SLICES}/"
+    )
     layout = volume_layout([units[k] for k in pool_keys or held_keys], source.root)
     return entries, {**layout, "volumes": True}, note
 
@@ -511,12 +464,16 @@ def _pool_layout(spec: DatasetSpec, records: list[_Record]) -> dict[str, str]:
         suffixes[spec.mask_suffix if suffix is None else suffix] += 1
         image_exts[image_ext] += 1
         mask_exts[mask_ext] += 1
-    return {"mask_suffix": suffixes.most_common(1)[0][0], "image_ext": image_exts.most_common(1)[0][0],
-            "mask_ext": mask_exts.most_common(1)[0][0]}
+    return {
+        "mask_suffix": suffixes.most_common(1)[0][0],
+        "image_ext": image_exts.most_common(1)[0][0],
+        "mask_ext": mask_exts.most_common(1)[0][0],
+    }
 
 
-def _move_into_place(spec: DatasetSpec, base: Path, records: list[_Record], held: set[int],
-                     heldout: str = "heldout") -> list[dict[str, Any]]:
+def _move_into_place(
+    spec: DatasetSpec, base: Path, records: list[_Record], held: set[int], heldout: str = "heldout"
+) -> list[dict[str, Any]]:
     """Rename staged files into pool/ and heldout/ (or another held-out folder) in the entry's layout;
     return the manifest entries."""
     entries = []
@@ -533,8 +490,14 @@ def _move_into_place(spec: DatasetSpec, base: Path, records: list[_Record], held
             folder = spec.images_dir(target) if role == "image" else spec.masks_dir(target)
             final = folder / staged.name
             os.replace(staged, final)
-            entry = {"split": split, "role": role, "stem": record.stem, "path": final.relative_to(base).as_posix(),
-                     "sha256": sha, "group": record.group}
+            entry = {
+                "split": split,
+                "role": role,
+                "stem": record.stem,
+                "path": final.relative_to(base).as_posix(),
+                "sha256": sha,
+                "group": record.group,
+            }
             entry.update(record.meta)
             entries.append(entry)
     entries.sort(key=lambda e: e["path"])
@@ -543,93 +506,17 @@ def _move_into_place(spec: DatasetSpec, base: Path, records: list[_Record], held
 
 # ---- public API ------------------------------------------------------------------------------
 
-def load_prepared(spec: DatasetSpec, root: Path) -> PreparedDataset | None:
-    """The prepared dataset under root/<key> from its manifest (files not re-hashed), or None.
-
-    Files that are hard links (older versions linked the source's files) are replaced by copies first.
-    """
-    base = Path(root) / spec.key
-    path = base / MANIFEST
-    if not path.is_file():
-        return None
-    data = _read_manifest(path)
-    if data.get("dataset") != spec.key:
-        raise PreparedDataModifiedError(
-            f"{path} belongs to dataset {data.get('dataset')!r}, not {spec.key!r}; delete {base} "
-            "or prepare again with --force (force=True)"
-        )
-    summary = data.get("summary")
-    pool_layout = data.get("pool_layout") or {}
-    layout = {k: v for k, v in pool_layout.items() if k in _LAYOUT_FIELDS}
-    recorded = _recorded(data, spec)
-    normalize = bool(recorded["normalize"])
-    if spec.source.is_volumes and not normalize and not pool_layout.get("volumes"):
-        layout["source"] = replace(spec.source, format="images")  # a NIfTI entry read from exported images
-    prepared = PreparedDataset(
-        # the prompt and the knobs describe what the pool holds
-        spec=replace(spec, normalize=normalize, **layout),
-        root=base,
-        pool=base / "pool",
-        heldout=base / "heldout",
-        manifest=path,
-        digest=str(data["digest"]),
-        n_pool=int(data["counts"]["pool"]),
-        n_heldout=int(data["counts"]["heldout"]),
-        summary=PrepareSummary.from_dict(summary) if isinstance(summary, dict) else None,
-        normalized=normalize,
-    )
-    _copy_hard_links(prepared, data["files"])
-    return prepared
-
-
-def verify_prepared(prepared: PreparedDataset) -> None:
-    """Re-hash every file against the manifest; raise PreparedDataModifiedError on any change."""
-    data = _read_manifest(prepared.manifest)
-    base = prepared.root
-    changed, missing = [], []
-    listed = set()
-    for entry in data["files"]:
-        path = base / entry["path"]
-        listed.add(entry["path"])
-        if not path.is_file():
-            missing.append(entry["path"])
-        elif _sha256(path) != entry["sha256"]:
-            changed.append(entry["path"])
-    extra = sorted(
-        p.relative_to(base).as_posix()
-        for folder in (prepared.pool, prepared.heldout, prepared.heldout_slices)
-        if folder.is_dir()
-        for p in folder.rglob("*")
-        if p.is_file() and p.relative_to(base).as_posix() not in listed
-    )
-    problems = [
-        f"{label}: {listing(items)}"
-        for label, items in (("changed", changed), ("missing", missing), ("added", extra))
-        if items
-    ]
-    if _digest(data["files"]) != data.get("digest"):
-        problems.append("the manifest's digest does not match its file list")
-    if problems:
-        raise PreparedDataModifiedError(
-            f"the prepared folder {base} was modified since it was prepared ({'; '.join(problems)}); "
-            f"delete {base} or prepare again with --force (force=True)"
-        )
-
-
 # Settings that only decide names and encodings: a change re-prepares the same split, with a message.
-_LAYOUT_SETTINGS = ("layout", "image_dir", "mask_dir", "mask_suffix", "image_ext", "mask_ext", "mask_values", "normalize")
-
-
-def _recorded(data: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
-    """The manifest's settings; manifests before version 3 hold normalised copies (synthetic data is
-    generated in the entry's format, so both modes give the same pool), and before version 4 NIfTI
-    sources were always sliced."""
-    recorded = dict(data.get("settings", {}))
-    if "normalize" not in recorded:
-        recorded["normalize"] = spec.normalize if spec.is_synthetic else True
-    if recorded.get("source_format") == "nifti" and int(data.get("version", 0)) < 4:
-        recorded["normalize"] = True
-    return recorded
+_LAYOUT_SETTINGS = (
+    "layout",
+    "image_dir",
+    "mask_dir",
+    "mask_suffix",
+    "image_ext",
+    "mask_ext",
+    "mask_values",
+    "normalize",
+)
 
 
 def _differences(prepared: PreparedDataset, spec: DatasetSpec, seed: int | None) -> tuple[list[str], list[str]]:
@@ -642,7 +529,9 @@ def _differences(prepared: PreparedDataset, spec: DatasetSpec, seed: int | None)
     for name, value in _settings(spec).items():
         # Settings added after a manifest was written are not held against it.
         if name in recorded and recorded[name] != value:
-            (layout if name in _LAYOUT_SETTINGS else split).append(f"{name} {recorded[name]!r} (catalog says {value!r})")
+            (layout if name in _LAYOUT_SETTINGS else split).append(
+                f"{name} {recorded[name]!r} (catalog says {value!r})"
+            )
     return layout, split
 
 
@@ -700,7 +589,9 @@ def prepare_dataset(
         if not changes:
             verify_prepared(existing)
             return existing
-        source = source or (Path(spec.source.path).expanduser() if spec.source.path else None) or _recorded_source(existing)
+        source = (
+            source or (Path(spec.source.path).expanduser() if spec.source.path else None) or _recorded_source(existing)
+        )
         if source is None and spec.synthetic is None:
             raise PreparedDataModifiedError(
                 f"{base} was prepared with {', '.join(changes)}; prepare it again from its source: "
@@ -749,22 +640,19 @@ def prepare_dataset(
     return prepared
 
 
-def _by_stem(prepared: PreparedDataset, split: str) -> dict[str, dict[str, Path]]:
-    """stem -> {role: path} of one split, read from the manifest, in natural order of the stems."""
-    by_stem: dict[str, dict[str, Path]] = {}
-    for entry in prepared.manifest_files():
-        if entry["split"] == split:
-            by_stem.setdefault(entry["stem"], {})[entry["role"]] = prepared.root / entry["path"]
-    return {s: by_stem[s] for s in sorted(by_stem, key=natural_key)}
-
-
-def _pairs_of_split(prepared: PreparedDataset, split: str) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs of one split."""
-    return [(files["image"], files["mask"]) for files in _by_stem(prepared, split).values()]
-
-
-def _volumes_of_split(prepared: PreparedDataset, split: str) -> list[tuple[str, Path, Path]]:
-    """(key, image, label) volume triples of one split of a pool of volumes."""
-    if not prepared.volumes:
-        raise ValueError(f"dataset {prepared.spec.key!r} is not a pool of volumes")
-    return [(stem, files["image"], files["mask"]) for stem, files in _by_stem(prepared, split).items()]
+def ensure_prepared(
+    spec: DatasetSpec, data_root: Path, progress: Callable[[str], None] | None = None
+) -> PreparedDataset:
+    """The prepared dataset; synthetic ones are generated on first use, real ones must be prepared first.
+    One prepared with other names or encodings than the entry says is prepared again (same split)."""
+    prepared = load_prepared(spec, data_root)
+    if prepared is not None:
+        if layout_changes(prepared, spec):
+            return prepare_dataset(spec, data_root, progress=progress)
+        return prepared
+    if spec.synthetic is None:
+        raise FileNotFoundError(
+            f"dataset {spec.key!r} is not prepared under {data_root}; run "
+            f"`llmseg datasets prepare {spec.key} --source <download folder> --out {data_root}` first"
+        )
+    return prepare_dataset(spec, data_root)

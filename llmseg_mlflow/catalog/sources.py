@@ -6,6 +6,7 @@ download (folder-name aliases, other image formats, another mask suffix, train/t
 and says which it used, so the summary shows everything that was renamed, converted or ignored.
 NIfTI volumes are read by sources_nifti.VolumeSource, with the same interface.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -21,13 +22,24 @@ import numpy as np
 from PIL import Image
 
 from llmseg_mlflow.catalog.datasets import LOSSY_EXTS, DatasetSpec
-from llmseg_mlflow.catalog.masks import ColourMaskError, foreground as foreground_of, mask_pixels, mask_values
+from llmseg_mlflow.catalog.masks import ColourMaskError, mask_pixels, mask_values
+from llmseg_mlflow.catalog.masks import foreground as foreground_of
 
 RASTER_EXTS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "ppm")
 IMAGE_DIR_ALIASES = ("images", "image", "imgs", "img", "frames", "originals", "inputs", "input")
 MASK_DIR_ALIASES = (
-    "masks", "mask", "labels", "label", "segmentations", "segmentation", "seg", "gt",
-    "groundtruth", "ground_truth", "annotations", "targets",
+    "masks",
+    "mask",
+    "labels",
+    "label",
+    "segmentations",
+    "segmentation",
+    "seg",
+    "gt",
+    "groundtruth",
+    "ground_truth",
+    "annotations",
+    "targets",
 )
 # Tried before any other suffix when guessing how masks are named, in this order.
 COMMON_MASK_SUFFIXES = ("_seg", "_mask", "_m", "_segmentation", "_label", "_labels", "_gt", "-mask", "_manual1")
@@ -104,6 +116,7 @@ def encode(pixels: np.ndarray | Image.Image, ext: str) -> bytes:
 
 # ---- what adapters hand to prepare -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Blob:
     """One prepared file: link an existing file (link) or write encoded bytes (data)."""
@@ -167,28 +180,8 @@ class Source(Protocol):
         """The checked samples of one unit; raises SampleProblem when it cannot be used."""
 
 
-def open_source(spec: DatasetSpec, root: Path, mask_suffix: str | None = None) -> Source:
-    """The adapter for the entry's source format, with its listing made (pairing errors raise)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetSourceError(f"source folder {root} for dataset {spec.key!r} does not exist")
-    if spec.source.is_volumes:
-        from llmseg_mlflow.catalog.sources_nifti import VolumeSource, has_volumes
-
-        if has_volumes(root):
-            return VolumeSource(spec, root, mask_suffix)
-        # Slices already exported as image files (as the study did) are read like any 2-D dataset.
-        try:
-            return ImageSource(spec, root, mask_suffix)
-        except DatasetSourceError as exc:
-            raise DatasetSourceError(
-                f"no NIfTI volumes (.nii, .nii.gz) found in {root} or two folders below it, and no exported "
-                f"slices either ({exc}); see docs/datasets.md for the layout of {spec.key!r}"
-            ) from None
-    return ImageSource(spec, root, mask_suffix)
-
-
 # ---- finding folders and naming ------------------------------------------------------------------
+
 
 def subdirs(folder: Path) -> list[Path]:
     """Visible sub-folders, sorted by name."""
@@ -211,7 +204,9 @@ def match_dirs(parent: Path, patterns: tuple[str, ...]) -> list[Path]:
     return found
 
 
-def resolve_dirs(parent: Path, exact: str, explicit: tuple[str, ...], aliases: tuple[str, ...], role: str) -> list[Path]:
+def resolve_dirs(
+    parent: Path, exact: str, explicit: tuple[str, ...], aliases: tuple[str, ...], role: str
+) -> list[Path]:
     """The folder(s) holding one role: explicit patterns (all merge), else the entry's name, else one alias."""
     if explicit:
         return match_dirs(parent, explicit)
@@ -244,7 +239,7 @@ def guess_mask_suffix(image_stems: set[str], mask_stems: set[str], same_folder: 
             continue
         for suffix in COMMON_MASK_SUFFIXES:
             if low.endswith(suffix) and len(low) > len(suffix) and low[: -len(suffix)] in lowered:
-                counts[stem[-len(suffix):]] += 1
+                counts[stem[-len(suffix) :]] += 1
                 break
         else:
             cut = max(stem.rfind("_"), stem.rfind("-"))
@@ -258,6 +253,7 @@ def guess_mask_suffix(image_stems: set[str], mask_stems: set[str], same_folder: 
 
 
 # ---- 2-D images ----------------------------------------------------------------------------------
+
 
 @dataclass
 class _Collection:
@@ -350,7 +346,8 @@ class ImageSource:
         if len(per_collection) > 1:
             names = ", ".join(f"{c.name}/" for c, _ in per_collection)
             notes.append(
-                f"merged the sub-folders {names}" + (" (names prefixed with the folder, as they repeat)" if prefix else "")
+                f"merged the sub-folders {names}"
+                + (" (names prefixed with the folder, as they repeat)" if prefix else "")
             )
         units: list[Unit] = []
         rows = []
@@ -404,8 +401,10 @@ class ImageSource:
         images_dir = coll.image_dirs[0] if coll.image_dirs else self.root
         if not images:
             present = Counter(split_ext(p.name)[1] for p in images_dir.iterdir()) if images_dir.is_dir() else Counter()
-            what = "the folder is empty" if not present else "it holds " + ", ".join(
-                f"{n} .{e or '(no extension)'}" for e, n in present.most_common(5)
+            what = (
+                "the folder is empty"
+                if not present
+                else "it holds " + ", ".join(f"{n} .{e or '(no extension)'}" for e, n in present.most_common(5))
             )
             raise DatasetSourceError(
                 f"no .{spec.image_ext} images found in {images_dir} for dataset {spec.key!r} ({what}; "
@@ -425,7 +424,8 @@ class ImageSource:
         no_image = sorted((s for s in masks if s not in images), key=natural_key)
         if no_image:
             problems.append(
-                f"{len(no_image)} extra mask(s) without an image: " + listing([where + masks[s][0].name for s in no_image])
+                f"{len(no_image)} extra mask(s) without an image: "
+                + listing([where + masks[s][0].name for s in no_image])
             )
         if misnamed:
             problems.append(
@@ -436,7 +436,9 @@ class ImageSource:
             raise DatasetSourceError(f"dataset {spec.key!r} at {self.root}: " + "; ".join(problems))
         return {s: (chosen_images[s], chosen_masks[s]) for s in images}
 
-    def _suffix(self, coll: _Collection, images: list[Path], masks: list[Path], same_folder: bool, notes: list[str]) -> str:
+    def _suffix(
+        self, coll: _Collection, images: list[Path], masks: list[Path], same_folder: bool, notes: list[str]
+    ) -> str:
         """The masks' suffix in this download: given, else the entry's, else guessed (and said so)."""
         if self.explicit_suffix is not None:
             return self.explicit_suffix
@@ -444,9 +446,15 @@ class ImageSource:
         image_stems = {split_ext(p.name)[0] for p in images}
         mask_stems = image_stems if same_folder else {split_ext(p.name)[0] for p in masks}
         if same_folder:
-            paired = sum(1 for s in mask_stems if suffix and s.lower().endswith(suffix.lower()) and s[: -len(suffix)] in image_stems)
+            paired = sum(
+                1
+                for s in mask_stems
+                if suffix and s.lower().endswith(suffix.lower()) and s[: -len(suffix)] in image_stems
+            )
         elif suffix:
-            paired = sum(1 for s in mask_stems if s.lower().endswith(suffix.lower()) and s[: -len(suffix)] in image_stems)
+            paired = sum(
+                1 for s in mask_stems if s.lower().endswith(suffix.lower()) and s[: -len(suffix)] in image_stems
+            )
         else:
             paired = len(mask_stems & image_stems)
         if paired:
@@ -497,8 +505,16 @@ class ImageSource:
             # The pool holds the source's files byte for byte, under their own names.
             image_blob = Blob(unit.image, None, sha256_bytes(image_bytes))
             mask_blob = Blob(unit.mask, None, sha256_bytes(mask_bytes))
-            sample = Sample(unit.key, unit.group, (unit.index, 0), image_blob, mask_blob, image.mode,
-                            (("source", source),), *source_names(unit))
+            sample = Sample(
+                unit.key,
+                unit.group,
+                (unit.index, 0),
+                image_blob,
+                mask_blob,
+                image.mode,
+                (("source", source),),
+                *source_names(unit),
+            )
             return ReadResult([sample])
         image_ext = split_ext(unit.image.name)[1]
         notes = []
@@ -513,8 +529,10 @@ class ImageSource:
         elif not same_format(mask_ext, spec.mask_ext):
             notes.append(f"masks converted from .{mask_ext} to .{spec.mask_ext}")
         keep_mask = (
-            mask_img.mode == "L" and tuple(spec.mask_values) == (0, 255)
-            and same_format(mask_ext, spec.mask_ext) and mask_ext not in LOSSY_EXTS
+            mask_img.mode == "L"
+            and tuple(spec.mask_values) == (0, 255)
+            and same_format(mask_ext, spec.mask_ext)
+            and mask_ext not in LOSSY_EXTS
         )
         if keep_mask:
             mask_blob = Blob(unit.mask, None, sha256_bytes(mask_bytes))
@@ -531,7 +549,7 @@ def pair_naming(image_name: str, mask_name: str) -> tuple[str | None, str, str]:
     None when the mask's name does not start with the image's."""
     image_stem, image_ext = image_name.rpartition(".")[::2]
     mask_stem, mask_ext = mask_name.rpartition(".")[::2]
-    suffix = mask_stem[len(image_stem):] if mask_stem.lower().startswith(image_stem.lower()) else None
+    suffix = mask_stem[len(image_stem) :] if mask_stem.lower().startswith(image_stem.lower()) else None
     return suffix, image_ext, mask_ext
 
 

@@ -7,6 +7,7 @@ label == foreground, every other label is background. The slice's volume and ind
 A normalised preparation stores these slices as the pool; otherwise the pool keeps the volumes and the
 held-out slices are what evaluation scores (catalog/volume_pool.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,16 @@ from llmseg_mlflow.catalog.sources import (
 
 VOLUME_IMAGE_ALIASES = ("images", "image", "imagestr", "imgs", "img", "volumes", "volume", "mri", "data")
 VOLUME_LABEL_ALIASES = (
-    "labels", "label", "labelstr", "masks", "mask", "segmentations", "segmentation", "seg", "gt", "annotations",
+    "labels",
+    "label",
+    "labelstr",
+    "masks",
+    "mask",
+    "segmentations",
+    "segmentation",
+    "seg",
+    "gt",
+    "annotations",
 )
 _LABEL_WORDS = ("label", "seg", "mask", "gt", "annot")
 _PLANES = {"R": "sagittal", "L": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
@@ -119,16 +129,24 @@ class VolumeSource:
         problems = []
         no_label = sorted((k for k in images if k not in labels), key=natural_key)
         if no_label:
-            problems.append(f"{len(no_label)} image volume(s) without a label volume: " + listing([images[k].name for k in no_label]))
+            problems.append(
+                f"{len(no_label)} image volume(s) without a label volume: "
+                + listing([images[k].name for k in no_label])
+            )
         no_image = sorted((k for k in labels if k not in images), key=natural_key)
         if no_image:
-            problems.append(f"{len(no_image)} label volume(s) without an image volume: " + listing([labels[k].name for k in no_image]))
+            problems.append(
+                f"{len(no_image)} label volume(s) without an image volume: "
+                + listing([labels[k].name for k in no_image])
+            )
         if not images:
             problems.append(f"no image volumes (.nii or .nii.gz) found in {where}")
         if problems:
             raise DatasetSourceError(f"dataset {self.spec.key!r} at {self.root}: " + "; ".join(problems))
 
-    def _pair_folders(self, image_dirs: list[Path], label_dirs: list[Path], ignored: Counter, notes: list[str]) -> dict[str, tuple[Path, Path]]:
+    def _pair_folders(
+        self, image_dirs: list[Path], label_dirs: list[Path], ignored: Counter, notes: list[str]
+    ) -> dict[str, tuple[Path, Path]]:
         images = {_CHANNEL.sub("", volume_id(p)): p for d in image_dirs for p in _niftis(d, ignored)}
         label_files = [p for d in label_dirs for p in _niftis(d, ignored)]
         suffix = self._suffix(set(images), {volume_id(p) for p in label_files}, False, notes)
@@ -219,8 +237,15 @@ def read_volume_pair(spec: DatasetSpec, unit: Unit, root: Path) -> ReadResult:
     return _slices(spec, unit, root, pixels, foreground, labels, image_axes)
 
 
-def _slices(spec: DatasetSpec, unit: Unit, root: Path, pixels: np.ndarray, foreground: np.ndarray,
-            labels: np.ndarray, axes: tuple) -> ReadResult:
+def _slices(
+    spec: DatasetSpec,
+    unit: Unit,
+    root: Path,
+    pixels: np.ndarray,
+    foreground: np.ndarray,
+    labels: np.ndarray,
+    axes: tuple,
+) -> ReadResult:
     axis = spec.source.slice_axis
     plane = _PLANES.get(axes[axis], "?")
     note = f"voxel axis {axis} runs {axes[axis]}: {plane} slices"
@@ -247,12 +272,22 @@ def _slices(spec: DatasetSpec, unit: Unit, root: Path, pixels: np.ndarray, foreg
         window = (np.clip(pixels[k], low, high) - low) * scale
         image_png = encode(np.nan_to_num(window).round().astype(np.uint8), "png")
         mask_png = encode(foreground[k].astype(np.uint8) * 255, "png")
-        meta = (("source", source), ("label_source", label_source), ("volume", unit.key), ("slice", k), ("slice_axis", axis))
+        meta = (
+            ("source", source),
+            ("label_source", label_source),
+            ("volume", unit.key),
+            ("slice", k),
+            ("slice_axis", axis),
+        )
         samples.append(
             Sample(
-                f"{unit.key}_{k:0{width}d}", unit.group, (unit.index, k),
-                Blob(None, image_png, sha256_bytes(image_png)), Blob(None, mask_png, sha256_bytes(mask_png)),
-                "L", meta,
+                f"{unit.key}_{k:0{width}d}",
+                unit.group,
+                (unit.index, k),
+                Blob(None, image_png, sha256_bytes(image_png)),
+                Blob(None, mask_png, sha256_bytes(mask_png)),
+                "L",
+                meta,
             )
         )
     return ReadResult(samples, skipped, [note])

@@ -1,4 +1,5 @@
 """Seeded choices of a preparation: the subset of the source and the held-out split (by patient or by slice)."""
+
 from __future__ import annotations
 
 import hashlib

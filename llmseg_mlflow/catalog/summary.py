@@ -1,4 +1,5 @@
 """What a preparation did: counts, what it left out and why, and the variants of the source it met."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -70,7 +71,9 @@ class PrepareSummary:
         return cls(
             **{
                 **data,
-                "skipped": tuple(Skipped(s["reason"], s["count"], tuple(s.get("examples", ()))) for s in data.get("skipped", ())),
+                "skipped": tuple(
+                    Skipped(s["reason"], s["count"], tuple(s.get("examples", ()))) for s in data.get("skipped", ())
+                ),
                 "notes": tuple(data.get("notes", ())),
                 "image_modes": tuple((m, n) for m, n in data.get("image_modes", ())),
             }

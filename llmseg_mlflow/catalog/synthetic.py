@@ -1,4 +1,5 @@
 """Synthetic segmentation data: textured images with blobs to find and distractors to ignore."""
+
 from __future__ import annotations
 
 from pathlib import Path

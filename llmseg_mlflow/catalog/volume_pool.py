@@ -5,10 +5,12 @@ The study is 2-D: every held-out slice along `source.slice_axis` that holds the 
 scored image (8-bit PNG, 0/255 mask), exactly the slices a normalised preparation would hold. Pipelines
 read the volumes as code written for the real dataset does; the platform scores them on those slices.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +34,9 @@ def volume_layout(units: Iterable[Unit], root: Path) -> dict[str, str]:
     units = list(units)
     image_dirs = {u.image.parent.relative_to(root).as_posix() for u in units}
     mask_dirs = {u.mask.parent.relative_to(root).as_posix() for u in units}
-    suffixes = {volume_id(u.mask)[len(volume_id(u.image)):] for u in units
-                if volume_id(u.mask).startswith(volume_id(u.image))}
+    suffixes = {
+        volume_id(u.mask)[len(volume_id(u.image)) :] for u in units if volume_id(u.mask).startswith(volume_id(u.image))
+    }
     return {
         "image_dir": image_dirs.pop() if len(image_dirs) == 1 else ".",
         "mask_dir": mask_dirs.pop() if len(mask_dirs) == 1 else ".",
@@ -43,8 +46,14 @@ def volume_layout(units: Iterable[Unit], root: Path) -> dict[str, str]:
     }
 
 
-def place_volumes(units: Iterable[Unit], root: Path, base: Path, split: str,
-                  copy: Callable[[Path, Path], None], sha256: Callable[[Path], str]) -> list[dict[str, Any]]:
+def place_volumes(
+    units: Iterable[Unit],
+    root: Path,
+    base: Path,
+    split: str,
+    copy: Callable[[Path, Path], None],
+    sha256: Callable[[Path], str],
+) -> list[dict[str, Any]]:
     """Copy each unit's image and label volume to base/split/<its path in the source>; manifest entries."""
     entries = []
     for unit in units:
@@ -53,8 +62,17 @@ def place_volumes(units: Iterable[Unit], root: Path, base: Path, split: str,
             dst = base / split / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             copy(src, dst)
-            entries.append({"split": split, "role": role, "stem": unit.key, "path": dst.relative_to(base).as_posix(),
-                            "sha256": sha256(dst), "group": unit.group, "volume": unit.key})
+            entries.append(
+                {
+                    "split": split,
+                    "role": role,
+                    "stem": unit.key,
+                    "path": dst.relative_to(base).as_posix(),
+                    "sha256": sha256(dst),
+                    "group": unit.group,
+                    "volume": unit.key,
+                }
+            )
     return entries
 
 
@@ -84,8 +102,9 @@ def blank_label_volume(real: Path, dst: Path, slices: list[int], axis: int, fore
     nib.save(nib.Nifti1Image(data, label.affine, label.header), str(dst))
 
 
-def pool_slices(spec: DatasetSpec, pool_volumes: list[tuple[str, Path, Path]], root: Path,
-                dest: Path) -> list[tuple[Path, Path]]:
+def pool_slices(
+    spec: DatasetSpec, pool_volumes: list[tuple[str, Path, Path]], root: Path, dest: Path
+) -> list[tuple[Path, Path]]:
     """Write the foreground slices of the pool's volumes into dest/images and dest/masks (8-bit PNG, 0/255),
     for tools that train on 2-D images (nnU-Net's 2d baseline); (image, mask) paths in volume order."""
     (dest / "images").mkdir(parents=True, exist_ok=True)
@@ -99,4 +118,3 @@ def pool_slices(spec: DatasetSpec, pool_volumes: list[tuple[str, Path, Path]], r
                     path.write_bytes(blob.data or b"")
             pairs.append(pair)
     return pairs
-

@@ -3,22 +3,35 @@
 Checked on the final code (syntax tree), on what the full training run wrote and printed, and on the
 saved-model kinds the sandboxed evaluator found (unpickling happens only in the sandbox).
 """
+
 from __future__ import annotations
 
 import ast
 import math
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from llmseg_mlflow.pipeline import architecture
 from llmseg_mlflow.pipeline.results import ResultsError, read_rows
-from llmseg_mlflow.pipeline.untrusted import Caps, walk
+from llmseg_mlflow.untrusted import Caps, walk
 
 EXPECTED_FILES = ("dataset.py", "model.py", "train.py", "main.py")
-AUGMENTATIONS = ("RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "RandomAffine", "ColorJitter",
-                 "RandomResizedCrop", "RandomCrop", "HorizontalFlip", "VerticalFlip", "ElasticTransform",
-                 "RandomBrightnessContrast", "ShiftScaleRotate", "RandomRotate90")
+AUGMENTATIONS = (
+    "RandomHorizontalFlip",
+    "RandomVerticalFlip",
+    "RandomRotation",
+    "RandomAffine",
+    "ColorJitter",
+    "RandomResizedCrop",
+    "RandomCrop",
+    "HorizontalFlip",
+    "VerticalFlip",
+    "ElasticTransform",
+    "RandomBrightnessContrast",
+    "ShiftScaleRotate",
+    "RandomRotate90",
+)
 _SPLIT_LINE = re.compile(r"(train|val|test)", re.IGNORECASE)
 
 
@@ -85,7 +98,11 @@ def _subplots_5x3(calls: list[tuple[str, ast.Call]]) -> bool:
             continue
         args = [a.value for a in call.args[:2] if isinstance(a, ast.Constant)]
         kw = {k.arg: k.value.value for k in call.keywords if isinstance(k.value, ast.Constant)}
-        if args == [5, 3] or (kw.get("nrows") == 5 and kw.get("ncols") == 3) or (args[:1] == [5] and kw.get("ncols") == 3):
+        if (
+            args == [5, 3]
+            or (kw.get("nrows") == 5 and kw.get("ncols") == 3)
+            or (args[:1] == [5] and kw.get("ncols") == 3)
+        ):
             return True
     return False
 
@@ -112,14 +129,15 @@ def _split_80_10_10(stdout: str, n_pool: int) -> bool:
             numbers += [int(x) for x in re.findall(r"\b\d+\b", line)]
     target = (0.8 * n_pool, 0.1 * n_pool, 0.1 * n_pool)
     for i in range(len(numbers) - 2):
-        a, b, c = numbers[i:i + 3]
+        a, b, c = numbers[i : i + 3]
         if a + b + c == n_pool and all(abs(x - t) <= 1.5 for x, t in zip((a, b, c), target)):
             return True
     return False
 
 
-def check(files: Mapping[str, str], attempt: Path, stdout: str, n_pool: int,
-          checkpoint_kinds: Mapping[str, str]) -> dict[str, int]:
+def check(
+    files: Mapping[str, str], attempt: Path, stdout: str, n_pool: int, checkpoint_kinds: Mapping[str, str]
+) -> dict[str, int]:
     """compliance.<item> -> 0/1 for every checkable Appendix D item (see docs/evaluation.md)."""
     results = attempt / "results"
     calls = _calls(files)
@@ -153,7 +171,24 @@ def check(files: Mapping[str, str], attempt: Path, stdout: str, n_pool: int,
     return {f"compliance.{name}": int(bool(test())) for name, test in items.items()}
 
 
-ITEMS = ("four_files", "train_losses_xlsx", "val_losses_xlsx", "validation_dice_xlsx", "test_dice_xlsx",
-         "whole_model_saved", "state_dict_saved", "loss_plot_png", "prediction_figure_5x3", "torchinfo_summary",
-         "params_printed", "training_time_printed", "tqdm_used", "split_indices_subset", "split_80_10_10",
-         "no_data_copy", "no_augmentation", "no_plt_show", "main_guard")
+ITEMS = (
+    "four_files",
+    "train_losses_xlsx",
+    "val_losses_xlsx",
+    "validation_dice_xlsx",
+    "test_dice_xlsx",
+    "whole_model_saved",
+    "state_dict_saved",
+    "loss_plot_png",
+    "prediction_figure_5x3",
+    "torchinfo_summary",
+    "params_printed",
+    "training_time_printed",
+    "tqdm_used",
+    "split_indices_subset",
+    "split_80_10_10",
+    "no_data_copy",
+    "no_augmentation",
+    "no_plt_show",
+    "main_guard",
+)

@@ -7,6 +7,7 @@ scored slices' images at /data/heldout_slices for the generic fallback. The held
 against the manifest first; the masks the worker writes are checked by header and shape; scores are
 computed outside, by the harness.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from llmseg_mlflow import untrusted
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.catalog.volume_pool import SLICES
 from llmseg_mlflow.evaluation.predictions import PredictionsError, load_predictions
-from llmseg_mlflow.pipeline import knobs, sandbox, untrusted
+from llmseg_mlflow.pipeline import knobs, sandbox
 from llmseg_mlflow.pipeline.execute import knob_values
 from llmseg_mlflow.pipeline.slots import training_slot
+from llmseg_mlflow.untrusted import code_files
 
 WORKER = Path(__file__).with_name("worker.py")
 PIPELINE_INSIDE = Path("/pipeline")
@@ -58,20 +61,13 @@ class EvalOutput:
     folder: Path
 
 
-def code_files(folder: Path) -> dict[str, str]:
-    """The pipeline's Python files in an attempt folder (the code as it ran); links and files over 1 MiB are left out."""
-    # The folder was writable by the generated code: a `model.py -> /etc/passwd` link must not be read here.
-    files = {}
-    for path in untrusted.walk(folder, untrusted.Caps(max_file_bytes=1024**2), pattern="*.py").files:
-        try:
-            files[path.name] = untrusted.read_text(path)
-        except untrusted.UntrustedFileError:  # swapped for a link or FIFO since the walk
-            continue
-    return files
-
-
-def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings: EvalSettings,
-                     hyperparameters: dict[str, str] | None = None) -> EvalOutput:
+def evaluate_attempt(
+    attempt: Path,
+    data: PreparedDataset,
+    dest: Path,
+    settings: EvalSettings,
+    hyperparameters: dict[str, str] | None = None,
+) -> EvalOutput:
     """Predict every held-out image with the model saved in `attempt`; work in `dest` (recreated).
 
     The sandbox writes only to dest/sandbox (returned as `folder`); its logs go to dest/logs, outside it,
@@ -89,8 +85,9 @@ def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings:
     dest = dest / "sandbox"  # from here on: the one folder the sandbox may write (at /workspace)
     (dest / "out").mkdir(parents=True)
     unsafe = settings.unsafe_no_sandbox
-    pipeline_at, heldout_at, work_at = ((attempt, blind, dest) if unsafe
-                                        else (PIPELINE_INSIDE, HELDOUT_INSIDE, WORK_INSIDE))
+    pipeline_at, heldout_at, work_at = (
+        (attempt, blind, dest) if unsafe else (PIPELINE_INSIDE, HELDOUT_INSIDE, WORK_INSIDE)
+    )
     slice_images = data.heldout_slices / "images"  # images only: never the masks beside them
     slices_at = slice_images if unsafe else SLICES_INSIDE
     # The code's data knobs point at the held-out split, so its own Dataset reads those files.
@@ -104,17 +101,30 @@ def evaluate_attempt(attempt: Path, data: PreparedDataset, dest: Path, settings:
     shutil.copy(WORKER, dest / "worker.py")
     heldout = _heldout_items(data, heldout_at, slices_at)
     hp = hyperparameters or {}
-    config = {"code_dir": str(work_at / "code"), "out_dir": str(work_at / "out"),
-              "checkpoints_dir": str(pipeline_at), "heldout": heldout, "preprocessing": settings.preprocessing,
-              "input_size": _int_or_none(hp.get("input_size")), "batch_size": settings.batch_size,
-              "final_activation": hp.get("final_activation", "none")}
+    config = {
+        "code_dir": str(work_at / "code"),
+        "out_dir": str(work_at / "out"),
+        "checkpoints_dir": str(pipeline_at),
+        "heldout": heldout,
+        "preprocessing": settings.preprocessing,
+        "input_size": _int_or_none(hp.get("input_size")),
+        "batch_size": settings.batch_size,
+        "final_activation": hp.get("final_activation", "none"),
+    }
     (dest / "config.json").write_text(json.dumps(config, indent=2))
     readonly = ((attempt, pipeline_at), (blind, heldout_at)) + (((slice_images, slices_at),) if data.volumes else ())
     mounts = sandbox.Mounts(dest, readonly=readonly, workdir_at=None if unsafe else work_at)
     start = time.monotonic()
     with training_slot() as slot_env:  # inference uses the GPU too
-        result = sandbox.run([sys.executable, "worker.py", "config.json"], mounts, settings.limits,
-                             log_dir=logs, env=slot_env, unsafe_no_sandbox=unsafe, name="evaluation")
+        result = sandbox.run(
+            [sys.executable, "worker.py", "config.json"],
+            mounts,
+            settings.limits,
+            log_dir=logs,
+            env=slot_env,
+            unsafe_no_sandbox=unsafe,
+            name="evaluation",
+        )
     duration = time.monotonic() - start
     if not result.ok:
         tail = result.stderr_text()[-3000:]
@@ -134,16 +144,29 @@ def _heldout_items(data: PreparedDataset, heldout_at: Path, slices_at: Path) -> 
     """What the worker predicts: each scored image's name, path and ground-truth size (H, W); for a pool of
     volumes also the held-out volume, its key and the slice index, so its own Dataset can be matched."""
     if not data.volumes:
-        return [{"name": img.name, "image": str(heldout_at / img.relative_to(data.heldout)),
-                 "size": list(Image.open(mask).size[::-1])} for img, mask in data.heldout_pairs()]
+        return [
+            {
+                "name": img.name,
+                "image": str(heldout_at / img.relative_to(data.heldout)),
+                "size": list(Image.open(mask).size[::-1]),
+            }
+            for img, mask in data.heldout_pairs()
+        ]
     volumes = {stem: image for stem, image, _ in data.heldout_volumes()}
     rows = {e["path"]: e for e in data.manifest_files() if e["split"] == SLICES}
     items = []
     for img, mask in data.heldout_pairs():
         entry = rows[img.relative_to(data.root).as_posix()]
-        items.append({"name": img.name, "image": str(slices_at / img.name), "size": list(Image.open(mask).size[::-1]),
-                      "volume": str(heldout_at / volumes[entry["volume"]].relative_to(data.heldout)),
-                      "volume_key": entry["volume"], "slice": int(entry["slice"])})
+        items.append(
+            {
+                "name": img.name,
+                "image": str(slices_at / img.name),
+                "size": list(Image.open(mask).size[::-1]),
+                "volume": str(heldout_at / volumes[entry["volume"]].relative_to(data.heldout)),
+                "volume_key": entry["volume"],
+                "slice": int(entry["slice"]),
+            }
+        )
     return items
 
 

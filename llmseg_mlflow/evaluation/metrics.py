@@ -4,6 +4,7 @@ Empty cases are defined so every image gets a number (docs/evaluation.md):
 - Dice and IoU are 1 when prediction and ground truth are both empty, 0 when only one is;
 - HD95 is 0 when both are empty and the image diagonal (the largest possible distance) when only one is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,10 +68,18 @@ class ImageScores:
     def rows(self) -> list[dict[str, object]]:
         """One dict per image: index, image, dice, iou, hd95, gt_pixels, pred_pixels."""
         return [
-            {"index": i, "image": n, "dice": float(d), "iou": float(j), "hd95": float(h),
-             "gt_pixels": int(g), "pred_pixels": int(p)}
-            for i, (n, d, j, h, g, p) in enumerate(zip(self.names, self.dice, self.iou, self.hd95,
-                                                       self.gt_pixels, self.pred_pixels))
+            {
+                "index": i,
+                "image": n,
+                "dice": float(d),
+                "iou": float(j),
+                "hd95": float(h),
+                "gt_pixels": int(g),
+                "pred_pixels": int(p),
+            }
+            for i, (n, d, j, h, g, p) in enumerate(
+                zip(self.names, self.dice, self.iou, self.hd95, self.gt_pixels, self.pred_pixels)
+            )
         ]
 
 
@@ -80,7 +89,9 @@ def score_masks(names: list[str], preds: list[np.ndarray], gts: list[np.ndarray]
         raise ValueError(f"{len(names)} names, {len(preds)} predictions, {len(gts)} ground truths")
     for name, p, g in zip(names, preds, gts):
         if p.shape != g.shape:
-            raise ValueError(f"{name}: prediction {p.shape} vs ground truth {g.shape}; resize to the ground truth first")
+            raise ValueError(
+                f"{name}: prediction {p.shape} vs ground truth {g.shape}; resize to the ground truth first"
+            )
     n = len(gts)
     dice, iou = np.zeros(n), np.zeros(n)
     # Group same-size images so Dice/IoU run as one array operation per size.
@@ -91,7 +102,9 @@ def score_masks(names: list[str], preds: list[np.ndarray], gts: list[np.ndarray]
         d, j = dice_iou(np.stack([preds[i] for i in idx]), np.stack([gts[i] for i in idx]))
         dice[idx], iou[idx] = d, j
     return ImageScores(
-        names=list(names), dice=dice, iou=iou,
+        names=list(names),
+        dice=dice,
+        iou=iou,
         hd95=np.array([hd95(p, g) for p, g in zip(preds, gts)], dtype=float),
         gt_pixels=np.array([int(g.astype(bool).sum()) for g in gts]),
         pred_pixels=np.array([int(p.astype(bool).sum()) for p in preds]),

@@ -5,6 +5,7 @@ declare 16000x16000 arrays in a few MB of compressed zeros. Everything is checke
 each member's .npy header (shape, dtype, declared size) first; only then are the arrays read, each exactly the
 size its held-out image allows.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmseg_mlflow.pipeline.untrusted import UntrustedFileError, open_regular
+from llmseg_mlflow.untrusted import UntrustedFileError, open_regular
 
 _KINDS = "biuf"  # bool, signed and unsigned integers, floats
 _MAX_HEADER = 10_000  # bytes of a .npy header; numpy's own default limit
@@ -33,7 +34,9 @@ def _names(names: set[str] | list[str]) -> str:
     return ", ".join(repr(n[:80]) for n in shown) + more
 
 
-def _members(archive: zipfile.ZipFile, expected: Mapping[str, tuple[int, int]], file: str) -> dict[str, zipfile.ZipInfo]:
+def _members(
+    archive: zipfile.ZipFile, expected: Mapping[str, tuple[int, int]], file: str
+) -> dict[str, zipfile.ZipInfo]:
     """Expected name -> its zip member; PredictionsError for missing, extra, duplicate or odd members."""
     infos = archive.infolist()
     if len(infos) > len(expected) + _SHOWN:
@@ -45,21 +48,25 @@ def _members(archive: zipfile.ZipFile, expected: Mapping[str, tuple[int, int]], 
         if info.flag_bits & 0x1:
             raise PredictionsError(f"{file}: entry {info.filename[:80]!r} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise PredictionsError(f"{file}: entry {info.filename[:80]!r} uses zip compression "
-                                   f"{info.compress_type}, not what numpy.savez writes")
+            raise PredictionsError(
+                f"{file}: entry {info.filename[:80]!r} uses zip compression "
+                f"{info.compress_type}, not what numpy.savez writes"
+            )
         by_member[info.filename] = info
     wanted = {f"{name}.npy": name for name in expected}
     missing = {name for member, name in wanted.items() if member not in by_member}
     extra = {member for member in by_member if member not in wanted}
     if missing or extra:
-        parts = ([f"no mask for {len(missing)} held-out image(s): {_names(missing)}"] if missing else []) + \
-                ([f"{len(extra)} entries that are no held-out image: {_names(extra)}"] if extra else [])
+        parts = ([f"no mask for {len(missing)} held-out image(s): {_names(missing)}"] if missing else []) + (
+            [f"{len(extra)} entries that are no held-out image: {_names(extra)}"] if extra else []
+        )
         raise PredictionsError(f"{file}: " + "; ".join(parts))
     return {name: by_member[member] for member, name in wanted.items()}
 
 
-def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, shape: tuple[int, int],
-                  file: str) -> None:
+def _check_header(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, shape: tuple[int, int], file: str
+) -> None:
     """The member's .npy header must declare `shape`, a plain numeric dtype, and the matching member size."""
     with archive.open(info) as member:
         try:
@@ -74,16 +81,24 @@ def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, sh
             raise PredictionsError(f"{file}: entry {name[:80]!r} is not a .npy array ({str(exc)[:200]})") from None
         header_bytes = member.tell()
     if tuple(declared) != shape:
-        raise PredictionsError(f"{file}: entry {name[:80]!r} declares shape {tuple(declared)}, "
-                               f"the held-out mask is {shape}")
-    if (dtype.kind not in _KINDS or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None
-            or dtype.itemsize > 8):
-        raise PredictionsError(f"{file}: entry {name[:80]!r} has dtype {str(dtype)[:80]}, "
-                               "not bool, an integer or a float")
+        raise PredictionsError(
+            f"{file}: entry {name[:80]!r} declares shape {tuple(declared)}, the held-out mask is {shape}"
+        )
+    if (
+        dtype.kind not in _KINDS
+        or dtype.hasobject
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+        or dtype.itemsize > 8
+    ):
+        raise PredictionsError(
+            f"{file}: entry {name[:80]!r} has dtype {str(dtype)[:80]}, not bool, an integer or a float"
+        )
     size = header_bytes + shape[0] * shape[1] * dtype.itemsize
     if info.file_size != size:
-        raise PredictionsError(f"{file}: entry {name[:80]!r} declares {info.file_size} bytes uncompressed, "
-                               f"its header says {size}")
+        raise PredictionsError(
+            f"{file}: entry {name[:80]!r} declares {info.file_size} bytes uncompressed, its header says {size}"
+        )
 
 
 def _binary(array: np.ndarray) -> np.ndarray:
@@ -123,8 +138,10 @@ def load_predictions(path: Path, expected: Mapping[str, tuple[int, int]]) -> dic
         # Deflate never grows data by more than a fraction of a percent; 8 bytes per pixel is float64.
         cap = sum(h * w * 8 + _SLACK for h, w in shapes.values()) + _SLACK
         if size > cap:
-            raise PredictionsError(f"{file}: {size} bytes, more than {len(shapes)} masks of the held-out "
-                                   f"sizes can take ({cap} bytes at most)")
+            raise PredictionsError(
+                f"{file}: {size} bytes, more than {len(shapes)} masks of the held-out "
+                f"sizes can take ({cap} bytes at most)"
+            )
         try:
             archive = zipfile.ZipFile(fh)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
@@ -139,8 +156,9 @@ def load_predictions(path: Path, expected: Mapping[str, tuple[int, int]]) -> dic
                     with archive.open(info) as member:
                         array = np.lib.format.read_array(member, allow_pickle=False, max_header_size=_MAX_HEADER)
                 except (ValueError, EOFError, zlib.error, zipfile.BadZipFile, OSError) as exc:
-                    raise PredictionsError(f"{file}: entry {name[:80]!r} could not be read "
-                                           f"({str(exc)[:200]})") from None
+                    raise PredictionsError(
+                        f"{file}: entry {name[:80]!r} could not be read ({str(exc)[:200]})"
+                    ) from None
                 if array.shape != shapes[name]:  # the header was checked; this is the array built from it
                     raise PredictionsError(f"{file}: entry {name[:80]!r} read as shape {array.shape}")
                 out[name] = _binary(array)

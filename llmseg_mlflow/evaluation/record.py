@@ -2,12 +2,13 @@
 
 Shared by every pipeline (LLM or nnU-Net): the same ground-truth reading, metrics and artifacts.
 """
+
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from PIL import Image
@@ -28,12 +29,14 @@ def score_heldout(data: PreparedDataset, predictions: Mapping[str, np.ndarray]) 
     if missing:
         raise ValueError(f"no prediction for {len(missing)} held-out images, e.g. {missing[:3]}")
     names = [img.name for img, _ in pairs]
-    return score_masks(names, [np.asarray(predictions[n]).astype(bool) for n in names],
-                       [data.read_mask(m) for _, m in pairs])
+    return score_masks(
+        names, [np.asarray(predictions[n]).astype(bool) for n in names], [data.read_mask(m) for _, m in pairs]
+    )
 
 
-def examples_figure(data: PreparedDataset, scores: ImageScores, predictions: Mapping[str, np.ndarray],
-                    dest: Path, n: int = N_EXAMPLES) -> Path:
+def examples_figure(
+    data: PreparedDataset, scores: ImageScores, predictions: Mapping[str, np.ndarray], dest: Path, n: int = N_EXAMPLES
+) -> Path:
     """Input, ground truth and prediction (with Dice) for the n hardest held-out images."""
     import matplotlib
 
@@ -58,8 +61,9 @@ def examples_figure(data: PreparedDataset, scores: ImageScores, predictions: Map
     return dest
 
 
-def log_scores(run: RunLogger, data: PreparedDataset, scores: ImageScores,
-               predictions: Mapping[str, np.ndarray]) -> None:
+def log_scores(
+    run: RunLogger, data: PreparedDataset, scores: ImageScores, predictions: Mapping[str, np.ndarray]
+) -> None:
     """Summary metrics, the per-image series, table, masks and example figure on one run."""
     import pandas as pd
 
@@ -69,14 +73,20 @@ def log_scores(run: RunLogger, data: PreparedDataset, scores: ImageScores,
         folder = Path(tmp, "heldout")
         folder.mkdir()
         pd.DataFrame(scores.rows()).to_csv(folder / "per_image.csv", index=False)
-        np.savez_compressed(folder / "predictions.npz",
-                            **{n: np.asarray(predictions[n], dtype=np.uint8) for n in scores.names})
+        np.savez_compressed(
+            folder / "predictions.npz", **{n: np.asarray(predictions[n], dtype=np.uint8) for n in scores.names}
+        )
         examples_figure(data, scores, predictions, folder / "examples.png")
         run.artifact(folder, "heldout")
 
 
-def log_evaluation(tree: RunTree, data: PreparedDataset, predictions: Mapping[str, np.ndarray],
-                   tags: Mapping[str, object], metrics: Mapping[str, float | None] | None = None) -> ImageScores:
+def log_evaluation(
+    tree: RunTree,
+    data: PreparedDataset,
+    predictions: Mapping[str, np.ndarray],
+    tags: Mapping[str, object],
+    metrics: Mapping[str, float | None] | None = None,
+) -> ImageScores:
     """A new evaluation child with the scores; the root gets the summary and points to it."""
     start = time.monotonic()
     scores = score_heldout(data, predictions)

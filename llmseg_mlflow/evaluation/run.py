@@ -1,28 +1,32 @@
 """The standardized evaluation of a trained pipeline: sandboxed inference, scores, compliance, logging."""
+
 from __future__ import annotations
 
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import get_dataset
-from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset
+from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset, ensure_prepared
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation import compliance
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
 from llmseg_mlflow.evaluation.metrics import ImageScores
 from llmseg_mlflow.evaluation.record import log_evaluation
+from llmseg_mlflow.paths import data_root as data_root_of
 from llmseg_mlflow.pipeline import sandbox
-from llmseg_mlflow.pipeline.workspace import attempt_logs, attempt_path
+from llmseg_mlflow.pipeline.loop import LoopOutcome
+from llmseg_mlflow.pipeline.record import choices
+from llmseg_mlflow.pipeline.workspace import Workspace, attempt_logs, attempt_path
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
-from llmseg_mlflow.tracking.schema import Kind
+from llmseg_mlflow.tracking.schema import Kind, Status
 from llmseg_mlflow.tracking.summary import compliance_metrics
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*")
@@ -38,8 +42,14 @@ class TrainedPipeline:
     hyperparameters: dict[str, str]
 
 
-def evaluate_pipeline(tree: RunTree, data: PreparedDataset, trained: TrainedPipeline, work_dir: Path,
-                      settings: EvalSettings, progress: Callable[[str], None] = lambda _: None) -> ImageScores | None:
+def evaluate_pipeline(
+    tree: RunTree,
+    data: PreparedDataset,
+    trained: TrainedPipeline,
+    work_dir: Path,
+    settings: EvalSettings,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ImageScores | None:
     """Evaluate on the held-out set and log a `kind=evaluation` run; a failure is logged, not raised."""
     progress(f"evaluating on {data.n_heldout} held-out images ({settings.preprocessing} preprocessing)")
     try:
@@ -53,15 +63,23 @@ def evaluate_pipeline(tree: RunTree, data: PreparedDataset, trained: TrainedPipe
         tree.root.tags({"evaluation_error": reason, "evaluation_run_id": tree.children[-1]})
         progress(f"evaluation failed: {reason}")
         return None
-    items = compliance.check(code_files(trained.attempt), trained.attempt, trained.stdout, data.n_pool,
-                             out.info.get("checkpoints", {}))
+    items = compliance.check(
+        code_files(trained.attempt), trained.attempt, trained.stdout, data.n_pool, out.info.get("checkpoints", {})
+    )
     quality = compliance_metrics(items)
     tags = {k: str(out.info[k])[:250] for k in _TAGS if k in out.info}
-    scores = log_evaluation(tree, data, out.predictions, tags,
-                            {"eval_time_s": out.duration_s, "forward_s": out.info.get("forward_s"), **quality})
+    scores = log_evaluation(
+        tree,
+        data,
+        out.predictions,
+        tags,
+        {"eval_time_s": out.duration_s, "forward_s": out.info.get("forward_s"), **quality},
+    )
     tree.root.metrics(quality)
-    progress(f"held-out Dice mean {scores.summary()['heldout_dice_mean']:.3f} "
-             f"({tags.get('eval_preprocessing')} preprocessing), compliance {quality['compliance_score']:.2f}")
+    progress(
+        f"held-out Dice mean {scores.summary()['heldout_dice_mean']:.3f} "
+        f"({tags.get('eval_preprocessing')} preprocessing), compliance {quality['compliance_score']:.2f}"
+    )
     return scores
 
 
@@ -75,15 +93,20 @@ def one_line_reason(exc: EvaluationError) -> str:
 
 # ---- re-evaluating a logged pipeline --------------------------------------------------------------
 
+
 def find_training_run(client: MlflowClient, tree: RunTree):
     """The pipeline's (latest) `kind=training` child."""
     runs = client.search_runs(
         [tree.experiment_id],
         f"tags.mlflow.parentRunId = '{tree.root.run_id}' AND tags.kind = '{Kind.TRAINING.value}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not runs:
-        raise UsageError(f"pipeline {tree.root.run_id} has no training run (status "
-                         f"{client.get_run(tree.root.run_id).data.tags.get('status')!r}): nothing to evaluate")
+        raise UsageError(
+            f"pipeline {tree.root.run_id} has no training run (status "
+            f"{client.get_run(tree.root.run_id).data.tags.get('status')!r}): nothing to evaluate"
+        )
     return runs[0]
 
 
@@ -112,13 +135,13 @@ def load_trained(client: MlflowClient, tree: RunTree, stack: ExitStack) -> Train
 
 def dataset_of(root_tags: dict[str, str], root_params: dict[str, str], data_root: Path) -> PreparedDataset:
     """The prepared dataset the pipeline trained on; a different held-out set is refused."""
-    from llmseg_mlflow.generate import ensure_prepared
-
     data = ensure_prepared(get_dataset(root_tags["dataset"]), data_root)
     logged = root_params.get("data_digest")
     if logged and logged != data.digest:
-        raise UsageError(f"the prepared {data.spec.key!r} under {data_root} (digest {data.digest[:12]}) is not the "
-                         f"one this pipeline trained on (digest {logged[:12]}); point --data-root at that copy")
+        raise UsageError(
+            f"the prepared {data.spec.key!r} under {data_root} (digest {data.digest[:12]}) is not the "
+            f"one this pipeline trained on (digest {logged[:12]}); point --data-root at that copy"
+        )
     return data
 
 
@@ -136,8 +159,6 @@ class EvaluateConfig:
 
 def open_logged_pipeline(run_id: str, unsafe_no_sandbox: bool, data_root: Path | None):
     """(client, tree, root run, prepared dataset) of a logged pipeline; every input problem is a UsageError."""
-    from llmseg_mlflow.generate import llmseg_home
-
     with bad_input(sandbox.SandboxUnavailable, PreparedDataModifiedError):
         if not unsafe_no_sandbox:
             sandbox.check_available()
@@ -148,7 +169,7 @@ def open_logged_pipeline(run_id: str, unsafe_no_sandbox: bool, data_root: Path |
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         root = client.get_run(run_id)
-        data = dataset_of(root.data.tags, root.data.params, (data_root or llmseg_home() / "data").resolve())
+        data = dataset_of(root.data.tags, root.data.params, data_root_of(data_root))
         data.verify_heldout()
     return client, tree, root, data
 
@@ -160,9 +181,38 @@ def run_evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] = lambda _
     if launch and launch != cfg.run_id:  # under `mlflow run -e evaluate`: say what the launch run did
         client.set_tag(launch, "kind", Kind.LAUNCH.value)
         client.set_tag(launch, "pipeline_run_id", cfg.run_id)
-    settings = EvalSettings(cfg.preprocessing, sandbox.Limits(cfg.timeout_s, cfg.memory_gb),
-                            unsafe_no_sandbox=cfg.unsafe_no_sandbox)
+    settings = EvalSettings(
+        cfg.preprocessing, sandbox.Limits(cfg.timeout_s, cfg.memory_gb), unsafe_no_sandbox=cfg.unsafe_no_sandbox
+    )
     with ExitStack() as stack:
         trained = load_trained(client, tree, stack)
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmseg-eval-work-")))
         return evaluate_pipeline(tree, data, trained, work / "evaluation", settings, progress)
+
+
+def eval_timeout(timeout_s: float, eval_timeout_s: float | None) -> float:
+    """The held-out evaluation's wall-clock limit: its own if given, else a quarter of the training's (>= 300 s)."""
+    return eval_timeout_s if eval_timeout_s else max(300.0, timeout_s / 4)
+
+
+def evaluate_trained(
+    tree: RunTree,
+    data: PreparedDataset,
+    out: LoopOutcome,
+    ws: Workspace,
+    preprocessing: str,
+    unsafe_no_sandbox: bool,
+    limits: sandbox.Limits,
+    progress: Callable[[str], None],
+) -> float | None:
+    """The held-out evaluation of the attempt that trained; returns its mean Dice. A failed evaluation sets
+    the status to evaluation_failed (the root's `evaluation_error` tag says why) and returns None."""
+    attempt = out.success
+    assert attempt is not None
+    trained = TrainedPipeline(attempt.folder, attempt.result.stdout_text(), choices(out.files))
+    settings = EvalSettings(preprocessing, limits, unsafe_no_sandbox=unsafe_no_sandbox)
+    scores = evaluate_pipeline(tree, data, trained, ws.root / "evaluation", settings, progress)
+    if scores is None:
+        out.status = Status.EVALUATION_FAILED
+        return None
+    return scores.summary()["heldout_dice_mean"]

@@ -3,6 +3,7 @@
 Runs as a standalone script (`python worker.py config.json`) in the sandbox, because it imports
 generated code; it uses only torch, numpy and Pillow. The harness scores the masks outside.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -23,16 +24,62 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 CHECKPOINT_EXTS = (".pth", ".pt", ".ckpt", ".tar", ".pkl")
-IN_NAMES = {"in_channels", "in_ch", "n_channels", "input_channels", "in_chans", "num_channels", "channels",
-            "img_ch", "in_c", "inchannels", "n_input_channels", "input_nc", "in_features"}
-OUT_NAMES = {"out_channels", "out_ch", "n_classes", "num_classes", "classes", "output_channels", "out_chans",
-             "output_ch", "n_out", "out_c", "outchannels", "num_outputs", "output_nc", "n_output_channels"}
-BASE_NAMES = {"features", "base_features", "init_features", "base_filters", "base_channels", "start_filters",
-              "filters", "base_c", "nf", "base", "n_filters", "num_filters", "start_channels", "feature_channels",
-              "base_ch", "ngf", "init_channels", "features_start", "base_n_filter"}
+IN_NAMES = {
+    "in_channels",
+    "in_ch",
+    "n_channels",
+    "input_channels",
+    "in_chans",
+    "num_channels",
+    "channels",
+    "img_ch",
+    "in_c",
+    "inchannels",
+    "n_input_channels",
+    "input_nc",
+    "in_features",
+}
+OUT_NAMES = {
+    "out_channels",
+    "out_ch",
+    "n_classes",
+    "num_classes",
+    "classes",
+    "output_channels",
+    "out_chans",
+    "output_ch",
+    "n_out",
+    "out_c",
+    "outchannels",
+    "num_outputs",
+    "output_nc",
+    "n_output_channels",
+}
+BASE_NAMES = {
+    "features",
+    "base_features",
+    "init_features",
+    "base_filters",
+    "base_channels",
+    "start_filters",
+    "filters",
+    "base_c",
+    "nf",
+    "base",
+    "n_filters",
+    "num_filters",
+    "start_channels",
+    "feature_channels",
+    "base_ch",
+    "ngf",
+    "init_channels",
+    "features_start",
+    "base_n_filter",
+}
 
 
 # ---- model loading -------------------------------------------------------------------------------
+
 
 def _state_dict_of(obj: object) -> dict[str, torch.Tensor] | None:
     """A state dict, directly or under a usual key of a checkpoint dict; DataParallel prefixes removed."""
@@ -69,10 +116,16 @@ def _kwarg_candidates(cls: type, sd: dict[str, torch.Tensor]) -> list[dict[str, 
             inferred[p.name] = out_c
         elif name in BASE_NAMES:
             default = p.default
-            inferred[p.name] = ([width * 2 ** i for i in range(len(default))]
-                                if isinstance(default, (list, tuple)) else width)
-    required = [p.name for p in params if p.default is inspect.Parameter.empty
-                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in inferred]
+            inferred[p.name] = (
+                [width * 2**i for i in range(len(default))] if isinstance(default, (list, tuple)) else width
+            )
+    required = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and p.name not in inferred
+    ]
     if required:
         return []
     channels_only = {k: v for k, v in inferred.items() if k.lower() not in BASE_NAMES}
@@ -84,8 +137,11 @@ def _build(sd: dict[str, torch.Tensor], code_dir: Path) -> nn.Module:
     import importlib
 
     module = importlib.import_module("model")
-    classes = [c for c in vars(module).values()
-               if inspect.isclass(c) and issubclass(c, nn.Module) and c.__module__ == module.__name__]
+    classes = [
+        c
+        for c in vars(module).values()
+        if inspect.isclass(c) and issubclass(c, nn.Module) and c.__module__ == module.__name__
+    ]
     classes.sort(key=lambda c: ("unet" not in c.__name__.lower(), -len(inspect.getsource(c))))
     tried = []
     for cls in classes:
@@ -127,8 +183,11 @@ def load_model(checkpoints: Path, code_dir: Path) -> tuple[nn.Module, dict[str, 
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{path.name}: {exc}")
             continue
-        info = {"eval_load": "whole_model" if rank == 0 else "state_dict",
-                "eval_checkpoint": str(path.relative_to(checkpoints)), "checkpoints": kinds}
+        info = {
+            "eval_load": "whole_model" if rank == 0 else "state_dict",
+            "eval_checkpoint": str(path.relative_to(checkpoints)),
+            "checkpoints": kinds,
+        }
         return model, info
     raise RuntimeError("no saved model could be loaded:\n" + "\n".join(errors))
 
@@ -168,6 +227,7 @@ def in_channels(model: nn.Module, size: int = 64) -> int:
 
 
 # ---- preprocessing -------------------------------------------------------------------------------
+
 
 class _Captured(Exception):
     """Raised at the first DataLoader iteration: every loader main.py builds exists by then."""
@@ -225,8 +285,9 @@ def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
     return bases, reason or ("" if bases else "main.py built no DataLoader")
 
 
-def own_items(datasets: list[object], names: list[str], slices: dict[tuple[str, int], str] | None = None
-              ) -> tuple[dict[str, tuple[object, int]], str]:
+def own_items(
+    datasets: list[object], names: list[str], slices: dict[tuple[str, int], str] | None = None
+) -> tuple[dict[str, tuple[object, int]], str]:
     """Held-out name -> (dataset, index) over all captured datasets (a split may spread the held-out
     images over a train, a validation and a test dataset); the reason when some stay uncovered.
     slices: (volume reference, slice index) -> name, when the held-out images are slices of volumes."""
@@ -246,8 +307,9 @@ def own_items(datasets: list[object], names: list[str], slices: dict[tuple[str, 
         return found, ""
     if not found:
         what = "names the volume and slice of its items" if slices else "keeps a list of the held-out file names"
-        return {}, (f"no dataset {what} (DataLoader datasets of sizes {sizes})"
-                    if sizes else "main.py built no DataLoader")
+        return {}, (
+            f"no dataset {what} (DataLoader datasets of sizes {sizes})" if sizes else "main.py built no DataLoader"
+        )
     return {}, f"the pipeline's datasets cover {len(found)} of the {len(names)} held-out images (sizes {sizes})"
 
 
@@ -294,8 +356,10 @@ def _slice_ref(entry: object, paths: list[list[str]]) -> tuple[str, int] | None:
     {"image": path, "slice": k}, (volume index, k) into a list of volume paths, or a name like 'case_003_slice42'."""
     if isinstance(entry, str) and os.path.sep not in entry:
         found = _TRAILING_INT.search(entry)
-        return (entry[:found.start()].rstrip("_-. "), int(found.group(1))) if found else None
-    values = list(entry.values()) if isinstance(entry, dict) else list(entry) if isinstance(entry, (tuple, list)) else []
+        return (entry[: found.start()].rstrip("_-. "), int(found.group(1))) if found else None
+    values = (
+        list(entry.values()) if isinstance(entry, dict) else list(entry) if isinstance(entry, (tuple, list)) else []
+    )
     ints = [int(v) for v in values if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
     named = [_image_path(v) for v in values if isinstance(v, (str, os.PathLike, tuple, list))]
     named = [v for v in named if v]
@@ -357,6 +421,7 @@ def generic_image(path: Path, channels: int, size: int) -> torch.Tensor:
 
 # ---- inference -----------------------------------------------------------------------------------
 
+
 def foreground_probability(out: object, final_activation: str, mode: str | None) -> tuple[torch.Tensor, str]:
     """Foreground probability (B, h, w) from the model's output; the output kind is decided once."""
     if isinstance(out, dict):
@@ -383,8 +448,12 @@ def main(config_path: str) -> None:
     code_dir, out_dir = Path(cfg["code_dir"]).resolve(), Path(cfg["out_dir"]).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [h["name"] for h in cfg["heldout"]]
-    slices = {(ref, h["slice"]): h["name"] for h in cfg["heldout"] if "volume" in h
-              for ref in volume_refs(h["volume_key"], h["volume"])}
+    slices = {
+        (ref, h["slice"]): h["name"]
+        for h in cfg["heldout"]
+        if "volume" in h
+        for ref in volume_refs(h["volume_key"], h["volume"])
+    }
     paths = {h["name"]: Path(h["image"]) for h in cfg["heldout"]}
     sizes = {h["name"]: tuple(h["size"]) for h in cfg["heldout"]}  # (H, W) of the ground truth
     os.chdir(code_dir)
@@ -411,8 +480,12 @@ def main(config_path: str) -> None:
                 reason, items = f"reading the dataset failed: {type(exc).__name__}: {str(exc)[:200]}", None
     if items is None:
         items = [(n, generic_image(paths[n], channels, size)) for n in names]
-        info.update(eval_preprocessing="generic", eval_fallback_reason=reason, eval_input_size=size,
-                    eval_input_channels=channels)
+        info.update(
+            eval_preprocessing="generic",
+            eval_fallback_reason=reason,
+            eval_input_size=size,
+            eval_input_channels=channels,
+        )
     else:
         info.update(eval_preprocessing="own")
 
@@ -424,7 +497,7 @@ def main(config_path: str) -> None:
     with torch.inference_mode():
         for (_, gt_size), members in groups.items():
             for start in range(0, len(members), batch):
-                chunk = members[start:start + batch]
+                chunk = members[start : start + batch]
                 x = torch.stack([t for _, t in chunk]).to(device)
                 t0 = time.perf_counter()
                 prob, mode = foreground_probability(model(x), cfg.get("final_activation", "none"), mode)

@@ -14,6 +14,7 @@ The reply text is the text blocks joined, the reasoning the thinking blocks join
 thinking tokens (billed as output); tokens_reasoning is usage.output_tokens_details.thinking_tokens where the API
 reports it (recent API versions), else 0.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ DEFAULT_MAX_TOKENS = 8192
 SETTINGS = ("temperature", "max_tokens", "thinking_budget", "extra_body")
 
 
-def request_params(spec: "ModelSpec") -> dict[str, Any]:
+def request_params(spec: ModelSpec) -> dict[str, Any]:
     """The messages.create arguments for a model's settings, without the messages."""
     unknown = sorted(set(spec.settings) - set(SETTINGS))
     if unknown:
@@ -68,7 +69,7 @@ def request_params(spec: "ModelSpec") -> dict[str, Any]:
 class AnthropicProvider:
     """Answers through Anthropic's Messages API, with counted retries."""
 
-    def __init__(self, spec: "ModelSpec", *, dataset: str, repeat: int) -> None:
+    def __init__(self, spec: ModelSpec, *, dataset: str, repeat: int) -> None:
         if not spec.api_model:
             raise LLMError(f"model {spec.key!r} has no api_model; set the Claude model id in the catalog")
         self.spec, self.dataset, self.repeat = spec, dataset, repeat
@@ -84,8 +85,7 @@ class AnthropicProvider:
         self.params = request_params(spec)
         # A short connect timeout: an unreachable host should not cost the whole request timeout.
         self.timeout = anthropic.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0))
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=self.base_url, timeout=self.timeout,
-                                          max_retries=0)
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
         self.classify = sdk_classifier(anthropic, key_env=self.key_env, timeout_s=self.timeout_s)
         where = self.base_url or "api.anthropic.com"
         self.what = f"the anthropic call for model {spec.key!r} ({spec.api_model} at {where})"
@@ -93,14 +93,17 @@ class AnthropicProvider:
     def complete(self, messages: list[Message]) -> Reply:
         """Send the conversation; the reply with its thinking, tokens and cost."""
         system = "\n\n".join(m.content for m in messages if m.role == "system")
-        params = {**self.params, "messages": [{"role": m.role, "content": m.content}
-                                              for m in messages if m.role != "system"]}
+        params = {
+            **self.params,
+            "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
+        }
         if system:
             params["system"] = system  # the Messages API takes no system role inside messages
         start = time.perf_counter()
         # An explicit per-call timeout also stops the SDK from refusing large max_tokens without streaming.
-        outcome = call_with_retries(lambda: self.client.messages.create(**params, timeout=self.timeout),
-                                    self.classify, what=self.what)
+        outcome = call_with_retries(
+            lambda: self.client.messages.create(**params, timeout=self.timeout), self.classify, what=self.what
+        )
         message = outcome.result
         texts = [b.text for b in message.content if b.type == "text"]
         thoughts = [b.thinking for b in message.content if b.type == "thinking"]
@@ -136,7 +139,7 @@ def _thinking_tokens(usage: Any) -> int:
     return int(getattr(details, "thinking_tokens", 0) or 0)
 
 
-def _endpoint(spec: "ModelSpec") -> str | None:
+def _endpoint(spec: ModelSpec) -> str | None:
     """The catalog's base URL for the model; LLMError when it comes from an unset environment variable."""
     try:
         return spec.endpoint()

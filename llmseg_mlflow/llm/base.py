@@ -1,9 +1,11 @@
 """The provider interface: messages in, one reply out."""
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from llmseg_mlflow.catalog.models import ModelSpec
@@ -62,7 +64,7 @@ def provider_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_provider(spec: "ModelSpec", *, dataset: str, repeat: int) -> Provider:
+def make_provider(spec: ModelSpec, *, dataset: str, repeat: int) -> Provider:
     """Build the provider for a catalog model; imports its module on first use."""
     target = _REGISTRY.get(spec.provider)
     if target is None:

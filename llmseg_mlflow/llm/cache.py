@@ -4,6 +4,7 @@ The key covers everything that shapes the answer: provider, endpoint, API model 
 whole message list and the repeat number (repeats must never share replies). Entries are plain, indented
 JSON a person can read: the request's identity and the reply as it came.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,7 @@ def normalise_endpoint(base_url: str | None) -> str | None:
     return urlunsplit((parts.scheme.lower(), host, parts.path, parts.query, parts.fragment))
 
 
-def cache_key(spec: "ModelSpec", repeat: int, messages: list[Message],
-              endpoint: str | None = None) -> dict[str, object]:
+def cache_key(spec: ModelSpec, repeat: int, messages: list[Message], endpoint: str | None = None) -> dict[str, object]:
     """The request identity that is hashed (and stored beside the reply); `endpoint` is the URL actually
     called (a provider may take it from the environment), else the catalog's base_url."""
     identity: dict[str, object] = {
@@ -61,7 +61,7 @@ def digest(identity: dict[str, object]) -> str:
 class CachedProvider:
     """Wraps a provider: answers from the cache when it can, stores every fresh reply."""
 
-    def __init__(self, inner: Provider, spec: "ModelSpec", repeat: int, root: Path, *, read: bool = True) -> None:
+    def __init__(self, inner: Provider, spec: ModelSpec, repeat: int, root: Path, *, read: bool = True) -> None:
         self.inner, self.spec, self.repeat, self.read = inner, spec, repeat, read
         # The URL the provider really calls (LLMSEG_*_BASE_URL may override the catalog's); None: its default.
         self.endpoint = getattr(inner, "base_url", spec.base_url)

@@ -13,6 +13,7 @@ tokens_out is completion_tokens, which already includes the reasoning tokens (bi
 tokens_reasoning is usage.completion_tokens_details.reasoning_tokens where the server reports it. The reasoning
 text is DeepSeek's/xAI's `reasoning_content` (or `reasoning`, as some hosts name it); OpenAI returns none.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,7 @@ def uses_max_completion_tokens(api_model: str) -> bool:
     return api_model.lower().startswith(_REASONING_PREFIXES)
 
 
-def request_params(spec: "ModelSpec") -> dict[str, Any]:
+def request_params(spec: ModelSpec) -> dict[str, Any]:
     """The chat.completions.create arguments for a model's settings, without the messages."""
     assert spec.api_model is not None
     unknown = sorted(set(spec.settings) - set(SETTINGS))
@@ -68,7 +69,7 @@ def request_params(spec: "ModelSpec") -> dict[str, Any]:
 class OpenAIProvider:
     """Answers through chat.completions of OpenAI or an OpenAI-compatible server, with counted retries."""
 
-    def __init__(self, spec: "ModelSpec", *, dataset: str, repeat: int) -> None:
+    def __init__(self, spec: ModelSpec, *, dataset: str, repeat: int) -> None:
         if not spec.api_model:
             raise LLMError(f"model {spec.key!r} has no api_model; set the provider's model id in the catalog")
         self.spec, self.dataset, self.repeat = spec, dataset, repeat
@@ -87,12 +88,15 @@ class OpenAIProvider:
         """Send the conversation; the reply with its reasoning trace, tokens and cost."""
         params = {**self.params, "messages": [{"role": m.role, "content": m.content} for m in messages]}
         start = time.perf_counter()
-        outcome = call_with_retries(lambda: self.client.chat.completions.create(**params), self.classify,
-                                    what=self.what)
+        outcome = call_with_retries(
+            lambda: self.client.chat.completions.create(**params), self.classify, what=self.what
+        )
         response = outcome.result
         if not response.choices:
-            raise LLMError(f"{self.what} returned no choices (response {response.id!r}); the server may be "
-                           f"misconfigured or the model id wrong")
+            raise LLMError(
+                f"{self.what} returned no choices (response {response.id!r}); the server may be "
+                f"misconfigured or the model id wrong"
+            )
         choice = response.choices[0]
         usage = response.usage
         tokens_in = usage.prompt_tokens if usage else 0
@@ -133,7 +137,7 @@ def _reasoning_text(message: Any) -> str | None:
     return None
 
 
-def _api_key(spec: "ModelSpec") -> tuple[str | None, str]:
+def _api_key(spec: ModelSpec) -> tuple[str | None, str]:
     """(environment variable, key); LLMError naming the variable when it is unset."""
     env = spec.api_key_env or (DEFAULT_KEY_ENV if spec.provider == "openai" else None)
     if env is None:
@@ -147,7 +151,7 @@ def _api_key(spec: "ModelSpec") -> tuple[str | None, str]:
     return env, key
 
 
-def _endpoint(spec: "ModelSpec") -> str | None:
+def _endpoint(spec: ModelSpec) -> str | None:
     """The catalog's base URL for the model; LLMError when it comes from an unset environment variable."""
     try:
         return spec.endpoint()

@@ -1,71 +1,18 @@
 """A provider that answers with recorded replies from a folder: offline demos, tests, chat-only models."""
+
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmseg_mlflow.catalog.replay_folder import FOLDER_LAYOUT, recorded_replies
 from llmseg_mlflow.llm.base import LLMError, Message, Reply
+
+_CHARS_PER_TOKEN = 4  # rough rule of thumb for English and code; replies carry no real token counts
 
 if TYPE_CHECKING:
     from llmseg_mlflow.catalog.models import ModelSpec
-
-FOLDER_LAYOUT = (
-    "a replay folder must hold the assistant's replies in order as 01.md, 02.md, ... (Markdown with fenced "
-    "code, optionally 01.reasoning.md with the reasoning trace of reply 01), or simply the generated .py files "
-    "(dataset.py, model.py, train.py, main.py); a subfolder named after a dataset key holds the replies for "
-    "that dataset"
-)
-_REPLY = re.compile(r"^(\d+)\.md$")
-_FILE_ORDER = ("dataset.py", "model.py", "train.py", "main.py")
-_CHARS_PER_TOKEN = 4  # rough rule of thumb for English and code; replies carry no real token counts
-
-
-@dataclass(frozen=True)
-class RecordedReply:
-    """One recorded assistant turn and the file it came from."""
-
-    text: str
-    reasoning: str | None
-    source: Path
-
-
-def recorded_replies(folder: Path) -> list[RecordedReply]:
-    """The replies in folder, in order: NN.md files by number, else one reply synthesised from the .py files."""
-    numbered = sorted(
-        (int(m.group(1)), p) for p in folder.iterdir() if p.is_file() and (m := _REPLY.match(p.name))
-    )
-    if numbered:
-        replies = []
-        for number, path in numbered:
-            trace = path.with_name(f"{path.stem}.reasoning.md")
-            reasoning = trace.read_text(encoding="utf-8") if trace.is_file() else None
-            replies.append(RecordedReply(path.read_text(encoding="utf-8"), reasoning, path))
-        return replies
-    sources = [p for p in folder.iterdir() if p.is_file() and p.suffix == ".py"]
-    if not sources:
-        return []
-    return [RecordedReply(_as_markdown(sources), None, folder)]
-
-
-def has_replies(folder: Path) -> bool:
-    """Whether folder, or one of its dataset subfolders, holds recorded replies."""
-    if recorded_replies(folder):
-        return True
-    return any(sub.is_dir() and recorded_replies(sub) for sub in folder.iterdir())
-
-
-def _as_markdown(sources: list[Path]) -> str:
-    """One reply as an LLM would write it: a heading and a fenced block per file, pipeline files first."""
-    rank = {name: i for i, name in enumerate(_FILE_ORDER)}
-    parts = ["Here is the implementation, one file per section.\n"]
-    for path in sorted(sources, key=lambda p: (rank.get(p.name, len(rank)), p.name)):
-        code = path.read_text(encoding="utf-8").rstrip("\n")
-        fence = "````" if "```" in code else "```"  # a longer fence keeps inner backticks literal
-        parts.append(f"## {path.name}\n\n{fence}python\n{code}\n{fence}\n")
-    return "\n".join(parts)
 
 
 class ReplayProvider:
@@ -74,7 +21,7 @@ class ReplayProvider:
     The same recording answers every repeat: a recording is one conversation, replayed as it happened.
     """
 
-    def __init__(self, spec: "ModelSpec", *, dataset: str, repeat: int) -> None:
+    def __init__(self, spec: ModelSpec, *, dataset: str, repeat: int) -> None:
         root = spec.replay_dir
         if root is None or not Path(root).is_dir():
             raise LLMError(f"model {spec.key!r} has no replay folder ({root}); {FOLDER_LAYOUT}")

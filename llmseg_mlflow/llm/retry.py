@@ -9,15 +9,17 @@ Environment:
   LLMSEG_LLM_TIMEOUT_S     per-request timeout in seconds (default 600)
 A server's Retry-After header (seconds, or retry-after-ms) replaces the backoff delay, capped at 60 s.
 """
+
 from __future__ import annotations
 
 import email.utils
 import os
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from llmseg_mlflow.llm.base import LLMError
 
@@ -50,10 +52,11 @@ class RetryPolicy:
     max_delay_s: float = MAX_DELAY_S
 
     @classmethod
-    def from_env(cls) -> "RetryPolicy":
+    def from_env(cls) -> RetryPolicy:
         """The policy set by LLMSEG_LLM_MAX_RETRIES and LLMSEG_LLM_RETRY_BASE_S."""
-        return cls(max_retries=int(_env_number(MAX_RETRIES_ENV, 5, integer=True)),
-                   base_s=_env_number(RETRY_BASE_ENV, 1.0))
+        return cls(
+            max_retries=int(_env_number(MAX_RETRIES_ENV, 5, integer=True)), base_s=_env_number(RETRY_BASE_ENV, 1.0)
+        )
 
     def delay_s(self, retry: int, retry_after_s: float | None) -> float:
         """Seconds to wait before retry number `retry` (1-based): the server's wish, else backoff with jitter."""
@@ -77,8 +80,14 @@ class Outcome(Generic[T]):
 Classify = Callable[[BaseException], Failure | None]  # None: not an API failure, let it propagate
 
 
-def call_with_retries(fn: Callable[[], T], classify: Classify, *, what: str, policy: RetryPolicy | None = None,
-                      sleep: Callable[[float], None] = time.sleep) -> Outcome[T]:
+def call_with_retries(
+    fn: Callable[[], T],
+    classify: Classify,
+    *,
+    what: str,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome[T]:
     """Call fn until it succeeds; retry what classify calls retryable, raise LLMError for the rest.
 
     classify returns None for exceptions that are not API failures (programming errors): they propagate as is.
@@ -136,8 +145,7 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         return max(when.timestamp() - time.time(), 0.0)
 
 
-def status_failure(status: int, message: str, headers: Mapping[str, str] | None, *,
-                   key_env: str | None) -> Failure:
+def status_failure(status: int, message: str, headers: Mapping[str, str] | None, *, key_env: str | None) -> Failure:
     """Classify an HTTP error status: 408/409/429/5xx/529 retryable, other 4xx final with a hint."""
     retryable = status in RETRYABLE_STATUS or status >= 500
     hints = {
@@ -146,8 +154,9 @@ def status_failure(status: int, message: str, headers: Mapping[str, str] | None,
         404: "check the model's api_model and base_url in the catalog (or your models file)",
         400: "the request was rejected as sent; check the model's settings in the catalog",
     }
-    return Failure(retryable, f"HTTP {status}", message, retry_after_seconds(headers) if retryable else None,
-                   hints.get(status, ""))
+    return Failure(
+        retryable, f"HTTP {status}", message, retry_after_seconds(headers) if retryable else None, hints.get(status, "")
+    )
 
 
 def sdk_classifier(sdk: ModuleType, *, key_env: str | None, timeout_s: float) -> Classify:

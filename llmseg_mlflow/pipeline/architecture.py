@@ -1,4 +1,5 @@
 """What the LLM built, read from its printed torchinfo summary and its model.py."""
+
 from __future__ import annotations
 
 import ast
@@ -22,7 +23,7 @@ def torchinfo_summary(stdout: str) -> str | None:
             end = i
         elif lines[i].strip() == "" and end > header and i > end:
             break
-    return "\n".join(lines[start: end + 1])
+    return "\n".join(lines[start : end + 1])
 
 
 def params_total(stdout: str) -> int | None:

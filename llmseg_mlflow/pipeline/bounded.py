@@ -12,6 +12,7 @@ This module knows nothing of what is parsed: `run` takes a module-level function
 jobs of (name, JSON-able arguments, bytes), and returns each job's JSON-able value, the message of the `Refused`
 it raised, or a `Failure` (timeout, CPU, memory, crash, or the server not answering) for the caller to word.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -24,9 +25,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 MAX_MESSAGE = 2000  # characters of a Refused message sent back
 # Kinds of Failure: the child died (DIED), or the server did not answer as it should.
@@ -102,7 +103,7 @@ def _read_exact(fd: int, size: int, deadline: float | None = None) -> bytes:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _frame(data: bytes) -> bytes:
@@ -121,8 +122,10 @@ def _jobs_in_child(function: Callable, request: dict, blobs: list[bytes], out: i
     """The forked child: limits first, then one line per job ('P name' before, 'R json' after) on out."""
     import resource
 
-    for limit, value in ((resource.RLIMIT_AS, int(request["memory"])),
-                         (resource.RLIMIT_CPU, int(request["timeout"]) + 1)):
+    for limit, value in (
+        (resource.RLIMIT_AS, int(request["memory"])),
+        (resource.RLIMIT_CPU, int(request["timeout"]) + 1),
+    ):
         _soft, hard = resource.getrlimit(limit)
         if hard == resource.RLIM_INFINITY or value < hard:
             resource.setrlimit(limit, (value, hard))
@@ -187,8 +190,11 @@ def _run_request(request: dict, blobs: list[bytes]) -> dict:
         died = ("timeout", f"took longer than {float(request['timeout']):g} s")
     elif os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        died = (("cpu", f"used more than {float(request['timeout']):g} s of CPU") if sig == signal.SIGXCPU
-                else ("signal", f"was killed by signal {sig}"))
+        died = (
+            ("cpu", f"used more than {float(request['timeout']):g} s of CPU")
+            if sig == signal.SIGXCPU
+            else ("signal", f"was killed by signal {sig}")
+        )
     elif os.WEXITSTATUS(status) == 3:
         died = ("memory", f"needed more than {size_text(int(request['memory']))} of memory")
     elif os.WEXITSTATUS(status) != 0:
@@ -224,14 +230,23 @@ _server: tuple[int, subprocess.Popen] | None = None  # (pid of the process that 
 
 
 def _start_server() -> subprocess.Popen:
-    package_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[2])  # holds llmseg_mlflow: the checkout or site-packages
     # It parses hostile bytes: it gets no keys or tokens, only what Python needs to start.
     keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV") if k in os.environ}
-    env = {**keep, "OPENBLAS_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "llmseg_mlflow.pipeline.bounded", "--serve"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            bufsize=0, env=env, cwd=package_root)
+    env = {
+        **keep,
+        "OPENBLAS_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmseg_mlflow.pipeline.bounded", "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+        env=env,
+        cwd=package_root,
+    )
 
 
 def _ask_server(request: dict, blobs: list[bytes]) -> dict | Failure:
@@ -291,21 +306,35 @@ def _answers(results: list, names: list[str]) -> tuple[list[Answer], Failure | N
     return answers, None
 
 
-def run(function: Callable, jobs: list[tuple[str, dict, bytes]], memory_bytes: int, timeout_s: float,
-        prepare: Callable[[], None] | None = None) -> Outcome:
+def run(
+    function: Callable,
+    jobs: list[tuple[str, dict, bytes]],
+    memory_bytes: int,
+    timeout_s: float,
+    prepare: Callable[[], None] | None = None,
+) -> Outcome:
     """Run function(name, data, **args) for each (name, args, data) job, in order, in one limited child process."""
     names = [name for name, _, _ in jobs]
-    request = {"function": _name_of(function), "prepare": prepare and _name_of(prepare),
-               "jobs": [{"name": n, "args": a, "size": len(d)} for n, a, d in jobs],
-               "memory": memory_bytes, "timeout": timeout_s}
+    request = {
+        "function": _name_of(function),
+        "prepare": prepare and _name_of(prepare),
+        "jobs": [{"name": n, "args": a, "size": len(d)} for n, a, d in jobs],
+        "memory": memory_bytes,
+        "timeout": timeout_s,
+    }
     answer = _ask_server(request, [d for _, _, d in jobs])
     if isinstance(answer, Failure):
         return Outcome([], answer)
     try:
         results, died, current = answer["results"], answer["died"], answer["current"]
         assert isinstance(results, list) and len(results) <= len(jobs)
-        assert died is None or (isinstance(died, list) and len(died) == 2 and died[0] in DIED
-                                and isinstance(died[1], str) and (current is None or current in names))
+        assert died is None or (
+            isinstance(died, list)
+            and len(died) == 2
+            and died[0] in DIED
+            and isinstance(died[1], str)
+            and (current is None or current in names)
+        )
     except (AssertionError, KeyError, TypeError):
         return Outcome([], Failure("malformed", names[0]))
     answers, failure = _answers(results, names)

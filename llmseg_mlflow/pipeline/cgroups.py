@@ -5,6 +5,7 @@ included, and the kernel enforces it at once (a poll of RSS misses both). Where 
 (a plain container, a user without delegation) `create` returns None and says why once; the sandbox
 then falls back to sized tmpfs mounts, rlimits and its RSS watchdog.
 """
+
 from __future__ import annotations
 
 import os
@@ -112,10 +113,14 @@ def warn_unavailable(why: str) -> None:
     if why in _WARNED:
         return
     _WARNED.append(why)
-    print(f"[llmseg] WARNING: no cgroup for the sandbox ({why}). Memory is capped by an RSS watchdog and "
-          "sized tmpfs mounts, processes by RLIMIT_NPROC (not for root), disk by RLIMIT_FSIZE and a watchdog. "
-          "Run as root on a machine whose cgroups are writable (or with systemd delegation) for kernel limits; "
-          "see docs/security.md.", file=sys.stderr, flush=True)
+    print(
+        f"[llmseg] WARNING: no cgroup for the sandbox ({why}). Memory is capped by an RSS watchdog and "
+        "sized tmpfs mounts, processes by RLIMIT_NPROC (not for root), disk by RLIMIT_FSIZE and a watchdog. "
+        "Run as root on a machine whose cgroups are writable (or with systemd delegation) for kernel limits; "
+        "see docs/security.md.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class Cgroup:

@@ -1,5 +1,6 @@
 """`llmseg doctor`: what the sandbox offers generated code (Python, torch, CUDA, the modules LLM pipelines
 commonly import), probed inside the sandbox itself, and what enforces its limits."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,28 @@ from llmseg_mlflow.pipeline import sandbox
 _QUIET = {"NO_ALBUMENTATIONS_UPDATE": "1"}
 
 # What LLM pipelines commonly import (by import name); the `pipeline` extra installs the usual ones.
-COMMON_MODULES = ("torch", "torchvision", "numpy", "PIL", "cv2", "skimage", "albumentations", "torchsummary",
-                  "torchinfo", "nibabel", "sklearn", "pandas", "openpyxl", "matplotlib", "tqdm", "scipy",
-                  "segmentation_models_pytorch", "monai", "timm", "SimpleITK")
+COMMON_MODULES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "PIL",
+    "cv2",
+    "skimage",
+    "albumentations",
+    "torchsummary",
+    "torchinfo",
+    "nibabel",
+    "sklearn",
+    "pandas",
+    "openpyxl",
+    "matplotlib",
+    "tqdm",
+    "scipy",
+    "segmentation_models_pytorch",
+    "monai",
+    "timm",
+    "SimpleITK",
+)
 _PROBE = """
 import importlib, importlib.metadata as md, json, sys, warnings
 warnings.simplefilter("ignore")
@@ -62,15 +82,24 @@ def sandbox_report(modules: tuple[str, ...] = COMMON_MODULES) -> dict[str, objec
         sandboxed, note = False, str(exc)
     support = cgroups.support()
     report: dict[str, object] = {
-        "sandboxed": sandboxed, "sandbox_problem": note, "bwrap": _bwrap_version(),
-        "limits_enforced_by": sandbox.enforcement(), "cgroup_note": support.reason or None,
+        "sandboxed": sandboxed,
+        "sandbox_problem": note,
+        "bwrap": _bwrap_version(),
+        "limits_enforced_by": sandbox.enforcement(),
+        "cgroup_note": support.reason or None,
     }
     work = Path(tempfile.mkdtemp(prefix="llmseg-doctor-"))
     try:
         (work / "box").mkdir()
-        result = sandbox.run([sys.executable, "-c", _PROBE, *modules], sandbox.Mounts(work / "box"),
-                             sandbox.Limits(timeout_s=300, memory_gb=8, output_mb=1, disk_gb=1),
-                             log_dir=work / "logs", env=_QUIET, unsafe_no_sandbox=not sandboxed, name="doctor")
+        result = sandbox.run(
+            [sys.executable, "-c", _PROBE, *modules],
+            sandbox.Mounts(work / "box"),
+            sandbox.Limits(timeout_s=300, memory_gb=8, output_mb=1, disk_gb=1),
+            log_dir=work / "logs",
+            env=_QUIET,
+            unsafe_no_sandbox=not sandboxed,
+            name="doctor",
+        )
         lines = result.stdout_text().strip().splitlines()
         try:
             probe = json.loads(lines[-1]) if result.ok and lines else None
@@ -82,21 +111,30 @@ def sandbox_report(modules: tuple[str, ...] = COMMON_MODULES) -> dict[str, objec
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mods = probe.get("modules", {})
-    report.update(python=probe.get("python"), cuda_available=probe.get("cuda_available"), modules=mods,
-                  torch=mods.get("torch", {}).get("version"), torchvision=mods.get("torchvision", {}).get("version"))
+    report.update(
+        python=probe.get("python"),
+        cuda_available=probe.get("cuda_available"),
+        modules=mods,
+        torch=mods.get("torch", {}).get("version"),
+        torchvision=mods.get("torchvision", {}).get("version"),
+    )
     return report
 
 
 def render_report(report: dict[str, object]) -> list[str]:
     """`llmseg doctor`'s listing."""
     where = "inside the sandbox" if report["sandboxed"] else f"UNCONFINED ({report['sandbox_problem']})"
-    lines = [f"sandbox: {report['bwrap'] or 'bubblewrap missing'}; memory and process caps enforced by "
-             f"{report['limits_enforced_by']}" + (f" ({report['cgroup_note']})" if report.get("cgroup_note") else ""),
-             f"probe ran {where}"]
+    lines = [
+        f"sandbox: {report['bwrap'] or 'bubblewrap missing'}; memory and process caps enforced by "
+        f"{report['limits_enforced_by']}" + (f" ({report['cgroup_note']})" if report.get("cgroup_note") else ""),
+        f"probe ran {where}",
+    ]
     if "probe_error" in report:
         return lines + [f"the probe failed: {report['probe_error']}"]
-    lines.append(f"python {report['python']}, torch {report['torch']}, torchvision {report['torchvision']}, "
-                 f"CUDA available: {'yes' if report['cuda_available'] else 'no'}")
+    lines.append(
+        f"python {report['python']}, torch {report['torch']}, torchvision {report['torchvision']}, "
+        f"CUDA available: {'yes' if report['cuda_available'] else 'no'}"
+    )
     for name, info in report["modules"].items():
         state = f"yes  {info['version'] or ''}" if info["available"] else f"no   ({info.get('error', '')})"
         lines.append(f"  {name:28} {state}")

@@ -1,4 +1,5 @@
 """Turn a failed execution into an error type (the paper's Fig. 2 categories) and the text fed back."""
+
 from __future__ import annotations
 
 import re
@@ -64,17 +65,24 @@ def _cap(text: str) -> str:
     if len(text) <= MAX_FEEDBACK_CHARS:
         return text
     head = text[: MAX_FEEDBACK_CHARS // 4]
-    return head + "\n...\n" + text[-(MAX_FEEDBACK_CHARS * 3 // 4):]
+    return head + "\n...\n" + text[-(MAX_FEEDBACK_CHARS * 3 // 4) :]
 
 
-def classify(result: ExecResult, timeout_s: float, memory_gb: float, disk_gb: float | None = None,
-             max_processes: int | None = None) -> ExecError:
+def classify(
+    result: ExecResult,
+    timeout_s: float,
+    memory_gb: float,
+    disk_gb: float | None = None,
+    max_processes: int | None = None,
+) -> ExecError:
     """Classify a failed execution; its feedback is the traceback verbatim where there is one."""
     if result.timed_out:
         msg = f"the program did not finish within {timeout_s:g} seconds and was stopped"
         return ExecError(TIMEOUT, msg, f"TimeoutError: {msg}")
     if result.out_of_memory:
-        msg = f"the program used more than {memory_gb:g} GB of memory (files in /tmp and /dev/shm count) and was stopped"
+        msg = (
+            f"the program used more than {memory_gb:g} GB of memory (files in /tmp and /dev/shm count) and was stopped"
+        )
         return ExecError(OUT_OF_MEMORY, msg, f"MemoryError: {msg}")
     if result.disk_quota:
         msg = f"the program wrote more than {disk_gb or 0:g} GB into its folder and was stopped"
@@ -89,9 +97,13 @@ def classify(result: ExecResult, timeout_s: float, memory_gb: float, disk_gb: fl
     tb = last_traceback(stderr)
     if tb is not None:
         qual, message = exception_line(tb)
-        kind = (OUT_OF_MEMORY if _is_oom(qual, message)
-                else DISK_QUOTA if "[Errno 27]" in message  # EFBIG: a file hit RLIMIT_FSIZE, i.e. --disk-gb
-                else qual.rsplit(".", 1)[-1])
+        kind = (
+            OUT_OF_MEMORY
+            if _is_oom(qual, message)
+            else DISK_QUOTA
+            if "[Errno 27]" in message  # EFBIG: a file hit RLIMIT_FSIZE, i.e. --disk-gb
+            else qual.rsplit(".", 1)[-1]
+        )
         return ExecError(kind, message, _cap(tb))
     code = result.returncode
     if code is not None and code < 0:

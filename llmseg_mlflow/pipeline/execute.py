@@ -1,11 +1,12 @@
 """One execution of the generated code: an attempt folder, knob overrides, the sandbox, the verdict."""
+
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.pipeline import knobs, sandbox
@@ -64,8 +65,9 @@ def _free_quota_folder(folder: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def knob_values(data: PreparedDataset, pool_at: Path, save_dir: Path, epochs: int | None,
-                split: str = "pool") -> dict[str, object]:
+def knob_values(
+    data: PreparedDataset, pool_at: Path, save_dir: Path, epochs: int | None, split: str = "pool"
+) -> dict[str, object]:
     """The harness's value for every path knob (and epochs when forced); the split appears at `pool_at`."""
     root = data.pool if split == "pool" else data.heldout
     values: dict[str, object] = {
@@ -79,9 +81,16 @@ def knob_values(data: PreparedDataset, pool_at: Path, save_dir: Path, epochs: in
     return values
 
 
-def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number: int, phase: str,
-            budget: Budget, unsafe_no_sandbox: bool = False,
-            progress: Callable[[str], None] | None = None) -> Attempt:
+def execute(
+    ws: Workspace,
+    files: dict[str, str],
+    data: PreparedDataset,
+    number: int,
+    phase: str,
+    budget: Budget,
+    unsafe_no_sandbox: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Attempt:
     """Copy the code into a fresh attempt folder, point its knobs at the harness's folders, run main.py."""
     folder = ws.attempt_dir(number, phase)
     # Unconfined code sees the host paths; sandboxed code sees the fixed inside ones.
@@ -94,9 +103,13 @@ def execute(ws: Workspace, files: dict[str, str], data: PreparedDataset, number:
     env = {"LLMSEG_MAX_BATCHES": str(budget.max_batches)} if budget.max_batches else {}
     with training_slot() as slot_env:  # a sweep may allow fewer trainings than jobs at once
         result = sandbox.run(
-            [sys.executable, ENTRY], mounts, budget.limits,
-            log_dir=attempt_logs(folder), env={**env, **slot_env},
-            unsafe_no_sandbox=unsafe_no_sandbox, name=phase,
+            [sys.executable, ENTRY],
+            mounts,
+            budget.limits,
+            log_dir=attempt_logs(folder),
+            env={**env, **slot_env},
+            unsafe_no_sandbox=unsafe_no_sandbox,
+            name=phase,
             on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,
         )
     lim = budget.limits

@@ -1,4 +1,5 @@
 """Turn an LLM reply (Markdown with fenced code) into the pipeline's Python files."""
+
 from __future__ import annotations
 
 import ast
@@ -140,7 +141,7 @@ def _split_markers(code: str) -> list[tuple[str | None, str]]:
     seen_code = False
     for i, line in enumerate(lines):
         m = _MARKER.match(line)
-        if m and seen_code and not _imports_itself(m["name"], lines[i + 1:]):
+        if m and seen_code and not _imports_itself(m["name"], lines[i + 1 :]):
             parts.append((name, "\n".join(lines[start:i])))
             start, name, seen_code = i, _normalize(m["name"]), False
         elif line.strip() and not line.startswith("#"):

@@ -5,6 +5,7 @@ generated code; `inspection.py` copies it (with the evaluation worker, whose con
 sets it reuses) into a scratch folder and reads back out/network.json. Definitions (the paper's
 Tables 1-2 columns) are in `inspection.py`'s docstring.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,22 +21,65 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-
 from worker import BASE_NAMES, IN_NAMES, OUT_NAMES  # copied beside this script by inspection.py
 
 # Leaf modules by class name without its 1d/2d/3d suffix; others keep their name.
-_SHORT = {"BatchNorm": "BN", "InstanceNorm": "IN", "GroupNorm": "GN", "LayerNorm": "LN", "ConvTranspose": "ConvT",
-          "Conv": "Conv", "ReLU6": "ReLU", "Dropout": "Dropout", "AlphaDropout": "Dropout", "MaxPool": "MaxPool",
-          "AvgPool": "AvgPool", "Upsample": "Upsample", "UpsamplingBilinear": "Upsample",
-          "UpsamplingNearest": "Upsample", "AdaptiveAvgPool": "AvgPool", "AdaptiveMaxPool": "MaxPool"}
+_SHORT = {
+    "BatchNorm": "BN",
+    "InstanceNorm": "IN",
+    "GroupNorm": "GN",
+    "LayerNorm": "LN",
+    "ConvTranspose": "ConvT",
+    "Conv": "Conv",
+    "ReLU6": "ReLU",
+    "Dropout": "Dropout",
+    "AlphaDropout": "Dropout",
+    "MaxPool": "MaxPool",
+    "AvgPool": "AvgPool",
+    "Upsample": "Upsample",
+    "UpsamplingBilinear": "Upsample",
+    "UpsamplingNearest": "Upsample",
+    "AdaptiveAvgPool": "AvgPool",
+    "AdaptiveMaxPool": "MaxPool",
+}
 # Functions called directly in a forward() (not inside a leaf module), by __name__.
-_FUNCS = {"sigmoid": "Sigmoid", "sigmoid_": "Sigmoid", "softmax": "Softmax", "log_softmax": "Softmax",
-          "relu": "ReLU", "relu_": "ReLU", "relu6": "ReLU", "leaky_relu": "LeakyReLU", "gelu": "GELU", "silu": "SiLU",
-          "elu": "ELU", "tanh": "Tanh", "batch_norm": "BN", "instance_norm": "IN", "group_norm": "GN",
-          "layer_norm": "LN", "dropout": "Dropout", "dropout2d": "Dropout", "interpolate": "Upsample"}
+_FUNCS = {
+    "sigmoid": "Sigmoid",
+    "sigmoid_": "Sigmoid",
+    "softmax": "Softmax",
+    "log_softmax": "Softmax",
+    "relu": "ReLU",
+    "relu_": "ReLU",
+    "relu6": "ReLU",
+    "leaky_relu": "LeakyReLU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "elu": "ELU",
+    "tanh": "Tanh",
+    "batch_norm": "BN",
+    "instance_norm": "IN",
+    "group_norm": "GN",
+    "layer_norm": "LN",
+    "dropout": "Dropout",
+    "dropout2d": "Dropout",
+    "interpolate": "Upsample",
+}
 # What may follow a block's last conv and still belong to the block.
-_KEEP_AFTER_CONV = {"BN", "IN", "GN", "LN", "ReLU", "LeakyReLU", "PReLU", "GELU", "SiLU", "ELU", "Mish", "Tanh",
-                    "Dropout"}
+_KEEP_AFTER_CONV = {
+    "BN",
+    "IN",
+    "GN",
+    "LN",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "GELU",
+    "SiLU",
+    "ELU",
+    "Mish",
+    "Tanh",
+    "Dropout",
+}
 _OUTPUT_ACTIVATIONS = {"Sigmoid", "Softmax"}
 
 
@@ -63,8 +107,13 @@ class Recorder(TorchFunctionMode):
             return
         event = {"op": short_name(type(module).__name__), "owners": [id(m) for m in self.stack], "module": module}
         if isinstance(module, nn.modules.conv._ConvNd) and isinstance(out, torch.Tensor):
-            event.update(conv=type(module).__name__, cin=module.in_channels, cout=module.out_channels,
-                         k=list(module.kernel_size), res=list(out.shape[2:]))
+            event.update(
+                conv=type(module).__name__,
+                cin=module.in_channels,
+                cout=module.out_channels,
+                k=list(module.kernel_size),
+                res=list(out.shape[2:]),
+            )
         if event["op"] != "Identity":
             self.add(event)
 
@@ -113,7 +162,9 @@ def candidates(cls: type, call: dict | None, channels: int) -> tuple[list[tuple[
     except (TypeError, ValueError):
         return [([], {}, "defaults")], ""
     tries, missing = [], []
-    starts = ([(_decode(call["args"]), _decode(call["kwargs"]), call["where"])] if call else []) + [([], {}, "defaults")]
+    starts = ([(_decode(call["args"]), _decode(call["kwargs"]), call["where"])] if call else []) + [
+        ([], {}, "defaults")
+    ]
     for args, kwargs, where in starts:
         try:
             bound = sig.bind_partial(*args, **kwargs)
@@ -122,19 +173,32 @@ def candidates(cls: type, call: dict | None, channels: int) -> tuple[list[tuple[
             continue
         added, unknown = {}, []
         for p in sig.parameters.values():
-            if (p.name not in bound.arguments and p.default is p.empty
-                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)):
+            if (
+                p.name not in bound.arguments
+                and p.default is p.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ):
                 try:
                     added[p.name] = _guess(p, channels)
                 except LookupError:
                     unknown.append(p.name)
         if unknown:
-            missing.append(f"{cls.__name__}() needs {', '.join(unknown)}"
-                           + (f" ({call['where']} passes values known only at run time: "
-                              f"{', '.join(call['unresolved'])})" if call and call.get("unresolved") else ""))
+            missing.append(
+                f"{cls.__name__}() needs {', '.join(unknown)}"
+                + (
+                    f" ({call['where']} passes values known only at run time: {', '.join(call['unresolved'])})"
+                    if call and call.get("unresolved")
+                    else ""
+                )
+            )
             continue
-        tries.append((list(bound.args), {**bound.kwargs, **added},
-                      where + (f" + guessed {', '.join(f'{k}={v}' for k, v in added.items())}" if added else "")))
+        tries.append(
+            (
+                list(bound.args),
+                {**bound.kwargs, **added},
+                where + (f" + guessed {', '.join(f'{k}={v}' for k, v in added.items())}" if added else ""),
+            )
+        )
     return tries, "; ".join(dict.fromkeys(missing))
 
 
@@ -157,8 +221,10 @@ def probe(model: nn.Module, input_size: list[int], channels: int) -> tuple[list[
     for c in dict.fromkeys([convs[0].in_channels, channels, 1, 3]):
         shape = _shape_of(input_size, convs[0], c)
         rec = Recorder()
-        handles = [nn.modules.module.register_module_forward_pre_hook(rec.pre),
-                   nn.modules.module.register_module_forward_hook(rec.post)]
+        handles = [
+            nn.modules.module.register_module_forward_pre_hook(rec.pre),
+            nn.modules.module.register_module_forward_hook(rec.post),
+        ]
         try:
             with torch.no_grad(), rec:
                 model(torch.rand(shape))
@@ -189,16 +255,21 @@ def conv_block(events: list[dict], block: list[dict], root: nn.Module) -> str:
     owner = None
     for mid in reversed(block[0]["owners"]):  # deepest first
         m = modules.get(mid)
-        if (mid in common and m is not None and m is not root and not type(m).__module__.startswith("torch.")
-                and [c["i"] for c in convs if mid in c["owners"]] == [b["i"] for b in block]):
+        if (
+            mid in common
+            and m is not None
+            and m is not root
+            and not type(m).__module__.startswith("torch.")
+            and [c["i"] for c in convs if mid in c["owners"]] == [b["i"] for b in block]
+        ):
             owner = m
             break
     if owner is not None:
         tokens = [e["op"] for e in events if id(owner) in e["owners"]]
     else:
         first, last = block[0]["i"], block[-1]["i"]
-        tokens = [e["op"] for e in events[first:last + 1]]
-        for e in events[last + 1:]:
+        tokens = [e["op"] for e in events[first : last + 1]]
+        for e in events[last + 1 :]:
             if e["op"] not in _KEEP_AFTER_CONV:
                 break
             tokens.append(e["op"])
@@ -216,8 +287,8 @@ def describe(model: nn.Module, events: list[dict]) -> dict:
     low = min(area) if area else None
     first = area.index(low) if area else 0
     last = len(area) - 1 - area[::-1].index(low) if area else -1
-    encoder, decoder = body[:first], body[last + 1:]
-    bottleneck = [e for e, a in zip(body[first:last + 1], area[first:last + 1]) if a == low]
+    encoder, decoder = body[:first], body[last + 1 :]
+    bottleneck = [e for e, a in zip(body[first : last + 1], area[first : last + 1]) if a == low]
 
     def stages(part: list[dict]) -> list[int]:
         by_res: dict[tuple, int] = {}
@@ -230,13 +301,16 @@ def describe(model: nn.Module, events: list[dict]) -> dict:
     first_res = tuple(encoder[0]["res"]) if encoder else None
     block = [e for e in encoder if tuple(e["res"]) == first_res] if encoder else bottleneck
     kernel = "" if set(final["k"]) == {1} else f", k{'x'.join(map(str, final['k']))}"
-    after = events[final["i"] + 1:]
+    after = events[final["i"] + 1 :]
     act = next((e["op"] for e in after if e["op"] in _OUTPUT_ACTIVATIONS), None)
     enc, dec = stages(encoder), stages(decoder)
     return {
-        "encoder_stages": len(enc), "decoder_stages": len(dec),
+        "encoder_stages": len(enc),
+        "decoder_stages": len(dec),
         "conv_block": conv_block(events, block, model) if block else "",
-        "encoder_channels": enc, "decoder_channels": dec, "bottleneck_channels": path,
+        "encoder_channels": enc,
+        "decoder_channels": dec,
+        "bottleneck_channels": path,
         "final_layer": f"{final['conv']}({final['cin']}->{final['cout']}{kernel})" + (f"+{act}" if act else ""),
         "params_total": sum(p.numel() for p in model.parameters()),
     }
@@ -248,8 +322,11 @@ def inspect_classes(cfg: dict) -> dict:
         module = importlib.import_module("model")
     except BaseException as exc:  # noqa: BLE001 - generated code may raise anything, SystemExit included
         return {"unavailable": f"importing model.py raised {type(exc).__name__}: {str(exc)[:300]}"}
-    classes = {name: c for name, c in vars(module).items()
-               if inspect.isclass(c) and issubclass(c, nn.Module) and c.__module__ == module.__name__}
+    classes = {
+        name: c
+        for name, c in vars(module).items()
+        if inspect.isclass(c) and issubclass(c, nn.Module) and c.__module__ == module.__name__
+    }
     if not classes:
         return {"error": "no_model_class"}
 

@@ -26,6 +26,7 @@ other model.py class uses, names containing "unet" first; with the literal argum
 (module-level constants resolved), else defaults, with required in/out/width arguments guessed by the
 evaluation worker's name sets (in = the dataset's channels, default 3; out = 1; width = 64).
 """
+
 from __future__ import annotations
 
 import ast
@@ -37,7 +38,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llmseg_mlflow.pipeline import knobs, sandbox, untrusted
+from llmseg_mlflow import untrusted
+from llmseg_mlflow.pipeline import knobs, sandbox
 
 SCRIPT = Path(__file__).with_name("inspect_net.py")
 WORKER = Path(__file__).parents[1] / "evaluation" / "worker.py"  # inspect_net imports its name sets
@@ -46,8 +48,16 @@ PIPELINE_FILES = ("dataset.py", "model.py", "train.py", "main.py")
 DEFAULT_SIZE = 256
 DEFAULT_LIMITS = sandbox.Limits(timeout_s=600, memory_gb=8, output_mb=5, disk_gb=1)
 STATIC = ("batch_size", "epochs", "optimizer", "lr", "weight_decay", "loss", "input_size")
-NETWORK = ("encoder_stages", "decoder_stages", "conv_block", "encoder_channels", "decoder_channels",
-           "bottleneck_channels", "final_layer", "params_total")
+NETWORK = (
+    "encoder_stages",
+    "decoder_stages",
+    "conv_block",
+    "encoder_channels",
+    "decoder_channels",
+    "bottleneck_channels",
+    "final_layer",
+    "params_total",
+)
 MAX_SIZE = 1024  # a larger input is probed at this size: the same stages, bounded memory
 # Keep albumentations from calling home at import (no network in the sandbox: a warning and a delay).
 _QUIET = {"NO_ALBUMENTATIONS_UPDATE": "1"}
@@ -89,8 +99,11 @@ class NetworkRow:
 
     def as_params(self) -> dict[str, str]:
         """The network fields as MLflow params (the static ones are logged from the same code already)."""
-        params = {k: json.dumps(list(v)) if isinstance(v, tuple) else str(v)
-                  for k in NETWORK if k != "params_total" and (v := getattr(self, k)) is not None}
+        params = {
+            k: json.dumps(list(v)) if isinstance(v, tuple) else str(v)
+            for k in NETWORK
+            if k != "params_total" and (v := getattr(self, k)) is not None
+        }
         if self.unavailable:
             params["network_unavailable"] = self.unavailable[:500]
         return params
@@ -111,7 +124,7 @@ def static_fields(files: dict[str, str]) -> dict[str, object]:
 
 
 def probe_size(input_size: object) -> list[int]:
-    """"256x256", "(1, 128, 160)" or 256 as [H, W] (at most MAX_SIZE); DEFAULT_SIZE when the code names none."""
+    """ "256x256", "(1, 128, 160)" or 256 as [H, W] (at most MAX_SIZE); DEFAULT_SIZE when the code names none."""
     dims = [min(int(d), MAX_SIZE) for d in re.findall(r"\d{1,9}", str(input_size or ""))][-2:]
     return dims * 2 if len(dims) == 1 else dims or [DEFAULT_SIZE, DEFAULT_SIZE]
 
@@ -119,8 +132,13 @@ def probe_size(input_size: object) -> list[int]:
 # ---- constructor calls, read from the syntax tree ------------------------------------------------
 
 _UNRESOLVED = object()
-_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-        ast.FloorDiv: lambda a, b: a // b, ast.Div: lambda a, b: a / b}
+_OPS = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Div: lambda a, b: a / b,
+}
 
 
 def _value(node: ast.expr, consts: dict[str, object]) -> object:
@@ -190,8 +208,11 @@ def _constants(tree: ast.Module) -> dict[str, object]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
             kws = {k.arg: k.value for k in node.keywords if k.arg}
             opts = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-            dest = kws["dest"].value if isinstance(kws.get("dest"), ast.Constant) else next(
-                (o for o in opts if o.startswith("--")), opts[0] if opts else "")
+            dest = (
+                kws["dest"].value
+                if isinstance(kws.get("dest"), ast.Constant)
+                else next((o for o in opts if o.startswith("--")), opts[0] if opts else "")
+            )
             if "default" in kws and (v := _value(kws["default"], consts)) is not _UNRESOLVED:
                 consts["--" + str(dest).lstrip("-").replace("-", "_")] = v
     for node in tree.body:
@@ -215,9 +236,16 @@ def _calls_in(tree: ast.Module, file: str, classes: set[str]) -> dict[str, dict]
     found = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     for node in sorted(found, key=lambda n: (n.lineno, n.col_offset)):
         func = node.func
-        name = (aliases.get(func.id) if isinstance(func, ast.Name) else
-                func.attr if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
-                and func.value.id in modules and func.attr in classes else None)
+        name = (
+            aliases.get(func.id)
+            if isinstance(func, ast.Name)
+            else func.attr
+            if isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and func.value.id in modules
+            and func.attr in classes
+            else None
+        )
         if name is None or name in calls:
             continue
         args, unresolved = [], []
@@ -234,8 +262,12 @@ def _calls_in(tree: ast.Module, file: str, classes: set[str]) -> dict[str, dict]
                 unresolved.append(f"{kw.arg or '**'}={ast.unparse(kw.value)}")
             else:
                 kwargs[kw.arg] = v
-        calls[name] = {"args": _encode(args), "kwargs": _encode(kwargs), "unresolved": unresolved,
-                       "where": f"{file}:{node.lineno}"}
+        calls[name] = {
+            "args": _encode(args),
+            "kwargs": _encode(kwargs),
+            "unresolved": unresolved,
+            "where": f"{file}:{node.lineno}",
+        }
     return calls
 
 
@@ -244,20 +276,23 @@ def model_classes(source: str) -> tuple[list[str], set[str]]:
     tree = ast.parse(source, filename="model.py")
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
     names = {c.name for c in classes}
-    used = {n.func.id for c in classes for n in ast.walk(c)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names and n.func.id != c.name}
+    used = {
+        n.func.id
+        for c in classes
+        for n in ast.walk(c)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names and n.func.id != c.name
+    }
     return [c.name for c in classes], used
 
 
 # ---- the sandbox run ------------------------------------------------------------------------------
 
+
 def read_code(folder: Path) -> dict[str, str]:
     """The folder's Python files, read as untrusted (it may be an attempt folder generated code wrote)."""
-    from llmseg_mlflow.evaluation.evaluator import code_files
-
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
-    return code_files(folder)
+    return untrusted.code_files(folder)
 
 
 def _network(raw: object) -> dict[str, object]:
@@ -280,8 +315,9 @@ def _network(raw: object) -> dict[str, object]:
     return out
 
 
-def inspect_pipeline(folder: Path, limits: sandbox.Limits | None = None, unsafe_no_sandbox: bool = False,
-                     channels: int | None = None) -> NetworkRow:
+def inspect_pipeline(
+    folder: Path, limits: sandbox.Limits | None = None, unsafe_no_sandbox: bool = False, channels: int | None = None
+) -> NetworkRow:
     """The Tables 1-2 row of the pipeline in `folder`; NoModelClassError when it has no network class.
 
     `channels`: the dataset's image channels, used only when the constructor's in-channel argument must
@@ -308,31 +344,53 @@ def inspect_pipeline(folder: Path, limits: sandbox.Limits | None = None, unsafe_
         shutil.copy(SCRIPT, box / "inspect_net.py")
         shutil.copy(WORKER, box / "worker.py")
         at = box if unsafe_no_sandbox else WORK_INSIDE
-        config = {"code_dir": str(at / "code"), "out": str(at / "out" / "network.json"),
-                  "input_size": probe_size(static["input_size"]), "channels": channels or 3,
-                  "calls": calls, "called": [c for c in calls if c in classes], "components": sorted(components)}
+        config = {
+            "code_dir": str(at / "code"),
+            "out": str(at / "out" / "network.json"),
+            "input_size": probe_size(static["input_size"]),
+            "channels": channels or 3,
+            "calls": calls,
+            "called": [c for c in calls if c in classes],
+            "components": sorted(components),
+        }
         (box / "config.json").write_text(json.dumps(config))
         mounts = sandbox.Mounts(box, workdir_at=None if unsafe_no_sandbox else WORK_INSIDE)
-        result = sandbox.run([sys.executable, "inspect_net.py", "config.json"], mounts, limits or DEFAULT_LIMITS,
-                             log_dir=work / "logs", env=_CPU, unsafe_no_sandbox=unsafe_no_sandbox, name="inspect")
+        result = sandbox.run(
+            [sys.executable, "inspect_net.py", "config.json"],
+            mounts,
+            limits or DEFAULT_LIMITS,
+            log_dir=work / "logs",
+            env=_CPU,
+            unsafe_no_sandbox=unsafe_no_sandbox,
+            name="inspect",
+        )
         try:
             raw = json.loads(untrusted.read_bytes(box / "out" / "network.json", 1024**2))
         except (OSError, ValueError, RecursionError):  # a missing, hostile or 10^5-deep JSON file
             why = "timed out" if result.timed_out else "ran out of memory" if result.out_of_memory else "failed"
-            raw = {"unavailable": f"the inspection {why} (exit {result.returncode}): "
-                                  f"{result.stderr_text().strip()[-500:] or 'no output'}"}
+            raw = {
+                "unavailable": f"the inspection {why} (exit {result.returncode}): "
+                f"{result.stderr_text().strip()[-500:] or 'no output'}"
+            }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if isinstance(raw, dict) and raw.get("error") == "no_model_class":
-        raise NoModelClassError(f"model.py in {folder} defines no nn.Module class (classes: {', '.join(classes)}; "
-                                f"read: {read})")
+        raise NoModelClassError(
+            f"model.py in {folder} defines no nn.Module class (classes: {', '.join(classes)}; read: {read})"
+        )
     return NetworkRow(**static, **_network(raw))
 
 
 def _text(value: object) -> str:
     if value is None:
         return "-"
-    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:,}" if type(value) is int else str(value)
+    return (
+        ", ".join(map(str, value))
+        if isinstance(value, (list, tuple))
+        else f"{value:,}"
+        if type(value) is int
+        else str(value)
+    )
 
 
 def render_row(row: NetworkRow) -> list[str]:

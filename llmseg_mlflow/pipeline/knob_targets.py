@@ -14,16 +14,40 @@ from dataclasses import dataclass
 DATA_ROLES = ("data_dir", "image_dir", "mask_dir")
 # Folder names are read as words (split at _, -, spaces, digits and camelCase: imagesTr, TrainImages, JPEGImages).
 _IMAGE_WORDS = {"images", "image", "imgs", "img", "frames", "originals", "inputs"}
-_MASK_WORDS = {"masks", "mask", "labels", "label", "segmentations", "gt", "gts", "groundtruth", "annotations",
-               "annotation", "targets"}
+_MASK_WORDS = {
+    "masks",
+    "mask",
+    "labels",
+    "label",
+    "segmentations",
+    "gt",
+    "gts",
+    "groundtruth",
+    "annotations",
+    "annotation",
+    "targets",
+}
 _MASK_NAMES = {"seg", "segs"}  # only as the whole name: "Kvasir-SEG" is a dataset root holding images/ and masks/
 _ROOT_WORDS = {"data", "dataset", "datasets", "root"}
 # A split below the images folder still names the images (data/images/train); "data/train" names no root.
 _SPLITS = {"train", "training", "val", "valid", "validation", "test", "testing", "all"}
 _IMAGE_FILE = re.compile(r"\.(?:png|jpe?g|tiff?|bmp|gif)$", re.IGNORECASE)
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
-_WRAPPERS = {"str", "fspath", "Path", "PurePath", "PosixPath", "PureWindowsPath", "WindowsPath", "abspath",
-             "normpath", "realpath", "expanduser", "resolve", "absolute"}
+_WRAPPERS = {
+    "str",
+    "fspath",
+    "Path",
+    "PurePath",
+    "PosixPath",
+    "PureWindowsPath",
+    "WindowsPath",
+    "abspath",
+    "normpath",
+    "realpath",
+    "expanduser",
+    "resolve",
+    "absolute",
+}
 _PATH_MODULES = {"os", "path", "posixpath", "ntpath"}
 
 
@@ -52,8 +76,9 @@ def path_text(node: ast.expr) -> str | None:
         inner = path_text(node.value) if node.attr == "parent" else None
         return f"{inner}/.." if inner is not None else f"{{{node.attr}}}"
     if isinstance(node, ast.JoinedStr):
-        pieces = [(path_text(v.value) or "{?}") if isinstance(v, ast.FormattedValue) else str(v.value)
-                  for v in node.values]
+        pieces = [
+            (path_text(v.value) or "{?}") if isinstance(v, ast.FormattedValue) else str(v.value) for v in node.values
+        ]
         return "".join(pieces)
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.Add)):
         left, right = path_text(node.left), path_text(node.right)
@@ -96,8 +121,11 @@ def folder_names(values: dict[str, object]) -> dict[str, str]:
     paths = {role: os.fspath(values[role]) for role in ("data_dir", "image_dir", "mask_dir") if role in values}
     if paths.get("image_dir") == paths.get("mask_dir"):
         return {}  # the suffix layout: images and masks lie in the pool root, whose name says nothing
-    return {role: _parts(path)[-1].lower() for role, path in paths.items()
-            if role != "data_dir" and path != paths.get("data_dir") and _parts(path)}
+    return {
+        role: _parts(path)[-1].lower()
+        for role, path in paths.items()
+        if role != "data_dir" and path != paths.get("data_dir") and _parts(path)
+    }
 
 
 def _named(name: str, folders: dict[str, str]) -> str | None:
@@ -145,7 +173,7 @@ def _parallel(root: PathKnob, masks: list[PathKnob]) -> bool:
         theirs = [p.lower() for p in _parts(mask.text)]
         if len(theirs) == 1 and not re.match(r"[\\/]|\w:|\{", mask.text):
             return False  # mask_dir="masks": a subfolder the code joins onto the root
-        if len(mine) < len(theirs) and theirs[:len(mine)] == mine:
+        if len(mine) < len(theirs) and theirs[: len(mine)] == mine:
             return False  # the root holds the masks folder, so it is the dataset root
     return True
 

@@ -39,10 +39,29 @@ _PATTERNS = {  # matched against the lower-cased name with dashes as underscores
 }
 _ROLE_RX = {role: re.compile(rx) for role, rx in _PATTERNS.items()}
 # A literal ending like a file name is a file, not a folder (model_path = "unet.pth", f"{name}_seg.png").
-_FILE_EXT = re.compile(r"\.(?:pth|pt|ckpt|png|jpe?g|tiff?|bmp|xlsx?|csv|json|txt|npy|npz|nii|gz|h5|ya?ml|pkl)$",
-                       re.IGNORECASE)
-_PATH_CALLS = {"join", "joinpath", "Path", "PurePath", "PosixPath", "abspath", "expanduser", "normpath",
-               "realpath", "resolve", "absolute", "getenv", "get", "str", "format", "dirname", "getcwd", "cwd"}
+_FILE_EXT = re.compile(
+    r"\.(?:pth|pt|ckpt|png|jpe?g|tiff?|bmp|xlsx?|csv|json|txt|npy|npz|nii|gz|h5|ya?ml|pkl)$", re.IGNORECASE
+)
+_PATH_CALLS = {
+    "join",
+    "joinpath",
+    "Path",
+    "PurePath",
+    "PosixPath",
+    "abspath",
+    "expanduser",
+    "normpath",
+    "realpath",
+    "resolve",
+    "absolute",
+    "getenv",
+    "get",
+    "str",
+    "format",
+    "dirname",
+    "getcwd",
+    "cwd",
+}
 _PATH_TYPES = {"Path", "PurePath", "PosixPath"}
 _MODULE_ROOTS = {"os", "pathlib", "Path", "sys"}
 _OPTIMIZERS = {"Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "LBFGS"}
@@ -175,10 +194,19 @@ class _Scanner(ast.NodeVisitor):
 
     def _text(self, node: ast.AST) -> str:
         start = self.starts[node.lineno - 1] + node.col_offset
-        return self.data[start:self.starts[node.end_lineno - 1] + node.end_col_offset].decode("utf-8", "replace")
+        return self.data[start : self.starts[node.end_lineno - 1] + node.end_col_offset].decode("utf-8", "replace")
 
-    def _add(self, name: str, node: ast.expr | None, where: str, at: ast.AST, ref: str | None = None,
-             call: ast.Call | None = None, value: str | None = None, role: str | None = None) -> None:
+    def _add(
+        self,
+        name: str,
+        node: ast.expr | None,
+        where: str,
+        at: ast.AST,
+        ref: str | None = None,
+        call: ast.Call | None = None,
+        value: str | None = None,
+        role: str | None = None,
+    ) -> None:
         role = role or _role_of(ref or name)
         if role is None:
             return
@@ -235,8 +263,10 @@ class _Scanner(ast.NodeVisitor):
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         args = node.args
         positional = args.posonlyargs + args.args
-        pairs = [*zip(positional[len(positional) - len(args.defaults):], args.defaults),
-                 *zip(args.kwonlyargs, args.kw_defaults)]
+        pairs = [
+            *zip(positional[len(positional) - len(args.defaults) :], args.defaults),
+            *zip(args.kwonlyargs, args.kw_defaults),
+        ]
         for arg, default in pairs:
             if default is not None:
                 self._add(arg.arg, default, "default", default)
@@ -266,7 +296,7 @@ class _Scanner(ast.NodeVisitor):
             # albumentations writes Resize(height, width): two int arguments are one size
             pair = len(sizes) > 1 and all(type(_literal(s)) is int for s in sizes[:2])
             if sizes:
-                value = ", ".join(self._text(s) for s in sizes[:2 if pair else 1])
+                value = ", ".join(self._text(s) for s in sizes[: 2 if pair else 1])
                 self._add(func_text, None, "call", node, value=value, role="input_size")
         self.generic_visit(node)
 
@@ -310,9 +340,18 @@ def _retarget(hits: list[_Hit], folders: dict[str, str]) -> None:
     """Give each path knob the role its value named (DATA_PATH = ".../images" is the images folder)."""
     anchors = set().union(*(hit.refs for hit in hits if hit.knob.derived))
     paths = [hit for hit in hits if hit.knob.role in PATH_ROLES and not hit.knob.derived]
-    found = knob_targets.targets([knob_targets.PathKnob(
-        hit.knob.file, hit.knob.role, None if hit.node is None else knob_targets.path_text(hit.node),
-        hit.ref in anchors) for hit in paths], folders)
+    found = knob_targets.targets(
+        [
+            knob_targets.PathKnob(
+                hit.knob.file,
+                hit.knob.role,
+                None if hit.node is None else knob_targets.path_text(hit.node),
+                hit.ref in anchors,
+            )
+            for hit in paths
+        ],
+        folders,
+    )
     for hit, (role, file_name) in zip(paths, found):
         hit.knob, hit.file_name = replace(hit.knob, role=role), file_name
 
@@ -352,8 +391,10 @@ def read_hyperparameters(files: dict[str, str]) -> dict[str, str]:
 def _replacements(values: dict[str, object]) -> dict[str, str]:
     unknown = sorted(set(values) - set(OVERRIDABLE))
     if unknown:
-        raise ValueError(f"cannot override {', '.join(map(repr, unknown))}: "
-                         f"the roles that can be overridden are {', '.join(OVERRIDABLE)}")
+        raise ValueError(
+            f"cannot override {', '.join(map(repr, unknown))}: "
+            f"the roles that can be overridden are {', '.join(OVERRIDABLE)}"
+        )
     texts = {}
     for role, value in values.items():
         if role == "epochs":
@@ -385,6 +426,7 @@ def _path_type(node: ast.expr | None, src: str) -> str | None:
 
 def _edits(hit: _Hit, new: str, starts: list[int]) -> list[tuple[int, int, str]]:
     """Byte spans to replace (start, end, text); an argparse option may also get required=False and a default."""
+
     def span(node: ast.AST, text: str, insert: bool = False) -> tuple[int, int, str]:
         end = starts[node.end_lineno - 1] + node.end_col_offset
         return (end if insert else starts[node.lineno - 1] + node.col_offset), end, text
@@ -402,9 +444,7 @@ def _edits(hit: _Hit, new: str, starts: list[int]) -> list[tuple[int, int, str]]
     return edits + ([span(last, insert, insert=True)] if insert else [])
 
 
-def apply_overrides(
-    files: dict[str, str], values: dict[str, object]
-) -> tuple[dict[str, str], list[Override]]:
+def apply_overrides(files: dict[str, str], values: dict[str, object]) -> tuple[dict[str, str], list[Override]]:
     """New files with each located knob of a role in `values` set to repr(value); the list says what changed."""
     texts = _replacements(values)
     folders = knob_targets.folder_names(values)
@@ -416,14 +456,17 @@ def apply_overrides(
         knob = hit.knob
         if knob.derived or knob.role not in texts:
             continue
-        new = texts[knob.role] if hit.file_name is None else repr(os.path.join(os.fspath(values[knob.role]),
-                                                                                hit.file_name))
+        new = (
+            texts[knob.role]
+            if hit.file_name is None
+            else repr(os.path.join(os.fspath(values[knob.role]), hit.file_name))
+        )
         if knob.role in PATH_ROLES and (ctor := _path_type(hit.node, src)):
             new = f"{ctor}({new})"  # keep a Path a Path: the code may go on with DATA_DIR / "images"
         if knob.file not in starts:
             starts[knob.file] = _line_starts(data[knob.file])
         taken = spans.setdefault(knob.file, {})
-        edits = [e for e in _edits(hit, new, starts[knob.file]) if data[knob.file][e[0]:e[1]] != e[2].encode()]
+        edits = [e for e in _edits(hit, new, starts[knob.file]) if data[knob.file][e[0] : e[1]] != e[2].encode()]
         if any(taken.get(e[:2], e[2]) != e[2] for e in edits):
             continue  # IMAGE_DIR = MASK_DIR = "x": one value, two roles; the first name keeps it
         if edits:

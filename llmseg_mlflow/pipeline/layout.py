@@ -4,6 +4,7 @@ LLMs write the prompt's Excel files in many layouts (epochs across columns or do
 column, a header of epoch numbers, labels beside the values). Runs inside the bounded child of
 `results.py`, on a `workbook.Sheet` already read within caps.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,13 @@ def _table(sheet: Sheet) -> _Table:
     rows = [i for i in range(len(cells)) if any(filled(i, j) for j in range(width))]
     cols = [j for j in range(width) if any(filled(i, j) for i in rows)]
     head, side = [], []
-    if (len(rows) > 1 and len(cols) > 1 and not filled(rows[0], cols[0])
-            and all(filled(rows[0], j) for j in cols[1:]) and all(filled(i, cols[0]) for i in rows[1:])):
+    if (
+        len(rows) > 1
+        and len(cols) > 1
+        and not filled(rows[0], cols[0])
+        and all(filled(rows[0], j) for j in cols[1:])
+        and all(filled(i, cols[0]) for i in rows[1:])
+    ):
         head, side, rows, cols = [rows[0]], [cols[0]], rows[1:], cols[1:]
         notes.append("pandas header row and index column")
     text_rows = [i for i in rows if all(math.isnan(cells[i][j][0]) for j in cols)]
@@ -125,8 +131,11 @@ def loss_from(sheet: Sheet, name: str) -> tuple[list[float], str, str]:
     table = _table(sheet)
     notes = table.notes
     across = _epochs_across(table)
-    lines, labels, ids = ((table.num, table.row_labels, table.row_ids) if across
-                          else (_transpose(table.num), table.col_labels, table.col_ids))
+    lines, labels, ids = (
+        (table.num, table.row_labels, table.row_ids)
+        if across
+        else (_transpose(table.num), table.col_labels, table.col_ids)
+    )
     firsts = [line[0] for line in lines]
     if len(lines) > 1 and _is_counter(firsts, (0,)) or len(lines) == 1 and len(lines[0]) > 1 and firsts[0] == 0:
         lines = [line[1:] for line in lines]  # pandas index (or header) numbers; a loss is never exactly 0
@@ -170,6 +179,7 @@ def dice_from(sheet: Sheet) -> tuple[list[list[float]], str, str]:
         notes.append("numbered header row removed")
     rows = [[v for v in row if not math.isnan(v)] for row in num]
     kept = [i for i, row in zip(epoch_ids, rows) if row]
-    where = (f"{_span(kept, not epochs_in_rows)} (epochs) x {_span(batch_ids, epochs_in_rows)} (batches) "
-             f"of {sheet.where}")
+    where = (
+        f"{_span(kept, not epochs_in_rows)} (epochs) x {_span(batch_ids, epochs_in_rows)} (batches) of {sheet.where}"
+    )
     return [row for row in rows if row], ", ".join(["epochs as rows, batches as columns", *notes]), where

@@ -1,10 +1,11 @@
 """The attempt loop: prompt -> code -> run; while it fails, feed the error back verbatim and run the fix."""
+
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.llm.base import Message, Provider, Reply
@@ -55,9 +56,15 @@ class LoopOutcome:
 
 def _log_call(run: RunLogger, reply: Reply) -> None:
     """Tokens, latency and cost of one LLM call; the reply and its reasoning as artifacts."""
-    run.metrics({"tokens_in": reply.tokens_in, "tokens_out": reply.tokens_out,
-                 "tokens_reasoning": reply.tokens_reasoning, "latency_s": reply.latency_s,
-                 "cost_usd": reply.cost_usd})
+    run.metrics(
+        {
+            "tokens_in": reply.tokens_in,
+            "tokens_out": reply.tokens_out,
+            "tokens_reasoning": reply.tokens_reasoning,
+            "latency_s": reply.latency_s,
+            "cost_usd": reply.cost_usd,
+        }
+    )
     run.tags({"cache_hit": str(reply.cached).lower()})
     if "retries" in reply.raw:
         run.metrics({"llm_retries": reply.raw["retries"]})
@@ -78,8 +85,15 @@ def _no_code(exc: NoCodeError) -> ExecError:
 class AttemptLoop:
     """Runs one conversation with one LLM until its pipeline trains or the fix rounds run out."""
 
-    def __init__(self, tree: RunTree, provider: Provider, data: PreparedDataset, ws: Workspace,
-                 config: LoopConfig, progress: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        tree: RunTree,
+        provider: Provider,
+        data: PreparedDataset,
+        ws: Workspace,
+        config: LoopConfig,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self.tree, self.provider, self.data, self.ws, self.cfg = tree, provider, data, ws, config
         self.say = progress
         self.out = LoopOutcome(Status.RUNNING, {}, [])
@@ -87,11 +101,20 @@ class AttemptLoop:
 
     def _ask(self, content: str, run: RunLogger) -> Reply:
         self.out.messages.append(Message("user", content))
-        reply = traced_complete(self.provider, list(self.out.messages), name=self.cfg.llm_name,
-                                run_id=run.run_id, experiment_id=self.tree.experiment_id)
+        reply = traced_complete(
+            self.provider,
+            list(self.out.messages),
+            name=self.cfg.llm_name,
+            run_id=run.run_id,
+            experiment_id=self.tree.experiment_id,
+        )
         self.out.messages.append(Message("assistant", reply.text))
-        for key, value in (("tokens_in", reply.tokens_in), ("tokens_out", reply.tokens_out),
-                           ("tokens_reasoning", reply.tokens_reasoning), ("calls", 1)):
+        for key, value in (
+            ("tokens_in", reply.tokens_in),
+            ("tokens_out", reply.tokens_out),
+            ("tokens_reasoning", reply.tokens_reasoning),
+            ("calls", 1),
+        ):
             self.out.usage[key] += value
         self.out.cost_usd += reply.cost_usd
         return reply
@@ -125,22 +148,42 @@ class AttemptLoop:
         if self.cfg.preflight:
             quick = replace(limits, timeout_s=min(limits.timeout_s, self.cfg.preflight_timeout_s))
             self.say(f"attempt {number}: preflight")
-            pre = execute(self.ws, self.out.files, self.data, number, "preflight",
-                          Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES), self.cfg.unsafe_no_sandbox, self.say)
+            pre = execute(
+                self.ws,
+                self.out.files,
+                self.data,
+                number,
+                "preflight",
+                Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES),
+                self.cfg.unsafe_no_sandbox,
+                self.say,
+            )
             if not pre.ok:
                 return pre
             self.out.preflight = pre
         self.say(f"attempt {number}: training")
-        return execute(self.ws, self.out.files, self.data, number, "full",
-                       Budget(limits, self.cfg.epochs, self.cfg.max_batches), self.cfg.unsafe_no_sandbox, self.say)
+        return execute(
+            self.ws,
+            self.out.files,
+            self.data,
+            number,
+            "full",
+            Budget(limits, self.cfg.epochs, self.cfg.max_batches),
+            self.cfg.unsafe_no_sandbox,
+            self.say,
+        )
 
     def _debug(self, iteration: int, error: ExecError, attempt: Attempt | None) -> ExecError | None:
         """Record one failure; if rounds remain, send its text verbatim and adopt the fix."""
         self.out.errors[error.error_type] += 1
         verdict = self.watch.see(error)
         answer = iteration <= self.cfg.max_fix_rounds and verdict != "stop"
-        tags = {"iteration": iteration, "error_type": error.error_type,
-                "phase": attempt.phase if attempt else "extraction", "answered": str(answer).lower()}
+        tags = {
+            "iteration": iteration,
+            "error_type": error.error_type,
+            "phase": attempt.phase if attempt else "extraction",
+            "answered": str(answer).lower(),
+        }
         if verdict == "stop":
             tags["stuck_loop"] = "true"
             self.out.status = Status.STUCK_LOOP
@@ -155,14 +198,21 @@ class AttemptLoop:
                 run.text(self.watch.hint_text(), "loop_hint.md")
             run.params({"error_message": error.message[:500]})
             if attempt is not None:
-                run.metrics({"duration_s": attempt.result.duration_s, "peak_rss_gb": attempt.result.peak_rss_gb,
-                             "peak_memory_gb": attempt.result.peak_memory_gb})
+                run.metrics(
+                    {
+                        "duration_s": attempt.result.duration_s,
+                        "peak_rss_gb": attempt.result.peak_rss_gb,
+                        "peak_memory_gb": attempt.result.peak_memory_gb,
+                    }
+                )
                 run.artifact(attempt.result.stdout_path, "logs")
                 run.artifact(attempt.result.stderr_path, "logs")
             if not answer:
                 return None
-            self.say(f"fix round {iteration}: {error.error_type}: {error.message[:80]}"
-                     + (" (repeated: supplementary message sent)" if feedback != error.feedback else ""))
+            self.say(
+                f"fix round {iteration}: {error.error_type}: {error.message[:80]}"
+                + (" (repeated: supplementary message sent)" if feedback != error.feedback else "")
+            )
             self.out.fix_rounds = iteration
             reply = self._ask(feedback, run)
             _log_call(run, reply)
@@ -194,8 +244,13 @@ class AttemptLoop:
                 self.say(f"the same {last.error_type} {self.cfg.stuck_after} times in a row: stuck in a loop")
                 return self.out
             if iteration > self.cfg.max_fix_rounds:
-                self.out.status = (Status.NO_CODE if last.error_type == NO_CODE and not self.out.files
-                                   else Status.DISK_QUOTA if last.error_type == DISK_QUOTA else Status.GAVE_UP)
+                self.out.status = (
+                    Status.NO_CODE
+                    if last.error_type == NO_CODE and not self.out.files
+                    else Status.DISK_QUOTA
+                    if last.error_type == DISK_QUOTA
+                    else Status.GAVE_UP
+                )
                 return self.out
 
 

@@ -1,4 +1,5 @@
-"""The Appendix D prompt: a template in prompts/, filled from a dataset entry, versioned in MLflow."""
+"""The Appendix D prompt: a template in llmseg_mlflow/prompts/, filled from a dataset entry, versioned in MLflow."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ _DEFAULT_FILLS = {"copy_instruction": "and do NOT duplicate or copy to new direc
 
 
 def template_path() -> Path:
-    """prompts/appendix_d.md at the project root, or $LLMSEG_PROMPT_FILE."""
+    """The packaged llmseg_mlflow/prompts/appendix_d.md, or $LLMSEG_PROMPT_FILE."""
     override = os.environ.get("LLMSEG_PROMPT_FILE")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "prompts" / "appendix_d.md"
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "prompts" / "appendix_d.md"
 
 
 def load_template() -> str:
@@ -31,7 +32,9 @@ def render(template: str, fills: dict[str, str]) -> str:
     values = {**_DEFAULT_FILLS, **fills}
     missing = sorted({m for m in _VAR.findall(template) if m not in values})
     if missing:
-        raise ValueError(f"prompt template needs fills for {', '.join(missing)}; add them to the dataset's `prompt:` entry")
+        raise ValueError(
+            f"prompt template needs fills for {', '.join(missing)}; add them to the dataset's `prompt:` entry"
+        )
     return _VAR.sub(lambda m: str(values[m.group(1)]), template)
 
 
@@ -63,8 +66,11 @@ def register(template: str, name: str = PROMPT_NAME) -> RegisteredPrompt:
             pass  # first registration
         try:
             version = mlflow.genai.register_prompt(
-                name, template, commit_message="Appendix D prompt template",
-                tags={"source": "Arjomandi et al. 2026, Appendix D"})
+                name,
+                template,
+                commit_message="Appendix D prompt template",
+                tags={"source": "Arjomandi et al. 2026, Appendix D"},
+            )
             return RegisteredPrompt(name, int(version.version), template)
         except MlflowException as exc:
             # Parallel sweep workers on a fresh server: another one created the prompt first; look again.

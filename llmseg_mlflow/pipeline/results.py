@@ -9,6 +9,7 @@ The files come from untrusted generated code, so reading them is bounded everywh
   small JSON result (lists of floats, bounded) that is validated here;
 - the caps on the workbook itself (zip sizes, rows, columns, cells, text) are `workbook`'s.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,12 +18,16 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmseg_mlflow.pipeline import bounded, layout, untrusted
+from llmseg_mlflow import untrusted
+from llmseg_mlflow.pipeline import bounded, layout
 from llmseg_mlflow.pipeline.layout import LayoutError
 from llmseg_mlflow.pipeline.workbook import MAX_CELLS, WorkbookError, preload, read_sheet
 
 EXPECTED_FILES: tuple[str, ...] = (
-    "train_losses.xlsx", "val_losses.xlsx", "validation_dice_scores.xlsx", "test_dice_scores.xlsx",
+    "train_losses.xlsx",
+    "val_losses.xlsx",
+    "validation_dice_scores.xlsx",
+    "test_dice_scores.xlsx",
 )
 # Stems LLMs really use for the same files; the prompt's exact name is listed first and preferred.
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -61,6 +66,7 @@ class Results:
 
 
 # --- finding the files ----------------------------------------------------------------------------
+
 
 def _canonical(filename: str) -> tuple[str, int] | None:
     """(expected basename, 0 for the exact stem else 1) for a file name, or None."""
@@ -133,6 +139,7 @@ def _parse(name: str, data: bytes, kind: str) -> dict:
 
 # --- the parent's side -----------------------------------------------------------------------------
 
+
 def _floats(value: object, limit: int) -> list[float] | None:
     if not isinstance(value, list) or len(value) > limit:
         return None
@@ -145,7 +152,7 @@ def _validated(answer: bounded.Answer, kind: str) -> dict:
     """The child's answer for one file, checked to be what _parse makes (types, bounded sizes)."""
     name, result = answer.name, answer.value
     if answer.refused is not None:
-        raise ResultsError(answer.refused[:bounded.MAX_MESSAGE])
+        raise ResultsError(answer.refused[: bounded.MAX_MESSAGE])
     bad = ResultsError(f"{name}: the results reader returned malformed output")
     if not isinstance(result, dict):
         raise bad
@@ -163,7 +170,7 @@ def _validated(answer: bounded.Answer, kind: str) -> dict:
             raise bad
     if values is None:
         raise bad
-    return {"values": values, "note": note[:bounded.MAX_MESSAGE], "layout": layout[:200]}
+    return {"values": values, "note": note[: bounded.MAX_MESSAGE], "layout": layout[:200]}
 
 
 def _error(failure: bounded.Failure) -> ResultsError:
@@ -172,7 +179,8 @@ def _error(failure: bounded.Failure) -> ResultsError:
     if failure.kind in bounded.DIED:
         return ResultsError(
             f"{name}: reading it {failure.how}; a results workbook is parsed in a child process limited to "
-            f"{bounded.size_text(CHILD_MEMORY_BYTES)} of memory and {CHILD_TIMEOUT_S:g} s")
+            f"{bounded.size_text(CHILD_MEMORY_BYTES)} of memory and {CHILD_TIMEOUT_S:g} s"
+        )
     if failure.kind == "unavailable":
         return ResultsError(f"{name}: the results reader process could not be started")
     if failure.kind == "stopped":
@@ -183,8 +191,13 @@ def _error(failure: bounded.Failure) -> ResultsError:
 def _parse_in_child(jobs: list[tuple[str, str, bytes]]) -> list[dict]:
     """Parse (name, kind, bytes) jobs in one limited child process; ResultsError for the first file that fails."""
     # The limits are read at each call: tests (and callers) may change them.
-    outcome = bounded.run(_parse, [(name, {"kind": kind}, data) for name, kind, data in jobs],
-                          memory_bytes=CHILD_MEMORY_BYTES, timeout_s=CHILD_TIMEOUT_S, prepare=preload)
+    outcome = bounded.run(
+        _parse,
+        [(name, {"kind": kind}, data) for name, kind, data in jobs],
+        memory_bytes=CHILD_MEMORY_BYTES,
+        timeout_s=CHILD_TIMEOUT_S,
+        prepare=preload,
+    )
     out = [_validated(answer, kind) for answer, (_, kind, _) in zip(outcome.answers, jobs)]
     if outcome.failure is not None:
         raise _error(outcome.failure)
@@ -196,8 +209,11 @@ def _load(path: Path, name: str) -> bytes:
     try:
         data = untrusted.read_bytes(path, MAX_FILE_BYTES)
     except untrusted.UntrustedFileError as exc:
-        why = (f"{exc.reason} (a results workbook may have {MAX_FILE_BYTES // 1024**2} MB)"
-               if "max_bytes" in exc.reason else exc.reason)
+        why = (
+            f"{exc.reason} (a results workbook may have {MAX_FILE_BYTES // 1024**2} MB)"
+            if "max_bytes" in exc.reason
+            else exc.reason
+        )
         raise ResultsError(f"{name}: not read: {why}") from None
     except OSError as exc:
         raise ResultsError(f"{name}: not read: {exc.strerror or exc}") from None
@@ -245,8 +261,12 @@ def read_results(root: Path) -> Results:
     files, skipped = _find(Path(root))
     missing = [name for name in EXPECTED_FILES if name not in files]
     problems: list[str] = [f"{name}: not written" for name in missing] + skipped
-    kinds = {"train_losses.xlsx": "loss", "val_losses.xlsx": "loss",
-             "validation_dice_scores.xlsx": "dice", "test_dice_scores.xlsx": "dice"}
+    kinds = {
+        "train_losses.xlsx": "loss",
+        "val_losses.xlsx": "loss",
+        "validation_dice_scores.xlsx": "dice",
+        "test_dice_scores.xlsx": "dice",
+    }
     jobs = [(name, kinds[name], files[name]) for name in EXPECTED_FILES if name in files]
     parsed = dict(zip([name for name, _, _ in jobs], _read_files(jobs)))
     layouts = {name: got["layout"] for name, got in parsed.items()}
@@ -273,4 +293,3 @@ def read_results(root: Path) -> Results:
         problems=problems,
         layouts=layouts,
     )
-

@@ -6,6 +6,7 @@ writable; /proc is read-only. Memory (tmpfs and shared memory included) and proc
 cgroup (see cgroups.py), each file's size by RLIMIT_FSIZE and the attempt folder's total by a watchdog.
 docs/security.md states the threat model.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,27 +16,53 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
-from llmseg_mlflow.pipeline import cgroups, untrusted
+from llmseg_mlflow import untrusted
+from llmseg_mlflow.pipeline import cgroups
 
 # What Python and its libraries need from /etc; nothing else of the host is bound.
 _ETC_FILES = (
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
-    "fonts", "alternatives", "mime.types", "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "fonts",
+    "alternatives",
+    "mime.types",
+    "hosts",
 )
 _SITE_DIR = Path(__file__).with_name("sandbox_site")  # sitecustomize: the --max-batches cap
 SANDBOX_UID = 65534  # "nobody": the code's uid inside; it maps to the uid that runs llmseg, without capabilities
 # A user namespace even for root (bwrap otherwise keeps root's capabilities, and any bind can be
 # remounted writable), no capabilities, no nested user namespaces that could regain them.
-PRIVILEGE_FLAGS = ("--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-                   "--disable-userns", "--cap-drop", "ALL")
-_PASS_THROUGH = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE",
-                 "OPENBLAS_L2_SIZE", "LANG", "TZ")
+PRIVILEGE_FLAGS = (
+    "--unshare-all",
+    "--unshare-user",
+    "--uid",
+    str(SANDBOX_UID),
+    "--gid",
+    str(SANDBOX_UID),
+    "--disable-userns",
+    "--cap-drop",
+    "ALL",
+)
+_PASS_THROUGH = (
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "LANG",
+    "TZ",
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -90,8 +117,13 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         """True when the process exited 0 within its limits."""
-        return (self.returncode == 0 and not self.timed_out and not self.out_of_memory
-                and not self.too_many_processes and not self.disk_quota)
+        return (
+            self.returncode == 0
+            and not self.timed_out
+            and not self.out_of_memory
+            and not self.too_many_processes
+            and not self.disk_quota
+        )
 
     def stderr_text(self) -> str:
         """The captured stderr (its last MB; the harness writes it outside every writable mount)."""
@@ -136,7 +168,9 @@ def check_available() -> None:
     if bwrap not in _CHECKED:
         probe = subprocess.run(
             _bwrap_argv(bwrap, Mounts(Path("/tmp")), scratch_env()) + ["true"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         _CHECKED[bwrap] = None if probe.returncode == 0 else probe.stderr.strip()
     if _CHECKED[bwrap]:
@@ -173,10 +207,27 @@ def scratch_env(extra: dict[str, str] | None = None, home: Path | None = None) -
 
 
 def _bwrap_argv(bwrap: str, mounts: Mounts, env: dict[str, str], tmpfs_bytes: int = 1 << 30) -> list[str]:
-    argv = [bwrap, *PRIVILEGE_FLAGS, "--die-with-parent", "--new-session",
-            "--proc", "/proc", "--remount-ro", "/proc",  # bwrap leaves /proc/sys writable to a host-root uid
-            "--dev", "/dev", "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm",
-            "--size", str(tmpfs_bytes), "--tmpfs", "/tmp", "--clearenv"]
+    argv = [
+        bwrap,
+        *PRIVILEGE_FLAGS,
+        "--die-with-parent",
+        "--new-session",
+        "--proc",
+        "/proc",
+        "--remount-ro",
+        "/proc",  # bwrap leaves /proc/sys writable to a host-root uid
+        "--dev",
+        "/dev",
+        "--size",
+        str(tmpfs_bytes),
+        "--tmpfs",
+        "/dev/shm",
+        "--size",
+        str(tmpfs_bytes),
+        "--tmpfs",
+        "/tmp",
+        "--clearenv",
+    ]
     for top in ("usr", "bin", "lib", "lib64", "lib32", "sbin"):
         path = Path("/") / top
         if path.is_symlink():
@@ -202,8 +253,7 @@ def _bwrap_argv(bwrap: str, mounts: Mounts, env: dict[str, str], tmpfs_bytes: in
     return argv
 
 
-def _drain(stream, path: Path, cap: int, truncated: list[str],
-           on_line: Callable[[str], None] | None = None) -> None:
+def _drain(stream, path: Path, cap: int, truncated: list[str], on_line: Callable[[str], None] | None = None) -> None:
     """Copy a pipe to a file up to `cap` bytes, then keep reading so the child never blocks."""
     written, pending = 0, b""
     with path.open("wb") as out:
@@ -297,17 +347,23 @@ def check_limits(limits: Limits, workdir: Path) -> list[str]:
     notes = []
     total = psutil.virtual_memory().total / 1024**3
     if limits.memory_gb > total:
-        notes.append(f"--memory-gb {limits.memory_gb:g} is more than this machine's {total:.1f} GB: the kernel's "
-                     f"own out-of-memory killer acts first, at about {total:.1f} GB")
+        notes.append(
+            f"--memory-gb {limits.memory_gb:g} is more than this machine's {total:.1f} GB: the kernel's "
+            f"own out-of-memory killer acts first, at about {total:.1f} GB"
+        )
     if not cgroups.support().version:
-        notes.append(f"no cgroup here ({cgroups.support().reason}): memory is enforced by a 1 s RSS watchdog and "
-                     f"{limits.memory_gb:g} GB tmpfs mounts, processes by RLIMIT_NPROC "
-                     f"{'(not binding for root)' if os.geteuid() == 0 else ''}".rstrip())
+        notes.append(
+            f"no cgroup here ({cgroups.support().reason}): memory is enforced by a 1 s RSS watchdog and "
+            f"{limits.memory_gb:g} GB tmpfs mounts, processes by RLIMIT_NPROC "
+            f"{'(not binding for root)' if os.geteuid() == 0 else ''}".rstrip()
+        )
     probe = workdir if workdir.exists() else next((p for p in workdir.parents if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free / 1024**3
     if limits.disk_gb > free:
-        notes.append(f"--disk-gb {limits.disk_gb:g} is more than the {free:.1f} GB free under {probe}: "
-                     f"the disk itself fills first, at about {free:.1f} GB")
+        notes.append(
+            f"--disk-gb {limits.disk_gb:g} is more than the {free:.1f} GB free under {probe}: "
+            f"the disk itself fills first, at about {free:.1f} GB"
+        )
     return notes
 
 
@@ -339,10 +395,19 @@ def _wrapper(cgroup: cgroups.Cgroup | None, limits: Limits, command: list[str]) 
     return ["/bin/sh", "-c", " && ".join([*steps, 'exec "$@"']), "llmseg-sandbox", *prefix, *command]
 
 
-def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
-        env: dict[str, str] | None = None, unsafe_no_sandbox: bool = False, name: str = "run",
-        on_tick: Callable[[float, str], None] | None = None, tick_s: float = 20.0,
-        on_line: Callable[[str], None] | None = None) -> ExecResult:
+def run(
+    argv: list[str],
+    mounts: Mounts,
+    limits: Limits,
+    *,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    unsafe_no_sandbox: bool = False,
+    name: str = "run",
+    on_tick: Callable[[float, str], None] | None = None,
+    tick_s: float = 20.0,
+    on_line: Callable[[str], None] | None = None,
+) -> ExecResult:
     """Run argv (e.g. [python, main.py]) confined to `mounts`; stdout/stderr go to log_dir/{name}.*.log.
 
     `log_dir` must lie outside every writable mount (the harness reads the logs back).
@@ -363,11 +428,18 @@ def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
     truncated: list[str] = []
     start = time.monotonic()
     proc = subprocess.Popen(
-        _wrapper(cgroup, limits, command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, cwd=mounts.workdir, env=full_env, start_new_session=True,
+        _wrapper(cgroup, limits, command),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=mounts.workdir,
+        env=full_env,
+        start_new_session=True,
     )
-    drains = [threading.Thread(target=_drain, args=(s, p, cap, truncated, f), daemon=True)
-              for s, p, f in ((proc.stdout, out_path, on_line), (proc.stderr, err_path, None))]
+    drains = [
+        threading.Thread(target=_drain, args=(s, p, cap, truncated, f), daemon=True)
+        for s, p, f in ((proc.stdout, out_path, on_line), (proc.stderr, err_path, None))
+    ]
     for t in drains:
         t.start()
     timed_out = oom = quota = False
@@ -406,14 +478,20 @@ def run(argv: list[str], mounts: Mounts, limits: Limits, *, log_dir: Path,
             proc.wait()
         for t in drains:
             t.join(timeout=10)
-        facts = ((cgroup.oom_killed(), cgroup.pids_refused(), cgroup.peak_memory()) if cgroup else (False, False, 0))
+        facts = (cgroup.oom_killed(), cgroup.pids_refused(), cgroup.peak_memory()) if cgroup else (False, False, 0)
         if cgroup is not None:
             cgroup.remove()
     oom = oom or facts[0]
     return ExecResult(
-        returncode=proc.returncode, duration_s=time.monotonic() - start,
-        stdout_path=out_path, stderr_path=err_path, timed_out=timed_out, out_of_memory=oom,
-        too_many_processes=facts[1] and not (timed_out or oom), disk_quota=quota,
-        peak_rss_gb=peak / 1024**3, peak_memory_gb=facts[2] / 1024**3 if cgroup else None,
+        returncode=proc.returncode,
+        duration_s=time.monotonic() - start,
+        stdout_path=out_path,
+        stderr_path=err_path,
+        timed_out=timed_out,
+        out_of_memory=oom,
+        too_many_processes=facts[1] and not (timed_out or oom),
+        disk_quota=quota,
+        peak_rss_gb=peak / 1024**3,
+        peak_memory_gb=facts[2] / 1024**3 if cgroup else None,
         truncated=truncated,
     )

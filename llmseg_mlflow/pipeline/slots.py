@@ -5,14 +5,15 @@ each execution then waits here for a slot (a file lock: released by the kernel e
 is SIGKILLed) and, with GPUs, trains on the slot's GPU. Configured by the sweep through one variable:
 LLMSEG_TRAINING_SLOTS="<folder>:<n>[:<gpu>,<gpu>...]"; unset means no limit.
 """
+
 from __future__ import annotations
 
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 ENV = "LLMSEG_TRAINING_SLOTS"
 

@@ -5,6 +5,7 @@ numbers masked (shapes, line numbers and sizes change while the cause stays). Th
 in a row is a loop: the pipeline ends `stuck_loop`, or, where the user allows it (--loop-hint), one
 supplementary message follows the traceback (an "additional interaction" in the paper's words).
 """
+
 from __future__ import annotations
 
 import re

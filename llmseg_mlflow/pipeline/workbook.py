@@ -8,6 +8,7 @@ cells, each text cut to MAX_TEXT characters before any regex, and every regex is
 overlapping quantifiers). Memory and time are capped around this module, not in it: it runs in a child of
 `bounded`'s reader server (`preload` prepares that server).
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,13 +67,14 @@ def preload() -> None:
 
 # --- cells ----------------------------------------------------------------------------------------
 
+
 def _number(text: str) -> float | None:
     """The number in a cell's text ('0.41', '[0.41]', "tensor(0.41, device='cuda:0')"), or None; linear time."""
     start = _WRAPPER.match(text).end()  # everything in it is optional: it always matches
     m = _NUMBER.match(text, start)
     if m is None or m.end() - start > _MAX_NUMBER_CHARS:
         return None
-    rest = text[m.end():].lstrip()
+    rest = text[m.end() :].lstrip()
     if rest.startswith("]"):
         rest = rest[1:]
     if rest not in ("", ")"):
@@ -113,6 +115,7 @@ def column_letter(index: int) -> str:
 
 # --- reading a workbook (in the bounded child) ------------------------------------------------------
 
+
 def _unreadable(name: str, reason: str) -> WorkbookError:
     return WorkbookError(
         f"{name}: not a readable Excel workbook ({reason}); the pipeline must write it with "
@@ -125,13 +128,16 @@ def _check_zip(data: bytes, name: str) -> None:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         infos = archive.infolist()
         if len(infos) > MAX_ZIP_MEMBERS:
-            raise WorkbookError(f"{name}: the workbook's zip has {len(infos)} members, over the "
-                                f"{MAX_ZIP_MEMBERS} a results workbook may have")
+            raise WorkbookError(
+                f"{name}: the workbook's zip has {len(infos)} members, over the "
+                f"{MAX_ZIP_MEMBERS} a results workbook may have"
+            )
         total = sum(info.file_size for info in infos)
         if total > MAX_UNCOMPRESSED_BYTES:
             raise WorkbookError(
                 f"{name}: the workbook unpacks to {total / 1024**2:.0f} MB, over the "
-                f"{MAX_UNCOMPRESSED_BYTES // 1024**2} MB a results workbook may have (a zip bomb or not a results file)")
+                f"{MAX_UNCOMPRESSED_BYTES // 1024**2} MB a results workbook may have (a zip bomb or not a results file)"
+            )
 
 
 def _add(cells: dict[tuple[int, int], tuple[float, str]], row: int, col: int, value: object, name: str) -> None:
@@ -142,8 +148,10 @@ def _add(cells: dict[tuple[int, int], tuple[float, str]], row: int, col: int, va
         return
     cells[(row, col)] = cell
     if len(cells) > MAX_CELLS:
-        raise WorkbookError(f"{name}: a sheet holds more than {MAX_CELLS:,} filled cells in its first "
-                            f"{MAX_ROWS:,} rows; a results workbook has a few thousand")
+        raise WorkbookError(
+            f"{name}: a sheet holds more than {MAX_CELLS:,} filled cells in its first "
+            f"{MAX_ROWS:,} rows; a results workbook has a few thousand"
+        )
 
 
 def _xlsx_sheets(data: bytes, name: str):
@@ -159,8 +167,14 @@ def _xlsx_sheets(data: bytes, name: str):
             # ws.iter_rows would pad every row to its last column (or the sheet's declared dimension):
             # the parser gives the cells present only, so XFD1 costs one cell.
             with ws._get_source() as src:
-                parser = WorkSheetParser(src, ws._shared_strings, data_only=True, epoch=wb.epoch,
-                                         date_formats=wb._date_formats, timedelta_formats=wb._timedelta_formats)
+                parser = WorkSheetParser(
+                    src,
+                    ws._shared_strings,
+                    data_only=True,
+                    epoch=wb.epoch,
+                    date_formats=wb._date_formats,
+                    timedelta_formats=wb._timedelta_formats,
+                )
                 for row_index, row in parser.parse():
                     if row_index > MAX_ROWS:
                         break
@@ -209,8 +223,12 @@ def _drop_strays(cells: dict[tuple[int, int], tuple[float, str]], notes: list[st
             continue
         sizes = [sum(counts[i] for i in run) for run in runs]
         biggest = max(sizes)
-        stray = {i for run, size in zip(runs, sizes)
-                 if size <= _STRAY_CELLS and size < biggest and any(i in numbers for i in run) for i in run}
+        stray = {
+            i
+            for run, size in zip(runs, sizes)
+            if size <= _STRAY_CELLS and size < biggest and any(i in numbers for i in run)
+            for i in run
+        }
         for key in [k for k in cells if k[axis] in stray]:
             dropped.append(key)
             del cells[key]
@@ -219,14 +237,15 @@ def _drop_strays(cells: dict[tuple[int, int], tuple[float, str]], notes: list[st
         notes.append(f"{len(dropped)} stray cell(s) apart from the table ignored ({shown})")
 
 
-def _densify(cells: dict[tuple[int, int], tuple[float, str]], where: str, notes: list[str],
-             name: str) -> Sheet:
+def _densify(cells: dict[tuple[int, int], tuple[float, str]], where: str, notes: list[str], name: str) -> Sheet:
     _drop_strays(cells, notes)
     row_ids = sorted({r for r, _ in cells})
     col_ids = sorted({c for _, c in cells})
     if len(row_ids) * len(col_ids) > MAX_CELLS:
-        raise WorkbookError(f"{name}: the values are spread over {len(row_ids):,} rows x {len(col_ids):,} "
-                            f"columns, over the {MAX_CELLS:,} cells a results table may span")
+        raise WorkbookError(
+            f"{name}: the values are spread over {len(row_ids):,} rows x {len(col_ids):,} "
+            f"columns, over the {MAX_CELLS:,} cells a results table may span"
+        )
     row_at = {r: i for i, r in enumerate(row_ids)}
     col_at = {c: j for j, c in enumerate(col_ids)}
     grid = [[(NAN, "")] * len(col_ids) for _ in row_ids]

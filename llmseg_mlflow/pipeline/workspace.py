@@ -1,4 +1,5 @@
 """A pipeline's folders: the code history (a git repository, one commit per reply) and attempt folders."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """Expected API cost of the jobs a sweep still has to run: catalog prices x tokens seen per pipeline."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,25 +26,34 @@ class TokenEstimate:
 
 def token_estimates(client: MlflowClient | None, models: list[ModelSpec]) -> dict[str, TokenEstimate]:
     """Per model: mean tokens of its finished pipelines on this server (any study), else the default."""
-    experiments = (retrying(lambda: [e.experiment_id for e in client.search_experiments()], "list experiments")
-                   if client is not None else [])
+    experiments = (
+        retrying(lambda: [e.experiment_id for e in client.search_experiments()], "list experiments")
+        if client is not None
+        else []
+    )
     out = {}
     for model in models:
         if model.provider in ("replay", "none"):
             out[model.key] = TokenEstimate(0, 0, "no API calls")
             continue
         query = f"tags.kind = 'pipeline' and tags.model = '{model.key}' and attributes.status = 'FINISHED'"
-        runs = retrying(lambda: client.search_runs(experiments, query, max_results=200), "search runs") \
-            if experiments else []
+        runs = (
+            retrying(lambda q=query: client.search_runs(experiments, q, max_results=200), "search runs")
+            if experiments
+            else []
+        )
         seen = [r.data.metrics for r in runs if "tokens_in" in r.data.metrics and "budget" not in r.data.tags]
         seen = [m for m in seen if m.get("llm_calls", 1) > 0 and m["tokens_in"] > 0]  # cache hits used no tokens
         if seen:
-            out[model.key] = TokenEstimate(sum(m["tokens_in"] for m in seen) / len(seen),
-                                           sum(m.get("tokens_out", 0) for m in seen) / len(seen),  # incl. reasoning
-                                           f"mean of {len(seen)} finished pipelines")
+            out[model.key] = TokenEstimate(
+                sum(m["tokens_in"] for m in seen) / len(seen),
+                sum(m.get("tokens_out", 0) for m in seen) / len(seen),  # incl. reasoning
+                f"mean of {len(seen)} finished pipelines",
+            )
         else:
-            out[model.key] = TokenEstimate(DEFAULT_TOKENS_IN, DEFAULT_TOKENS_OUT,
-                                           f"default {DEFAULT_TOKENS_IN:,} in / {DEFAULT_TOKENS_OUT:,} out")
+            out[model.key] = TokenEstimate(
+                DEFAULT_TOKENS_IN, DEFAULT_TOKENS_OUT, f"default {DEFAULT_TOKENS_IN:,} in / {DEFAULT_TOKENS_OUT:,} out"
+            )
     return out
 
 

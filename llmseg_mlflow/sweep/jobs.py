@@ -1,9 +1,11 @@
 """Jobs of a study and what the tracking server already holds for each: done, to retry, or to run."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -14,9 +16,17 @@ from llmseg_mlflow.tracking.schema import Kind, Status
 
 BASELINE_MODEL = "nnunet-v2"
 # Root statuses that are results of the study: never run again.
-RESULTS = frozenset({Status.SUCCEEDED.value, Status.GAVE_UP.value, Status.NO_CODE.value,
-                     Status.FAILED_TRAINING.value, Status.DISK_QUOTA.value, Status.STUCK_LOOP.value,
-                     Status.EVALUATION_FAILED.value})
+RESULTS = frozenset(
+    {
+        Status.SUCCEEDED.value,
+        Status.GAVE_UP.value,
+        Status.NO_CODE.value,
+        Status.FAILED_TRAINING.value,
+        Status.DISK_QUOTA.value,
+        Status.STUCK_LOOP.value,
+        Status.EVALUATION_FAILED.value,
+    }
+)
 T = TypeVar("T")
 
 
@@ -36,7 +46,7 @@ class Job:
         return (self.model, self.dataset, self.repeat, self.budget)
 
     @property
-    def source(self) -> "Job | None":
+    def source(self) -> Job | None:
         """The generate job a budget rerun retrains."""
         return Job("generate", self.model, self.dataset, self.repeat) if self.kind == "budget" else None
 
@@ -48,11 +58,18 @@ class Job:
 
 def expand(study: Study) -> list[Job]:
     """Every job of the study: generate, then budget reruns, then baselines (the order they are submitted)."""
-    jobs = [Job("generate", m.key, d, r) for d in study.datasets for m in study.models
-            for r in range(1, study.repeats_for(m.key, d) + 1)]
+    jobs = [
+        Job("generate", m.key, d, r)
+        for d in study.datasets
+        for m in study.models
+        for r in range(1, study.repeats_for(m.key, d) + 1)
+    ]
     for rerun in study.budget_reruns:
-        jobs += [Job("budget", j.model, j.dataset, j.repeat, rerun.epochs) for j in list(jobs)
-                 if j.kind == "generate" and j.model in rerun.models and j.dataset in rerun.datasets]
+        jobs += [
+            Job("budget", j.model, j.dataset, j.repeat, rerun.epochs)
+            for j in list(jobs)
+            if j.kind == "generate" and j.model in rerun.models and j.dataset in rerun.datasets
+        ]
         if rerun.baseline:
             jobs += [Job("baseline", BASELINE_MODEL, d, 1, rerun.epochs) for d in rerun.datasets]
     jobs += [Job("baseline", BASELINE_MODEL, d, 1) for d in study.baselines.datasets]
@@ -111,7 +128,7 @@ class StudyRuns:
         self.client, self.experiment_id = client, experiment_id
         self.roots: dict[tuple, list[Run]] = {}
 
-    def load(self) -> "StudyRuns":
+    def load(self) -> StudyRuns:
         """One paged search of the experiment's `kind=pipeline` roots; superseded ones are left out."""
         self.roots = {}
         for run in self._search("tags.kind = 'pipeline'"):
@@ -125,8 +142,10 @@ class StudyRuns:
             return []
         token, out = None, []
         while True:
-            page = retrying(lambda: self.client.search_runs([self.experiment_id], query, max_results=1000,
-                                                            page_token=token), "search runs")
+            page = retrying(
+                lambda t=token: self.client.search_runs([self.experiment_id], query, max_results=1000, page_token=t),
+                "search runs",
+            )
             out += list(page)
             token = page.token
             if not token:
@@ -134,8 +153,11 @@ class StudyRuns:
 
     def state(self, job: Job) -> JobState:
         """Done, to retry, or new; for the baseline only roots tagged baseline=true count."""
-        runs = [r for r in self.roots.get(job.key, [])
-                if (r.data.tags.get("baseline") == "true") == (job.kind == "baseline")]
+        runs = [
+            r
+            for r in self.roots.get(job.key, [])
+            if (r.data.tags.get("baseline") == "true") == (job.kind == "baseline")
+        ]
         runs.sort(key=lambda r: r.info.start_time or 0)
         done = [r for r in runs if is_result(r)]
         return JobState(job, done=done[-1] if done else None, stale=[] if done else runs)
@@ -144,9 +166,13 @@ class StudyRuns:
         """Fresh from the server: the job's roots not yet superseded."""
         tags = {"kind": Kind.PIPELINE.value, "model": job.model, "dataset": job.dataset, "repeat": str(job.repeat)}
         query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
-        return [r for r in self._search(query)
-                if root_key(r) == job.key and "superseded_by" not in r.data.tags
-                and (r.data.tags.get("baseline") == "true") == (job.kind == "baseline")]
+        return [
+            r
+            for r in self._search(query)
+            if root_key(r) == job.key
+            and "superseded_by" not in r.data.tags
+            and (r.data.tags.get("baseline") == "true") == (job.kind == "baseline")
+        ]
 
     def supersede(self, job: Job, new_run_id: str) -> list[str]:
         """Mark every earlier non-result root of the job as superseded by new_run_id (kept, never deleted)."""
@@ -155,8 +181,8 @@ class StudyRuns:
             if run.info.run_id == new_run_id or is_result(run):
                 continue
             if run.info.status == "RUNNING":  # the driver that ran it died; it will never end by itself
-                retrying(lambda: self.client.set_terminated(run.info.run_id, "KILLED"), "end run")
-            retrying(lambda: self.client.set_tag(run.info.run_id, "superseded_by", new_run_id), "tag run")
+                retrying(lambda r=run: self.client.set_terminated(r.info.run_id, "KILLED"), "end run")
+            retrying(lambda r=run: self.client.set_tag(r.info.run_id, "superseded_by", new_run_id), "tag run")
             marked.append(run.info.run_id)
         return marked
 

@@ -1,4 +1,5 @@
 """The local executor: a pool of worker processes on this machine, one job at a time each, one GPU per worker."""
+
 from __future__ import annotations
 
 import ctypes
@@ -103,8 +104,11 @@ class LocalExecutor:
 
     def _start(self, slot: int, log_dir: Path) -> _Worker:
         parent_end, child_end = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_serve, name=f"sweep-worker-{slot}",
-                                 args=(child_end, os.getpid(), self._env(slot), str(log_dir / f"worker-{slot}.log")))
+        proc = self._ctx.Process(
+            target=_serve,
+            name=f"sweep-worker-{slot}",
+            args=(child_end, os.getpid(), self._env(slot), str(log_dir / f"worker-{slot}.log")),
+        )
         proc.start()
         child_end.close()
         return _Worker(proc, parent_end, slot)
@@ -136,8 +140,12 @@ class LocalExecutor:
                 w.proc.join()
                 code = w.proc.exitcode
                 why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                outcome = Outcome(w.spec.job, ok=False, reason=f"worker process died ({why}); see {w.spec.log_file}",
-                                  started_ms=int((time.time() - (time.monotonic() - w.submitted)) * 1000))
+                outcome = Outcome(
+                    w.spec.job,
+                    ok=False,
+                    reason=f"worker process died ({why}); see {w.spec.log_file}",
+                    started_ms=int((time.time() - (time.monotonic() - w.submitted)) * 1000),
+                )
                 w.conn.close()
                 del self._pool[w.slot]
             else:

@@ -1,4 +1,5 @@
 """The Ray executor: the same jobs as Ray tasks with resource requests; Ray does the scheduling."""
+
 from __future__ import annotations
 
 import time
@@ -32,11 +33,18 @@ class RayExecutor:
         self._owns = not ray.is_initialized()
         if self._owns:
             try:
-                ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                ray.init(
+                    address=address,
+                    num_cpus=None if address else num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UsageError(f"could not connect to Ray at {address!r} ({exc}); start the cluster "
-                                 "(`ray start --head`) or check --ray-address") from exc
+                raise UsageError(
+                    f"could not connect to Ray at {address!r} ({exc}); start the cluster "
+                    "(`ray start --head`) or check --ray-address"
+                ) from exc
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
         self.cpus_per_job = cpus_per_job if not self.gpus else 1.0
@@ -55,8 +63,9 @@ class RayExecutor:
     def submit(self, spec: JobSpec) -> None:
         """Submit one job as a task: one GPU for training where the cluster has them."""
         needs_gpu = self.gpus > 0
-        ref = self._remote.options(num_gpus=1 if needs_gpu else 0, num_cpus=self.cpus_per_job,
-                                   name=f"sweep:{spec.job.label}").remote(spec)
+        ref = self._remote.options(
+            num_gpus=1 if needs_gpu else 0, num_cpus=self.cpus_per_job, name=f"sweep:{spec.job.label}"
+        ).remote(spec)
         self._pending[ref] = (spec, time.monotonic())
 
     def poll(self, timeout: float) -> list[tuple[Outcome, float]]:
@@ -70,8 +79,12 @@ class RayExecutor:
             try:
                 outcome = self.ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a dead worker or node fails this job only
-                outcome = Outcome(spec.job, ok=False, reason=f"ray task failed: {type(exc).__name__}: {exc}"[:800],
-                                  started_ms=int((time.time() - (time.monotonic() - submitted)) * 1000))
+                outcome = Outcome(
+                    spec.job,
+                    ok=False,
+                    reason=f"ray task failed: {type(exc).__name__}: {exc}"[:800],
+                    started_ms=int((time.time() - (time.monotonic() - submitted)) * 1000),
+                )
             out.append((outcome, time.monotonic() - submitted))
         return out
 

@@ -1,20 +1,22 @@
 """The sweep driver: plan against the tracking server, run what is missing, report every job."""
+
 from __future__ import annotations
 
 import os
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import mlflow
 from mlflow.tracking import MlflowClient
 from tqdm import tqdm
 
 from llmseg_mlflow.errors import UsageError
-from llmseg_mlflow.generate import llmseg_home
+from llmseg_mlflow.paths import llmseg_home, sweeps_root
 from llmseg_mlflow.pipeline import slots
 from llmseg_mlflow.sweep.cost import pipeline_cost, token_estimates
 from llmseg_mlflow.sweep.jobs import Job, JobState, StudyRuns, expand, retrying
@@ -138,8 +140,10 @@ def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
     models = {m.key: m for m in study.models}
     estimates = token_estimates(client, list(models.values()))
     kinds = {k: sum(s.job.kind == k for s in states) for k in ("generate", "budget", "baseline")}
-    out(f"study {study.name} ({study.path}): {len(states)} jobs "
-        f"({kinds['generate']} generate, {kinds['budget']} budget reruns, {kinds['baseline']} baselines)")
+    out(
+        f"study {study.name} ({study.path}): {len(states)} jobs "
+        f"({kinds['generate']} generate, {kinds['budget']} budget reruns, {kinds['baseline']} baselines)"
+    )
     out(f"{'kind':9} {'model':22} {'dataset':22} {'rep':>3} {'budget':>6}  {'state':26} {'expected cost':>13}")
     total, unknown = 0.0, set()
     for s in states:
@@ -150,15 +154,26 @@ def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
                 unknown.add(job.model)
             else:
                 total += cost
-        state = (f"done ({s.done.data.tags.get('status')})" if s.done else
-                 f"retry ({len(s.stale)} left by a crash)" if s.stale else "to run")
+        state = (
+            f"done ({s.done.data.tags.get('status')})"
+            if s.done
+            else f"retry ({len(s.stale)} left by a crash)"
+            if s.stale
+            else "to run"
+        )
         shown = "" if s.state == "done" else _fmt_cost(cost)
-        out(f"{job.kind:9} {job.model:22} {job.dataset:22} {job.repeat:3d} {job.budget or '':>6}  {state:26} {shown:>13}")
+        out(
+            f"{job.kind:9} {job.model:22} {job.dataset:22} {job.repeat:3d} {job.budget or '':>6}  {state:26} {shown:>13}"
+        )
     todo = [s for s in states if s.state != "done"]
-    out(f"done: {len(states) - len(todo)}, to retry: {sum(s.state == 'retry' for s in states)}, "
-        f"to run: {sum(s.state == 'new' for s in states)}")
-    out(f"expected API cost of what is left: {_fmt_cost(total)} (catalog list prices; budget reruns and "
-        "baselines call no LLM; cached replies cost nothing)")
+    out(
+        f"done: {len(states) - len(todo)}, to retry: {sum(s.state == 'retry' for s in states)}, "
+        f"to run: {sum(s.state == 'new' for s in states)}"
+    )
+    out(
+        f"expected API cost of what is left: {_fmt_cost(total)} (catalog list prices; budget reruns and "
+        "baselines call no LLM; cached replies cost nothing)"
+    )
     for key in sorted({s.job.model for s in todo if s.job.kind == "generate"}):
         est, cost = estimates[key], pipeline_cost(models[key], estimates[key])
         out(f"  {key:22} {_fmt_cost(cost):>9} per pipeline ({est.basis})")
@@ -174,15 +189,18 @@ def _log_name(job: Job) -> str:
 
 
 def _job_env(opts: SweepOptions) -> dict[str, str]:
-    env = {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_DISABLE_TELEMETRY": "true",
-           "LLMSEG_HOME": str(llmseg_home())}
+    env = {
+        "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "LLMSEG_HOME": str(llmseg_home()),
+    }
     for name in ("LLMSEG_MODELS_FILE", "LLMSEG_DATASETS_FILE", "LLMSEG_CACHE_DIR", *opts.forward_env):
         if os.environ.get(name):
             env[name] = os.environ[name]
     if opts.training_slots and opts.executor == "local":
         from llmseg_mlflow.sweep.local import visible_gpus
 
-        folder = (opts.log_dir or llmseg_home() / "sweeps") / "training-slots"
+        folder = sweeps_root(opts.log_dir) / "training-slots"
         env[slots.ENV] = slots.slots_value(folder, opts.training_slots, visible_gpus())
     return env
 
@@ -204,10 +222,17 @@ def make_executor(opts: SweepOptions) -> Executor:
 class _Driver:
     """Runs the jobs a plan left, in dependency order, and records what became of each."""
 
-    def __init__(self, study: Study, opts: SweepOptions, client: MlflowClient, runs: StudyRuns,
-                 executor: Executor, out: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        study: Study,
+        opts: SweepOptions,
+        client: MlflowClient,
+        runs: StudyRuns,
+        executor: Executor,
+        out: Callable[[str], None],
+    ) -> None:
         self.study, self.opts, self.client, self.runs, self.ex, self.out = study, opts, client, runs, executor, out
-        self.log_dir = (opts.log_dir or llmseg_home() / "sweeps" / study.name / "logs").resolve()
+        self.log_dir = (Path(opts.log_dir) if opts.log_dir else sweeps_root() / study.name / "logs").resolve()
         self.env = _job_env(opts)
         self.reports: dict[tuple, JobReport] = {}
         self.ready: deque[tuple[float, Job, str | None]] = deque()  # (not before, job, source run)
@@ -217,21 +242,30 @@ class _Driver:
 
     def spec(self, job: Job, source_run: str | None) -> JobSpec:
         base = self.study.baselines
-        return JobSpec(job=job, study=self.study.name, model_arg=self.study.model_args.get(job.model, job.model),
-                       overrides=dict(self.study.overrides), env=self.env, log_file=str(self.log_dir / _log_name(job)),
-                       source_run=source_run, baseline_epochs=base.epochs, baseline_iterations=base.iterations,
-                       data_root=str(self.opts.data_root) if self.opts.data_root else None,
-                       work_root=str(self.opts.work_root) if self.opts.work_root else None,
-                       models_file=str(self.opts.models_file) if self.opts.models_file else None,
-                       unsafe_no_sandbox=self.opts.unsafe_no_sandbox)
+        return JobSpec(
+            job=job,
+            study=self.study.name,
+            model_arg=self.study.model_args.get(job.model, job.model),
+            overrides=dict(self.study.overrides),
+            env=self.env,
+            log_file=str(self.log_dir / _log_name(job)),
+            source_run=source_run,
+            baseline_epochs=base.epochs,
+            baseline_iterations=base.iterations,
+            data_root=str(self.opts.data_root) if self.opts.data_root else None,
+            work_root=str(self.opts.work_root) if self.opts.work_root else None,
+            models_file=str(self.opts.models_file) if self.opts.models_file else None,
+            unsafe_no_sandbox=self.opts.unsafe_no_sandbox,
+        )
 
     def schedule(self, states: list[JobState]) -> None:
         by_key = {s.job.key: s for s in states}
         for s in states:
             job = s.job
             if s.done:
-                self.reports[job.key] = JobReport(job, "skipped", s.done.data.tags.get("status", ""),
-                                                  s.done.info.run_id, "done earlier")
+                self.reports[job.key] = JobReport(
+                    job, "skipped", s.done.data.tags.get("status", ""), s.done.info.run_id, "done earlier"
+                )
             elif job.kind == "budget":
                 src = by_key[job.source.key]
                 if src.done:
@@ -247,8 +281,11 @@ class _Driver:
             self.ready.append((0.0, job, source_run))
         else:
             why = f"source pipeline ended {source_status}" if source_status else "source job failed"
-            self.reports[job.key] = JobReport(job, "skipped", reason=f"{why}: no working code to retrain"
-                                              + (f" (run {source_run})" if source_run else ""))
+            self.reports[job.key] = JobReport(
+                job,
+                "skipped",
+                reason=f"{why}: no working code to retrain" + (f" (run {source_run})" if source_run else ""),
+            )
 
     def total(self) -> int:
         return len(self.ready) + sum(len(v) for v in self.waiting.values())
@@ -260,8 +297,16 @@ class _Driver:
         if run_id is None:
             root = self.runs.newest_root(job, outcome.started_ms - 1000)
             run_id = root.info.run_id if root else None
-        rep = JobReport(job, "done" if outcome.ok else "failed", outcome.status or "", run_id or "", outcome.reason,
-                        minutes=observed_s / 60, observed_s=observed_s, inner_s=outcome.inner_s)
+        rep = JobReport(
+            job,
+            "done" if outcome.ok else "failed",
+            outcome.status or "",
+            run_id or "",
+            outcome.reason,
+            minutes=observed_s / 60,
+            observed_s=observed_s,
+            inner_s=outcome.inner_s,
+        )
         if run_id:
             run = retrying(lambda: self.client.get_run(run_id), "get run")
             if job.budget and "budget" not in run.data.tags:  # baselines do not tag their budget themselves
@@ -284,9 +329,11 @@ class _Driver:
         bar.update(1)
         dice = "-" if rep.dice is None else f"{rep.dice:.3f}"
         cost = "-" if rep.cost is None else f"${rep.cost:.2f}"
-        bar.write(f"{job.model:22} {job.dataset:22} r{job.repeat:<2} {('b' + str(job.budget)) if job.budget else '':5} "
-                  f"{rep.status or rep.state:16} dice {dice:6} {rep.minutes:6.1f} min {cost:>8}"
-                  + (f"  FAILED: {outcome.reason[:160]}" if not outcome.ok else ""))
+        bar.write(
+            f"{job.model:22} {job.dataset:22} r{job.repeat:<2} {('b' + str(job.budget)) if job.budget else '':5} "
+            f"{rep.status or rep.state:16} dice {dice:6} {rep.minutes:6.1f} min {cost:>8}"
+            + (f"  FAILED: {outcome.reason[:160]}" if not outcome.ok else "")
+        )
         for dependent in self.waiting.pop(job.key, []):
             self.release(dependent, run_id if outcome.ok else None, rep.status if outcome.ok else "")
             if dependent.key in self.reports:
@@ -326,8 +373,12 @@ class _Driver:
             bar.close()
 
 
-def run_sweep(study: Study, opts: SweepOptions = SweepOptions(), out: Callable[[str], None] = print,
-              executor: Executor | None = None) -> SweepSummary:
+def run_sweep(
+    study: Study,
+    opts: SweepOptions = SweepOptions(),
+    out: Callable[[str], None] = print,
+    executor: Executor | None = None,
+) -> SweepSummary:
     """Run every job of the study the tracking server does not hold yet; one failing job never stops the rest."""
     os.environ.pop("MLFLOW_RUN_ID", None)  # under `mlflow run -e sweep`, pipelines are roots of their own
     client = _open_client()
@@ -338,8 +389,10 @@ def run_sweep(study: Study, opts: SweepOptions = SweepOptions(), out: Callable[[
     ex = executor or make_executor(opts)
     driver = _Driver(study, opts, client, runs, ex, out)
     driver.schedule(states)
-    out(f"study {study.name}: {len(states)} jobs, {sum(s.state == 'done' for s in states)} done earlier, "
-        f"{sum(s.state == 'retry' for s in states)} to retry, {driver.total()} to run; {ex.describe()}")
+    out(
+        f"study {study.name}: {len(states)} jobs, {sum(s.state == 'done' for s in states)} done earlier, "
+        f"{sum(s.state == 'retry' for s in states)} to retry, {driver.total()} to run; {ex.describe()}"
+    )
     interrupted = driver.loop()
     reports = [driver.reports.get(s.job.key) or JobReport(s.job, "not run", reason="interrupted") for s in states]
     summary = SweepSummary(study.name, exp_id, reports, driver.log_dir, interrupted)
@@ -358,9 +411,19 @@ def print_table(summary: SweepSummary, out: Callable[[str], None] = print) -> No
         note = r.run_id + (f" {r.reason}" if r.reason else "")
         if r.superseded:
             note += f" (retry of {', '.join(r.superseded)})"
-        out(f"{r.job.kind[:4] + ' ' + r.job.label:52} {r.state:8} {r.status:16} {dice:>6} {minutes:>6} {cost:>8}  {note}")
-    out(f"done {summary.count('done')}, skipped {summary.count('skipped')}, failed {summary.count('failed')}"
-        + (f", not run {summary.count('not run')} (interrupted: run the same command again)" if summary.interrupted else ""))
-    out(f"runs: experiment {summary.study!r} (id {summary.experiment_id}) at {mlflow.get_tracking_uri()}; "
-        "`mlflow ui`, filter tags.kind = 'pipeline'")
+        out(
+            f"{r.job.kind[:4] + ' ' + r.job.label:52} {r.state:8} {r.status:16} {dice:>6} {minutes:>6} {cost:>8}  {note}"
+        )
+    out(
+        f"done {summary.count('done')}, skipped {summary.count('skipped')}, failed {summary.count('failed')}"
+        + (
+            f", not run {summary.count('not run')} (interrupted: run the same command again)"
+            if summary.interrupted
+            else ""
+        )
+    )
+    out(
+        f"runs: experiment {summary.study!r} (id {summary.experiment_id}) at {mlflow.get_tracking_uri()}; "
+        "`mlflow ui`, filter tags.kind = 'pipeline'"
+    )
     out(f"job logs: {summary.log_dir}")

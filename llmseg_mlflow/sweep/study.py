@@ -1,4 +1,5 @@
 """The study file: which models, datasets, repeats, budget reruns and baselines a sweep runs (YAML, validated)."""
+
 from __future__ import annotations
 
 import difflib
@@ -16,10 +17,19 @@ TOP_LEVEL = ("name", "models", "datasets", "repeats", "budget_reruns", "baseline
 SELECTOR_FIELDS = ("year", "reasoning", "provider", "fixture")
 # Harness settings a study may set for every job (GenerateConfig / TrainConfig fields).
 OVERRIDE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "epochs": int, "max_batches": int, "max_fix_rounds": int, "timeout_s": (int, float), "memory_gb": (int, float),
-    "preflight": bool, "no_cache": bool, "stuck_after": int, "loop_hint": str,
+    "epochs": int,
+    "max_batches": int,
+    "max_fix_rounds": int,
+    "timeout_s": (int, float),
+    "memory_gb": (int, float),
+    "preflight": bool,
+    "no_cache": bool,
+    "stuck_after": int,
+    "loop_hint": str,
 }
 BASELINE_DEFAULTS = {"epochs": 100, "iterations": 250}
+# The packaged studies (package data; `studies/` at the repo root links here): `llmseg sweep demo` names one.
+STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 
 
 @dataclass(frozen=True)
@@ -99,17 +109,22 @@ def _names(errors: _Errors, where: str, value: Any, allowed: tuple[str, ...], wh
         return ()
     for name in value:
         if name not in allowed:
-            errors.add(where, f"{what} {name!r} is not in the study's {what}s{_suggest(name, list(allowed))}; "
-                              f"the study has: {', '.join(allowed) or 'none'}")
+            errors.add(
+                where,
+                f"{what} {name!r} is not in the study's {what}s{_suggest(name, list(allowed))}; "
+                f"the study has: {', '.join(allowed) or 'none'}",
+            )
     return tuple(v for v in value if v in allowed)
 
 
-def _resolve_models(errors: _Errors, raw: Any, base: Path, models_file: Path | None
-                    ) -> tuple[list[ModelSpec], dict[str, str], list[str]]:
+def _resolve_models(
+    errors: _Errors, raw: Any, base: Path, models_file: Path | None
+) -> tuple[list[ModelSpec], dict[str, str], list[str]]:
     """Model keys, replay:DIR folders (relative to the study file) and selectors such as {year: 2025}."""
     if not isinstance(raw, list) or not raw:
-        errors.add("models", "expected a non-empty list of model keys, replay:DIR folders or selectors "
-                             "such as {year: 2025}")
+        errors.add(
+            "models", "expected a non-empty list of model keys, replay:DIR folders or selectors such as {year: 2025}"
+        )
         return [], {}, []
     try:
         catalog = load_models(models_file)
@@ -124,11 +139,14 @@ def _resolve_models(errors: _Errors, raw: Any, base: Path, models_file: Path | N
         if isinstance(item, str):
             arg = item
             if item.startswith(REPLAY_PREFIX):
-                folder = Path(item[len(REPLAY_PREFIX):].strip()).expanduser()
+                folder = Path(item[len(REPLAY_PREFIX) :].strip()).expanduser()
                 arg = REPLAY_PREFIX + str(folder if folder.is_absolute() else (base / folder).resolve())
             elif item not in catalog:
-                errors.add(where, f"unknown model {item!r}{_suggest(item, sorted(catalog))}; "
-                                  "see `llmseg models`, or use replay:DIR or a selector such as {year: 2025}")
+                errors.add(
+                    where,
+                    f"unknown model {item!r}{_suggest(item, sorted(catalog))}; "
+                    "see `llmseg models`, or use replay:DIR or a selector such as {year: 2025}",
+                )
                 continue
             try:
                 spec = get_model(arg, models_file)
@@ -136,8 +154,11 @@ def _resolve_models(errors: _Errors, raw: Any, base: Path, models_file: Path | N
                 errors.add(where, str(exc))
                 continue
             if spec.key in args and args[spec.key] != arg:
-                errors.add(where, f"two replay folders are both named {spec.key!r}; runs are tagged by the "
-                                  "folder's name, so rename one")
+                errors.add(
+                    where,
+                    f"two replay folders are both named {spec.key!r}; runs are tagged by the "
+                    "folder's name, so rename one",
+                )
                 continue
             picked[spec.key], args[spec.key] = spec, arg
         elif isinstance(item, dict):
@@ -176,8 +197,9 @@ def _resolve_datasets(errors: _Errors, raw: Any) -> list[str]:
     return out
 
 
-def _resolve_repeats(errors: _Errors, raw: Any, models: tuple[str, ...], datasets: tuple[str, ...]
-                     ) -> tuple[int, dict[tuple[str, str], int]]:
+def _resolve_repeats(
+    errors: _Errors, raw: Any, models: tuple[str, ...], datasets: tuple[str, ...]
+) -> tuple[int, dict[tuple[str, str], int]]:
     """`repeats: 3`, or {default: 1, per_model: {gpt-4o: 10, other: {count: 10, datasets: [brain]}}}."""
     if raw is None:
         return 1, {}
@@ -211,8 +233,7 @@ def _resolve_repeats(errors: _Errors, raw: Any, models: tuple[str, ...], dataset
     return default, per
 
 
-def _resolve_budget(errors: _Errors, raw: Any, models: tuple[str, ...], datasets: tuple[str, ...]
-                    ) -> list[BudgetRerun]:
+def _resolve_budget(errors: _Errors, raw: Any, models: tuple[str, ...], datasets: tuple[str, ...]) -> list[BudgetRerun]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -221,7 +242,11 @@ def _resolve_budget(errors: _Errors, raw: Any, models: tuple[str, ...], datasets
     out = []
     for i, item in enumerate(raw):
         where = f"budget_reruns[{i}]"
-        if not isinstance(item, dict) or "epochs" not in item or set(item) - {"epochs", "datasets", "models", "baseline"}:
+        if (
+            not isinstance(item, dict)
+            or "epochs" not in item
+            or set(item) - {"epochs", "datasets", "models", "baseline"}
+        ):
             errors.add(where, f"expected {{epochs: N, datasets: [...], models: all, baseline: false}}, got {item!r}")
             continue
         epochs = _int(errors, f"{where}.epochs", item["epochs"])
@@ -256,8 +281,10 @@ def _resolve_overrides(errors: _Errors, raw: Any) -> dict[str, Any]:
     for key, value in raw.items():
         kind = OVERRIDE_TYPES.get(key)
         if kind is None:
-            errors.add(f"overrides.{key}", f"unknown setting{_suggest(str(key), list(OVERRIDE_TYPES))}; "
-                                           f"allowed: {', '.join(OVERRIDE_TYPES)}")
+            errors.add(
+                f"overrides.{key}",
+                f"unknown setting{_suggest(str(key), list(OVERRIDE_TYPES))}; allowed: {', '.join(OVERRIDE_TYPES)}",
+            )
         elif value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
             errors.add(f"overrides.{key}", f"expected {getattr(kind, '__name__', 'a number')}, got {value!r}")
         elif value is not None:
@@ -265,11 +292,24 @@ def _resolve_overrides(errors: _Errors, raw: Any) -> dict[str, Any]:
     return out
 
 
+def find_study(path: Path) -> Path:
+    """The study file: `path` as given, else a packaged study named by its bare name (`demo`, `paper.yaml`)."""
+    path = Path(path).expanduser()
+    if path.is_file() or path.parent != Path("."):
+        return path
+    packaged = STUDIES_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    return packaged if packaged.is_file() else path
+
+
 def load_study(path: Path, models_file: Path | None = None) -> Study:
     """Read and validate a study file; UsageError listing every problem (where, what, how to fix)."""
-    path = Path(path).expanduser()
+    path = find_study(path)
     if not path.is_file():
-        raise UsageError(f"study file {path} does not exist; see studies/demo.yaml for the format")
+        names = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")))
+        raise UsageError(
+            f"study file {path} does not exist; give a study YAML file or a packaged study's name "
+            f"({names}, e.g. `llmseg sweep demo`); the packaged files in {STUDIES_DIR} show the format"
+        )
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -292,6 +332,16 @@ def load_study(path: Path, models_file: Path | None = None) -> Study:
     baselines = _resolve_baselines(errors, doc.get("baselines"), datasets)
     overrides = _resolve_overrides(errors, doc.get("overrides"))
     errors.raise_if_any()
-    return Study(name=name.strip(), path=path.resolve(), models=tuple(models), model_args=args, datasets=datasets,
-                 default_repeats=default, repeats=repeats, budget_reruns=tuple(budget), baselines=baselines,
-                 overrides=overrides, warnings=tuple(warnings))
+    return Study(
+        name=name.strip(),
+        path=path.resolve(),
+        models=tuple(models),
+        model_args=args,
+        datasets=datasets,
+        default_repeats=default,
+        repeats=repeats,
+        budget_reruns=tuple(budget),
+        baselines=baselines,
+        overrides=overrides,
+        warnings=tuple(warnings),
+    )

@@ -1,14 +1,16 @@
 """One job, run where an executor put it (a pool process or a Ray task): dispatch, log to a file, report."""
+
 from __future__ import annotations
 
 import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from llmseg_mlflow.sweep.jobs import Job
 from llmseg_mlflow.tracking.outage import is_tracking_outage
@@ -51,30 +53,48 @@ class Outcome:
 def _configs(spec: JobSpec):
     """The job's config object and the function that runs it (imported lazily: each kind has its own module)."""
     job, ov = spec.job, spec.overrides
-    paths = {"data_root": Path(spec.data_root) if spec.data_root else None,
-             "work_root": Path(spec.work_root) if spec.work_root else None}
+    paths = {
+        "data_root": Path(spec.data_root) if spec.data_root else None,
+        "work_root": Path(spec.work_root) if spec.work_root else None,
+    }
     limits = {k: ov[k] for k in ("timeout_s", "memory_gb") if k in ov}
     if job.kind == "generate":
         from llmseg_mlflow.generate import GenerateConfig, run_generate
 
         keys = ("epochs", "max_batches", "max_fix_rounds", "preflight", "no_cache", "stuck_after", "loop_hint")
         return run_generate, GenerateConfig(
-            model=spec.model_arg, dataset=job.dataset, repeat=job.repeat, study=spec.study,
+            model=spec.model_arg,
+            dataset=job.dataset,
+            repeat=job.repeat,
+            study=spec.study,
             unsafe_no_sandbox=spec.unsafe_no_sandbox,
             models_file=Path(spec.models_file) if spec.models_file else None,
-            **paths, **limits, **{k: ov[k] for k in keys if k in ov})
+            **paths,
+            **limits,
+            **{k: ov[k] for k in keys if k in ov},
+        )
     if job.kind == "budget":
         from llmseg_mlflow.train import TrainConfig, run_train
 
-        return run_train, TrainConfig(run_id=spec.source_run, epochs=job.budget, study=spec.study,
-                                      unsafe_no_sandbox=spec.unsafe_no_sandbox, max_batches=ov.get("max_batches"),
-                                      **paths, **limits)
+        return run_train, TrainConfig(
+            run_id=spec.source_run,
+            epochs=job.budget,
+            study=spec.study,
+            unsafe_no_sandbox=spec.unsafe_no_sandbox,
+            max_batches=ov.get("max_batches"),
+            **paths,
+            **limits,
+        )
     if job.kind == "baseline":
         from llmseg_mlflow.baseline.run import BaselineConfig, run_baseline
 
-        return run_baseline, BaselineConfig(dataset=job.dataset, study=spec.study,
-                                            epochs=job.budget or spec.baseline_epochs,
-                                            iterations=spec.baseline_iterations, **paths)
+        return run_baseline, BaselineConfig(
+            dataset=job.dataset,
+            study=spec.study,
+            epochs=job.budget or spec.baseline_epochs,
+            iterations=spec.baseline_iterations,
+            **paths,
+        )
     raise ValueError(f"unknown job kind {job.kind!r}")
 
 

@@ -1,4 +1,5 @@
 """The prepared data a pipeline used, logged as MLflow dataset inputs (pool for training, held-out for evaluation)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,12 @@ def log_prepared(client: MlflowClient, run_id: str, data: PreparedDataset) -> No
         frame = _split_frame(manifest, split)
         with warnings.catch_warnings():  # a local path "could be" two source types that are the same class
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(frame, source=str(data.root / split), name=f"{data.spec.key}-{split}",
-                                         digest=f"{data.digest[:16]}-{split}")
+            ds = mlflow.data.from_pandas(
+                frame,
+                source=str(data.root / split),
+                name=f"{data.spec.key}-{split}",
+                digest=f"{data.digest[:16]}-{split}",
+            )
         inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
     try:
         client.log_inputs(run_id, datasets=inputs)

@@ -17,6 +17,7 @@ real `mlflow server`; an MLflow upgrade that moves one of these fails that test 
 - `POST /api/2.0/mlflow/runs/search` is the public REST API, but read as raw JSON through the internal
   `http_request_safe` (parsing protobuf entities costs more than the request at study scale).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -53,19 +54,22 @@ def search_runs_page(creds: Any, body: dict[str, Any]) -> dict[str, Any]:
     return http_request_safe(creds, SEARCH_ENDPOINT, "POST", json=body).json()
 
 
-def metric_history_bulk(creds: Any, run_ids: list[str], key: str, max_results: int = BULK_MAX_POINTS
-                        ) -> list[dict[str, Any]]:
+def metric_history_bulk(
+    creds: Any, run_ids: list[str], key: str, max_results: int = BULK_MAX_POINTS
+) -> list[dict[str, Any]]:
     """Every logged value of `key` for up to BULK_MAX_RUNS runs in one request, as the UI's JSON dicts."""
     from mlflow.utils.rest_utils import http_request_safe
 
     # The REST API has no bulk history; the UI's endpoint answers 100 runs a request instead of one.
-    resp = http_request_safe(creds, BULK_ENDPOINT, "GET",
-                             params={"run_id": run_ids, "metric_key": key, "max_results": max_results})
+    resp = http_request_safe(
+        creds, BULK_ENDPOINT, "GET", params={"run_id": run_ids, "metric_key": key, "max_results": max_results}
+    )
     return resp.json().get("metrics", [])
 
 
-def store_metric_history(store: Any, run_ids: list[str], key: str, max_results: int = BULK_MAX_POINTS
-                         ) -> tuple[list[str], list[Any]]:
+def store_metric_history(
+    store: Any, run_ids: list[str], key: str, max_results: int = BULK_MAX_POINTS
+) -> tuple[list[str], list[Any]]:
     """(run id per point, Metric entities) of `key` from a local store: in bulk where the store can."""
     if hasattr(store, "get_metric_history_bulk"):  # the SQLAlchemy store: one query for all runs
         ms = store.get_metric_history_bulk(run_ids, key, max_results)

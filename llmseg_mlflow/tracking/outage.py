@@ -4,6 +4,7 @@ The sweep retries reads while the server is briefly away (sweep/jobs.py) and run
 worker failed for that reason (sweep/worker.py, sweep/run.py); check_tracking_server (tracking/runs.py)
 words its error so the reason string still says so after crossing a process boundary.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,9 @@ OUTAGE_MARKER = "does not answer"
 # What requests/urllib3/MLflow put in the message when the server cannot be reached or is restarting
 # ("Connection refused", "ConnectionError", "Max retries exceeded", "Read timed out", a gateway's 502/503).
 # The status codes need a word of their own: a run id or a shape may contain "503" by chance.
-_SIGNS = re.compile("|".join(["Connection", "connection", "Max retries", "timed out", re.escape(OUTAGE_MARKER),
-                               r"\b50[23]\b"]))
+_SIGNS = re.compile(
+    "|".join(["Connection", "connection", "Max retries", "timed out", re.escape(OUTAGE_MARKER), r"\b50[23]\b"])
+)
 
 
 def is_tracking_outage(failure: BaseException | str | None) -> bool:

@@ -1,22 +1,23 @@
 """The pipeline run tree in MLflow: a root run and its nested children, all carrying the cohort tags."""
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from llmseg_mlflow.pipeline.untrusted import Caps, Skipped, copy_tree
 from llmseg_mlflow.tracking.outage import OUTAGE_MARKER
 from llmseg_mlflow.tracking.schema import Cohort, Kind
+from llmseg_mlflow.untrusted import Caps, Skipped, copy_tree
 
 _MAX_PARAM = 6000  # MLflow's limit on a param value; longer text belongs in artifacts
 _BATCH = 900  # log_batch accepts at most 1000 metrics per call
@@ -102,8 +103,9 @@ class RunLogger:
         elif path.exists():
             self.client.log_artifact(self.run_id, str(path), artifact_dir)
 
-    def untrusted_artifact(self, path: Path, artifact_dir: str | None = None,
-                           caps: Caps | None = None) -> list[Skipped]:
+    def untrusted_artifact(
+        self, path: Path, artifact_dir: str | None = None, caps: Caps | None = None
+    ) -> list[Skipped]:
         """Upload a folder (or one file) sandboxed code wrote: regular files only, within caps; returns the rest.
 
         Links (`env.txt -> /proc/self/environ`), FIFOs, devices and oversized files are not uploaded; they
@@ -115,8 +117,9 @@ class RunLogger:
             if listing.files:
                 self.client.log_artifacts(self.run_id, tmp, artifact_dir)
         if listing.skipped:
-            self.json(listing.skipped_json(), f"{artifact_dir}/skipped_files.json" if artifact_dir
-                      else "skipped_files.json")
+            self.json(
+                listing.skipped_json(), f"{artifact_dir}/skipped_files.json" if artifact_dir else "skipped_files.json"
+            )
         return listing.skipped
 
     def _batch(self, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()) -> None:
@@ -137,7 +140,7 @@ class RunTree:
     children: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, client: MlflowClient, cohort: Cohort, artifact_location: str | None = None) -> "RunTree":
+    def open(cls, client: MlflowClient, cohort: Cohort, artifact_location: str | None = None) -> RunTree:
         """Create the root run in the study's experiment.
 
         Under `mlflow run`, the run it started already holds the entry point's params (`epochs` = the
@@ -157,21 +160,27 @@ class RunTree:
         return cls(client, exp_id, cohort, RunLogger(client, run_id))
 
     @classmethod
-    def attach(cls, client: MlflowClient, root_run_id: str) -> "RunTree":
+    def attach(cls, client: MlflowClient, root_run_id: str) -> RunTree:
         """The tree of an existing pipeline root (to add an evaluation to it later)."""
         run = client.get_run(root_run_id)
         tags = run.data.tags
         if tags.get("kind") != Kind.PIPELINE.value:
-            raise ValueError(f"run {root_run_id} is not a pipeline root (kind={tags.get('kind')!r}); "
-                             "pass the run id of a `kind=pipeline` run")
+            raise ValueError(
+                f"run {root_run_id} is not a pipeline root (kind={tags.get('kind')!r}); "
+                "pass the run id of a `kind=pipeline` run"
+            )
         cohort = Cohort.from_tags(tags)
         return cls(client, run.info.experiment_id, cohort, RunLogger(client, root_run_id))
 
     @contextmanager
     def child(self, kind: Kind, name: str, tags: Mapping[str, object] | None = None) -> Iterator[RunLogger]:
         """A nested run with the cohort tags; FAILED if the block raises or sets `failed`, FINISHED otherwise."""
-        all_tags = {**self.cohort.tags(kind), MLFLOW_PARENT_RUN_ID: self.root.run_id,
-                    MLFLOW_RUN_NAME: name, **{k: str(v) for k, v in (tags or {}).items()}}
+        all_tags = {
+            **self.cohort.tags(kind),
+            MLFLOW_PARENT_RUN_ID: self.root.run_id,
+            MLFLOW_RUN_NAME: name,
+            **{k: str(v) for k, v in (tags or {}).items()},
+        }
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
         self.children.append(run.info.run_id)
         logger = RunLogger(self.client, run.info.run_id)
@@ -195,9 +204,11 @@ class RunTree:
         import traceback
 
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:250]
-        steps = (lambda: self.root.tags({"status": "harness_error", "error": reason}),
-                 lambda: self.root.text("".join(traceback.format_exception(exc)), "harness_error.txt"),
-                 lambda: self.finish(failed=True))
+        steps = (
+            lambda: self.root.tags({"status": "harness_error", "error": reason}),
+            lambda: self.root.text("".join(traceback.format_exception(exc)), "harness_error.txt"),
+            lambda: self.finish(failed=True),
+        )
         for step in steps:
             try:
                 step()

@@ -1,4 +1,5 @@
 """Names of the run tree's kinds, tags, statuses and summary fields: the contract analysis relies on."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ class Status(str, Enum):
     HARNESS_ERROR = "harness_error"  # the platform itself failed (LLM call, tracking, ...): run FAILED
     DISK_QUOTA = "disk_quota"  # gave up, and the last attempt filled its folder past --disk-gb
     STUCK_LOOP = "stuck_loop"  # the same error came back N times in a row (the paper's "repeated error loop")
-    EVALUATION_FAILED = "evaluation_failed"  # trained, but the held-out evaluation failed: run FAILED, tag evaluation_error
+    EVALUATION_FAILED = (
+        "evaluation_failed"  # trained, but the held-out evaluation failed: run FAILED, tag evaluation_error
+    )
 
 
 # Tags present on every run of a tree: the MLflow UI filters children by their own tags only.
@@ -106,13 +109,18 @@ class Cohort:
         }
 
     @classmethod
-    def from_tags(cls, tags: dict[str, str]) -> "Cohort":
+    def from_tags(cls, tags: dict[str, str]) -> Cohort:
         """The cohort a run's tags describe (inverse of `tags`)."""
         year, reasoning = tags.get("year", ""), tags.get("reasoning", "")
-        return cls(model=tags["model"], year=int(year) if year else None,
-                   reasoning=None if reasoning == "" else reasoning == "true", dataset=tags["dataset"],
-                   repeat=int(tags.get("repeat", "1")), study=tags.get("study", ""),
-                   provider=tags.get("provider", ""))
+        return cls(
+            model=tags["model"],
+            year=int(year) if year else None,
+            reasoning=None if reasoning == "" else reasoning == "true",
+            dataset=tags["dataset"],
+            repeat=int(tags.get("repeat", "1")),
+            study=tags.get("study", ""),
+            provider=tags.get("provider", ""),
+        )
 
     @property
     def run_name(self) -> str:

@@ -1,4 +1,5 @@
 """A tiny synthetic study on the session's real tracking server, written once per module that asks for it."""
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,25 @@ from llmseg_mlflow.analysis.synthetic_study import SynthModel, SynthPipeline, Sy
 
 ON_DISK = "synthetic-gray-suffix"  # prepared under LLMSEG_HOME/data: the grid shows image and ground truth
 OFF_DISK = "ds-remote"  # not prepared anywhere: the grid shows predictions only
-MODELS = (SynthModel("a24", 2024, False, 0.70), SynthModel("b24", 2024, False, 0.75),
-          SynthModel("c25", 2025, True, 0.85), SynthModel("d25", 2025, True, 0.88),
-          SynthModel("e25", 2025, False, 0.80))
+MODELS = (
+    SynthModel("a24", 2024, False, 0.70),
+    SynthModel("b24", 2024, False, 0.75),
+    SynthModel("c25", 2025, True, 0.85),
+    SynthModel("d25", 2025, True, 0.88),
+    SynthModel("e25", 2025, False, 0.80),
+)
 # Known held-out Dice on OFF_DISK: per-image scores of each pipeline (model, repeat) -> scores.
 KNOWN = {
-    ("a24", 1): (0.52, 0.61, 0.58), ("a24", 2): (0.0, 0.0, 0.0),  # repeat 2 never ran (see FAILED)
-    ("b24", 1): (0.71, 0.66, 0.74), ("b24", 2): (0.69, 0.72, 0.70),
-    ("c25", 1): (0.88, 0.91, 0.79), ("c25", 2): (0.84, 0.86, 0.90),
-    ("d25", 1): (0.93, 0.89, 0.95), ("d25", 2): (0.90, 0.92, 0.87),
-    ("e25", 1): (0.64, 0.83, 0.77), ("e25", 2): (0.80, 0.78, 0.69),
+    ("a24", 1): (0.52, 0.61, 0.58),
+    ("a24", 2): (0.0, 0.0, 0.0),  # repeat 2 never ran (see FAILED)
+    ("b24", 1): (0.71, 0.66, 0.74),
+    ("b24", 2): (0.69, 0.72, 0.70),
+    ("c25", 1): (0.88, 0.91, 0.79),
+    ("c25", 2): (0.84, 0.86, 0.90),
+    ("d25", 1): (0.93, 0.89, 0.95),
+    ("d25", 2): (0.90, 0.92, 0.87),
+    ("e25", 1): (0.64, 0.83, 0.77),
+    ("e25", 2): (0.80, 0.78, 0.69),
 }
 FAILED = (("a24", OFF_DISK, 2),)
 
@@ -41,7 +51,7 @@ class Study:
 
 def _heldout(data_root: Path) -> list[tuple[str, np.ndarray]]:
     from llmseg_mlflow.catalog.datasets import get_dataset
-    from llmseg_mlflow.generate import ensure_prepared
+    from llmseg_mlflow.catalog.prepare import ensure_prepared
 
     prepared = ensure_prepared(get_dataset(ON_DISK), data_root)
     return [(img.name, np.asarray(Image.open(mask)) > 127) for img, mask in prepared.heldout_pairs()]
@@ -60,9 +70,17 @@ def study(mlflow_server, shared_home) -> Study:
         data_root = shared_home / "data"
         gts = _heldout(data_root)
         spec = SynthStudySpec(
-            study=name, models=MODELS, datasets=(ON_DISK, OFF_DISK), repeats=2, epochs=12, n_heldout=len(gts),
-            budget_epochs=15, failures=FAILED, gt_masks={ON_DISK: gts},
-            dice_override={(m, OFF_DISK, r): v for (m, r), v in KNOWN.items()}, threads=4,
+            study=name,
+            models=MODELS,
+            datasets=(ON_DISK, OFF_DISK),
+            repeats=2,
+            epochs=12,
+            n_heldout=len(gts),
+            budget_epochs=15,
+            failures=FAILED,
+            gt_masks={ON_DISK: gts},
+            dice_override={(m, OFF_DISK, r): v for (m, r), v in KNOWN.items()},
+            threads=4,
         )
         pipelines = write_synthetic_study(MlflowClient(), spec)
     return Study(name, mlflow_server, pipelines, data_root)

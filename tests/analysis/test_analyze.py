@@ -1,4 +1,5 @@
 """`analyze` end to end on a real tracking server: exact statistics, every output, the cache, filters, the CLI."""
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,13 @@ REASONING = {m.key: str(m.reasoning).lower() for m in MODELS}
 
 def _analyze(study, tmp_path: Path, name: str = "report", **kw) -> tuple[Path, list[str]]:
     lines: list[str] = []
-    cfg = AnalyzeConfig(study=study.name, output=tmp_path / name, data_root=study.data_root,
-                        cache_dir=kw.pop("cache_dir", tmp_path / "cache"), **kw)
+    cfg = AnalyzeConfig(
+        study=study.name,
+        output=tmp_path / name,
+        data_root=study.data_root,
+        cache_dir=kw.pop("cache_dir", tmp_path / "cache"),
+        **kw,
+    )
     return run_analyze(cfg, progress=lines.append), lines
 
 
@@ -46,9 +52,25 @@ def test_cohort_tests_equal_scipy_on_known_dice_and_every_output_is_written(on_s
     report, lines = _analyze(on_server, tmp_path)
     out = report.parent
     tests = pd.read_csv(out / "cohort_tests.csv")
-    assert list(tests.columns[:17]) == ["dataset", "comparison", "group_a", "group_b", "n_a", "n_b", "median_a",
-                                        "q1_a", "q3_a", "median_b", "q1_b", "q3_b", "delta_median", "U", "p",
-                                        "significant", "effect_size"]
+    assert list(tests.columns[:17]) == [
+        "dataset",
+        "comparison",
+        "group_a",
+        "group_b",
+        "n_a",
+        "n_b",
+        "median_a",
+        "q1_a",
+        "q3_a",
+        "median_b",
+        "q1_b",
+        "q3_b",
+        "delta_median",
+        "U",
+        "p",
+        "significant",
+        "effect_size",
+    ]
     assert len(tests) == 4  # 2 datasets x (year, reasoning)
     for comparison in ("year", "reasoning"):
         row = tests[(tests.dataset == OFF_DISK) & (tests.comparison == comparison)].iloc[0]
@@ -63,12 +85,33 @@ def test_cohort_tests_equal_scipy_on_known_dice_and_every_output_is_written(on_s
 
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     for ds in (ON_DISK, OFF_DISK):
-        assert {f"val_loss_{ds}", f"cohort_val_loss_{ds}", f"dice_{ds}", f"qualitative_{ds}",
-                f"variability_dice_{ds}", f"variability_loss_{ds}"} <= figures
+        assert {
+            f"val_loss_{ds}",
+            f"cohort_val_loss_{ds}",
+            f"dice_{ds}",
+            f"qualitative_{ds}",
+            f"variability_dice_{ds}",
+            f"variability_loss_{ds}",
+        } <= figures
     assert {"errors_by_type", f"budget_{ON_DISK}", "cost"} <= figures
-    for table in ("errors_by_model", "errors_by_cohort", "fix_rounds", "architecture_2024", "architecture_2025",
-                  "training_time", "cohort_tests", "variability_spread", "variability_configs", "variability_tests",
-                  "budget", "compliance", "cost", "never_ran", "pipelines", "dice_per_model"):
+    for table in (
+        "errors_by_model",
+        "errors_by_cohort",
+        "fix_rounds",
+        "architecture_2024",
+        "architecture_2025",
+        "training_time",
+        "cohort_tests",
+        "variability_spread",
+        "variability_configs",
+        "variability_tests",
+        "budget",
+        "compliance",
+        "cost",
+        "never_ran",
+        "pipelines",
+        "dice_per_model",
+    ):
         for ext in ("csv", "xlsx", "md"):
             assert (out / "tables" / f"{table}.{ext}").is_file(), (table, ext)
     never = pd.read_csv(out / "tables" / "never_ran.csv")
@@ -77,8 +120,9 @@ def test_cohort_tests_equal_scipy_on_known_dice_and_every_output_is_written(on_s
     assert len(tidy[tidy.role == "pipeline"]) == 20 and (tidy.role == "baseline").sum() == 2
     assert (tidy.role == "budget").sum() == 6 and tidy[tidy.role == "budget"].is_baseline.sum() == 1
     errors = pd.read_csv(out / "tables" / "errors_by_model.csv").set_index("model")
-    written = {m: sum(sum(p.errors.values()) for p in on_server.pipelines if p.model == m and p.budget is None)
-               for m in YEAR}
+    written = {
+        m: sum(sum(p.errors.values()) for p in on_server.pipelines if p.model == m and p.budget is None) for m in YEAR
+    }
     assert errors.errors_total.to_dict() == written  # the never-ran pipeline's errors count too
 
     html = report.read_text()
@@ -142,9 +186,26 @@ def test_second_analyze_fetches_nothing_and_a_reevaluation_is_fetched_again(on_s
 
 def test_cli_filters_datasets_and_models_and_keeps_the_baseline(on_server, tmp_path):
     out = tmp_path / "cli"
-    res = CliRunner().invoke(main, ["analyze", "--study", on_server.name, "--output", str(out), "--datasets", OFF_DISK,
-                                    "--models", "a24,c25", "--no-log", "--cache-dir", str(tmp_path / "c"),
-                                    "--alpha", "0.1", "--bonferroni"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "analyze",
+            "--study",
+            on_server.name,
+            "--output",
+            str(out),
+            "--datasets",
+            OFF_DISK,
+            "--models",
+            "a24,c25",
+            "--no-log",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--alpha",
+            "0.1",
+            "--bonferroni",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1] == str(out.resolve() / "index.html")
     tidy = pd.read_csv(out / "tables" / "pipelines.csv")
@@ -172,11 +233,19 @@ def test_a_local_sqlite_store_like_the_demos_is_read_without_a_server(tmp_path, 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     ensure_experiment(client, "local", artifact_location=(tmp_path / "artifacts").as_uri())
-    spec = SynthStudySpec(study="local", models=(SynthModel("x24", 2024, False, 0.7), SynthModel("y25", 2025, True, 0.9)),
-                          datasets=("d",), epochs=5, n_heldout=4, baseline=False, threads=1)
+    spec = SynthStudySpec(
+        study="local",
+        models=(SynthModel("x24", 2024, False, 0.7), SynthModel("y25", 2025, True, 0.9)),
+        datasets=("d",),
+        epochs=5,
+        n_heldout=4,
+        baseline=False,
+        threads=1,
+    )
     written = write_synthetic_study(client, spec)
-    report = run_analyze(AnalyzeConfig(study="local", output=tmp_path / "out", cache_dir=tmp_path / "c"),
-                         progress=lambda m: None)
+    report = run_analyze(
+        AnalyzeConfig(study="local", output=tmp_path / "out", cache_dir=tmp_path / "c"), progress=lambda m: None
+    )
     per_image = pd.read_csv(report.parent / "data" / "per_image.csv")
     assert len(per_image) == 8 and set(per_image.run_id) == {p.run_id for p in written}
     runs = client.search_runs([client.get_experiment_by_name("local").experiment_id], "tags.kind = 'analysis'")

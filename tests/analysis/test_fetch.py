@@ -1,4 +1,5 @@
 """Artifact downloads on a real server: straight from the artifact proxy when the URI is known, by run id otherwise."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,5 +42,7 @@ def test_download_falls_back_to_the_run_id_where_the_uri_is_wrong(tracking, tmp_
     got = download(client, child.info.run_id, "heldout/predictions.npz", tmp_path / "fallback", wrong)
     assert got is not None and got.read_bytes() == b"the child's predictions"
     assert download(client, child.info.run_id, "heldout/missing.npz", tmp_path / "none", wrong) is None
-    assert download(client, child.info.run_id, "heldout/predictions.npz", tmp_path / "plain").read_bytes() \
+    assert (
+        download(client, child.info.run_id, "heldout/predictions.npz", tmp_path / "plain").read_bytes()
         == b"the child's predictions"
+    )

@@ -1,4 +1,5 @@
 """The user's command: `mlflow run . -e analyze --env-manager local`, logging into the run it started."""
+
 from __future__ import annotations
 
 import os
@@ -15,14 +16,38 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mlflow_run_analyze_writes_the_report_and_logs_it_on_its_run(on_server, tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "LLMSEG_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "LLMSEG_HOME": str(tmp_path / "home"),
+    }
     out = tmp_path / "report"
     proc = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "analyze", "--env-manager", "local",
-         "--experiment-name", "analysis-launch", "-P", f"study={on_server.name}", "-P", f"output={out}",
-         "-P", f"datasets={OFF_DISK}", "-P", "bonferroni=true"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "analyze",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "analysis-launch",
+            "-P",
+            f"study={on_server.name}",
+            "-P",
+            f"output={out}",
+            "-P",
+            f"datasets={OFF_DISK}",
+            "-P",
+            "bonferroni=true",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "index.html").is_file()

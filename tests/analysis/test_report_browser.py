@@ -1,5 +1,6 @@
 """The report in a real browser: headless Chromium (Debian `chromium`) loads index.html offline and every
 table and figure the analysis wrote is there and rendered."""
+
 from __future__ import annotations
 
 import json
@@ -40,19 +41,43 @@ def _chromium() -> str:
 
 def test_every_table_and_figure_renders_in_headless_chromium(on_server, tmp_path):
     browser = _chromium()
-    report = run_analyze(AnalyzeConfig(study=on_server.name, output=tmp_path / "report", data_root=on_server.data_root,
-                                       cache_dir=tmp_path / "cache", log_run=False), progress=lambda m: None)
+    report = run_analyze(
+        AnalyzeConfig(
+            study=on_server.name,
+            output=tmp_path / "report",
+            data_root=on_server.data_root,
+            cache_dir=tmp_path / "cache",
+            log_run=False,
+        ),
+        progress=lambda m: None,
+    )
     probe = report.parent / "probe.html"
     probe.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
     proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=180)
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     found = re.search(r'<pre id="llmseg-probe">(.*?)</pre>', proc.stdout, re.S)
     assert found, f"the page did not finish loading: {proc.stderr[-2000:]}"
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
-                        .replace("&gt;", ">"))
+    result = json.loads(
+        found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    )
     on_disk_figs = {p.stem for p in (report.parent / "figures").glob("*.png")}
     on_disk_tables = {p.stem for p in (report.parent / "tables").glob("*.csv")}
     assert {f["name"] for f in result["figs"]} == on_disk_figs and len(on_disk_figs) >= 15

@@ -1,4 +1,5 @@
 """Statistics and cohort definitions, against scipy computed here on the same numbers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,13 +29,23 @@ def test_bonferroni_multiplies_by_the_tests_that_ran_and_caps_at_one():
 
 
 def test_cohort_tests_use_per_model_means_and_pool_images_for_medians():
-    study = pd.DataFrame({
-        "run_id": ["r1", "r2", "r3", "r4", "r5", "r6"], "dataset": "d", "model": ["m1", "m1", "m2", "m3", "m4", "m5"],
-        "year": ["2024", "2024", "2024", "2025", "2025", "2025"], "reasoning": ["false"] * 3 + ["true"] * 3,
-        "heldout_dice_mean": [0.5, 0.7, 0.65, 0.8, 0.9, np.nan],
-    })
-    images = pd.DataFrame({"run_id": ["r1", "r1", "r2", "r3", "r4", "r5"], "index": [0, 1, 0, 0, 0, 0],
-                           "dice": [0.4, 0.6, 0.7, 0.65, 0.8, 0.9]})
+    study = pd.DataFrame(
+        {
+            "run_id": ["r1", "r2", "r3", "r4", "r5", "r6"],
+            "dataset": "d",
+            "model": ["m1", "m1", "m2", "m3", "m4", "m5"],
+            "year": ["2024", "2024", "2024", "2025", "2025", "2025"],
+            "reasoning": ["false"] * 3 + ["true"] * 3,
+            "heldout_dice_mean": [0.5, 0.7, 0.65, 0.8, 0.9, np.nan],
+        }
+    )
+    images = pd.DataFrame(
+        {
+            "run_id": ["r1", "r1", "r2", "r3", "r4", "r5"],
+            "index": [0, 1, 0, 0, 0, 0],
+            "dice": [0.4, 0.6, 0.7, 0.65, 0.8, 0.9],
+        }
+    )
     dice = {r: g.dice.to_numpy() for r, g in images.groupby("run_id")}
     tests = cohort_tests(study, dice, load_cohorts(None), 0.05, False).set_index("comparison")
     year = tests.loc["year"]
@@ -47,8 +58,10 @@ def test_cohort_tests_use_per_model_means_and_pool_images_for_medians():
 
 def test_cohorts_yaml_groups_by_values_or_models_and_rejects_bad_files(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("comparisons:\n  fam: {a: {label: gpt, models: [m1]}, b: {label: claude, models: [m2]}}\n"
-                 "  year: {tag: year, a: '2024', b: ['2025', '2026']}\nmodels:\n  m9: {year: 2025}\n")
+    f.write_text(
+        "comparisons:\n  fam: {a: {label: gpt, models: [m1]}, b: {label: claude, models: [m2]}}\n"
+        "  year: {tag: year, a: '2024', b: ['2025', '2026']}\nmodels:\n  m9: {year: 2025}\n"
+    )
     c = load_cohorts(f)
     assert [x.name for x in c.comparisons] == ["fam", "year"]
     assert c.comparisons[0].b.models == ("m2",) and c.comparisons[1].b.values == ("2025", "2026")

@@ -1,5 +1,6 @@
 """Grouping bulk history points, the tidy table's Dice summary when a root logged only per-image scores,
 and the boxplots' statistics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,12 @@ def _root(run_id: str, metrics: dict[str, float]) -> Root:
 
 def test_points_group_by_run_with_steps_ascending_and_the_value_logged_last_winning():
     # run b was re-evaluated: index 0 logged again later (timestamp 9), index 1 twice at one timestamp
-    points = Points.from_rows(["b", "a", "b", "b", "a", "b", "b"], [1, 2, 0, 0, 1, 1, 2],
-                              [0.1, "NaN", 0.2, 0.8, 0.5, 0.3, 0.4], [5, 5, 5, 9, 5, 5, 5])
+    points = Points.from_rows(
+        ["b", "a", "b", "b", "a", "b", "b"],
+        [1, 2, 0, 0, 1, 1, 2],
+        [0.1, "NaN", 0.2, 0.8, 0.5, 0.3, 0.4],
+        [5, 5, 5, 9, 5, 5, 5],
+    )
     grouped = group_points(points)
     assert sorted(grouped) == ["a", "b"]
     steps, values = grouped["b"]
@@ -52,7 +57,9 @@ def test_boxplots_draw_matplotlibs_quartiles_whiskers_and_medians_top_to_bottom(
     boxes = next(c for c in ax.collections if isinstance(c, PolyCollection))
     for path, values in zip(boxes.get_paths(), (first, second)):
         xs = path.vertices[:, 0]
-        assert xs.min() == pytest.approx(np.percentile(values, 25)) and xs.max() == pytest.approx(np.percentile(values, 75))
+        assert xs.min() == pytest.approx(np.percentile(values, 25)) and xs.max() == pytest.approx(
+            np.percentile(values, 75)
+        )
     medians = [c for c in ax.collections if isinstance(c, LineCollection)][-1]
     assert [seg[0, 0] for seg in medians.get_segments()] == pytest.approx([np.median(first), np.median(second)])
     by_height = sorted(zip(ax.get_yticks(), (t.get_text() for t in ax.get_yticklabels())))

@@ -1,4 +1,5 @@
 """`baseline` end to end: a real nnU-Net v2 on tiny synthetic data, logged to a real tracking server."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ from PIL import Image
 
 from llmseg_mlflow.baseline.run import BaselineConfig, run_baseline
 from llmseg_mlflow.catalog.datasets import get_dataset
+from llmseg_mlflow.catalog.prepare import ensure_prepared
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.evaluation.record import score_heldout
-from llmseg_mlflow.generate import ensure_prepared
 from llmseg_mlflow.tracking.schema import COHORT_TAGS
 
 # Tiny datasets: 20 pool + 5 held-out 64x64 images; the RGB one is stored as JPEG, which nnU-Net refuses.
@@ -53,8 +54,11 @@ def datasets_file(tmp_path, monkeypatch) -> Path:
 
 
 def _children(client: MlflowClient, root) -> list:
-    return client.search_runs([root.info.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}'",
-                              order_by=["attributes.start_time ASC"])
+    return client.search_runs(
+        [root.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{root.info.run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
 
 
 def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -120,8 +124,9 @@ def _check_tree(client: MlflowClient, run_id: str, dataset: str, data, work: Pat
 def test_run_baseline_on_rgb_jpeg_data(tracking, llmseg_home, datasets_file, tmp_path):
     """The API the sweep calls; RGB stays three channels, JPEG becomes PNG."""
     messages: list[str] = []
-    cfg = BaselineConfig(dataset="bl-rgb-jpeg", study="t-baseline", data_root=tmp_path / "data",
-                         work_root=tmp_path / "work", **TINY)
+    cfg = BaselineConfig(
+        dataset="bl-rgb-jpeg", study="t-baseline", data_root=tmp_path / "data", work_root=tmp_path / "work", **TINY
+    )
     result = run_baseline(cfg, progress=messages.append)
     assert result.status == "succeeded" and result.errors_total == 0
     data = ensure_prepared(get_dataset("bl-rgb-jpeg"), tmp_path / "data")
@@ -135,10 +140,31 @@ def test_mlflow_run_baseline_on_gray_data(tracking, llmseg_home, datasets_file, 
     """The user's command: `mlflow run . -e baseline --env-manager local -P dataset=... -P epochs=...`."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "baseline", "--env-manager", "local",
-         "--experiment-name", "t-baseline", "-P", "dataset=bl-gray", "-P", "epochs=3", "-P", "iterations=10",
-         "-P", "study=t-baseline"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "baseline",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "t-baseline",
+            "-P",
+            "dataset=bl-gray",
+            "-P",
+            "epochs=3",
+            "-P",
+            "iterations=10",
+            "-P",
+            "study=t-baseline",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # our JSON line, then mlflow's own "View run" lines
@@ -169,8 +195,9 @@ def test_a_mask_that_is_not_a_mask_is_refused_before_any_run(tracking, llmseg_ho
     grey = np.asarray(Image.open(mask)).copy()
     colour = np.stack([grey, grey // 2, np.zeros_like(grey)], axis=-1)  # e.g. an overlay saved over the mask
     Image.fromarray(colour).save(mask)
-    cfg = BaselineConfig(dataset="bl-gray", study="t-baseline-bad", data_root=tmp_path / "data",
-                         work_root=tmp_path / "work", **TINY)
+    cfg = BaselineConfig(
+        dataset="bl-gray", study="t-baseline-bad", data_root=tmp_path / "data", work_root=tmp_path / "work", **TINY
+    )
     with pytest.raises(UsageError, match=rf"cannot read mask .*{mask.name}.*ColourMaskError"):
         run_baseline(cfg)
     assert _runs_in("t-baseline-bad") == []
@@ -192,12 +219,14 @@ def test_a_missing_pool_or_unprepared_dataset_is_a_clear_error(tracking, llmseg_
     assert _runs_in("t-baseline-bad") == []
 
 
-def test_an_nnunet_crash_leaves_a_failed_root_with_the_error(tracking, llmseg_home, datasets_file, tmp_path,
-                                                             monkeypatch):
+def test_an_nnunet_crash_leaves_a_failed_root_with_the_error(
+    tracking, llmseg_home, datasets_file, tmp_path, monkeypatch
+):
     # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA): 0 makes it crash (a known nnU-Net trap)
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    cfg = BaselineConfig(dataset="bl-gray", study="t-baseline-crash", data_root=tmp_path / "data",
-                         work_root=tmp_path / "work", **TINY)
+    cfg = BaselineConfig(
+        dataset="bl-gray", study="t-baseline-crash", data_root=tmp_path / "data", work_root=tmp_path / "work", **TINY
+    )
     result = run_baseline(cfg)
     client = MlflowClient()
     root = client.get_run(result.run_id)

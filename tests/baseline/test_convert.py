@@ -1,4 +1,5 @@
 """Pool -> nnU-Net raw format: what nnU-Net is given, and the inputs it must never be given."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from PIL import Image
 
 from llmseg_mlflow.baseline.convert import convert
 from llmseg_mlflow.catalog.datasets import get_dataset
+from llmseg_mlflow.catalog.prepare import ensure_prepared
 from llmseg_mlflow.errors import UsageError
-from llmseg_mlflow.generate import ensure_prepared
 
 YAML = """
 datasets:

@@ -1,4 +1,5 @@
 """Catalog tests never read or write the developer's ~/.llmseg: each gets its own LLMSEG_HOME."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Tiny fake downloads in the layouts of the study's datasets: real PNG/JPEG/GIF files and real NIfTI volumes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,8 +43,17 @@ def bagls(root: Path, n: int, seed: int = 0) -> Path:
 
 
 def folders(
-    root: Path, n: int, *, image_dir: str = "images", mask_dir: str = "masks", image_ext: str = "png",
-    mask_ext: str = "png", suffix: str = "", rgb: bool = False, foreground: int = 255, seed: int = 0,
+    root: Path,
+    n: int,
+    *,
+    image_dir: str = "images",
+    mask_dir: str = "masks",
+    image_ext: str = "png",
+    mask_ext: str = "png",
+    suffix: str = "",
+    rgb: bool = False,
+    foreground: int = 255,
+    seed: int = 0,
     names: list[str] | None = None,
 ) -> Path:
     """Images and masks in two folders; masks named <name><suffix>.<mask_ext>."""
@@ -82,10 +92,18 @@ def retina(root: Path, n_per_split: int) -> Path:
 
 
 def volumes(
-    root: Path, n: int, *, myoma: dict[int, range] | None = None, shape: tuple[int, int, int] = (32, 32, 12),
-    image_dir: str = "images", label_dir: str = "labels", image_name: str = "case_{i:03d}.nii.gz",
-    label_name: str = "case_{i:03d}.nii.gz", label_affine: np.ndarray | None = None,
-    label_shape: tuple[int, int, int] | None = None, myoma_brightness: float = 0.0,
+    root: Path,
+    n: int,
+    *,
+    myoma: dict[int, range] | None = None,
+    shape: tuple[int, int, int] = (32, 32, 12),
+    image_dir: str = "images",
+    label_dir: str = "labels",
+    image_name: str = "case_{i:03d}.nii.gz",
+    label_name: str = "case_{i:03d}.nii.gz",
+    label_affine: np.ndarray | None = None,
+    label_shape: tuple[int, int, int] | None = None,
+    myoma_brightness: float = 0.0,
 ) -> Path:
     """UMD-like NIfTI volumes: uterus labels 1/2 in most slices, myoma label 3 in the given slices
     (myoma_brightness added to its voxels makes it segmentable by a threshold)."""

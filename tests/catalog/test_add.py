@@ -1,4 +1,5 @@
 """`llmseg datasets add`: layout detection on each study layout, the YAML entry it writes, and its errors."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def _build(kind: str, root: Path) -> Path:
     if kind == "jpg-m-two-folders":
         return fakes.folders(root, 10, image_ext="jpg", mask_ext="jpg", suffix="_m")
     if kind == "ham":
-        return fakes.folders(root, 10, image_ext="jpg", suffix="_segmentation", rgb=True,
-                             names=[f"ISIC_{i:07d}" for i in range(10)])
+        return fakes.folders(
+            root, 10, image_ext="jpg", suffix="_segmentation", rgb=True, names=[f"ISIC_{i:07d}" for i in range(10)]
+        )
     if kind == "ham-parts":
         return fakes.ham10000(root, 10)
     if kind == "retina-nested":
@@ -42,20 +44,52 @@ def _build(kind: str, root: Path) -> Path:
 @pytest.mark.parametrize(
     ("kind", "expected", "n_total"),
     [
-        ("bagls", {"layout": "suffix", "mask_suffix": "_seg", "image_ext": "png", "mask_ext": "png", "colour": "grayscale"}, 10),
+        (
+            "bagls",
+            {"layout": "suffix", "mask_suffix": "_seg", "image_ext": "png", "mask_ext": "png", "colour": "grayscale"},
+            10,
+        ),
         ("same-names", {"layout": "folders", "image_dir": "images", "mask_dir": "masks", "mask_suffix": ""}, 10),
-        ("jpg-m-two-folders", {"layout": "folders", "mask_suffix": "_m", "image_ext": "jpg", "mask_ext": "jpg", "normalize": False}, 10),
+        (
+            "jpg-m-two-folders",
+            {"layout": "folders", "mask_suffix": "_m", "image_ext": "jpg", "mask_ext": "jpg", "normalize": False},
+            10,
+        ),
         ("ham", {"colour": "rgb", "mask_suffix": "_segmentation", "image_ext": "jpg", "mask_ext": "png"}, 10),
-        ("ham-parts", {"colour": "rgb", "image_dir": "images", "mask_dir": "HAM10000_segmentations_lesion_tschandl",
-                       "mask_suffix": "_segmentation", "image_ext": "jpg"}, 10),
-        ("retina-nested", {"colour": "rgb", "image_dir": "image", "mask_dir": "mask", "image_ext": "tif", "mask_ext": "gif", "mask_values": (0, 255)}, 10),
+        (
+            "ham-parts",
+            {
+                "colour": "rgb",
+                "image_dir": "images",
+                "mask_dir": "HAM10000_segmentations_lesion_tschandl",
+                "mask_suffix": "_segmentation",
+                "image_ext": "jpg",
+            },
+            10,
+        ),
+        (
+            "retina-nested",
+            {
+                "colour": "rgb",
+                "image_dir": "image",
+                "mask_dir": "mask",
+                "image_ext": "tif",
+                "mask_ext": "gif",
+                "mask_values": (0, 255),
+            },
+            10,
+        ),
         ("label-1", {"image_dir": "img", "mask_dir": "gt", "mask_values": (0, 1)}, 10),
     ],
 )
-def test_add_detects_the_layout_writes_the_entry_and_prepares(tmp_path: Path, kind: str, expected: dict, n_total: int) -> None:
+def test_add_detects_the_layout_writes_the_entry_and_prepares(
+    tmp_path: Path, kind: str, expected: dict, n_total: int
+) -> None:
     source = _build(kind, tmp_path / "src")
     yaml_file = tmp_path / "mine.yaml"
-    code, out = _add("mine", "--source", str(source), "--datasets-file", str(yaml_file), "--out", str(tmp_path / "data"))
+    code, out = _add(
+        "mine", "--source", str(source), "--datasets-file", str(yaml_file), "--out", str(tmp_path / "data")
+    )
     assert code == 0, out
     assert out.startswith("detected: found")
     spec = load_datasets(yaml_file)["mine"]
@@ -68,8 +102,12 @@ def test_add_detects_the_layout_writes_the_entry_and_prepares(tmp_path: Path, ki
     assert manifest["counts"]["total"] == n_total
     # The prompt the LLM gets describes the prepared files exactly.
     sentence = spec.prompt_fills(n_total=n_total)["layout_sentence"]
-    assert f'prompt layout_sentence: {sentence}' in out
-    masks = [p for p in spec.masks_dir(prepared_root / "pool").iterdir() if spec.layout == "folders" or p.stem.endswith(spec.mask_suffix)]
+    assert f"prompt layout_sentence: {sentence}" in out
+    masks = [
+        p
+        for p in spec.masks_dir(prepared_root / "pool").iterdir()
+        if spec.layout == "folders" or p.stem.endswith(spec.mask_suffix)
+    ]
     images = [p for p in spec.images_dir(prepared_root / "pool").iterdir() if p not in masks]
     assert sorted(p.name for p in masks) == sorted(spec.mask_name(p.name.rsplit(".", 1)[0]) for p in images)
     assert all(p.name.endswith("." + spec.image_ext) for p in images)
@@ -78,11 +116,22 @@ def test_add_detects_the_layout_writes_the_entry_and_prepares(tmp_path: Path, ki
 def test_add_nifti_volumes_asks_for_the_label_then_keeps_the_volumes(tmp_path: Path) -> None:
     source = fakes.volumes(tmp_path / "umd", 3)
     yaml_file = tmp_path / "mine.yaml"
-    code, out = _add("my-myoma", "--source", str(source), "--datasets-file", str(yaml_file), "--out", str(tmp_path / "d"))
+    code, out = _add(
+        "my-myoma", "--source", str(source), "--datasets-file", str(yaml_file), "--out", str(tmp_path / "d")
+    )
     assert code == 2 and "labels [0, 1, 2, 3]" in out and "--foreground-value" in out
     assert not yaml_file.exists()  # nothing written when detection fails
-    code, out = _add("my-myoma", "--source", str(source), "--datasets-file", str(yaml_file), "--out", str(tmp_path / "d"),
-                     "--foreground-value", "3")
+    code, out = _add(
+        "my-myoma",
+        "--source",
+        str(source),
+        "--datasets-file",
+        str(yaml_file),
+        "--out",
+        str(tmp_path / "d"),
+        "--foreground-value",
+        "3",
+    )
     assert code == 0, out
     assert "detected: found 3 NIfTI image volume(s)" in out and "foreground label 3" in out
     spec = load_datasets(yaml_file)["my-myoma"]
@@ -91,15 +140,28 @@ def test_add_nifti_volumes_asks_for_the_label_then_keeps_the_volumes(tmp_path: P
     assert "the pool keeps the volumes as they are" in out
     prepared = load_prepared(spec, tmp_path / "d")
     assert prepared.volumes and sorted(p.name for p in prepared.root.glob("*/images/*.nii.gz")) == sorted(
-        p.name for p in (source / "images").iterdir())
+        p.name for p in (source / "images").iterdir()
+    )
 
 
 def test_entry_is_editable_and_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
     yaml_file = tmp_path / "mine.yaml"
-    yaml_file.write_text("# my notes\ndatasets:\n  old-one:\n    title: Old\n    modality: CT\n    colour: rgb\n    layout: folders\n")
+    yaml_file.write_text(
+        "# my notes\ndatasets:\n  old-one:\n    title: Old\n    modality: CT\n    colour: rgb\n    layout: folders\n"
+    )
     source = fakes.folders(tmp_path / "src", 6)
-    code, out = _add("new-one", "--source", str(source), "--datasets-file", str(yaml_file), "--no-prepare",
-                     "--title", "New data", "--modality", "endoscopy")
+    code, out = _add(
+        "new-one",
+        "--source",
+        str(source),
+        "--datasets-file",
+        str(yaml_file),
+        "--no-prepare",
+        "--title",
+        "New data",
+        "--modality",
+        "endoscopy",
+    )
     assert code == 0, out
     assert f"prepare it with: llmseg datasets prepare new-one --datasets-file {yaml_file}" in out
     text = yaml_file.read_text()
@@ -157,7 +219,9 @@ def test_add_errors_exit_2_with_what_to_do(tmp_path: Path, setup: str, args: lis
         fakes.folders(source, 4)
         (source / "images" / "2.png").write_bytes(b"not a png")
     name = args[1] if args[:1] == ["--name"] else "mine"
-    code, out = _add(name, "--source", str(source), "--datasets-file", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "d"))
+    code, out = _add(
+        name, "--source", str(source), "--datasets-file", str(tmp_path / "f.yaml"), "--out", str(tmp_path / "d")
+    )
     assert code == 2 and message in out, out
     assert not (tmp_path / "f.yaml").exists()
 
@@ -165,8 +229,16 @@ def test_add_errors_exit_2_with_what_to_do(tmp_path: Path, setup: str, args: lis
 def test_add_normalize_records_it_and_stores_png_masks(tmp_path: Path) -> None:
     source = _build("jpg-m-two-folders", tmp_path / "src")
     yaml_file = tmp_path / "mine.yaml"
-    code, out = _add("mine", "--source", str(source), "--datasets-file", str(yaml_file), "--out", str(tmp_path / "data"),
-                     "--normalize")
+    code, out = _add(
+        "mine",
+        "--source",
+        str(source),
+        "--datasets-file",
+        str(yaml_file),
+        "--out",
+        str(tmp_path / "data"),
+        "--normalize",
+    )
     assert code == 0, out
     spec = load_datasets(yaml_file)["mine"]
     assert spec.normalize and spec.mask_ext == "png"

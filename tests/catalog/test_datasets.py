@@ -1,4 +1,5 @@
 """The dataset catalog: built-in entries, prompt fills, user YAML and its errors."""
+
 from __future__ import annotations
 
 import re
@@ -51,7 +52,12 @@ def test_builtin_catalog_has_the_paper_datasets_and_the_synthetic_ones() -> None
     assert catalog["synthetic-gray-folders"].layout == "folders"
     assert all(s.heldout_fraction == 0.1 for s in catalog.values())
     myoma = catalog["uterine-myoma"]
-    assert (myoma.source.format, myoma.source.slice_axis, myoma.source.window, myoma.split_by) == ("nifti", 2, (1.0, 99.0), "patient")
+    assert (myoma.source.format, myoma.source.slice_axis, myoma.source.window, myoma.split_by) == (
+        "nifti",
+        2,
+        (1.0, 99.0),
+        "patient",
+    )
     assert [k for k, s in catalog.items() if s.source.is_volumes] == ["uterine-myoma"]
     assert catalog["skin-ham10000"].source.image_dirs[0] == "HAM10000_images_part_*"
     assert catalog["brain-meningioma"].mask_name("7") == "7_m.png"
@@ -90,10 +96,9 @@ def test_prompt_fills_derive_from_the_entry() -> None:
 
 
 def test_prompt_fills_cover_every_template_variable() -> None:
-    template = Path(__file__).resolve().parents[2] / "prompts" / "appendix_d.md"
-    if not template.is_file():
-        pytest.skip("prompt template not present")
-    variables = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", template.read_text()))
+    from llmseg_mlflow.pipeline.prompt import load_template
+
+    variables = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", load_template()))
     for spec in load_datasets().values():
         assert variables <= set(spec.prompt_fills(n_total=100)), spec.key
 
@@ -141,23 +146,56 @@ datasets:
     ("entry", "expected"),
     [
         ("{modality: CT, colour: grayscale, layout: folders}", r"'broken', field 'title': missing"),
-        ("{title: t, modality: CT, colour: blue, layout: folders}", r"field 'colour': got 'blue', allowed values: grayscale, rgb"),
+        (
+            "{title: t, modality: CT, colour: blue, layout: folders}",
+            r"field 'colour': got 'blue', allowed values: grayscale, rgb",
+        ),
         ("{title: t, modality: CT, colour: rgb, layout: tree}", r"field 'layout'.*allowed values: suffix, folders"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, subset_size: many}", r"field 'subset_size'.*whole number"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, colour_mode: x}", r"field 'colour_mode': unknown field"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, mask_values: [255]}", r"field 'mask_values'.*\[background, foreground\]"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, mask_ext: jpg, normalize: true}", r"field 'mask_ext'.*lossy"),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, subset_size: many}",
+            r"field 'subset_size'.*whole number",
+        ),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, colour_mode: x}",
+            r"field 'colour_mode': unknown field",
+        ),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, mask_values: [255]}",
+            r"field 'mask_values'.*\[background, foreground\]",
+        ),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, mask_ext: jpg, normalize: true}",
+            r"field 'mask_ext'.*lossy",
+        ),
         ("{title: t, modality: CT, colour: rgb, layout: folders, normalize: 1}", r"field 'normalize'.*true or false"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, prompt: {colour: x}}", r"field 'prompt.colour': unknown fill"),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, prompt: {colour: x}}",
+            r"field 'prompt.colour': unknown fill",
+        ),
         ("{title: t, modality: CT, colour: rgb, layout: suffix, mask_suffix: ''}", r"field 'mask_suffix'.*'_seg'"),
         ("{title: t, modality: CT, colour: rgb, layout: folders, mask_dir: images}", r"field 'mask_dir'.*overwrite"),
         ("{title: t, modality: CT, colour: rgb, layout: folders, image_dir: ../up}", r"field 'image_dir'.*folder name"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, split_by: volume}", r"field 'split_by'.*allowed values: patient, slice"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, source: {format: dicom}}", r"field 'source.format'.*images, nifti"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, source: {window: [99, 1]}}", r"field 'source.window'.*\[1, 99\]"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, source: {group_pattern: '('}}", r"'source.group_pattern': not a valid regular"),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, split_by: volume}",
+            r"field 'split_by'.*allowed values: patient, slice",
+        ),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, source: {format: dicom}}",
+            r"field 'source.format'.*images, nifti",
+        ),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, source: {window: [99, 1]}}",
+            r"field 'source.window'.*\[1, 99\]",
+        ),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, source: {group_pattern: '('}}",
+            r"'source.group_pattern': not a valid regular",
+        ),
         ("{title: t, modality: CT, colour: rgb, layout: folders, source: {dirs: x}}", r"'source.dirs': unknown field"),
-        ("{title: t, modality: CT, colour: rgb, layout: suffix, source: {format: nifti}}", r"field 'layout'.*NIfTI.*folders"),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: suffix, source: {format: nifti}}",
+            r"field 'layout'.*NIfTI.*folders",
+        ),
     ],
 )
 def test_bad_user_yaml_names_entry_field_and_allowed_values(tmp_path: Path, entry: str, expected: str) -> None:

@@ -1,4 +1,5 @@
 """The model catalog: the paper's 19 models and cohorts, demo fixtures, user YAML, replay:DIR, errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,13 +15,25 @@ from llmseg_mlflow.catalog.models import (
 
 # (year, reasoning) exactly as the paper classifies the models (Sections 3.1 and 3.8).
 PAPER = {
-    "gpt-4": (2024, False), "gpt-4o": (2024, False), "gpt-o1-preview": (2024, True),
-    "claude-3.5-sonnet": (2024, False), "gemini-1.5-pro": (2024, False), "github-copilot": (2024, False),
-    "bing-copilot": (2024, False), "llama-3.1-405b": (2024, False),
-    "claude-4-sonnet": (2025, True), "deepseek-r1": (2025, True), "deepseek-v3": (2025, False),
-    "gpt-o3": (2025, True), "gpt-o4-mini-high": (2025, True), "gemini-2.5-pro": (2025, True),
-    "grok-3-mini": (2025, True), "grok-3": (2025, False), "llama-4-maverick": (2025, True),
-    "mistral-medium-3": (2025, True), "qwen3-235b": (2025, True),
+    "gpt-4": (2024, False),
+    "gpt-4o": (2024, False),
+    "gpt-o1-preview": (2024, True),
+    "claude-3.5-sonnet": (2024, False),
+    "gemini-1.5-pro": (2024, False),
+    "github-copilot": (2024, False),
+    "bing-copilot": (2024, False),
+    "llama-3.1-405b": (2024, False),
+    "claude-4-sonnet": (2025, True),
+    "deepseek-r1": (2025, True),
+    "deepseek-v3": (2025, False),
+    "gpt-o3": (2025, True),
+    "gpt-o4-mini-high": (2025, True),
+    "gemini-2.5-pro": (2025, True),
+    "grok-3-mini": (2025, True),
+    "grok-3": (2025, False),
+    "llama-4-maverick": (2025, True),
+    "mistral-medium-3": (2025, True),
+    "qwen3-235b": (2025, True),
 }
 DEMO_DATASETS = ("synthetic-gray-suffix", "synthetic-rgb-folders")
 
@@ -106,7 +119,9 @@ def test_unknown_model_suggests_close_name():
 
 
 def test_user_yaml_adds_and_overrides(tmp_path):
-    user = write_yaml(tmp_path / "mine.yaml", """
+    user = write_yaml(
+        tmp_path / "mine.yaml",
+        """
 models:
   - key: my-local-coder
     title: My local coder
@@ -118,11 +133,17 @@ models:
     reasoning: false
   - key: gpt-o1-preview
     api_model: o1
-""")
+""",
+    )
     models = load_models(user)
     mine = models["my-local-coder"]
     assert (mine.provider, mine.api_model, mine.base_url, mine.year, mine.reasoning) == (
-        "openai-compatible", "qwen2.5-coder:7b", "http://127.0.0.1:11434/v1", 2025, False)
+        "openai-compatible",
+        "qwen2.5-coder:7b",
+        "http://127.0.0.1:11434/v1",
+        2025,
+        False,
+    )
     assert mine.cost_usd(1000, 1000) == 0.0
     o1 = models["gpt-o1-preview"]
     assert o1.api_model == "o1"
@@ -139,24 +160,28 @@ def test_user_yaml_from_environment(tmp_path, monkeypatch):
 def test_user_replay_dir_is_relative_to_its_yaml(tmp_path):
     (tmp_path / "chats" / "copilot").mkdir(parents=True)
     (tmp_path / "chats" / "copilot" / "01.md").write_text("reply")
-    user = write_yaml(tmp_path / "m.yaml",
-                      "models:\n  - {key: github-copilot, provider: replay, replay_dir: chats/copilot}\n")
+    user = write_yaml(
+        tmp_path / "m.yaml", "models:\n  - {key: github-copilot, provider: replay, replay_dir: chats/copilot}\n"
+    )
     spec = get_model("github-copilot", user)
     assert spec.provider == "replay" and spec.replay_dir == tmp_path / "chats" / "copilot"
     assert (spec.year, spec.reasoning) == (2024, False)
 
 
-@pytest.mark.parametrize("entry, field", [
-    ("{key: x1, provider: openai, api_model: m, year: twenty}", "year"),
-    ("{key: x2, provider: openai, api_model: m, reasoning: maybe}", "reasoning"),
-    ("{key: x3, provider: openai, api_model: m, reasonning: true}", "reasonning"),
-    ("{key: x4, provider: openai}", "api_model"),
-    ("{key: x5, provider: openai-compatible, api_model: m}", "base_url"),
-    ("{key: x6, provider: openai, api_model: m, price_in_per_mtok: -1}", "price_in_per_mtok"),
-    ("{key: x7, provider: replay}", "replay_dir"),
-    ("{key: x8, provider: openai, api_model: m, api_key_env: 'my key'}", "api_key_env"),
-    ("{key: x9, provider: openai, api_model: m, settings: [1, 2]}", "settings"),
-])
+@pytest.mark.parametrize(
+    "entry, field",
+    [
+        ("{key: x1, provider: openai, api_model: m, year: twenty}", "year"),
+        ("{key: x2, provider: openai, api_model: m, reasoning: maybe}", "reasoning"),
+        ("{key: x3, provider: openai, api_model: m, reasonning: true}", "reasonning"),
+        ("{key: x4, provider: openai}", "api_model"),
+        ("{key: x5, provider: openai-compatible, api_model: m}", "base_url"),
+        ("{key: x6, provider: openai, api_model: m, price_in_per_mtok: -1}", "price_in_per_mtok"),
+        ("{key: x7, provider: replay}", "replay_dir"),
+        ("{key: x8, provider: openai, api_model: m, api_key_env: 'my key'}", "api_key_env"),
+        ("{key: x9, provider: openai, api_model: m, settings: [1, 2]}", "settings"),
+    ],
+)
 def test_bad_user_yaml_names_entry_and_field(tmp_path, entry, field):
     user = write_yaml(tmp_path / "bad.yaml", f"models:\n  - {entry}\n")
     with pytest.raises(ValueError) as err:

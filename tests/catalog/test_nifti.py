@@ -1,4 +1,5 @@
 """UMD uterine myoma from NIfTI volumes: label-3 slices, windowing, manifest, patient split, geometry checks."""
+
 from __future__ import annotations
 
 import json
@@ -96,14 +97,25 @@ def test_orientation_and_shape_mismatches_are_named(tmp_path: Path, myoma) -> No
     assert "case_000.nii.gz is LAS but case_000.nii.gz is RAS" in message
 
     source = fakes.volumes(tmp_path / "shape", 2, label_shape=(32, 32, 10))
-    with pytest.raises(DatasetSourceError, match=r"label volume\(s\) whose shape differs.*\(32, 32, 10\) vs image case_000.nii.gz \(32, 32, 12\)"):
+    with pytest.raises(
+        DatasetSourceError,
+        match=r"label volume\(s\) whose shape differs.*\(32, 32, 10\) vs image case_000.nii.gz \(32, 32, 12\)",
+    ):
         prepare_dataset(myoma, tmp_path / "out", source=source)
 
 
 @pytest.mark.parametrize(
     ("layout", "kwargs"),
     [
-        ("nnunet", {"image_dir": "imagesTr", "label_dir": "labelsTr", "image_name": "umd_{i:03d}_0000.nii.gz", "label_name": "umd_{i:03d}.nii.gz"}),
+        (
+            "nnunet",
+            {
+                "image_dir": "imagesTr",
+                "label_dir": "labelsTr",
+                "image_name": "umd_{i:03d}_0000.nii.gz",
+                "label_name": "umd_{i:03d}.nii.gz",
+            },
+        ),
         ("one-folder", {"image_dir": ".", "label_dir": ".", "label_name": "case_{i:03d}_seg.nii.gz"}),
     ],
 )
@@ -117,7 +129,9 @@ def test_common_volume_layouts_pair(tmp_path: Path, myoma, layout: str, kwargs) 
 def test_empty_source_says_volumes_were_expected(tmp_path: Path, myoma) -> None:
     (tmp_path / "UMD" / "images").mkdir(parents=True)
     (tmp_path / "UMD" / "labels").mkdir()
-    with pytest.raises(DatasetSourceError, match=r"no NIfTI volumes \(.nii, .nii.gz\) found in .*UMD.*the folder is empty"):
+    with pytest.raises(
+        DatasetSourceError, match=r"no NIfTI volumes \(.nii, .nii.gz\) found in .*UMD.*the folder is empty"
+    ):
         prepare_dataset(myoma, tmp_path / "out", source=tmp_path / "UMD")
 
 
@@ -130,7 +144,8 @@ def test_missing_label_volume_is_named(tmp_path: Path, myoma) -> None:
 
 def test_cli_prepares_uterine_myoma_and_prints_the_summary(tmp_path: Path, umd) -> None:
     result = CliRunner().invoke(
-        main, ["datasets", "prepare", "uterine-myoma", "--source", str(umd), "--out", str(tmp_path), "--split-by", "slice"]
+        main,
+        ["datasets", "prepare", "uterine-myoma", "--source", str(umd), "--out", str(tmp_path), "--split-by", "slice"],
     )
     assert result.exit_code == 0, result.output
     assert "found 7 volume pair(s) with 34 slice(s) holding the foreground" in result.output

@@ -1,4 +1,5 @@
 """Synthetic data generation and dataset preparation (split, manifest, idempotency, source errors)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +41,7 @@ def _stems(folder: Path) -> set[str]:
 
 
 # ---- synthetic -------------------------------------------------------------------------------
+
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path, catalog) -> None:
     spec = catalog["synthetic-gray-folders"]
@@ -86,6 +88,7 @@ def test_synthetic_task_is_not_a_plain_threshold(tmp_path: Path, catalog) -> Non
 
 
 # ---- prepare ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", ["synthetic-gray-suffix", "synthetic-gray-folders", "synthetic-rgb-folders"])
 def test_prepare_splits_ten_percent_in_the_catalog_layout(tmp_path: Path, catalog, key) -> None:
@@ -232,7 +235,9 @@ def test_unpaired_files_are_named(tmp_path: Path, catalog) -> None:
 
 def test_non_binary_and_unreadable_files_are_named_with_values(tmp_path: Path, catalog) -> None:
     spec, source = _gray_source(tmp_path, catalog)
-    Image.fromarray(np.array([[0, 128], [255, 7]], np.uint8).repeat(16, 0).repeat(16, 1)).save(source / "masks" / "2.png")
+    Image.fromarray(np.array([[0, 128], [255, 7]], np.uint8).repeat(16, 0).repeat(16, 1)).save(
+        source / "masks" / "2.png"
+    )
     (source / "images" / "5.png").write_bytes(b"not a png")
     with pytest.raises(DatasetSourceError) as info:
         prepare_dataset(spec, tmp_path / "out", source=source)

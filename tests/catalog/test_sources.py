@@ -1,4 +1,5 @@
 """Each study dataset's adapter reads a fake download in the public layout and prepares it in the entry's layout."""
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,15 @@ def _values(path: Path) -> set[int]:
 def _assert_entry_layout(prepared) -> None:
     """Every prepared file is where, and named as, the entry (and so the prompt) says."""
     spec = prepared.spec
-    for images_dir, masks_dir in ((prepared.pool_images(), prepared.pool_masks()),
-                                  (prepared.heldout_images(), prepared.heldout_masks())):
-        images = [p for p in images_dir.iterdir() if p.is_file() and p.name.endswith("." + spec.image_ext)
-                  and not p.stem.endswith(spec.mask_suffix or "\0")]
+    for images_dir, masks_dir in (
+        (prepared.pool_images(), prepared.pool_masks()),
+        (prepared.heldout_images(), prepared.heldout_masks()),
+    ):
+        images = [
+            p
+            for p in images_dir.iterdir()
+            if p.is_file() and p.name.endswith("." + spec.image_ext) and not p.stem.endswith(spec.mask_suffix or "\0")
+        ]
         assert images
         for img in images:
             assert (masks_dir / spec.mask_name(img.stem)).is_file(), img
@@ -84,7 +90,9 @@ def test_bolus_normalised_copies_are_renamed_to_the_entry(tmp_path: Path, catalo
 
 
 def test_brain_jpeg_masks_stay_jpeg_under_their_names_and_read_by_the_one_rule(tmp_path: Path, catalog) -> None:
-    source = fakes.folders(tmp_path / "Brain Meningioma", 8, mask_dir="Masks", image_ext="jpg", mask_ext="jpg", suffix="_m")
+    source = fakes.folders(
+        tmp_path / "Brain Meningioma", 8, mask_dir="Masks", image_ext="jpg", mask_ext="jpg", suffix="_m"
+    )
     prepared = prepare_dataset(catalog["brain-meningioma"], tmp_path / "out", source=source)
     image, mask = prepared.heldout_pairs()[0]
     assert (image.name, mask.name) == (f"{image.stem}.jpg", f"{image.stem}_m.jpg")
@@ -92,12 +100,16 @@ def test_brain_jpeg_masks_stay_jpeg_under_their_names_and_read_by_the_one_rule(t
     assert len(_values(mask)) > 2  # JPEG noise is still in the file ...
     truth = prepared.read_mask(mask)  # ... and thresholded at half the foreground value when read
     np.testing.assert_array_equal(truth, np.asarray(Image.open(mask).convert("L")) > 127)
-    assert '"number_m.jpg"' in prepared.prompt_fills()["layout_sentence"] and prepared.prompt_fills()["extension"] == "jpg"
+    assert (
+        '"number_m.jpg"' in prepared.prompt_fills()["layout_sentence"] and prepared.prompt_fills()["extension"] == "jpg"
+    )
     _assert_entry_layout(prepared)
 
 
 def test_brain_jpeg_masks_normalised_on_request(tmp_path: Path, catalog) -> None:
-    source = fakes.folders(tmp_path / "Brain Meningioma", 8, mask_dir="Masks", image_ext="jpg", mask_ext="jpg", suffix="_m")
+    source = fakes.folders(
+        tmp_path / "Brain Meningioma", 8, mask_dir="Masks", image_ext="jpg", mask_ext="jpg", suffix="_m"
+    )
     prepared = prepare_dataset(replace(catalog["brain-meningioma"], normalize=True), tmp_path / "out", source=source)
     image, mask = prepared.heldout_pairs()[0]
     assert (image.name, mask.name) == (f"{image.stem}.png", f"{image.stem}_m.png")
@@ -125,8 +137,12 @@ def test_ham10000_part_folders_merge_and_kaggle_duplicates_count_once(tmp_path: 
 def test_retina_train_and_test_folders_with_tif_images_and_gif_masks(tmp_path: Path, catalog) -> None:
     source = fakes.retina(tmp_path / "retina", 4)
     for normalize, ext in ((False, "tif"), (True, "png")):
-        prepared = prepare_dataset(replace(catalog["retina-vessels"], normalize=normalize), tmp_path / f"out-{ext}", source=source)
-        names = sorted(p.name for p in prepared.pool_images().iterdir()) + sorted(p.name for p in prepared.heldout_images().iterdir())
+        prepared = prepare_dataset(
+            replace(catalog["retina-vessels"], normalize=normalize), tmp_path / f"out-{ext}", source=source
+        )
+        names = sorted(p.name for p in prepared.pool_images().iterdir()) + sorted(
+            p.name for p in prepared.heldout_images().iterdir()
+        )
         assert sorted(names) == sorted([f"{s}-{i:02d}.{ext}" for s in ("train", "test") for i in range(1, 5)])
         for _, mask in prepared.pool_pairs():
             assert _values(mask) == ({0, 255} if normalize else {0, 1})  # GIF palette indices 0/1 ...
@@ -136,9 +152,18 @@ def test_retina_train_and_test_folders_with_tif_images_and_gif_masks(tmp_path: P
 
 
 def test_paper_subset_sizes_apply_with_a_seed(tmp_path: Path, catalog) -> None:
-    sizes = {k: catalog[k].subset_size for k in ("bagls", "bolus", "skin-ham10000", "brain-meningioma", "retina-vessels", "uterine-myoma")}
-    assert sizes == {"bagls": 5002, "bolus": 5002, "skin-ham10000": 5002, "brain-meningioma": 999,
-                     "retina-vessels": 73, "uterine-myoma": None}
+    sizes = {
+        k: catalog[k].subset_size
+        for k in ("bagls", "bolus", "skin-ham10000", "brain-meningioma", "retina-vessels", "uterine-myoma")
+    }
+    assert sizes == {
+        "bagls": 5002,
+        "bolus": 5002,
+        "skin-ham10000": 5002,
+        "brain-meningioma": 999,
+        "retina-vessels": 73,
+        "uterine-myoma": None,
+    }
     source = fakes.folders(tmp_path / "src", 30, rgb=True)
     spec = replace(catalog["retina-vessels"], subset_size=20)
     a = prepare_dataset(spec, tmp_path / "a", source=source, seed=1)
@@ -213,8 +238,10 @@ def test_patients_from_file_names_never_straddle_the_split(tmp_path: Path, catal
     spec = replace(catalog["bolus"], subset_size=None)
     spec = replace(spec, source=replace(spec.source, group_pattern=r"^(p\d+)_"))
     prepared = prepare_dataset(spec, tmp_path / "out", source=source)
-    patients = {side: {i.stem.split("_")[0] for i, _ in pairs}
-                for side, pairs in (("pool", prepared.pool_pairs()), ("heldout", prepared.heldout_pairs()))}
+    patients = {
+        side: {i.stem.split("_")[0] for i, _ in pairs}
+        for side, pairs in (("pool", prepared.pool_pairs()), ("heldout", prepared.heldout_pairs()))
+    }
     assert patients["heldout"] and not patients["pool"] & patients["heldout"]
     assert prepared.n_heldout % 5 == 0 and prepared.summary.patients_heldout == len(patients["heldout"])
 
@@ -222,12 +249,25 @@ def test_patients_from_file_names_never_straddle_the_split(tmp_path: Path, catal
 def test_cli_prepare_fails_with_exit_2_naming_files_then_skips_them_on_request(tmp_path: Path) -> None:
     source = fakes.folders(tmp_path / "Swallowing", 12, suffix="_mask")
     fakes.save(np.zeros((20, 20), np.uint8), source / "masks" / "7_mask.png")
-    args = ["datasets", "prepare", "bolus", "--source", str(source), "--out", str(tmp_path / "out"), "--mask-suffix", "_mask"]
+    args = [
+        "datasets",
+        "prepare",
+        "bolus",
+        "--source",
+        str(source),
+        "--out",
+        str(tmp_path / "out"),
+        "--mask-suffix",
+        "_mask",
+    ]
     failed = CliRunner().invoke(main, args)
     assert failed.exit_code == 2
     assert "7_mask.png (20, 20) vs image (32, 32)" in failed.output and "--skip-invalid" in failed.output
     result = CliRunner().invoke(main, args + ["--skip-invalid"])
     assert result.exit_code == 0, result.output
     assert "found 12 image/mask pair(s); prepared 11: 10 pool, 1 held-out" in result.output
-    assert "1 invalid, skipped (--skip-invalid): mask(s) of a different size than the image (e.g. 7_mask.png" in result.output
+    assert (
+        "1 invalid, skipped (--skip-invalid): mask(s) of a different size than the image (e.g. 7_mask.png"
+        in result.output
+    )
     assert json.loads(result.output.strip().splitlines()[-1])["root"] == str(tmp_path / "out" / "bolus")

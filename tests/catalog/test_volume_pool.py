@@ -1,5 +1,6 @@
 """NIfTI sources kept as volumes: the pool is the source's files, the held-out volumes' foreground slices are
 what is scored, the sandbox's label volumes are placeholders, and the prompt and knobs describe the volumes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -124,7 +125,7 @@ def test_case_folders_and_label_suffixes_are_described_as_they_are(tmp_path, vol
     prepared = prepare_dataset(volumes_spec, tmp_path / "a", source=same)
     assert prepared.spec.mask_suffix == "_seg" and prepared.spec.image_dir == prepared.spec.mask_dir == "."
     sentence = prepared.prompt_fills()["layout_sentence"]
-    assert 'in one folder (the dataset folder, ' in sentence and '"case.nii.gz" and "case_seg.nii.gz"' in sentence
+    assert "in one folder (the dataset folder, " in sentence and '"case.nii.gz" and "case_seg.nii.gz"' in sentence
     names = {p.name for p in prepared.pool.iterdir()}
     assert names and all(p.is_file() for p in prepared.pool.iterdir())
     assert {n.replace("_seg", "") for n in names} == {n for n in names if "_seg" not in n}

@@ -2,13 +2,14 @@
 
 The weights are set by hand (no training), so each test knows what a correct evaluator must score.
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
-DATASET_PY = '''\
+DATASET_PY = """\
 import os
 import numpy as np
 import torch
@@ -37,9 +38,9 @@ class SegDataset(Dataset):
         mask = np.asarray(Image.open(os.path.join(self.mask_dir, name[:-4] + SUFFIX + ".png")).convert("L")) > 127
         img = torch.from_numpy(img.transpose(2, 0, 1).copy() if self.rgb else img[None].copy())
         return img, torch.from_numpy(mask[None].astype(np.float32))
-'''
+"""
 
-MODEL_PY = '''\
+MODEL_PY = """\
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -56,9 +57,9 @@ class ThresholdNet(nn.Module):
             x = F.avg_pool2d(x, 2)
         y = self.conv(x)
         return torch.sigmoid(y) if self.sigmoid else y
-'''
+"""
 
-MAIN_PY = '''\
+MAIN_PY = """\
 import os
 from torch.utils.data import DataLoader, Subset
 from sklearn.model_selection import train_test_split
@@ -85,9 +86,9 @@ if __name__ == "__main__":
     for epoch in range(NUM_EPOCHS):
         for images, masks in train_loader:
             pass
-'''
+"""
 
-ARGPARSE_MAIN_PY = '''\
+ARGPARSE_MAIN_PY = """\
 import argparse
 from torch.utils.data import DataLoader, Subset
 from dataset import SegDataset
@@ -103,9 +104,9 @@ if __name__ == "__main__":
     test_loader = DataLoader(Subset(ds, list(range(len(ds)))), batch_size=4)
     for images, masks in test_loader:
         pass
-'''
+"""
 
-SAVE_PY = '''\
+SAVE_PY = """\
 import torch
 from model import ThresholdNet
 
@@ -114,13 +115,24 @@ with torch.no_grad():
     m.conv.weight.fill_({weight} / {channels})
     m.conv.bias.fill_({bias})
 torch.save({what}, "results/{file}")
-'''
+"""
 
 
-def make_attempt(folder: Path, *, rgb: bool = False, suffix: str = "_seg", zscore: bool = False,
-                 weight: float = 10.0, bias: float = -6.0, sigmoid: bool = False, half: bool = False,
-                 save: str = "whole", file: str = "model.pth", probes: tuple[str, ...] = (),
-                 argparse: bool = False) -> Path:
+def make_attempt(
+    folder: Path,
+    *,
+    rgb: bool = False,
+    suffix: str = "_seg",
+    zscore: bool = False,
+    weight: float = 10.0,
+    bias: float = -6.0,
+    sigmoid: bool = False,
+    half: bool = False,
+    save: str = "whole",
+    file: str = "model.pth",
+    probes: tuple[str, ...] = (),
+    argparse: bool = False,
+) -> Path:
     """An attempt folder as a finished pipeline leaves it: four files and results/<file>."""
     (folder / "results").mkdir(parents=True)
     files = {
@@ -131,9 +143,17 @@ def make_attempt(folder: Path, *, rgb: bool = False, suffix: str = "_seg", zscor
     }
     for name, text in files.items():
         (folder / name).write_text(text)
-    (folder / "_save.py").write_text(SAVE_PY.format(
-        channels=3 if rgb else 1, sigmoid=sigmoid, half=half, weight=weight, bias=bias, file=file,
-        what="m" if save == "whole" else "m.state_dict()"))
+    (folder / "_save.py").write_text(
+        SAVE_PY.format(
+            channels=3 if rgb else 1,
+            sigmoid=sigmoid,
+            half=half,
+            weight=weight,
+            bias=bias,
+            file=file,
+            what="m" if save == "whole" else "m.state_dict()",
+        )
+    )
     subprocess.run([sys.executable, "_save.py"], cwd=folder, check=True, capture_output=True)
     (folder / "_save.py").unlink()
     return folder

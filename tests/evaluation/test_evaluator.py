@@ -1,4 +1,5 @@
 """The sandboxed evaluator on hand-made pipelines: loading, output kinds, preprocessing, data discipline."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 
 from llmseg_mlflow.catalog.datasets import get_dataset
-from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, evaluate_attempt
+from llmseg_mlflow.catalog.prepare import ensure_prepared
+from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
 from llmseg_mlflow.evaluation.record import score_heldout
-from llmseg_mlflow.generate import choices, ensure_prepared
-from llmseg_mlflow.evaluation.evaluator import code_files
+from llmseg_mlflow.pipeline.record import choices
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
 from tests.evaluation.pipelines import make_attempt
 
@@ -28,8 +29,9 @@ def rgb(shared_home):
 
 
 def _evaluate(attempt: Path, data, tmp_path: Path, preprocessing: str = "auto"):
-    out = evaluate_attempt(attempt, data, tmp_path / f"eval-{preprocessing}", EvalSettings(preprocessing),
-                           choices(code_files(attempt)))
+    out = evaluate_attempt(
+        attempt, data, tmp_path / f"eval-{preprocessing}", EvalSettings(preprocessing), choices(code_files(attempt))
+    )
     return out, score_heldout(data, out.predictions)
 
 
@@ -88,8 +90,7 @@ def test_evaluator_sees_heldout_never_the_pool(gray, tmp_path):
     probes = (str(gray.pool), "/data/pool", str(gray.heldout), "/data/heldout")
     out, _ = _evaluate(make_attempt(tmp_path / "p", probes=probes), gray, tmp_path)
     seen = dict(line.rsplit(" ", 1) for line in (out.folder / "scratch" / "probe.txt").read_text().splitlines())
-    assert seen == {str(gray.pool): "False", "/data/pool": "False", str(gray.heldout): "False",
-                    "/data/heldout": "True"}
+    assert seen == {str(gray.pool): "False", "/data/pool": "False", str(gray.heldout): "False", "/data/heldout": "True"}
 
 
 def test_unloadable_model_is_a_clear_error(gray, tmp_path):
@@ -231,5 +232,8 @@ def test_items_are_matched_through_paths_pairs_or_records():
     names = ["1.png", "2.png"]
     assert item_names(Pairs([Path("/h/2.png"), Path("/h/1.png")]), 2, names) == ["2.png", "1.png"]
     assert item_names(Pairs([("/h/1.png", "/h/1_seg.png"), ("/h/2.png", "/h/2_seg.png")]), 2, names) == names
-    assert item_names(Pairs([{"image": "/h/2.png", "mask": "/m/2.png"}, {"image": "/h/1.png"}]), 2, names) == ["2.png", "1.png"]
+    assert item_names(Pairs([{"image": "/h/2.png", "mask": "/m/2.png"}, {"image": "/h/1.png"}]), 2, names) == [
+        "2.png",
+        "1.png",
+    ]
     assert item_names(Pairs([("/h/1.png", 0), ("/h/9.png", 1)]), 2, names) is None  # not all held-out images

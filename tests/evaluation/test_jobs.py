@@ -1,4 +1,5 @@
 """Evaluation as users meet it: after `generate`, `llmseg evaluate --run-id`, `llmseg train --run-id --epochs`."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import get_dataset
-from llmseg_mlflow.generate import GenerateConfig, ensure_prepared, run_generate
+from llmseg_mlflow.catalog.prepare import ensure_prepared
+from llmseg_mlflow.generate import GenerateConfig, run_generate
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
 from tests.replies import FILES, as_reply, write_replies
 
@@ -21,13 +23,15 @@ DATASET = "synthetic-gray-suffix"
 
 def _children(client, run_id, kind):
     exp = client.get_run(run_id).info.experiment_id
-    return client.search_runs([exp], f"tags.mlflow.parentRunId = '{run_id}' AND tags.kind = '{kind}'",
-                              order_by=["attributes.start_time ASC"])
+    return client.search_runs(
+        [exp], f"tags.mlflow.parentRunId = '{run_id}' AND tags.kind = '{kind}'", order_by=["attributes.start_time ASC"]
+    )
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmseg_mlflow.cli", *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "llmseg_mlflow.cli", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,7 @@ def pipeline(mlflow_server, shared_home, tmp_path_factory):
     mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     mp.setenv("LLMSEG_HOME", str(shared_home))
     data = ensure_prepared(get_dataset(DATASET), shared_home / "data")
-    probe = (f'\nprint("HELDOUT_VISIBLE", os.path.exists({str(data.heldout)!r}), '
-             f'os.path.exists("/data/heldout"))\n')
+    probe = f'\nprint("HELDOUT_VISIBLE", os.path.exists({str(data.heldout)!r}), os.path.exists("/data/heldout"))\n'
     main = FILES["main.py"].replace('if __name__ == "__main__":', probe + 'if __name__ == "__main__":')
     replies = write_replies(tmp_path_factory.mktemp("replies"), [as_reply({**FILES, "main.py": main})])
     result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-eval", epochs=2))
@@ -57,8 +60,14 @@ def test_generate_ends_with_a_heldout_evaluation(pipeline, tracking, tmp_path):
     tags, metrics = evaluation.data.tags, evaluation.data.metrics
     assert tags["eval_preprocessing"] == "own" and tags["eval_load"] == "whole_model"
     assert tags["eval_output"] == "logits" and tags["dataset"] == DATASET and tags["model"] == root.data.tags["model"]
-    for key in ("heldout_dice_mean", "heldout_dice_median", "heldout_dice_q1", "heldout_dice_q3",
-                "heldout_iou_mean", "heldout_hd95_median"):
+    for key in (
+        "heldout_dice_mean",
+        "heldout_dice_median",
+        "heldout_dice_q1",
+        "heldout_dice_q3",
+        "heldout_iou_mean",
+        "heldout_hd95_median",
+    ):
         assert metrics[key] == root.data.metrics[key]
     assert 0.0 <= metrics["heldout_dice_q1"] <= metrics["heldout_dice_median"] <= metrics["heldout_dice_q3"] <= 1.0
     # the generated code's own test Dice stays apart from the held-out one

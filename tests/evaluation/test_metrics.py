@@ -1,4 +1,5 @@
 """Dice, IoU and HD95 on shapes whose answers are known by hand."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from llmseg_mlflow.evaluation.metrics import dice_iou, hd95, score_masks
 
 def _square(size: int, top: int, left: int, side: int) -> np.ndarray:
     m = np.zeros((size, size), bool)
-    m[top:top + side, left:left + side] = True
+    m[top : top + side, left : left + side] = True
     return m
 
 

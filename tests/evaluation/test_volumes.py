@@ -1,5 +1,6 @@
 """Pipelines that read NIfTI volumes, evaluated on the held-out volumes' scored slices: their own Dataset
 where its items name a volume and a slice, the slice images otherwise; nnU-Net is given the pool's slices."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from llmseg_mlflow.catalog.prepare import prepare_dataset
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, code_files, evaluate_attempt
 from llmseg_mlflow.evaluation.record import score_heldout
 from llmseg_mlflow.evaluation.worker import slice_item_names
-from llmseg_mlflow.generate import choices
+from llmseg_mlflow.pipeline.record import choices
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
 from tests.catalog import fakes
 from tests.evaluation.pipelines import MODEL_PY, SAVE_PY
@@ -53,7 +54,7 @@ class MyomaSlices(Dataset):
         return image, torch.zeros_like(image)
 '''
 
-NIFTI_MAIN = '''\
+NIFTI_MAIN = """\
 import os
 from torch.utils.data import DataLoader
 from dataset import MyomaSlices
@@ -66,7 +67,7 @@ if __name__ == "__main__":
     loader = DataLoader(MyomaSlices(IMAGE_DIR, LABEL_DIR), batch_size=4)
     for images, masks in loader:
         pass
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +84,17 @@ def volumes(tmp_path_factory):
 
 def _attempt(folder: Path, keep_names: bool) -> Path:
     (folder / "results").mkdir(parents=True)
-    files = {"dataset.py": NIFTI_DATASET.format(keep_names=keep_names), "model.py": MODEL_PY,
-             "train.py": "def train_model():\n    pass\n", "main.py": NIFTI_MAIN}
+    files = {
+        "dataset.py": NIFTI_DATASET.format(keep_names=keep_names),
+        "model.py": MODEL_PY,
+        "train.py": "def train_model():\n    pass\n",
+        "main.py": NIFTI_MAIN,
+    }
     for name, text in files.items():
         (folder / name).write_text(text)
-    (folder / "_save.py").write_text(SAVE_PY.format(channels=1, sigmoid=False, half=False, weight=10.0, bias=-6.0,
-                                                    file="model.pth", what="m"))
+    (folder / "_save.py").write_text(
+        SAVE_PY.format(channels=1, sigmoid=False, half=False, weight=10.0, bias=-6.0, file="model.pth", what="m")
+    )
     subprocess.run([sys.executable, "_save.py"], cwd=folder, check=True, capture_output=True)
     (folder / "_save.py").unlink()
     return folder
@@ -110,8 +116,7 @@ def test_a_volume_pipeline_is_scored_on_every_heldout_slice(volumes, tmp_path, k
 
 
 def test_dataset_items_are_matched_to_slices_through_volumes_and_indices() -> None:
-    slices = {(ref, k): f"case_003_{k:03d}.png" for k in (4, 5)
-              for ref in ("case_003", "case_003.nii.gz")}
+    slices = {(ref, k): f"case_003_{k:03d}.png" for k in (4, 5) for ref in ("case_003", "case_003.nii.gz")}
 
     class Items:
         def __init__(self, **lists):
@@ -119,7 +124,9 @@ def test_dataset_items_are_matched_to_slices_through_volumes_and_indices() -> No
 
     by_path = Items(index=[("/h/imagesTr/case_003.nii.gz", "/h/labelsTr/case_003.nii.gz", k) for k in (3, 4, 5)])
     assert slice_item_names(by_path, 3, slices) == [None, "case_003_004.png", "case_003_005.png"]
-    by_index = Items(files=["/h/imagesTr/case_001.nii.gz", "/h/imagesTr/case_003.nii.gz"], index=[(1, 5), (1, 4), (0, 4)])
+    by_index = Items(
+        files=["/h/imagesTr/case_001.nii.gz", "/h/imagesTr/case_003.nii.gz"], index=[(1, 5), (1, 4), (0, 4)]
+    )
     assert slice_item_names(by_index, 3, slices) == ["case_003_005.png", "case_003_004.png", None]
     by_record = Items(records=[{"image": "/h/case_003.nii.gz", "slice": 4}])
     assert slice_item_names(by_record, 1, slices) == ["case_003_004.png"]

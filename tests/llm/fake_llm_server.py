@@ -8,15 +8,17 @@ scripted queue of steps (a reply, an error status, a hang) and records every req
         ...
         assert fake_llm.count("openai") == 2
 """
+
 from __future__ import annotations
 
 import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -25,8 +27,14 @@ from llmseg_mlflow.catalog.models import load_models
 OPENAI, ANTHROPIC = "openai", "anthropic"
 _ROUTES = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC}
 # Anthropic's error "type" per HTTP status (https://docs.anthropic.com/en/api/errors).
-_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                          404: "not_found_error", 429: "rate_limit_error", 529: "overloaded_error"}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 _OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded"}
 
 
@@ -47,8 +55,15 @@ class Step:
     seconds: float = 0.0
 
 
-def reply(text: str, reasoning: str | None = None, *, tokens_in: int = 10, tokens_out: int = 5,
-          tokens_reasoning: int = 0, finish: str | None = None) -> Step:
+def reply(
+    text: str,
+    reasoning: str | None = None,
+    *,
+    tokens_in: int = 10,
+    tokens_out: int = 5,
+    tokens_reasoning: int = 0,
+    finish: str | None = None,
+) -> Step:
     """A successful completion; tokens_out includes tokens_reasoning, as both vendors count it."""
     return Step("reply", text, reasoning, tokens_in, tokens_out, tokens_reasoning, finish)
 
@@ -122,11 +137,17 @@ def _openai_completion(step: Step, model: str, number: int) -> dict[str, Any]:
     if step.reasoning is not None:
         message["reasoning_content"] = step.reasoning
     return {
-        "id": f"chatcmpl-fake{number}", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "id": f"chatcmpl-fake{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": step.finish or "stop", "logprobs": None}],
-        "usage": {"prompt_tokens": step.tokens_in, "completion_tokens": step.tokens_out,
-                  "total_tokens": step.tokens_in + step.tokens_out,
-                  "completion_tokens_details": {"reasoning_tokens": step.tokens_reasoning}},
+        "usage": {
+            "prompt_tokens": step.tokens_in,
+            "completion_tokens": step.tokens_out,
+            "total_tokens": step.tokens_in + step.tokens_out,
+            "completion_tokens_details": {"reasoning_tokens": step.tokens_reasoning},
+        },
     }
 
 
@@ -137,10 +158,18 @@ def _anthropic_message(step: Step, model: str, number: int) -> dict[str, Any]:
         content.append({"type": "thinking", "thinking": step.reasoning, "signature": f"sig-fake{number}"})
     content.append({"type": "text", "text": step.text})
     return {
-        "id": f"msg_fake{number}", "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": step.finish or "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": step.tokens_in, "output_tokens": step.tokens_out,
-                  "output_tokens_details": {"thinking_tokens": step.tokens_reasoning}},
+        "id": f"msg_fake{number}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": step.finish or "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": step.tokens_in,
+            "output_tokens": step.tokens_out,
+            "output_tokens_details": {"thinking_tokens": step.tokens_reasoning},
+        },
     }
 
 
@@ -156,7 +185,7 @@ def _error_body(protocol: str, status: int, message: str) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     """Routes POSTs by path to a protocol and answers with that protocol's next step."""
 
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -179,8 +208,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif step.kind == "hang":
             # Wakes early when the fixture stops, so no thread outlives the test.
             state.stopping.wait(step.seconds)
-            self._send(200, _openai_completion(reply("late"), model, number) if protocol == OPENAI
-                       else _anthropic_message(reply("late"), model, number))
+            self._send(
+                200,
+                _openai_completion(reply("late"), model, number)
+                if protocol == OPENAI
+                else _anthropic_message(reply("late"), model, number),
+            )
         elif step.kind == "error":
             headers = {} if step.retry_after is None else {"Retry-After": f"{step.retry_after:g}"}
             self._send(step.status, _error_body(protocol, step.status, step.message), headers)

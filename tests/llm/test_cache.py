@@ -1,4 +1,5 @@
 """The response cache: reruns make no call, repeats never share, entries are readable JSON."""
+
 from __future__ import annotations
 
 import json
@@ -70,9 +71,14 @@ def test_the_endpoint_is_part_of_the_key(tmp_path, monkeypatch):
     spelled_otherwise = replace(spec, base_url=" HTTP://127.0.0.1:8001/v1/")
     assert key(here) == key(spelled_otherwise) == key(spec, "http://127.0.0.1:8001/v1")
     # The default endpoint adds nothing: the key is the one used before the endpoint was part of it.
-    assert cache_key(spec, 1, convo) == {"format": 1, "provider": spec.provider, "api_model": spec.api_model,
-                                         "settings": spec.settings, "repeat": 1,
-                                         "messages": [{"role": "user", "content": "write the pipeline"}]}
+    assert cache_key(spec, 1, convo) == {
+        "format": 1,
+        "provider": spec.provider,
+        "api_model": spec.api_model,
+        "settings": spec.settings,
+        "repeat": 1,
+        "messages": [{"role": "user", "content": "write the pipeline"}],
+    }
     inner = Counting()
     CachedProvider(inner, here, 1, tmp_path).complete(convo)
     assert CachedProvider(inner, there, 1, tmp_path).complete(convo).text == "answer 2"
@@ -81,5 +87,6 @@ def test_the_endpoint_is_part_of_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv(BASE_URL_ENV, "http://127.0.0.1:8002/v1/")
     real = OpenAIProvider(here, dataset="d", repeat=1)
-    assert CachedProvider(real, here, 1, tmp_path).path_for(convo) \
-        == CachedProvider(inner, there, 1, tmp_path).path_for(convo)
+    assert CachedProvider(real, here, 1, tmp_path).path_for(convo) == CachedProvider(
+        inner, there, 1, tmp_path
+    ).path_for(convo)

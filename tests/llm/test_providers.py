@@ -2,6 +2,7 @@
 
 Real-API smoke tests at the end run only with LLMSEG_REAL_LLM_TESTS=1 and the vendor's key set (one tiny call).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,11 +18,13 @@ from llmseg_mlflow.llm.openai_provider import OpenAIProvider
 from llmseg_mlflow.llm.retry import Failure, RetryPolicy, call_with_retries, retry_after_seconds
 from tests.llm.fake_llm_server import ANTHROPIC, OPENAI, error, fake_llm, hang, reply  # noqa: F401 (fixture)
 
-CONVERSATION = [Message("user", "Write dataset.py"), Message("assistant", "```python\nx = 1\n```"),
-                Message("user", "Traceback: NameError")]
+CONVERSATION = [
+    Message("user", "Write dataset.py"),
+    Message("assistant", "```python\nx = 1\n```"),
+    Message("user", "Traceback: NameError"),
+]
 # One catalog model per wire protocol, for tests that behave the same on both.
-FAMILIES = [pytest.param("gpt-4o", OPENAI, id="openai"),
-            pytest.param("claude-3.5-sonnet", ANTHROPIC, id="anthropic")]
+FAMILIES = [pytest.param("gpt-4o", OPENAI, id="openai"), pytest.param("claude-3.5-sonnet", ANTHROPIC, id="anthropic")]
 
 
 def provider(key: str, **settings):
@@ -61,8 +64,10 @@ def test_non_reasoning_openai_model_sends_max_tokens_and_temperature(fake_llm):
 
 
 def test_deepseek_r1_reasoning_content_becomes_the_reasoning(fake_llm):
-    fake_llm.script(OPENAI, reply("final answer", "Let me think about U-Nets...", tokens_in=50, tokens_out=400,
-                                  tokens_reasoning=350))
+    fake_llm.script(
+        OPENAI,
+        reply("final answer", "Let me think about U-Nets...", tokens_in=50, tokens_out=400, tokens_reasoning=350),
+    )
     p = provider("deepseek-r1")
     assert isinstance(p, OpenAIProvider)
     got = p.complete(CONVERSATION)
@@ -83,8 +88,16 @@ def test_extra_body_is_sent_verbatim(fake_llm):
 
 
 def test_claude_4_sonnet_thinking_blocks_become_the_reasoning(fake_llm):
-    fake_llm.script(ANTHROPIC, reply("```python\nimport torch\n```", "The user wants a U-Net.",
-                                     tokens_in=3000, tokens_out=5000, tokens_reasoning=4200))
+    fake_llm.script(
+        ANTHROPIC,
+        reply(
+            "```python\nimport torch\n```",
+            "The user wants a U-Net.",
+            tokens_in=3000,
+            tokens_out=5000,
+            tokens_reasoning=4200,
+        ),
+    )
     p = provider("claude-4-sonnet")
     assert isinstance(p, AnthropicProvider)
     got = p.complete(CONVERSATION)
@@ -167,8 +180,10 @@ def test_client_errors_fail_at_once(fake_llm, key, protocol, status, message):
         assert get_model(key).api_key_env in str(caught.value)
 
 
-@pytest.mark.parametrize("key, variable", [("gpt-o3", "OPENAI_API_KEY"), ("deepseek-v3", "DEEPSEEK_API_KEY"),
-                                           ("claude-4-sonnet", "ANTHROPIC_API_KEY")])
+@pytest.mark.parametrize(
+    "key, variable",
+    [("gpt-o3", "OPENAI_API_KEY"), ("deepseek-v3", "DEEPSEEK_API_KEY"), ("claude-4-sonnet", "ANTHROPIC_API_KEY")],
+)
 def test_missing_key_fails_at_construction_naming_the_variable(fake_llm, monkeypatch, key, variable):
     monkeypatch.delenv(variable)
     with pytest.raises(LLMError, match=f"set {variable}="):
@@ -191,8 +206,13 @@ def test_setting_of_the_other_family_is_refused(fake_llm, key, setting):
 
 
 def test_keyless_openai_compatible_server_needs_no_key(fake_llm):
-    spec = ModelSpec(key="local-llm", title="Local", provider="openai-compatible", api_model="qwen2.5-coder",
-                     base_url="http://127.0.0.1:9/v1")
+    spec = ModelSpec(
+        key="local-llm",
+        title="Local",
+        provider="openai-compatible",
+        api_model="qwen2.5-coder",
+        base_url="http://127.0.0.1:9/v1",
+    )
     fake_llm.script(OPENAI, reply("local answer"))
     assert make_provider(spec, dataset="bagls", repeat=1).complete(CONVERSATION).text == "local answer"
     assert fake_llm.requests(OPENAI)[0].body["model"] == "qwen2.5-coder"
@@ -206,6 +226,7 @@ def test_bad_retry_setting_names_the_variable(fake_llm, monkeypatch):
 
 
 # ---------------------------------------------------------------- retry mechanics without HTTP
+
 
 def test_backoff_doubles_with_jitter_and_is_capped():
     policy = RetryPolicy(max_retries=10, base_s=1.0, max_delay_s=60.0)
@@ -238,8 +259,13 @@ def test_sleeps_follow_the_policy():
             raise ConnectionError("reset")
         return "done"
 
-    outcome = call_with_retries(flaky, lambda exc: Failure(True, "connection error", str(exc), retry_after_s=0.5),
-                                what="x", policy=RetryPolicy(max_retries=5), sleep=sleeps.append)
+    outcome = call_with_retries(
+        flaky,
+        lambda exc: Failure(True, "connection error", str(exc), retry_after_s=0.5),
+        what="x",
+        policy=RetryPolicy(max_retries=5),
+        sleep=sleeps.append,
+    )
     assert (outcome.result, outcome.retries, sleeps) == ("done", 2, [0.5, 0.5])
     assert outcome.retry_reasons == ["connection error", "connection error"] and outcome.waited_s == 1.0
 
@@ -249,11 +275,14 @@ def test_sleeps_follow_the_policy():
 REAL = os.environ.get("LLMSEG_REAL_LLM_TESTS") == "1"
 
 
-@pytest.mark.parametrize("key, variable, settings", [
-    ("gpt-4o", "OPENAI_API_KEY", {"max_tokens": 16}),
-    ("claude-4-sonnet", "ANTHROPIC_API_KEY", {"max_tokens": 16}),
-    ("deepseek-v3", "DEEPSEEK_API_KEY", {"max_tokens": 16}),
-])
+@pytest.mark.parametrize(
+    "key, variable, settings",
+    [
+        ("gpt-4o", "OPENAI_API_KEY", {"max_tokens": 16}),
+        ("claude-4-sonnet", "ANTHROPIC_API_KEY", {"max_tokens": 16}),
+        ("deepseek-v3", "DEEPSEEK_API_KEY", {"max_tokens": 16}),
+    ],
+)
 def test_real_api_answers(monkeypatch, key, variable, settings):
     if not (REAL and os.environ.get(variable)):
         pytest.skip(f"real API call: set LLMSEG_REAL_LLM_TESTS=1 and {variable} to run it (costs under a cent)")

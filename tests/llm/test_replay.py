@@ -1,4 +1,5 @@
 """The replay provider: recorded replies in order, per-dataset folders, .py-only folders, running out."""
+
 from __future__ import annotations
 
 import ast
@@ -117,7 +118,7 @@ def _python_blocks_by_file(markdown: str) -> dict[str, str]:
     """Map each python block to the last pipeline file named between it and the previous block."""
     files, last_end = {}, 0
     for block in PYTHON_BLOCK.finditer(markdown):
-        names = re.findall(r"\b(dataset|model|train|main)\.py\b", markdown[last_end:block.start()])
+        names = re.findall(r"\b(dataset|model|train|main)\.py\b", markdown[last_end : block.start()])
         assert names, f"python block without a file heading: {block.group(1)[:60]!r}"
         files[f"{names[-1]}.py"] = block.group(1)
         last_end = block.end()
@@ -144,7 +145,8 @@ def test_demo_fixture_fix_replies_resend_only_fixed_files():
     second = {
         (key, d.name): set(_python_blocks_by_file((d / "02.md").read_text()))
         for key in ("demo-2024-a", "demo-2025-b")
-        for d in sorted(models[key].replay_dir.iterdir()) if (d / "02.md").is_file()
+        for d in sorted(models[key].replay_dir.iterdir())
+        if (d / "02.md").is_file()
     }
     assert second == {
         ("demo-2024-a", "synthetic-gray-suffix"): {"dataset.py"},

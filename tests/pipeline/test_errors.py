@@ -1,4 +1,5 @@
 """Error classification: the type that goes in the `error_type` tag and the text fed back verbatim."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,15 +37,28 @@ def test_traceback_is_fed_back_verbatim_without_progress_bars(tmp_path):
 
 
 def test_qualified_and_bare_exception_names():
-    assert exception_line("Traceback (most recent call last):\n  x\ntorch.OutOfMemoryError: CUDA out of memory.")[0] == "torch.OutOfMemoryError"
-    assert exception_line("Traceback (most recent call last):\n  File 'a'\nKeyboardInterrupt") == ("KeyboardInterrupt", "")
-    assert exception_line("Traceback (most recent call last):\n  File 'a'\nModuleNotFoundError: No module named 'albumentations'")[0] == "ModuleNotFoundError"
+    assert (
+        exception_line("Traceback (most recent call last):\n  x\ntorch.OutOfMemoryError: CUDA out of memory.")[0]
+        == "torch.OutOfMemoryError"
+    )
+    assert exception_line("Traceback (most recent call last):\n  File 'a'\nKeyboardInterrupt") == (
+        "KeyboardInterrupt",
+        "",
+    )
+    assert (
+        exception_line(
+            "Traceback (most recent call last):\n  File 'a'\nModuleNotFoundError: No module named 'albumentations'"
+        )[0]
+        == "ModuleNotFoundError"
+    )
 
 
 def test_chained_exceptions_are_kept_together(tmp_path):
-    text = ("Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'mask'\n\n"
-            "During handling of the above exception, another exception occurred:\n\n"
-            "Traceback (most recent call last):\n  File \"a.py\", line 3\nValueError: no mask\n")
+    text = (
+        "Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'mask'\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        'Traceback (most recent call last):\n  File "a.py", line 3\nValueError: no mask\n'
+    )
     tb = last_traceback(text)
     assert tb.startswith("Traceback") and "KeyError: 'mask'" in tb and tb.endswith("ValueError: no mask")
     assert classify(_result(tmp_path, text), 60, 16).error_type == "ValueError"
@@ -52,8 +66,10 @@ def test_chained_exceptions_are_kept_together(tmp_path):
 
 def test_out_of_memory_variants(tmp_path):
     cuda = "Traceback (most recent call last):\n  x\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
-    cpu = ("Traceback (most recent call last):\n  x\nRuntimeError: [enforce fail at alloc_cpu.cpp:117] "
-           "DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes.\n")
+    cpu = (
+        "Traceback (most recent call last):\n  x\nRuntimeError: [enforce fail at alloc_cpu.cpp:117] "
+        "DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes.\n"
+    )
     assert classify(_result(tmp_path, cuda), 60, 16).error_type == "OutOfMemory"
     assert classify(_result(tmp_path, cpu), 60, 16).error_type == "OutOfMemory"
     assert classify(_result(tmp_path, "", returncode=-9, out_of_memory=True), 60, 16).error_type == "OutOfMemory"
@@ -62,7 +78,15 @@ def test_out_of_memory_variants(tmp_path):
 def test_timeout_and_plain_exit(tmp_path):
     timeout = classify(_result(tmp_path, "", returncode=-9, timed_out=True), 30, 16)
     assert timeout.error_type == "Timeout" and "30 seconds" in timeout.feedback
-    plain = classify(_result(tmp_path, "usage: main.py [-h] --data_dir DATA_DIR\nmain.py: error: the following arguments are required: --data_dir\n", returncode=2), 60, 16)
+    plain = classify(
+        _result(
+            tmp_path,
+            "usage: main.py [-h] --data_dir DATA_DIR\nmain.py: error: the following arguments are required: --data_dir\n",
+            returncode=2,
+        ),
+        60,
+        16,
+    )
     assert plain.error_type == "SystemExit" and "--data_dir" in plain.feedback
     segv = classify(_result(tmp_path, "", returncode=-11), 60, 16)
     assert segv.error_type == "Killed" and "SIGSEGV" in segv.feedback

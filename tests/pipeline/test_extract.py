@@ -1,11 +1,12 @@
 """Extracting the pipeline's files from LLM replies written the way real models write them."""
+
 from __future__ import annotations
 
 import pytest
 
 from llmseg_mlflow.pipeline.extract import CODE_FILES, NoCodeError, extract_files, find_blocks, merge_reply
 
-DATASET = '''import os
+DATASET = """import os
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -16,8 +17,8 @@ class SegmentationDataset(Dataset):
 
     def __len__(self):
         return len(self.files)
-'''
-MODEL = '''import torch
+"""
+MODEL = """import torch
 import torch.nn as nn
 
 
@@ -31,8 +32,8 @@ class UNet(nn.Module):
     def __init__(self, in_channels=1, out_channels=1):
         super().__init__()
         self.inc = DoubleConv(in_channels, 64)
-'''
-TRAIN = '''import pandas as pd
+"""
+TRAIN = """import pandas as pd
 from tqdm import tqdm
 
 
@@ -46,8 +47,8 @@ def train_one_epoch(model, loader, optimizer, criterion, device):
 def validate(model, loader, criterion, device):
     for images, masks in tqdm(loader, desc="Validation"):
         pass
-'''
-MAIN = '''import torch
+"""
+MAIN = """import torch
 from torch.utils.data import DataLoader, Subset
 from dataset import SegmentationDataset
 from model import UNet
@@ -56,7 +57,7 @@ from train import train_one_epoch, validate
 if __name__ == "__main__":
     dataset = SegmentationDataset("/data")
     train_loader = DataLoader(Subset(dataset, [0, 1]), batch_size=8, shuffle=True)
-'''
+"""
 SOURCES = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
 
 
@@ -72,8 +73,18 @@ def names(reply: str) -> list[tuple[str | None, str]]:
 
 # --- naming forms -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("comment", ["# model.py", "# File: model.py", "# UNET_Segmentation/model.py",
-                                     "# --- model.py ---", "# ===== Model.py =====", "# filename: model.py"])
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "# model.py",
+        "# File: model.py",
+        "# UNET_Segmentation/model.py",
+        "# --- model.py ---",
+        "# ===== Model.py =====",
+        "# filename: model.py",
+    ],
+)
 def test_first_line_comment_names_the_block(comment: str) -> None:
     reply = "Here you go:\n\n" + fence(f"{comment}\n{DATASET}")  # content says dataset: the comment wins
     assert names(reply) == [("model.py", "comment")]
@@ -89,9 +100,19 @@ def test_fence_info_names_the_block(info: str) -> None:
     assert names("Code:\n" + fence(DATASET, info)) == [("model.py", "fence")]
 
 
-@pytest.mark.parametrize("before", ["### model.py", "## 2. `model.py`", "**model.py**", "**File: model.py**",
-                                    "Here is `model.py`:", "model.py", "### 2. Model (`model.py`)",
-                                    "1. **`model.py`**"])
+@pytest.mark.parametrize(
+    "before",
+    [
+        "### model.py",
+        "## 2. `model.py`",
+        "**model.py**",
+        "**File: model.py**",
+        "Here is `model.py`:",
+        "model.py",
+        "### 2. Model (`model.py`)",
+        "1. **`model.py`**",
+    ],
+)
 def test_text_before_the_block_names_it(before: str) -> None:
     reply = f"Intro text.\n\n{before}\n\n" + fence(TRAIN)
     assert names(reply) == [("model.py", "heading")]
@@ -103,8 +124,10 @@ def test_heading_above_a_paragraph_still_names_the_block() -> None:
 
 
 def test_text_after_a_block_does_not_name_the_next_one_past_a_new_heading() -> None:
-    reply = ("### dataset.py\n" + fence(DATASET) + "\n### Notes on `dataset.py`\nIt loads pairs.\n\n"
-             "### The network\n\n" + fence(MODEL))
+    reply = (
+        "### dataset.py\n" + fence(DATASET) + "\n### Notes on `dataset.py`\nIt loads pairs.\n\n"
+        "### The network\n\n" + fence(MODEL)
+    )
     assert names(reply) == [("dataset.py", "heading"), ("model.py", "content")]
 
 
@@ -121,6 +144,7 @@ def test_precedence_comment_over_fence_over_heading() -> None:
 
 # --- fences -------------------------------------------------------------------------------------
 
+
 def test_tilde_fences_and_untagged_fences_are_read() -> None:
     reply = "**dataset.py**\n~~~\n" + DATASET + "~~~\n\n**model.py**\n```\n" + MODEL + "```\n"
     blocks = find_blocks(reply)
@@ -129,7 +153,9 @@ def test_tilde_fences_and_untagged_fences_are_read() -> None:
 
 
 def test_blocks_indented_in_a_list_are_dedented() -> None:
-    reply = "1. **dataset.py**\n\n" + fence(DATASET, indent="   ") + "\n2. **model.py**\n\n" + fence(MODEL, indent="    ")
+    reply = (
+        "1. **dataset.py**\n\n" + fence(DATASET, indent="   ") + "\n2. **model.py**\n\n" + fence(MODEL, indent="    ")
+    )
     files = {b.name: b.code for b in find_blocks(reply)}
     assert files == {"dataset.py": DATASET, "model.py": MODEL}
     compile(files["model.py"], "model.py", "exec")  # the indentation is Python's again
@@ -153,8 +179,16 @@ def test_unclosed_last_fence_runs_to_the_end_of_the_reply() -> None:
 
 
 def test_one_block_with_several_marked_files_is_split() -> None:
-    code = ("# dataset.py\n" + DATASET + "\n# ---- model.py ----\n" + MODEL + "\n# File: train.py\n" + TRAIN
-            + "\n# ===== main.py =====\n" + MAIN)  # main.py imports model: still a new file at model.py
+    code = (
+        "# dataset.py\n"
+        + DATASET
+        + "\n# ---- model.py ----\n"
+        + MODEL
+        + "\n# File: train.py\n"
+        + TRAIN
+        + "\n# ===== main.py =====\n"
+        + MAIN
+    )  # main.py imports model: still a new file at model.py
     assert names(fence(code)) == [(n, "comment") for n in CODE_FILES]
     assert extract_files(fence(code))["main.py"] == "# ===== main.py =====\n" + MAIN
 
@@ -166,27 +200,36 @@ def test_a_plain_comment_mentioning_a_file_does_not_split_code() -> None:
 
 # --- what is not Python ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("info,body", [
-    ("bash", "pip install torch torchvision torchinfo openpyxl\n"),
-    ("", "pip install torch torchvision\n"),
-    ("", "UNET_Segmentation/\n|-- dataset.py\n|-- model.py\n|-- train.py\n|-- main.py\n"),
-    ("python", "UNET_Segmentation/\n├── dataset.py\n└── main.py\n"),
-    ("text", "torch>=2.0\npandas\nopenpyxl\n"),
-    ("", "torch\ntorchvision\npandas\n"),
-    ("", "python main.py --epochs 50\n"),
-    ("", "Epoch 1/50: train loss 0.41, val loss 0.38\n"),
-    ("json", '{"lr": 0.001}\n'),
-])
+
+@pytest.mark.parametrize(
+    "info,body",
+    [
+        ("bash", "pip install torch torchvision torchinfo openpyxl\n"),
+        ("", "pip install torch torchvision\n"),
+        ("", "UNET_Segmentation/\n|-- dataset.py\n|-- model.py\n|-- train.py\n|-- main.py\n"),
+        ("python", "UNET_Segmentation/\n├── dataset.py\n└── main.py\n"),
+        ("text", "torch>=2.0\npandas\nopenpyxl\n"),
+        ("", "torch\ntorchvision\npandas\n"),
+        ("", "python main.py --epochs 50\n"),
+        ("", "Epoch 1/50: train loss 0.41, val loss 0.38\n"),
+        ("json", '{"lr": 0.001}\n'),
+    ],
+)
 def test_non_python_blocks_are_ignored(info: str, body: str) -> None:
     assert find_blocks("### main.py\n" + fence(body, info)) == []
 
 
 # --- unnamed blocks, by content ------------------------------------------------------------------
 
+
 def test_unnamed_blocks_are_assigned_by_what_they_define() -> None:
     reply = "".join("Next:\n" + fence(code) for code in (MAIN, TRAIN, MODEL, DATASET))
-    assert names(reply) == [("main.py", "content"), ("train.py", "content"),
-                            ("model.py", "content"), ("dataset.py", "content")]
+    assert names(reply) == [
+        ("main.py", "content"),
+        ("train.py", "content"),
+        ("model.py", "content"),
+        ("dataset.py", "content"),
+    ]
     assert extract_files(reply) == SOURCES
 
 
@@ -221,11 +264,13 @@ def test_the_last_block_for_a_file_wins_and_named_beats_guessed() -> None:
 
 # --- errors ------------------------------------------------------------------------------------
 
+
 def test_reply_without_code_raises_no_code_error() -> None:
     with pytest.raises(NoCodeError) as err:
         extract_files("I'm sorry, I can't help with that.\n\n```bash\npip install torch\n```\n")
-    assert str(err.value) == ("NoCodeError: the reply contains no Python code block for "
-                              "dataset.py, model.py, train.py, main.py")
+    assert str(err.value) == (
+        "NoCodeError: the reply contains no Python code block for dataset.py, model.py, train.py, main.py"
+    )
 
 
 def test_first_reply_missing_files_names_them() -> None:
@@ -243,6 +288,7 @@ def test_blocks_that_name_no_file_are_reported_as_such() -> None:
 
 # --- fix replies ---------------------------------------------------------------------------------
 
+
 def test_fix_reply_resending_one_file_replaces_only_that_file() -> None:
     fixed = TRAIN.replace("return 0.0", "return total / len(loader)")
     reply = "The error comes from `train.py`. Here is the corrected file:\n\n### train.py\n" + fence(fixed)
@@ -255,7 +301,10 @@ def test_fix_reply_resending_one_file_replaces_only_that_file() -> None:
 def test_fix_reply_with_one_unnamed_block_replaces_the_file_defining_the_same_names() -> None:
     # train.py again, now with a self-test main guard that builds a DataLoader: by content alone it
     # would pass for main.py, but it defines train.py's functions.
-    fixed = TRAIN + '\nif __name__ == "__main__":\n    loader = DataLoader(range(4))\n    validate(None, loader, None, "cpu")\n'
+    fixed = (
+        TRAIN
+        + '\nif __name__ == "__main__":\n    loader = DataLoader(range(4))\n    validate(None, loader, None, "cpu")\n'
+    )
     merged = merge_reply(SOURCES, "The loss was not averaged. Fixed version:\n\n" + fence(fixed))
     assert merged == {**SOURCES, "train.py": fixed}
 

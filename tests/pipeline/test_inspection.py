@@ -1,4 +1,5 @@
 """`llmseg inspect`: the Tables 1-2 row of hand-written networks whose answer is known, built in the real sandbox."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from llmseg_mlflow.pipeline import inspection, sandbox
 
 pytestmark = pytest.mark.skipif(sandbox.bwrap_path() is None, reason="needs bubblewrap (apt-get install bubblewrap)")
 
-BLOCKS = '''
+BLOCKS = """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,10 +28,12 @@ class DoubleConv(nn.Module):
 
     def forward(self, x):
         return self.net(x)
-'''
+"""
 
 # A U-Net with one DoubleConv per encoder stage; `HEAD` is how forward() ends.
-UNET = BLOCKS + '''
+UNET = (
+    BLOCKS
+    + """
 
 class UNet(nn.Module):
     def __init__(self, in_channels=1, out_channels=1, features=FEATURES):
@@ -59,10 +62,13 @@ class UNet(nn.Module):
             x = self.ups[i](x)
             x = self.ups[i + 1](torch.cat([skips[-1 - i // 2], x], 1))
         HEAD
-'''
+"""
+)
 
 # Four stages down, three up: the head runs at half resolution, then the output is resized.
-FOUR_THREE = BLOCKS + '''
+FOUR_THREE = (
+    BLOCKS
+    + """
 
 class ShortDecoderUNet(nn.Module):
     def __init__(self):
@@ -86,10 +92,11 @@ class ShortDecoderUNet(nn.Module):
         for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
             x = dec(torch.cat([up(x), skip], 1))
         return F.interpolate(self.head(x), size=size, mode="bilinear")
-'''
+"""
+)
 
 # Plain convs with functional ReLU, and a bottleneck of two widening convs.
-CHAIN = '''
+CHAIN = """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -111,9 +118,9 @@ class ChainUNet(nn.Module):
         x = F.relu(self.d2(torch.cat([self.u2(b), s2], 1)))
         x = F.relu(self.d1(torch.cat([self.u1(x), s1], 1)))
         return self.out(x)
-'''
+"""
 
-SEQUENTIAL = '''
+SEQUENTIAL = """
 import torch.nn as nn
 
 
@@ -127,10 +134,12 @@ class TinySegNet(nn.Sequential):
             nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(),
             nn.Conv2d(8, 1, 1),
         )
-'''
+"""
 
 # Every argument required: only main.py's call says how to build it.
-NEEDS_ARGS = BLOCKS + '''
+NEEDS_ARGS = (
+    BLOCKS
+    + """
 
 class UNet(nn.Module):
     def __init__(self, n_channels, n_classes, base, depth):
@@ -156,10 +165,11 @@ class UNet(nn.Module):
         for up, dec, s in zip(self.ups, self.decs, reversed(skips)):
             x = dec(torch.cat([up(x), s], 1))
         return self.outc(x)
-'''
+"""
+)
 
 # main.py builds only the loss class of model.py; the network comes from a function.
-LOSS_AND_BUILDER = '''
+LOSS_AND_BUILDER = """
 
 class DiceLoss(nn.Module):
     def forward(self, pred, target):
@@ -168,9 +178,11 @@ class DiceLoss(nn.Module):
 
 def build_model():
     return UNet(in_channels=1, out_channels=1, features=(8, 16))
-'''
+"""
 
-NEEDS_DATA = BLOCKS + '''
+NEEDS_DATA = (
+    BLOCKS
+    + """
 
 class UNet(nn.Module):
     def __init__(self, dataset):
@@ -181,9 +193,10 @@ class UNet(nn.Module):
 
     def forward(self, x):
         return self.outc(self.inc(x))
-'''
+"""
+)
 
-MAIN = '''
+MAIN = """
 import torch
 import torch.nn as nn
 from dataset import SegDataset
@@ -205,20 +218,27 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
-DATASET = '''
+DATASET = """
 from torch.utils.data import Dataset
 
 
 class SegDataset(Dataset):
     def __init__(self, image_dir, mask_dir):
         self.image_dir, self.mask_dir = image_dir, mask_dir
-'''
+"""
 
 
-def _folder(tmp: Path, name: str, model: str, build: str, imports: str = "from model import UNet",
-            size: int = 32, loss: str = "nn.BCEWithLogitsLoss") -> Path:
+def _folder(
+    tmp: Path,
+    name: str,
+    model: str,
+    build: str,
+    imports: str = "from model import UNet",
+    size: int = 32,
+    loss: str = "nn.BCEWithLogitsLoss",
+) -> Path:
     folder = tmp / name
     folder.mkdir()
     (folder / "model.py").write_text(textwrap.dedent(model))
@@ -235,48 +255,120 @@ def _unet(features: str, head: str) -> str:
 # name -> (model.py, main.py's constructor call, its import, input size, the expected network fields)
 NETWORKS = {
     "three_stages_sigmoid_module": (
-        _unet("(8, 16, 32)", "return self.act(self.final(x))"), "UNet()", "from model import UNet", 32,
-        dict(encoder_stages=3, decoder_stages=3, encoder_channels=[8, 16, 32], decoder_channels=[32, 16, 8],
-             bottleneck_channels=[32, 64], conv_block="DoubleConv: (Conv->BN->ReLU)x2",
-             final_layer="Conv2d(8->1)+Sigmoid")),
+        _unet("(8, 16, 32)", "return self.act(self.final(x))"),
+        "UNet()",
+        "from model import UNet",
+        32,
+        dict(
+            encoder_stages=3,
+            decoder_stages=3,
+            encoder_channels=[8, 16, 32],
+            decoder_channels=[32, 16, 8],
+            bottleneck_channels=[32, 64],
+            conv_block="DoubleConv: (Conv->BN->ReLU)x2",
+            final_layer="Conv2d(8->1)+Sigmoid",
+        ),
+    ),
     "five_stages_logits": (
-        _unet("(4, 8, 16, 32, 64)", "return self.final(x)"), "UNet(in_channels=3)", "from model import UNet", 64,
-        dict(encoder_stages=5, decoder_stages=5, encoder_channels=[4, 8, 16, 32, 64],
-             decoder_channels=[64, 32, 16, 8, 4], bottleneck_channels=[64, 128], final_layer="Conv2d(4->1)",
-             probe_input="1x3x64x64")),
+        _unet("(4, 8, 16, 32, 64)", "return self.final(x)"),
+        "UNet(in_channels=3)",
+        "from model import UNet",
+        64,
+        dict(
+            encoder_stages=5,
+            decoder_stages=5,
+            encoder_channels=[4, 8, 16, 32, 64],
+            decoder_channels=[64, 32, 16, 8, 4],
+            bottleneck_channels=[64, 128],
+            final_layer="Conv2d(4->1)",
+            probe_input="1x3x64x64",
+        ),
+    ),
     "torch_sigmoid_in_forward": (
-        _unet("(8, 16)", "return torch.sigmoid(self.final(x))"), "net.UNet(1, 2)", "import model as net", 32,
-        dict(encoder_stages=2, decoder_stages=2, final_layer="Conv2d(8->2)+Sigmoid")),
+        _unet("(8, 16)", "return torch.sigmoid(self.final(x))"),
+        "net.UNet(1, 2)",
+        "import model as net",
+        32,
+        dict(encoder_stages=2, decoder_stages=2, final_layer="Conv2d(8->2)+Sigmoid"),
+    ),
     "four_down_three_up": (
-        FOUR_THREE, "ShortDecoderUNet()", "from model import ShortDecoderUNet", 64,
-        dict(encoder_stages=4, decoder_stages=3, encoder_channels=[4, 8, 16, 32], decoder_channels=[32, 16, 8],
-             bottleneck_channels=[32, 64], final_layer="Conv2d(8->1)")),
+        FOUR_THREE,
+        "ShortDecoderUNet()",
+        "from model import ShortDecoderUNet",
+        64,
+        dict(
+            encoder_stages=4,
+            decoder_stages=3,
+            encoder_channels=[4, 8, 16, 32],
+            decoder_channels=[32, 16, 8],
+            bottleneck_channels=[32, 64],
+            final_layer="Conv2d(8->1)",
+        ),
+    ),
     "bottleneck_chain": (
-        CHAIN, "ChainUNet()", "from model import ChainUNet", 32,
-        dict(encoder_stages=2, decoder_stages=2, encoder_channels=[8, 16], decoder_channels=[16, 8],
-             bottleneck_channels=[16, 32, 64], conv_block="Conv->ReLU", final_layer="Conv2d(8->1)",
-             probe_input="1x3x32x32")),
+        CHAIN,
+        "ChainUNet()",
+        "from model import ChainUNet",
+        32,
+        dict(
+            encoder_stages=2,
+            decoder_stages=2,
+            encoder_channels=[8, 16],
+            decoder_channels=[16, 8],
+            bottleneck_channels=[16, 32, 64],
+            conv_block="Conv->ReLU",
+            final_layer="Conv2d(8->1)",
+            probe_input="1x3x32x32",
+        ),
+    ),
     "sequential_only": (
-        SEQUENTIAL, "TinySegNet()", "from model import TinySegNet", 32,
-        dict(encoder_stages=1, decoder_stages=1, encoder_channels=[8], decoder_channels=[8],
-             bottleneck_channels=[8, 16], conv_block="Conv->ReLU", final_layer="Conv2d(8->1)")),
+        SEQUENTIAL,
+        "TinySegNet()",
+        "from model import TinySegNet",
+        32,
+        dict(
+            encoder_stages=1,
+            decoder_stages=1,
+            encoder_channels=[8],
+            decoder_channels=[8],
+            bottleneck_channels=[8, 16],
+            conv_block="Conv->ReLU",
+            final_layer="Conv2d(8->1)",
+        ),
+    ),
     "built_by_a_function_beside_a_loss_class": (
-        _unet("(8, 16)", "return self.final(x)") + LOSS_AND_BUILDER, "build_model()",
-        "from model import build_model, DiceLoss\ncriterion = DiceLoss()", 32,
-        dict(encoder_stages=2, model_class="UNet", constructed_with="defaults")),
+        _unet("(8, 16)", "return self.final(x)") + LOSS_AND_BUILDER,
+        "build_model()",
+        "from model import build_model, DiceLoss\ncriterion = DiceLoss()",
+        32,
+        dict(encoder_stages=2, model_class="UNet", constructed_with="defaults"),
+    ),
     "constructor_args_from_main": (
-        NEEDS_ARGS, "UNet(n_channels=3, n_classes=1, base=BASE, depth=3)", "from model import UNet", 32,
-        dict(encoder_stages=3, decoder_stages=3, encoder_channels=[16, 32, 64], decoder_channels=[64, 32, 16],
-             bottleneck_channels=[64, 128], final_layer="Conv2d(16->1)", probe_input="1x3x32x32",
-             constructed_with="main.py:16")),
+        NEEDS_ARGS,
+        "UNet(n_channels=3, n_classes=1, base=BASE, depth=3)",
+        "from model import UNet",
+        32,
+        dict(
+            encoder_stages=3,
+            decoder_stages=3,
+            encoder_channels=[16, 32, 64],
+            decoder_channels=[64, 32, 16],
+            bottleneck_channels=[64, 128],
+            final_layer="Conv2d(16->1)",
+            probe_input="1x3x32x32",
+            constructed_with="main.py:16",
+        ),
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory) -> dict[str, inspection.NetworkRow]:
     tmp = tmp_path_factory.mktemp("inspect")
-    return {name: inspection.inspect_pipeline(_folder(tmp, name, model, build, imports, size))
-            for name, (model, build, imports, size, _) in NETWORKS.items()}
+    return {
+        name: inspection.inspect_pipeline(_folder(tmp, name, model, build, imports, size))
+        for name, (model, build, imports, size, _) in NETWORKS.items()
+    }
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -292,6 +384,7 @@ def test_params_total_counts_every_parameter(rows):
     # DoubleConv(c, f): two 3x3 convs with bias, two BatchNorms (weight + bias).
     def dc(c, f):
         return (9 * c * f + f) + (9 * f * f + f) + 4 * f
+
     enc = dc(1, 8) + dc(8, 16) + dc(16, 32)
     mid = dc(32, 64)
     dec = sum((4 * 2 * f * f + f) + dc(2 * f, f) for f in (32, 16, 8))
@@ -301,8 +394,14 @@ def test_params_total_counts_every_parameter(rows):
 def test_static_fields_come_from_the_code(rows):
     row = rows["three_stages_sigmoid_module"].as_dict()
     assert {k: row[k] for k in inspection.STATIC} == {
-        "batch_size": 4, "epochs": 3, "optimizer": "Adam", "lr": 0.001, "weight_decay": 1e-05,
-        "loss": "BCEWithLogitsLoss", "input_size": "32x32"}
+        "batch_size": 4,
+        "epochs": 3,
+        "optimizer": "Adam",
+        "lr": 0.001,
+        "weight_decay": 1e-05,
+        "loss": "BCEWithLogitsLoss",
+        "input_size": "32x32",
+    }
     params = rows["five_stages_logits"].as_params()
     assert params["encoder_channels"] == "[4, 8, 16, 32, 64]" and params["encoder_stages"] == "5"
     assert all(isinstance(v, str) for v in params.values()) and "batch_size" not in params
@@ -334,12 +433,16 @@ def test_cli_table(rows, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     lines = dict(line.split(None, 1) for line in result.output.splitlines() if not line.startswith("built"))
     assert lines["encoder_stages"] == "1" and lines["final_layer"] == "Conv2d(8->1)"
-    assert lines["bottleneck_channels"] == "8, 16" and lines["params_total"] == f"{rows['sequential_only'].params_total:,}"
+    assert (
+        lines["bottleneck_channels"] == "8, 16" and lines["params_total"] == f"{rows['sequential_only'].params_total:,}"
+    )
     assert "TinySegNet(main.py:16) on a 1x1x32x32 dummy batch" in result.output
 
 
-@pytest.mark.parametrize("model", [None, "import torch\n\ndef build():\n    return torch.nn.Conv2d(1, 1, 1)\n",
-                                   "class Config:\n    lr = 1e-3\n"])
+@pytest.mark.parametrize(
+    "model",
+    [None, "import torch\n\ndef build():\n    return torch.nn.Conv2d(1, 1, 1)\n", "class Config:\n    lr = 1e-3\n"],
+)
 def test_a_folder_without_a_model_class_is_a_usage_error(tmp_path, model):
     folder = _folder(tmp_path, "nomodel", "x = 1\n", "None")
     if model is None:
@@ -359,8 +462,10 @@ def test_missing_folder_is_a_usage_error(tmp_path):
 
 
 def test_constructor_calls_resolve_module_constants():
-    files = {"main.py": "from model import UNet as Net\nC = 3\nF = [C * 8, 64]\nCFG = {'k': 2}\n"
-                        "m = Net(C, n_classes=1, features=F, depth=CFG['k'], extra=args.x)\n"}
+    files = {
+        "main.py": "from model import UNet as Net\nC = 3\nF = [C * 8, 64]\nCFG = {'k': 2}\n"
+        "m = Net(C, n_classes=1, features=F, depth=CFG['k'], extra=args.x)\n"
+    }
     calls = inspection.constructor_calls(files, {"UNet"})
     assert calls["UNet"]["args"] == [3]
     assert calls["UNet"]["kwargs"] == {"n_classes": 1, "features": [24, 64], "depth": 2}

@@ -9,21 +9,38 @@ import pytest
 from llmseg_mlflow.pipeline.knob_targets import PathKnob, file_target, folder_names, folder_role, path_text, targets
 
 
-@pytest.mark.parametrize(("path", "role"), [
-    (r"C:\Users\x\Brain Meningioma\images", "image_dir"),
-    (r"C:\Users\x\Brain Meningioma\Masks", "mask_dir"),
-    ("/data/train/images/", "image_dir"),  # trailing separator
-    ("data/images/train", "image_dir"),  # a split below the images folder
-    ("data/imgs", "image_dir"), ("VOC/JPEGImages", "image_dir"), ("video/frames", "image_dir"),
-    ("Task01/imagesTr", "image_dir"), ("Task01/labelsTr", "mask_dir"),
-    ("ISIC/ISIC2018_Task1_Training_GroundTruth", "mask_dir"), ("data/ground_truth", "mask_dir"),
-    ("HAM10000_segmentations_lesion_tschandl", "mask_dir"), ("carvana/train_masks", "mask_dir"),
-    ("data/seg", "mask_dir"), ("coco/annotations", "mask_dir"), ("x/GT", "mask_dir"),
-    ("./dataset", "data_dir"), ("/path/to/data/", "data_dir"), ("brain_dataset", "data_dir"),
-    ("./Kvasir-SEG", None),  # SEG inside a name is the dataset's name, not its masks
-    ("data/train", None), ("/content/Brain Meningioma", None), ("images_and_masks", None),
-    ("{DATA_DIR}", None), ("{BASE_DIR}/train", None), ("", None), (".", None),
-])
+@pytest.mark.parametrize(
+    ("path", "role"),
+    [
+        (r"C:\Users\x\Brain Meningioma\images", "image_dir"),
+        (r"C:\Users\x\Brain Meningioma\Masks", "mask_dir"),
+        ("/data/train/images/", "image_dir"),  # trailing separator
+        ("data/images/train", "image_dir"),  # a split below the images folder
+        ("data/imgs", "image_dir"),
+        ("VOC/JPEGImages", "image_dir"),
+        ("video/frames", "image_dir"),
+        ("Task01/imagesTr", "image_dir"),
+        ("Task01/labelsTr", "mask_dir"),
+        ("ISIC/ISIC2018_Task1_Training_GroundTruth", "mask_dir"),
+        ("data/ground_truth", "mask_dir"),
+        ("HAM10000_segmentations_lesion_tschandl", "mask_dir"),
+        ("carvana/train_masks", "mask_dir"),
+        ("data/seg", "mask_dir"),
+        ("coco/annotations", "mask_dir"),
+        ("x/GT", "mask_dir"),
+        ("./dataset", "data_dir"),
+        ("/path/to/data/", "data_dir"),
+        ("brain_dataset", "data_dir"),
+        ("./Kvasir-SEG", None),  # SEG inside a name is the dataset's name, not its masks
+        ("data/train", None),
+        ("/content/Brain Meningioma", None),
+        ("images_and_masks", None),
+        ("{DATA_DIR}", None),
+        ("{BASE_DIR}/train", None),
+        ("", None),
+        (".", None),
+    ],
+)
 def test_folder_role_from_the_last_components(path, role):
     assert folder_role(path) == role
 
@@ -36,17 +53,21 @@ def test_the_dataset_s_own_folder_names_win():
     assert folder_names({"data_dir": "/p", "image_dir": "/p", "mask_dir": "/p"}) == {}  # suffix layout
 
 
-@pytest.mark.parametrize(("code", "text"), [
-    ("'data/images'", "data/images"),
-    ("os.path.join(BASE_DIR, 'data', 'images')", "{BASE_DIR}/data/images"),
-    ("Path(__file__).parent / 'data'", "{__file__}/../data"),
-    ("Path('data').joinpath('masks')", "data/masks"),
-    ("Path('data/images').resolve()", "data/images"),
-    ("f'{ROOT}/images'", "{ROOT}/images"),
-    ("os.getenv('DATA', '/data/images')", "/data/images"),
-    ("args.data_dir", "{data_dir}"),
-    ("sorted(x)", None), ("None", None),
-])
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        ("'data/images'", "data/images"),
+        ("os.path.join(BASE_DIR, 'data', 'images')", "{BASE_DIR}/data/images"),
+        ("Path(__file__).parent / 'data'", "{__file__}/../data"),
+        ("Path('data').joinpath('masks')", "data/masks"),
+        ("Path('data/images').resolve()", "data/images"),
+        ("f'{ROOT}/images'", "{ROOT}/images"),
+        ("os.getenv('DATA', '/data/images')", "/data/images"),
+        ("args.data_dir", "{data_dir}"),
+        ("sorted(x)", None),
+        ("None", None),
+    ],
+)
 def test_path_text(code, text):
     assert path_text(ast.parse(code, mode="eval").body) == text
 
@@ -80,5 +101,6 @@ def test_siblings_decide_a_data_path_whose_value_says_nothing():
 
 
 def test_value_beats_name_and_save_paths_keep_their_role():
-    assert targets([knob("mask_dir", "data/images"), knob("image_dir", "./dataset"),
-                    knob("save_dir", "out/masks")]) == [("image_dir", None), ("image_dir", None), ("save_dir", None)]
+    assert targets(
+        [knob("mask_dir", "data/images"), knob("image_dir", "./dataset"), knob("save_dir", "out/masks")]
+    ) == [("image_dir", None), ("image_dir", None), ("save_dir", None)]

@@ -14,8 +14,13 @@ import pytest
 
 from llmseg_mlflow.pipeline.knobs import Knob, Override, apply_overrides, locate, read_hyperparameters
 
-POOL = {"data_dir": "/x/pool", "image_dir": "/x/pool/images", "mask_dir": "/x/pool/masks",
-        "save_dir": "/x/out", "epochs": 2}
+POOL = {
+    "data_dir": "/x/pool",
+    "image_dir": "/x/pool/images",
+    "mask_dir": "/x/pool/masks",
+    "save_dir": "/x/out",
+    "epochs": 2,
+}
 
 
 def src(text: str) -> str:
@@ -41,8 +46,8 @@ def assert_only_values_changed(old: str, new: str, changes: list[Override]) -> N
                 before = before.replace(old_value, new_value, 1)
         if before != after and "add_argument" in old:  # an option may also get required=False and a default
             before = before.replace("required=True", "required=False")
-            rest = before[len(os.path.commonprefix([before, after])):]
-            inserted = after[len(before) - len(rest):len(after) - len(rest)]
+            rest = before[len(os.path.commonprefix([before, after])) :]
+            inserted = after[len(before) - len(rest) : len(after) - len(rest)]
             assert after.endswith(rest) and re.fullmatch(r"(, default=('[^']*'|\d+))?(, nargs='\?')?", inserted)
         else:
             assert before == after, f"line {number} changed beyond the overridden values"
@@ -73,8 +78,9 @@ def roles(knobs: list[Knob]) -> list[tuple[str, str, str, bool]]:
 
 # --- the seven places an LLM puts a knob ------------------------------------------------------------
 
+
 def test_module_constants_including_annotated_ones_are_overridden():
-    code = src('''
+    code = src("""
         import os
         DATA_DIR = "/path/to/dataset"
         IMAGE_DIR: str = "/path/to/dataset/images"
@@ -83,12 +89,16 @@ def test_module_constants_including_annotated_ones_are_overridden():
         NUM_EPOCHS = 25
         EPOCHS: int = 30
         BATCH_SIZE = 8
-    ''')
+    """)
     assert roles(locate({"main.py": code})) == [
-        ("data_dir", "constant", "DATA_DIR", False), ("image_dir", "constant", "IMAGE_DIR", False),
-        ("mask_dir", "constant", "MASK_DIR", False), ("save_dir", "constant", "SAVE_PATH", False),
-        ("epochs", "constant", "NUM_EPOCHS", False), ("epochs", "constant", "EPOCHS", False),
-        ("batch_size", "constant", "BATCH_SIZE", False)]
+        ("data_dir", "constant", "DATA_DIR", False),
+        ("image_dir", "constant", "IMAGE_DIR", False),
+        ("mask_dir", "constant", "MASK_DIR", False),
+        ("save_dir", "constant", "SAVE_PATH", False),
+        ("epochs", "constant", "NUM_EPOCHS", False),
+        ("epochs", "constant", "EPOCHS", False),
+        ("batch_size", "constant", "BATCH_SIZE", False),
+    ]
     new, changes = override(code)
     ns = run(new)
     assert (ns["DATA_DIR"], ns["IMAGE_DIR"], ns["MASK_DIR"]) == ("/x/pool", "/x/pool/images", "/x/pool/masks")
@@ -98,14 +108,14 @@ def test_module_constants_including_annotated_ones_are_overridden():
 
 
 def test_config_dicts_literal_dict_call_and_item_assignment():
-    code = src('''
+    code = src("""
         config = {
             "data_dir": "/path/to/data",
             "training": {"epochs": 25, "batch_size": 4},
         }
         CONFIG = dict(epochs=40, save_dir="./outputs", lr=3e-4)
         config["output_dir"] = "./runs"
-    ''')
+    """)
     found = roles(locate({"main.py": code}))
     assert ("epochs", "dict", '"epochs"', False) in found and ("epochs", "dict", "epochs", False) in found
     assert ("save_dir", "dict", '"output_dir"', False) in found
@@ -116,7 +126,7 @@ def test_config_dicts_literal_dict_call_and_item_assignment():
 
 
 def test_argparse_defaults_required_options_dashed_dests_and_positionals():
-    code = src('''
+    code = src("""
         import argparse
         def build_parser():
             parser = argparse.ArgumentParser()
@@ -127,27 +137,33 @@ def test_argparse_defaults_required_options_dashed_dests_and_positionals():
             parser.add_argument("mask_dir")
             parser.add_argument("--lr", type=float, default=1e-4)
             return parser
-    ''')
+    """)
     found = roles(locate({"main.py": code}))
-    assert found == [("data_dir", "argparse", "--data_dir", False), ("save_dir", "argparse", "--save-dir", False),
-                     ("epochs", "argparse", "--epochs", False), ("epochs", "argparse", "--num-epochs", False),
-                     ("mask_dir", "argparse", "mask_dir", False), ("lr", "argparse", "--lr", False)]
+    assert found == [
+        ("data_dir", "argparse", "--data_dir", False),
+        ("save_dir", "argparse", "--save-dir", False),
+        ("epochs", "argparse", "--epochs", False),
+        ("epochs", "argparse", "--num-epochs", False),
+        ("mask_dir", "argparse", "mask_dir", False),
+        ("lr", "argparse", "--lr", False),
+    ]
     before = run(code)["build_parser"]()
     with pytest.raises(SystemExit):  # required option and positional: the sandbox run would die here
         before.parse_args([])
     new, _ = override(code)
     args = run(new)["build_parser"]().parse_args([])
-    assert args == argparse.Namespace(data_dir="/x/pool", save_dir="/x/out", epochs=2, n_epochs=2,
-                                      mask_dir="/x/pool/masks", lr=1e-4)
+    assert args == argparse.Namespace(
+        data_dir="/x/pool", save_dir="/x/out", epochs=2, n_epochs=2, mask_dir="/x/pool/masks", lr=1e-4
+    )
     assert 'parser.add_argument("--data_dir", type=str, required=False, help="dataset root", default=' in new
     assert run(new)["build_parser"]().parse_args(["--epochs", "7"]).epochs == 7  # the CLI still works
 
 
 def test_function_defaults_positional_and_keyword_only():
-    code = src('''
+    code = src("""
         def train_model(model, loader, num_epochs=25, save_path="results", *, out_dir="plots", lr=1e-3):
             return num_epochs, save_path, out_dir
-    ''')
+    """)
     new, changes = override(code, file="train.py")
     fn = run(new)["train_model"]
     assert fn.__defaults__ == (2, "/x/out") and fn.__kwdefaults__ == {"out_dir": "/x/out", "lr": 1e-3}
@@ -155,20 +171,25 @@ def test_function_defaults_positional_and_keyword_only():
 
 
 def test_call_keywords_of_training_calls_and_dataset_constructors():
-    code = src('''
+    code = src("""
         def main(train, SegDataset):
             ds = SegDataset(image_dir="data/imgs", mask_dir="data/masks", image_size=256)
             return train(ds, num_epochs=25, save_dir="./out")
-    ''')
+    """)
     new, _ = override(code)
     seen = {}
     run(new)["main"](lambda ds, **kw: seen.update(kw), lambda **kw: seen.update(kw))
-    assert seen == {"image_dir": "/x/pool/images", "mask_dir": "/x/pool/masks", "image_size": 256,
-                    "num_epochs": 2, "save_dir": "/x/out"}
+    assert seen == {
+        "image_dir": "/x/pool/images",
+        "mask_dir": "/x/pool/masks",
+        "image_size": 256,
+        "num_epochs": 2,
+        "save_dir": "/x/out",
+    }
 
 
 def test_assignments_inside_main_guard_and_main_function():
-    code = src('''
+    code = src("""
         def main():
             data_root = "/home/user/datasets/bagls"
             max_epochs = 60
@@ -177,15 +198,19 @@ def test_assignments_inside_main_guard_and_main_function():
         if __name__ == "__main__":
             checkpoint_dir = "ckpt"
             n_epochs = 15
-    ''')
+    """)
     new, changes = override(code)
     assert run(new)["main"]() == ("/x/pool", 2)
-    assert [(c.name, c.new) for c in changes] == [("data_root", "'/x/pool'"), ("max_epochs", "2"),
-                                                  ("checkpoint_dir", "'/x/out'"), ("n_epochs", "2")]
+    assert [(c.name, c.new) for c in changes] == [
+        ("data_root", "'/x/pool'"),
+        ("max_epochs", "2"),
+        ("checkpoint_dir", "'/x/out'"),
+        ("n_epochs", "2"),
+    ]
 
 
 def test_class_attributes_and_dataclass_fields():
-    code = src('''
+    code = src("""
         from dataclasses import dataclass
         class Config:
             DATA_PATH = "./data"
@@ -197,7 +222,7 @@ def test_class_attributes_and_dataclass_fields():
         class Trainer:
             def __init__(self):
                 self.epochs = 10
-    ''')
+    """)
     assert {k.where for k in locate({"main.py": code})} == {"attribute"}
     ns = run(override(code)[0])
     assert (ns["Config"].DATA_PATH, ns["Config"].EPOCHS) == ("/x/pool", 2)
@@ -207,18 +232,23 @@ def test_class_attributes_and_dataclass_fields():
 
 # --- what must be left alone ----------------------------------------------------------------------
 
+
 def test_derived_paths_follow_the_overridden_root_and_are_not_rewritten():
-    code = src('''
+    code = src("""
         import os
         from pathlib import Path
         DATA_DIR = Path("/data/bagls")
         IMAGE_DIR = DATA_DIR / "images"
         MASK_DIR = os.path.join(str(DATA_DIR), "masks")
         SAVE_DIR = f"{DATA_DIR}/results"
-    ''')
+    """)
     knobs = locate({"main.py": code})
-    assert [(k.name, k.derived) for k in knobs] == [("DATA_DIR", False), ("IMAGE_DIR", True),
-                                                    ("MASK_DIR", True), ("SAVE_DIR", True)]
+    assert [(k.name, k.derived) for k in knobs] == [
+        ("DATA_DIR", False),
+        ("IMAGE_DIR", True),
+        ("MASK_DIR", True),
+        ("SAVE_DIR", True),
+    ]
     new, changes = override(code)
     ns = run(new)
     assert [c.name for c in changes] == ["DATA_DIR"]
@@ -227,17 +257,17 @@ def test_derived_paths_follow_the_overridden_root_and_are_not_rewritten():
 
 
 def test_folder_built_on_the_script_location_is_replaced_whole():
-    code = src('''
+    code = src("""
         import os
         BASE_DIR = os.path.dirname(os.path.abspath(__file__))
         DATA_DIR = os.path.join(BASE_DIR, "data", "pool")
-    ''')
+    """)
     assert [k.name for k in locate({"main.py": code})] == ["DATA_DIR"]
     assert "DATA_DIR = '/x/pool'" in override(code)[0]
 
 
 def test_per_sample_paths_and_model_files_are_not_knobs():
-    code = src('''
+    code = src("""
         import os
         class SegDataset:
             def __init__(self, image_dir, mask_dir):
@@ -251,7 +281,7 @@ def test_per_sample_paths_and_model_files_are_not_knobs():
             out_dir = os.path.join(save_dir, f"epoch_{model.epoch}")
             for epoch in range(3):
                 epoch = epoch + 1
-    ''')
+    """)
     assert locate({"dataset.py": code}) == []
     assert apply_overrides({"dataset.py": code}, POOL) == ({"dataset.py": code}, [])
 
@@ -317,12 +347,12 @@ def test_report_case_windows_data_path_naming_the_images_folder_beside_a_mask_pa
 
 
 def test_root_dir_and_mask_dir_pairs():
-    code = src(r'''
+    code = src(r"""
         class BrainDataset:
             def __init__(self, root_dir="D:\\data\\Brain Meningioma\\images\\",
                          mask_dir="D:\\data\\Brain Meningioma\\masks\\"):
                 self.root_dir, self.mask_dir = root_dir, mask_dir
-    ''')
+    """)
     new, changes = override(code, file="dataset.py")
     assert "def __init__(self, root_dir='/x/pool/images',\n                 mask_dir='/x/pool/masks'):" in new
     assert targets(changes) == [("root_dir", "image_dir"), ("mask_dir", "mask_dir")]
@@ -346,26 +376,26 @@ def test_a_root_above_its_masks_or_joined_with_a_mask_subfolder_stays_the_pool_r
 
 
 def test_config_dict_paths_follow_their_values():
-    code = src('''
+    code = src("""
         CONFIG = {
             "data_path": "/home/user/brain-mri/images",
             "mask_path": "/home/user/brain-mri/masks",
             "save_path": "./outputs",
         }
-    ''')
+    """)
     new, changes = override(code)
-    assert '"data_path": \'/x/pool/images\',' in new and '"mask_path": \'/x/pool/masks\',' in new
+    assert "\"data_path\": '/x/pool/images'," in new and "\"mask_path\": '/x/pool/masks'," in new
     assert targets(changes) == [('"data_path"', "image_dir"), ('"mask_path"', "mask_dir"), ('"save_path"', "save_dir")]
 
 
 def test_argparse_defaults_follow_their_values():
-    code = src('''
+    code = src("""
         import argparse
         parser = argparse.ArgumentParser()
         parser.add_argument('--data_dir', default='/x/train/images')
         parser.add_argument('--mask_dir', default='/x/train/labelsTr/')
         parser.add_argument('--root', type=str, default='/x/train/ImagesTr')
-    ''')
+    """)
     new, changes = override(code)
     assert "parser.add_argument('--data_dir', default='/x/pool/images')" in new
     assert "parser.add_argument('--mask_dir', default='/x/pool/masks')" in new
@@ -374,13 +404,13 @@ def test_argparse_defaults_follow_their_values():
 
 
 def test_function_defaults_follow_their_values():
-    code = src('''
+    code = src("""
         def get_loaders(image_dir='data/imgs', mask_dir='data/masks', batch_size=8):
             return image_dir, mask_dir
 
         def get_split(data_dir='data/images/train', label_dir='data/ground_truth/train'):
             return data_dir, label_dir
-    ''')
+    """)
     new, changes = override(code)
     assert "def get_loaders(image_dir='/x/pool/images', mask_dir='/x/pool/masks', batch_size=8):" in new
     assert "def get_split(data_dir='/x/pool/images', label_dir='/x/pool/masks'):" in new
@@ -388,12 +418,12 @@ def test_function_defaults_follow_their_values():
 
 
 def test_a_true_dataset_root_stays_the_pool_root_and_its_derived_folders_are_left_alone():
-    code = src('''
+    code = src("""
         import os
         DATA_DIR = './dataset'
         IMAGE_DIR = os.path.join(DATA_DIR, 'images')
         MASK_DIR = os.path.join(DATA_DIR, 'masks')
-    ''')
+    """)
     new, changes = override(code)
     assert new == code.replace("'./dataset'", "'/x/pool'")
     assert targets(changes) == [("DATA_DIR", "data_dir")]
@@ -438,7 +468,7 @@ def test_single_files_get_their_counterpart_and_model_files_are_untouched():
 # --- two realistic LLM replies --------------------------------------------------------------------
 
 GPT_STYLE = {
-    "dataset.py": src('''
+    "dataset.py": src("""
         import os
         from PIL import Image
         from torch.utils.data import Dataset
@@ -464,8 +494,8 @@ GPT_STYLE = {
                 image = Image.open(img_path).convert("L")
                 mask = Image.open(mask_path).convert("L")
                 return self.transform(image), (self.transform(mask) > 0.5).float(), img_name
-    '''),
-    "train.py": src('''
+    """),
+    "train.py": src("""
         import os
         import time
         import torch
@@ -490,8 +520,8 @@ GPT_STYLE = {
             torch.save(model, os.path.join(save_path, "unet_model.pth"))
             print(f"Total training time: {time.time() - start:.2f}s")
             return train_losses, val_losses
-    '''),
-    "main.py": src('''
+    """),
+    "main.py": src("""
         import os
         import torch
         import torch.nn as nn
@@ -527,7 +557,7 @@ GPT_STYLE = {
             criterion = nn.BCEWithLogitsLoss()
             optimizer = optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=1e-5)
             train_model(model, train_loader, val_loader, criterion, optimizer, NUM_EPOCHS, SAVE_PATH, device)
-    '''),
+    """),
 }
 
 CLAUDE_STYLE = {
@@ -643,37 +673,54 @@ CLAUDE_STYLE = {
 
 def test_hyperparameters_of_a_gpt_style_reply_with_module_constants():
     assert read_hyperparameters(GPT_STYLE) == {
-        "epochs": "50", "batch_size": "8", "lr": "0.0001", "weight_decay": "1e-05",
-        "optimizer": "Adam", "loss": "BCEWithLogitsLoss", "input_size": "256x256"}
+        "epochs": "50",
+        "batch_size": "8",
+        "lr": "0.0001",
+        "weight_decay": "1e-05",
+        "optimizer": "Adam",
+        "loss": "BCEWithLogitsLoss",
+        "input_size": "256x256",
+    }
 
 
 def test_hyperparameters_of_a_claude_style_reply_with_config_dict_and_argparse():
     # the argparse default wins over the config dict and train.py's default; BCE inside the Loss is a part
     assert read_hyperparameters(CLAUDE_STYLE) == {
-        "epochs": "100", "batch_size": "16", "lr": "0.001", "weight_decay": "0.0001",
-        "optimizer": "AdamW", "loss": "DiceBCELoss", "input_size": "256x256"}
+        "epochs": "100",
+        "batch_size": "16",
+        "lr": "0.001",
+        "weight_decay": "0.0001",
+        "optimizer": "AdamW",
+        "loss": "DiceBCELoss",
+        "input_size": "256x256",
+    }
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("t = A.Compose([A.Resize(320, 480), A.Normalize()])", {"input_size": "320x480"}),
-    ("img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR)", {"input_size": "224x224"}),
-    ("summary(model, input_size=(8, 1, 128, 128))", {"input_size": "128x128"}),
-    ("IMG_SIZE = 512\nt = transforms.Resize(IMG_SIZE)", {"input_size": "512x512"}),
-    ("s = torch.optim.lr_scheduler.StepLR(o, step_size=10)\no = torch.optim.SGD(p, lr=0.01, momentum=0.9)",
-     {"lr": "0.01", "optimizer": "SGD"}),
-    ('OPTIMIZER = "adamw"\nLOSS_FN = "dice"', {"optimizer": "adamw", "loss": "dice"}),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("t = A.Compose([A.Resize(320, 480), A.Normalize()])", {"input_size": "320x480"}),
+        ("img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR)", {"input_size": "224x224"}),
+        ("summary(model, input_size=(8, 1, 128, 128))", {"input_size": "128x128"}),
+        ("IMG_SIZE = 512\nt = transforms.Resize(IMG_SIZE)", {"input_size": "512x512"}),
+        (
+            "s = torch.optim.lr_scheduler.StepLR(o, step_size=10)\no = torch.optim.SGD(p, lr=0.01, momentum=0.9)",
+            {"lr": "0.01", "optimizer": "SGD"},
+        ),
+        ('OPTIMIZER = "adamw"\nLOSS_FN = "dice"', {"optimizer": "adamw", "loss": "dice"}),
+    ],
+)
 def test_hyperparameters_from_resize_calls_shapes_and_names(line, expected):
     assert read_hyperparameters({"main.py": line + "\n"}) == expected
 
 
 def test_missing_hyperparameters_are_absent_and_losses_are_joined():
-    code = src('''
+    code = src("""
         import torch.nn as nn
         from losses import DiceLoss
         bce, dice = nn.BCEWithLogitsLoss(), DiceLoss(mode="binary")
         extra = nn.BCEWithLogitsLoss(pos_weight=None)
-    ''')
+    """)
     assert read_hyperparameters({"train.py": code}) == {"loss": "BCEWithLogitsLoss+DiceLoss"}
     assert read_hyperparameters({"main.py": "x = 1\n"}) == {}
 
@@ -681,8 +728,11 @@ def test_missing_hyperparameters_are_absent_and_losses_are_joined():
 def test_override_gpt_style_reply():
     new, changes = apply_overrides(GPT_STYLE, POOL)
     assert [(c.file, c.name, c.new) for c in changes] == [
-        ("main.py", "IMAGE_DIR", "'/x/pool/images'"), ("main.py", "MASK_DIR", "'/x/pool/masks'"),
-        ("main.py", "SAVE_PATH", "'/x/out'"), ("main.py", "NUM_EPOCHS", "2")]
+        ("main.py", "IMAGE_DIR", "'/x/pool/images'"),
+        ("main.py", "MASK_DIR", "'/x/pool/masks'"),
+        ("main.py", "SAVE_PATH", "'/x/out'"),
+        ("main.py", "NUM_EPOCHS", "2"),
+    ]
     assert new["dataset.py"] == GPT_STYLE["dataset.py"] and new["train.py"] == GPT_STYLE["train.py"]
     for file, code in new.items():
         compile(code, file, "exec")
@@ -692,10 +742,14 @@ def test_override_gpt_style_reply():
 def test_override_claude_style_reply(monkeypatch):
     new, changes = apply_overrides(CLAUDE_STYLE, POOL)
     assert [(c.file, c.name, c.old) for c in changes] == [
-        ("train.py", "num_epochs", "50"), ("train.py", "save_dir", '"results"'),
-        ("main.py", '"save_dir"', '"./results"'), ("main.py", '"num_epochs"', "80"),
-        ("main.py", "--data-dir", "None"), ("main.py", "--save-dir", '"./results"'),
-        ("main.py", "--epochs", "100")]
+        ("train.py", "num_epochs", "50"),
+        ("train.py", "save_dir", '"results"'),
+        ("main.py", '"save_dir"', '"./results"'),
+        ("main.py", '"num_epochs"', "80"),
+        ("main.py", "--data-dir", "None"),
+        ("main.py", "--save-dir", '"./results"'),
+        ("main.py", "--epochs", "100"),
+    ]
     assert new["dataset.py"] == CLAUDE_STYLE["dataset.py"]  # per-sample paths are not folder settings
     for file, code in new.items():
         compile(code, file, "exec")

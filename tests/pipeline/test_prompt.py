@@ -1,4 +1,5 @@
 """The Appendix D prompt: filled from each dataset entry, versioned in MLflow's prompt registry."""
+
 from __future__ import annotations
 
 import pytest

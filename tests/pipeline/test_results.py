@@ -1,4 +1,5 @@
 """Reading the Excel files generated pipelines write, in the layouts LLM code really produces."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,11 @@ import pandas as pd
 import pytest
 
 from llmseg_mlflow.pipeline.results import (
-    ResultsError, find_result_files, read_dice_table, read_loss_curve, read_results,
+    ResultsError,
+    find_result_files,
+    read_dice_table,
+    read_loss_curve,
+    read_results,
 )
 
 Writer = Callable[[Path, list[int], list[float]], None]
@@ -110,10 +115,25 @@ def column_of_values(p: Path, epochs: list[int], losses: list[float]) -> None:
 
 
 WRITERS: list[Writer] = [
-    across_plain, across_pandas_defaults, across_index_only, across_header_only, across_epochs_as_columns,
-    across_labelled_transpose, across_labelled_named_columns, across_openpyxl_labels, across_openpyxl_cells,
-    down_columns, down_columns_with_index, down_named_index, down_openpyxl, down_loss_only_with_index,
-    down_bare_list_defaults, down_bare_list_header, down_no_header, row_of_values, column_of_values,
+    across_plain,
+    across_pandas_defaults,
+    across_index_only,
+    across_header_only,
+    across_epochs_as_columns,
+    across_labelled_transpose,
+    across_labelled_named_columns,
+    across_openpyxl_labels,
+    across_openpyxl_cells,
+    down_columns,
+    down_columns_with_index,
+    down_named_index,
+    down_openpyxl,
+    down_loss_only_with_index,
+    down_bare_list_defaults,
+    down_bare_list_header,
+    down_no_header,
+    row_of_values,
+    column_of_values,
 ]
 
 
@@ -198,17 +218,27 @@ def dice_epochs_as_columns(p: Path, rows: list[list[float]]) -> None:
 
 
 @pytest.mark.parametrize("n_epochs", [1, 3])
-@pytest.mark.parametrize("write", [dice_defaults, dice_no_index, dice_batch_headers, dice_epoch_column,
-                                   dice_openpyxl_rows, dice_openpyxl_labels, dice_epochs_as_columns],
-                         ids=lambda w: w.__name__)
-def test_dice_table_read_back(tmp_path: Path, write: Callable[[Path, list[list[float]]], None],
-                              n_epochs: int) -> None:
+@pytest.mark.parametrize(
+    "write",
+    [
+        dice_defaults,
+        dice_no_index,
+        dice_batch_headers,
+        dice_epoch_column,
+        dice_openpyxl_rows,
+        dice_openpyxl_labels,
+        dice_epochs_as_columns,
+    ],
+    ids=lambda w: w.__name__,
+)
+def test_dice_table_read_back(tmp_path: Path, write: Callable[[Path, list[list[float]]], None], n_epochs: int) -> None:
     path = tmp_path / "validation_dice_scores.xlsx"
     write(path, EPOCH_DICE[:n_epochs])
     assert read_dice_table(path) == EPOCH_DICE[:n_epochs]
 
 
 # --- whole folders -------------------------------------------------------------------------------
+
 
 def write_full_run(save: Path) -> None:
     """The four files as a typical generated train.py writes them."""
@@ -279,6 +309,7 @@ def test_exact_name_wins_over_alias_and_newer_copy_over_older(tmp_path: Path) ->
 
 # --- broken files ----------------------------------------------------------------------------------
 
+
 def test_corrupt_file_raises_results_error_naming_it(tmp_path: Path) -> None:
     pd.DataFrame([[1], [0.5]]).to_excel(tmp_path / "train_losses.xlsx", index=False, header=False)
     rng = random.Random(7)
@@ -309,6 +340,7 @@ def test_csv_text_saved_under_an_excel_name_is_still_read(tmp_path: Path) -> Non
 
 
 # --- stray cells and the line read (issue 23 item 3) -------------------------------------------------
+
 
 def test_loss_row_is_chosen_by_content_not_the_epoch_row(tmp_path: Path) -> None:
     wb = openpyxl.Workbook()

@@ -1,4 +1,5 @@
 """Training slots: processes sharing N slots never train more than N at once; a killed holder frees its slot."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,13 @@ with training_slot(poll_s=0.05) as env:
 
 
 def _hold(seconds: float, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HOLD, str(seconds)], env=env, stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[2])
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(seconds)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
 
 def test_no_more_than_n_hold_a_slot_at_once_and_each_gets_its_gpu(tmp_path):

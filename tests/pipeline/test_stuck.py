@@ -1,4 +1,5 @@
 """Repeated error loops: what counts as the same error, and when the watch steps in or stops."""
+
 from __future__ import annotations
 
 from llmseg_mlflow.pipeline.errors import ExecError

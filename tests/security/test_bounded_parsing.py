@@ -1,5 +1,6 @@
 """Files written by generated code are parsed with bounds: no hang on a FIFO, no link followed, no GBs of
 memory for a few KB on disk, no regex that backtracks for minutes (issue 14 part 4, issue 23 item 3)."""
+
 from __future__ import annotations
 
 import io
@@ -62,13 +63,18 @@ def with_sheet_xml(path: Path, sheet_xml: bytes, extra: dict[str, bytes] | None 
 
 
 def sheet_of(rows: int, cols: int) -> bytes:
-    body = "".join(f'<row r="{r}">' + "".join(f"<c><v>0.{r}{c}</v></c>" for c in range(cols)) + "</row>"
-                   for r in range(1, rows + 1))
-    return ('<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
-            f"{body}</sheetData></worksheet>").encode()
+    body = "".join(
+        f'<row r="{r}">' + "".join(f"<c><v>0.{r}{c}</v></c>" for c in range(cols)) + "</row>"
+        for r in range(1, rows + 1)
+    )
+    return (
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+        f"{body}</sheetData></worksheet>"
+    ).encode()
 
 
 # --- workbooks -------------------------------------------------------------------------------------
+
 
 def test_number_parsing_is_linear_in_the_text() -> None:
     for text in ("1" * 100_000, "1" * 5000 + "x", "tensor(" + "1" * 100_000, "[" + "9" * 100_000 + "]"):
@@ -140,8 +146,7 @@ def test_a_parse_past_the_timeout_is_killed_and_named(tmp_path: Path, monkeypatc
     assert time.perf_counter() - start < 5
 
 
-def test_a_parse_over_the_memory_limit_is_stopped_and_named(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_parse_over_the_memory_limit_is_stopped_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "test_dice_scores.xlsx"
     loss_workbook(path)
     with_sheet_xml(path, sheet_of(2000, 60))
@@ -178,6 +183,7 @@ def test_fifo_passed_directly_raises_at_once(tmp_path: Path) -> None:
 
 
 # --- predictions.npz -------------------------------------------------------------------------------
+
 
 def npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     np.savez_compressed(path, **arrays)
@@ -219,8 +225,11 @@ def test_forged_shape_is_refused_by_its_header(tmp_path: Path) -> None:
 
 def test_missing_extra_and_odd_entries_are_refused(tmp_path: Path) -> None:
     path = npz(tmp_path / "predictions.npz", {"a.png": np.zeros((4, 4), np.uint8), "x": np.zeros((4, 4))})
-    with pytest.raises(PredictionsError, match=r"no mask for 1 held-out image\(s\): 'b.png'; 1 entries that are no "
-                                               r"held-out image: 'x.npy'"):
+    with pytest.raises(
+        PredictionsError,
+        match=r"no mask for 1 held-out image\(s\): 'b.png'; 1 entries that are no "
+        r"held-out image: 'x.npy'",
+    ):
         load_predictions(path, {"a.png": (4, 4), "b.png": (4, 4)})
     objects = np.empty((4, 4), dtype=object)
     np.savez(tmp_path / "objects.npz", **{"a.png": objects})  # pickled: must never be loaded

@@ -1,6 +1,7 @@
 """Prepared data are the platform's own copies, checked before every evaluation: never hard links into the
 user's source folder (older preparations that are get repaired), and a changed held-out file stops the
 evaluation with a message that names it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,7 @@ from PIL import Image
 
 from llmseg_mlflow.catalog import integrity
 from llmseg_mlflow.catalog.datasets import ENV_VAR, DatasetSpec, load_datasets
-from llmseg_mlflow.catalog.prepare import (PreparedDataModifiedError, load_prepared, prepare_dataset,
-                                           verify_prepared)
+from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, load_prepared, prepare_dataset, verify_prepared
 from llmseg_mlflow.catalog.synthetic import generate_synthetic
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, evaluate_attempt
 
@@ -70,8 +70,9 @@ def test_a_changed_heldout_file_stops_the_next_evaluation(spec, tmp_path):
     Image.fromarray(np.full((32, 32), 255, np.uint8)).save(mask)  # someone "fixes" a held-out mask
     rel = mask.relative_to(prepared.root).as_posix()
     dest = tmp_path / "eval"
-    with pytest.raises(PreparedDataModifiedError,
-                       match=rf"heldout split .*\(changed: {rel}.*llmseg datasets prepare bolus --force"):
+    with pytest.raises(
+        PreparedDataModifiedError, match=rf"heldout split .*\(changed: {rel}.*llmseg datasets prepare bolus --force"
+    ):
         evaluate_attempt(tmp_path / "any-attempt", prepared, dest, EvalSettings())  # checked before anything runs
     assert not dest.exists()
     assert _source_of(prepared, source, mask).read_bytes() == user_copy  # the user's own data untouched
@@ -101,8 +102,9 @@ def test_the_blind_heldout_has_every_image_and_only_blank_masks(spec, tmp_path):
     _, prepared = _prepared(spec, tmp_path)
     blind = prepared.blind_heldout()
     assert blind == prepared.root / "heldout_blind"
-    assert sorted(p.relative_to(blind) for p in blind.rglob("*") if p.is_file()) == \
-        sorted(p.relative_to(prepared.heldout) for p in prepared.heldout.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(blind) for p in blind.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(prepared.heldout) for p in prepared.heldout.rglob("*") if p.is_file()
+    )
     for image, mask in prepared.heldout_pairs():
         twin = blind / mask.relative_to(prepared.heldout)
         with Image.open(twin) as blank, Image.open(mask) as real:

@@ -1,5 +1,6 @@
 """Held-out scores cannot be forged from inside the evaluation sandbox: it never sees a real held-out mask,
 and the logs the host reads back lie outside everything it may write."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from llmseg_mlflow.catalog.datasets import get_dataset
-from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.catalog.prepare import PreparedDataset, ensure_prepared
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
 from llmseg_mlflow.evaluation.record import score_heldout
-from llmseg_mlflow.generate import choices, ensure_prepared
+from llmseg_mlflow.pipeline.record import choices
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
 from tests.evaluation.pipelines import make_attempt
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap")
 
 # main.py of a pipeline that cheats: when the worker runs it (to capture its Dataset) it reads every mask
 # it can find and swaps the worker's writer for one that saves those masks instead of the predictions.
-FORGER_MAIN = '''\
+FORGER_MAIN = """\
 import hashlib
 import json
 import os
@@ -78,10 +79,10 @@ if __name__ == "__main__":
     test_loader = DataLoader(Subset(ds, list(range(len(ds)))), batch_size=4)
     for images, masks in test_loader:
         pass
-'''
+"""
 
 # main.py of a pipeline that swaps the evaluation's log files for links to a file it wants the host to read.
-LINKER_MAIN = '''\
+LINKER_MAIN = """\
 import os
 import sys
 
@@ -100,7 +101,7 @@ if __name__ == "__main__":
             print("could not link", log, exc, file=sys.stderr)
     print("PIPELINE-GAVE-UP", file=sys.stderr, flush=True)
     os._exit(3)
-'''
+"""
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 CI runs as root, the case where bubblewrap alone would keep every capability; the last test repeats the
 checks as an unprivileged user created for it. These tests fail (never skip) without bubblewrap.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ import pytest
 from llmseg_mlflow.pipeline import sandbox
 
 # Run inside: report uid, capabilities, and the errno of every way to regain write access or privileges.
-PROBE = r'''
+PROBE = r"""
 import ctypes, errno, json, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
@@ -49,7 +50,7 @@ out = {
     "plant_pth": try_write(sys.argv[2], "import os"),
 }
 print(json.dumps(out))
-'''
+"""
 
 
 def _site_packages() -> Path:
@@ -76,11 +77,28 @@ def test_no_bind_can_be_remounted_writable_and_no_privilege_is_left(tmp_path):
     (pool / "1.png").write_bytes(b"img")
     (work / "probe.py").write_text(PROBE)
     planted = _site_packages() / "llmseg_planted.pth"
-    targets = sorted({"/", "/usr", "/proc", "/etc/passwd", "/data/pool", sys.prefix, sys.base_prefix,
-                      str(_site_packages()), "/workspace", "/tmp", "/dev"})
+    targets = sorted(
+        {
+            "/",
+            "/usr",
+            "/proc",
+            "/etc/passwd",
+            "/data/pool",
+            sys.prefix,
+            sys.base_prefix,
+            str(_site_packages()),
+            "/workspace",
+            "/tmp",
+            "/dev",
+        }
+    )
     mounts = sandbox.Mounts(work, readonly=((pool, Path("/data/pool")),), workdir_at=Path("/workspace"))
-    result = sandbox.run([sys.executable, "probe.py", json.dumps(targets), str(planted)], mounts,
-                         sandbox.Limits(timeout_s=60, memory_gb=2), log_dir=tmp_path / "logs")
+    result = sandbox.run(
+        [sys.executable, "probe.py", json.dumps(targets), str(planted)],
+        mounts,
+        sandbox.Limits(timeout_s=60, memory_gb=2),
+        log_dir=tmp_path / "logs",
+    )
     assert result.ok, result.stderr_text()
     _assert_unprivileged(json.loads(result.stdout_text()), targets)
     assert not planted.exists()  # the next `llmseg` on the host runs nothing of the pipeline's
@@ -108,17 +126,44 @@ def test_same_guarantees_as_an_unprivileged_user():
         (work / "probe.py").write_text(PROBE)
         shutil.chown(work, user, user)
         targets = ["/", "/usr", "/proc", "/workspace"]
-        argv = [sandbox.require_bwrap(), *sandbox.PRIVILEGE_FLAGS, "--die-with-parent", "--proc", "/proc",
-                "--remount-ro", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr"]
+        argv = [
+            sandbox.require_bwrap(),
+            *sandbox.PRIVILEGE_FLAGS,
+            "--die-with-parent",
+            "--proc",
+            "/proc",
+            "--remount-ro",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
         for top in ("bin", "lib", "lib64", "sbin"):
             if Path("/", top).is_symlink():
                 argv += ["--symlink", os.readlink(f"/{top}"), f"/{top}"]
-        argv += ["--bind", str(work), "/workspace", "--chdir", "/workspace", "--remount-ro", "/",
-                 python, "probe.py", json.dumps(targets), "/usr/lib/python3/dist-packages/llmseg_planted.pth"]
+        argv += [
+            "--bind",
+            str(work),
+            "/workspace",
+            "--chdir",
+            "/workspace",
+            "--remount-ro",
+            "/",
+            python,
+            "probe.py",
+            json.dumps(targets),
+            "/usr/lib/python3/dist-packages/llmseg_planted.pth",
+        ]
         done = subprocess.run(["runuser", "-u", user, "--", *argv], capture_output=True, text=True, timeout=60)
     if "No permissions to create new namespace" in done.stderr or "setting up uid map" in done.stderr:
-        pytest.fail(f"unprivileged user namespaces are off on this machine: {done.stderr.strip()} "
-                    "(see docs/security.md: how to run as a plain user)")
+        pytest.fail(
+            f"unprivileged user namespaces are off on this machine: {done.stderr.strip()} "
+            "(see docs/security.md: how to run as a plain user)"
+        )
     assert done.returncode == 0, done.stderr
     _assert_unprivileged(json.loads(done.stdout), targets)
 
@@ -127,14 +172,20 @@ def test_harness_environment_and_keys_are_invisible(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-canary-4711")
     work = tmp_path / "attempt"
     work.mkdir()
-    (work / "main.py").write_text(textwrap.dedent(f"""
+    (work / "main.py").write_text(
+        textwrap.dedent(f"""
         import glob, os
         seen = [open(p, "rb").read() for p in glob.glob("/proc/*/environ") if os.access(p, os.R_OK)]
         print(any(b"canary-4711" in s for s in seen), sorted(os.environ))
         print(os.path.exists("/proc/{os.getpid()}"))
-    """))
-    result = sandbox.run([sys.executable, "main.py"], sandbox.Mounts(work), sandbox.Limits(timeout_s=60, memory_gb=2),
-                         log_dir=tmp_path / "logs")
+    """)
+    )
+    result = sandbox.run(
+        [sys.executable, "main.py"],
+        sandbox.Mounts(work),
+        sandbox.Limits(timeout_s=60, memory_gb=2),
+        log_dir=tmp_path / "logs",
+    )
     assert result.ok, result.stderr_text()
     first, second = result.stdout_text().splitlines()
     assert first.startswith("False") and "ANTHROPIC_API_KEY" not in first

@@ -1,4 +1,5 @@
 """What sandboxed code leaves in its folders is read and uploaded safely: no links followed, no hang, no huge copy."""
+
 from __future__ import annotations
 
 import json
@@ -7,17 +8,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.evaluation.evaluator import code_files
-from llmseg_mlflow.pipeline.untrusted import (Caps, Skipped, UntrustedFileError, copy_tree, read_bytes, read_text,
-                                              walk)
 from llmseg_mlflow.tracking.runs import RunLogger
+from llmseg_mlflow.untrusted import Caps, Skipped, UntrustedFileError, copy_tree, read_bytes, read_text, walk
 
 CANARY = "llmseg-canary-5f1e0c2a"
 

@@ -1,4 +1,5 @@
 """Helpers for sweep tests: tiny replay models and study files in a temporary folder."""
+
 from __future__ import annotations
 
 from pathlib import Path

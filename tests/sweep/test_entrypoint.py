@@ -1,4 +1,5 @@
 """`mlflow run . -e sweep`: every pipeline is a root in the study's experiment, not a child of the launch run."""
+
 from __future__ import annotations
 
 import os
@@ -19,17 +20,38 @@ pytestmark = [pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap"
 def _mlflow_run(study: Path, *params: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     args = [a for p in (f"study={study}", *params) for a in ("-P", p)]
-    return subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "sweep", "--env-manager", "local",
-                           "--experiment-name", "t-sweep-launch", *args],
-                          capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(ROOT),
+            "-e",
+            "sweep",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "t-sweep-launch",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 def test_mlflow_run_sweep(tracking, llmseg_home, replay_models):
-    study = write_study(replay_models, "t-sweep-mlproject", """\
+    study = write_study(
+        replay_models,
+        "t-sweep-mlproject",
+        """\
 models: [replay:fast]
 datasets: [synthetic-gray-suffix]
 overrides: {epochs: 1, max_batches: 2}
-""")
+""",
+    )
     dry = _mlflow_run(study, "dry_run=true")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "done: 0, to retry: 0, to run: 1" in dry.stdout

@@ -1,4 +1,5 @@
 """Job identity against a real tracking server: what counts as done, what is retried, what the dry run says."""
+
 from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
@@ -19,13 +20,17 @@ def _root(client, exp_id, status, run_status="FINISHED", **tags):
 
 
 def test_done_retry_and_new_jobs_from_the_server(tracking, tmp_path):
-    path = write_study(tmp_path, "t-ident", """\
+    path = write_study(
+        tmp_path,
+        "t-ident",
+        """\
 models: [demo-2024-a, gpt-4o]
 datasets: [synthetic-gray-suffix]
 repeats: {default: 1, per_model: {demo-2024-a: 3}}
 budget_reruns: [{epochs: 3, models: [demo-2024-a], baseline: true}]
 baselines: {datasets: all}
-""")
+""",
+    )
     study = load_study(path)
     client = MlflowClient()
     exp = ensure_experiment(client, study.name)
@@ -91,8 +96,16 @@ def test_each_job_kind_builds_the_config_its_module_takes(tmp_path):
     from llmseg_mlflow.train import TrainConfig
 
     def spec(job, **kw):
-        return JobSpec(job=job, study="s", model_arg=job.model, overrides={"max_batches": 3, "timeout_s": 60},
-                       env={}, log_file=str(tmp_path / "x.log"), data_root=str(tmp_path), **kw)
+        return JobSpec(
+            job=job,
+            study="s",
+            model_arg=job.model,
+            overrides={"max_batches": 3, "timeout_s": 60},
+            env={},
+            log_file=str(tmp_path / "x.log"),
+            data_root=str(tmp_path),
+            **kw,
+        )
 
     _, train = _configs(spec(Job("budget", "gpt-4o", "bagls", 2, 120), source_run="abc"))
     assert isinstance(train, TrainConfig) and (train.run_id, train.epochs, train.max_batches) == ("abc", 120, 3)

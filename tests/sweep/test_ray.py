@@ -1,4 +1,5 @@
 """The Ray executor on a local Ray instance, with the same jobs as the local executor test."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,7 +30,8 @@ def test_ray_executor_runs_the_same_jobs(tracking, llmseg_home, replay_models, t
     lines: list[str] = []
     executor = RayExecutor()
     assert executor.gpus == 0 and "2 CPUs" in executor.describe()
-    summary = run_sweep(study, SweepOptions(executor="ray", log_dir=tmp_path / "logs"), out=lines.append,
-                        executor=executor)
+    summary = run_sweep(
+        study, SweepOptions(executor="ray", log_dir=tmp_path / "logs"), out=lines.append, executor=executor
+    )
     check_small_study(summary, study.name, lines)
     assert ray.is_initialized()  # the instance the caller started is the caller's to shut down

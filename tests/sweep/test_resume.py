@@ -1,4 +1,5 @@
 """Kill the driver mid-sweep (a real SIGKILL) and run the same command again: everything once, nothing twice."""
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,13 @@ overrides: {epochs: 1, max_batches: 2, timeout_s: 300, memory_gb: 4}
 
 
 def _sweep(path, log_dir, **popen):
-    return subprocess.Popen([sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(path), "--workers", "2",
-                             "--log-dir", str(log_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(path), "--workers", "2", "--log-dir", str(log_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def _roots(client, exp_id):

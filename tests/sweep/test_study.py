@@ -1,4 +1,5 @@
 """Study files: what a valid one expands to, and clear messages for broken ones."""
+
 from __future__ import annotations
 
 import os
@@ -11,10 +12,9 @@ import pytest
 
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.sweep.jobs import BASELINE_MODEL, expand
-from llmseg_mlflow.sweep.study import load_study
+from llmseg_mlflow.sweep.study import STUDIES_DIR as STUDIES
+from llmseg_mlflow.sweep.study import find_study, load_study
 from tests.sweep.conftest import write_study
-
-STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
 def test_paper_study_is_the_papers_design():
@@ -31,7 +31,8 @@ def test_paper_study_is_the_papers_design():
     assert len(budget) == 19 and {(j.dataset, j.budget) for j in budget} == {("bagls", 120)}
     baselines = [j for j in jobs if j.kind == "baseline"]
     assert {(j.model, j.dataset, j.budget) for j in baselines} == (
-        {(BASELINE_MODEL, d, None) for d in study.datasets} | {(BASELINE_MODEL, "bagls", 120)})
+        {(BASELINE_MODEL, d, None) for d in study.datasets} | {(BASELINE_MODEL, "bagls", 120)}
+    )
     assert len({j.key for j in jobs}) == len(jobs)  # every job has its own identity
     assert any("github-copilot" in w for w in study.warnings)  # no API: told before anything runs
 
@@ -43,14 +44,32 @@ def test_demo_study_uses_only_replay_fixtures_on_synthetic_data():
     assert not study.warnings
 
 
+def test_a_packaged_study_by_bare_name_and_the_repo_roots_link(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_study(Path("demo")) == find_study(Path("demo.yaml")) == STUDIES / "demo.yaml"
+    assert load_study(Path("paper")).path == STUDIES / "paper.yaml"
+    (tmp_path / "demo.yaml").write_text("name: mine\n")  # a file of that name here wins
+    assert find_study(Path("demo")) == STUDIES / "demo.yaml" and find_study(Path("demo.yaml")) == Path("demo.yaml")
+    assert find_study(Path("sub/demo.yaml")) == Path("sub/demo.yaml")  # a path is never looked up in the package
+    with pytest.raises(UsageError, match=r"nope does not exist.*\(demo, paper, e\.g\. `llmseg sweep demo`\)"):
+        load_study(Path("nope"))
+    # `llmseg sweep studies/demo.yaml` from the repo root: `studies` there links to the packaged folder
+    repo_studies = Path(__file__).resolve().parents[2] / "studies"
+    assert (repo_studies / "demo.yaml").is_file() and repo_studies.resolve() == STUDIES
+
+
 def test_selectors_replay_folders_and_repeats(tmp_path, replay_models):
-    path = write_study(tmp_path, "s", """\
+    path = write_study(
+        tmp_path,
+        "s",
+        """\
 models:
   - {year: 2025, reasoning: false}
   - replay:fast
 datasets: [synthetic-gray-suffix, synthetic-rgb-folders]
 repeats: {default: 2, per_model: {deepseek-v3: 3}}
-""")
+""",
+    )
     study = load_study(path)
     keys = [m.key for m in study.models]
     assert keys == ["deepseek-v3", "grok-3", "replay:fast"]
@@ -60,7 +79,10 @@ repeats: {default: 2, per_model: {deepseek-v3: 3}}
 
 
 def test_every_problem_is_reported_at_once_with_where_and_how(tmp_path):
-    path = write_study(tmp_path, "bad", """\
+    path = write_study(
+        tmp_path,
+        "bad",
+        """\
 models: [gpt-4oo, {year: 2031}, {colour: red}, replay:nowhere]
 datasets: [bagls, brainz]
 repeats: {default: 0, per_model: {gpt-4o: 3}}
@@ -69,7 +91,8 @@ budget_reruns:
 baselines: {datasets: all, epochs: many}
 overrides: {max_batch: 5, timeout_s: soon}
 extra: 1
-""")
+""",
+    )
     with pytest.raises(UsageError) as info:
         load_study(path)
     text = str(info.value)
@@ -94,20 +117,34 @@ extra: 1
 
 def test_cli_reports_a_broken_study_file_and_exits_2(tmp_path):
     path = write_study(tmp_path, "bad", "models: []\ndatasets: [bagls]\n")
-    proc = subprocess.run([sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(path), "--dry-run"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "models: expected a non-empty list" in proc.stderr
-    missing = subprocess.run([sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(tmp_path / "nope.yaml")],
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
 def test_a_dry_run_without_a_tracking_uri_creates_no_store(tmp_path):
     path = write_study(tmp_path, "small", "models: [demo-2024-a]\ndatasets: [synthetic-gray-suffix]\n")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run([sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(path), "--dry-run"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "no tracking store at sqlite:///" in proc.stdout and "to run: 1" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.yaml"]  # no mlflow.db, no mlruns/

@@ -1,4 +1,5 @@
 """`--training-slots`: every job of a local sweep gets the shared slot folder and count."""
+
 from __future__ import annotations
 
 from llmseg_mlflow.pipeline.slots import ENV

@@ -1,4 +1,5 @@
 """Dataset inputs: parallel pipelines logging the same new dataset all succeed and all link it."""
+
 from __future__ import annotations
 
 import uuid
@@ -7,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import get_dataset
-from llmseg_mlflow.generate import ensure_prepared
+from llmseg_mlflow.catalog.prepare import ensure_prepared
 from llmseg_mlflow.tracking.datasets import log_prepared
 
 

@@ -4,6 +4,7 @@ One test per adapter function, named after the internal or endpoint it pins: aft
 failing test's name says which one moved. Each logs a tiny run with MlflowClient and checks the exact shape
 of what comes back.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,12 @@ def test_contract_rest_store_get_host_creds(tracking):
 def test_contract_rest_runs_search_json(logged):
     _, exp, runs = logged
     creds = mlflow_api.rest_host_creds(mlflow_api.tracking_store())
-    body = {"experiment_ids": [exp], "filter": "tags.kind = 'pipeline'", "max_results": 1,
-            "run_view_type": "ACTIVE_ONLY"}
+    body = {
+        "experiment_ids": [exp],
+        "filter": "tags.kind = 'pipeline'",
+        "max_results": 1,
+        "run_view_type": "ACTIVE_ONLY",
+    }
     first = mlflow_api.search_runs_page(creds, body)
     assert set(first) == {"runs", "next_page_token"} and len(first["runs"]) == 1
     second = mlflow_api.search_runs_page(creds, {**body, "page_token": first["next_page_token"]})
@@ -88,8 +93,7 @@ def test_contract_ajax_get_history_bulk(logged):
     assert len(mlflow_api.metric_history_bulk(creds, ids, "loss", max_results=2)) == 2
     assert mlflow_api.metric_history_bulk(creds, ids, "no-such-metric") == []
     with pytest.raises(MlflowException, match=str(mlflow_api.BULK_MAX_RUNS)):  # the cap fetch chunks by
-        mlflow_api.metric_history_bulk(creds, ids + [uuid.uuid4().hex for _ in range(mlflow_api.BULK_MAX_RUNS)],
-                                       "loss")
+        mlflow_api.metric_history_bulk(creds, ids + [uuid.uuid4().hex for _ in range(mlflow_api.BULK_MAX_RUNS)], "loss")
 
 
 def test_contract_store_get_metric_history_bulk(logged, tmp_path):
@@ -110,16 +114,19 @@ def test_contract_store_get_metric_history_bulk(logged, tmp_path):
     assert hasattr(local, "get_metric_history_bulk")
     got_ids, ms = mlflow_api.store_metric_history(local, local_ids, "loss")
     assert sorted(got_ids) == sorted(local_ids * 3) and all(m.run_id in local_ids for m in ms)
-    assert sorted((m.run_id, m.step, m.value, m.timestamp) for m in ms) == \
-        sorted((rid, s, 0.5 * s, 1000 + s) for rid in local_ids for s in range(3))
+    assert sorted((m.run_id, m.step, m.value, m.timestamp) for m in ms) == sorted(
+        (rid, s, 0.5 * s, 1000 + s) for rid in local_ids for s in range(3)
+    )
 
 
 def test_contract_run_artifact_layout(logged):
     client, _, runs = logged
     first, second = runs
     assert first.info.artifact_uri.endswith(f"/{first.info.run_id}/artifacts")
-    assert mlflow_api.sibling_artifact_uri(first.info.artifact_uri, first.info.run_id, second.info.run_id) \
+    assert (
+        mlflow_api.sibling_artifact_uri(first.info.artifact_uri, first.info.run_id, second.info.run_id)
         == client.get_run(second.info.run_id).info.artifact_uri
+    )
     assert mlflow_api.sibling_artifact_uri("s3://bucket/elsewhere", first.info.run_id, second.info.run_id) is None
 
 

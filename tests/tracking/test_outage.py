@@ -1,5 +1,6 @@
 """One classifier for "the tracking server is away": real exceptions from MLflow and the reason strings
 that carry them from a worker process to the sweep."""
+
 from __future__ import annotations
 
 import socket
@@ -73,21 +74,31 @@ def test_exception_types_and_chains():
     assert not is_tracking_outage(looped)
 
 
-@pytest.mark.parametrize("text", [
-    "ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded",
-    "MlflowException: API request to http://h/api/2.0/mlflow/runs/get failed with exception connection reset",
-    "the MLflow tracking server at http://h does not answer (<urlopen error [Errno 111]>)",
-    "ReadTimeout: HTTPConnectionPool(host='h', port=5000): Read timed out. (read timeout=120)",
-    "MlflowException: API request to endpoint /api/2.0/mlflow/runs/search failed with error code 503 != 200",
-    "HTTPError: 502 Server Error: Bad Gateway",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded",
+        "MlflowException: API request to http://h/api/2.0/mlflow/runs/get failed with exception connection reset",
+        "the MLflow tracking server at http://h does not answer (<urlopen error [Errno 111]>)",
+        "ReadTimeout: HTTPConnectionPool(host='h', port=5000): Read timed out. (read timeout=120)",
+        "MlflowException: API request to endpoint /api/2.0/mlflow/runs/search failed with error code 503 != 200",
+        "HTTPError: 502 Server Error: Bad Gateway",
+    ],
+)
 def test_outage_reasons(text):
     assert is_tracking_outage(text)
 
 
-@pytest.mark.parametrize("text", [
-    "", "harness_error", "NameError: name 'x' is not defined", "interrupted (Ctrl-C)",
-    "MlflowException: Run 'ab503cd1' not found", "LLMError: HTTP 401: invalid API key",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "harness_error",
+        "NameError: name 'x' is not defined",
+        "interrupted (Ctrl-C)",
+        "MlflowException: Run 'ab503cd1' not found",
+        "LLMError: HTTP 401: invalid API key",
+    ],
+)
 def test_other_reasons(text):
     assert not is_tracking_outage(text)

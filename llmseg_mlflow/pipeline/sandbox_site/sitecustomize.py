@@ -3,6 +3,7 @@
 The cap is applied from outside the generated code (it never sees this file), after
 torch.utils.data is first imported, so Python starts without importing torch.
 """
+
 import os
 import sys
 

@@ -2,16 +2,17 @@
 
 Generated code can leave `results/env.txt -> /proc/self/environ`, a link into $HOME, a FIFO or a 100 GB
 sparse file wherever it could write; all the harness reads or uploads from there goes through this module."""
+
 from __future__ import annotations
 
 import errno
 import itertools
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Callable
 
 _CHUNK = 1024 * 1024
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever (fstat then rejects it).
@@ -19,12 +20,18 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Errors that mean "this entry is not for us" (skipped); any other (a full disk on our side) is raised.
 # O_NOFOLLOW answers ELOOP on a link (EMLINK on BSDs).
-_SKIP_ERRNOS = {errno.ELOOP: "symlink", errno.EMLINK: "symlink", errno.ENOENT: "vanished",
-                errno.EACCES: "permission denied", errno.ENOTDIR: "replaced while read"}
+_SKIP_ERRNOS = {
+    errno.ELOOP: "symlink",
+    errno.EMLINK: "symlink",
+    errno.ENOENT: "vanished",
+    errno.EACCES: "permission denied",
+    errno.ENOTDIR: "replaced while read",
+}
 
 
 class UntrustedFileError(OSError):
     """A file from a sandbox is not a regular file, or is over its cap."""
+
     def __init__(self, path: object, reason: str = "not a regular file"):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = str(path), reason
@@ -33,6 +40,7 @@ class UntrustedFileError(OSError):
 @dataclass(frozen=True)
 class Caps:
     """Bounds on what one walk accepts from a sandbox folder."""
+
     # A saved 2D segmentation checkpoint is tens to a few hundred MB; a 100 GB sparse file does not pass.
     max_file_bytes: int = 512 * 1024**2
     # Code, a few checkpoints, plots and predictions; bounds the temp copy and the upload of one folder.
@@ -47,6 +55,7 @@ class Caps:
 @dataclass(frozen=True)
 class Skipped:
     """One entry a walk left out (path relative to the root) and why."""
+
     path: str
     reason: str
 
@@ -54,6 +63,7 @@ class Skipped:
 @dataclass
 class Listing:
     """What a walk accepted (absolute paths, sorted) and what it left out."""
+
     files: list[Path] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
@@ -62,8 +72,14 @@ class Listing:
         return [{"path": s.path, "reason": s.reason} for s in self.skipped]
 
 
-_KINDS = {stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "device",
-          stat.S_IFBLK: "device", stat.S_IFDIR: "directory"}
+_KINDS = {
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "device",
+    stat.S_IFBLK: "device",
+    stat.S_IFDIR: "directory",
+}
 
 
 def _kind(mode: int) -> str | None:
@@ -167,10 +183,16 @@ def _run(root: Path, caps: Caps, pattern: str | None, accept: Callable) -> Listi
             is_dir = stat.S_ISDIR(st.st_mode)
             if rel and pat is not None and not _fits(rel.split("/"), pat, folder=is_dir):
                 return True  # not asked for: neither taken nor listed
-            reason = ("path too long" if len(rel) > caps.max_path_len else None if is_dir else _kind(st.st_mode)
-                      or ("over max_files" if len(accepted) >= caps.max_files else None)
-                      or ("over max_file_bytes" if st.st_size > caps.max_file_bytes else None)
-                      or ("over max_total_bytes" if total + st.st_size > caps.max_total_bytes else None))
+            reason = (
+                "path too long"
+                if len(rel) > caps.max_path_len
+                else None
+                if is_dir
+                else _kind(st.st_mode)
+                or ("over max_files" if len(accepted) >= caps.max_files else None)
+                or ("over max_file_bytes" if st.st_size > caps.max_file_bytes else None)
+                or ("over max_total_bytes" if total + st.st_size > caps.max_total_bytes else None)
+            )
             if reason:
                 raise UntrustedFileError(rel, reason)
             if is_dir:
@@ -208,6 +230,7 @@ def walk(root: Path, caps: Caps = Caps(), pattern: str | None = None) -> Listing
 
 def copy_tree(root: Path, dest: Path, caps: Caps = Caps()) -> Listing:
     """Copy the regular files of root into dest (same relative paths) through open_regular, bounded by caps."""
+
     def copy(dir_fd: int, name: str, rel: str, seen: os.stat_result) -> int:
         src = open_regular(name, dir_fd=dir_fd)
         try:
@@ -227,3 +250,15 @@ def copy_tree(root: Path, dest: Path, caps: Caps = Caps()) -> Listing:
         return st.st_size - left
 
     return _run(root, caps, None, copy)
+
+
+def code_files(folder: Path) -> dict[str, str]:
+    """The pipeline's Python files in an attempt folder (the code as it ran); links and files over 1 MiB are left out."""
+    # The folder was writable by the generated code: a `model.py -> /etc/passwd` link must not be read here.
+    files = {}
+    for path in walk(folder, Caps(max_file_bytes=1024**2), pattern="*.py").files:
+        try:
+            files[path.name] = read_text(path)
+        except UntrustedFileError:  # swapped for a link or FIFO since the walk
+            continue
+    return files
