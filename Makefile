@@ -8,7 +8,7 @@ DEMO_DIR   ?= demo-work
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo test ui bwrap chromium clean
+.PHONY: setup demo test lint ui bwrap chromium clean
 
 setup: $(STAMP) bwrap chromium
 
@@ -35,7 +35,15 @@ chromium:
 demo: setup
 	$(VENV)/bin/llmseg demo --workdir $(DEMO_DIR)
 
-test: setup
+# Lint first (seconds): ruff (lint + format), the import layers (.importlinter), mypy on the package.
+lint: setup
+	$(VENV)/bin/ruff check llmseg_mlflow tests benchmarks entrypoints
+	$(VENV)/bin/ruff format --check llmseg_mlflow tests benchmarks entrypoints
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+# Everything CI runs; `.venv/bin/python -m pytest -m "not slow"` is the quick tier while you work.
+test: setup lint
 	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q --durations=15
 
 ui:

@@ -87,7 +87,12 @@ def _kind(mode: int) -> str | None:
     return None if stat.S_ISREG(mode) else _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
-def open_regular(path: Path, *, dir_fd: int | None = None) -> int:
+def _skip_reason(exc: OSError) -> str | None:
+    """The reason an OSError's errno means the entry is skipped (a link, a vanished file...); None: a real error."""
+    return None if exc.errno is None else _SKIP_ERRNOS.get(exc.errno)
+
+
+def open_regular(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> int:
     """fd opened O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC, checked with fstat to be a regular file; else UntrustedFileError."""
     # Only the last component is guarded; the folders above are the caller's (walk() and copy_tree() pass
     # dir_fd, the folder they opened without following links).
@@ -98,7 +103,7 @@ def open_regular(path: Path, *, dir_fd: int | None = None) -> int:
             raise UntrustedFileError(path, reason)
         fd = os.open(path, _FILE_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
-        if _SKIP_ERRNOS.get(exc.errno) == "symlink":  # swapped for a link between the lstat and the open
+        if _skip_reason(exc) == "symlink":  # swapped for a link between the lstat and the open
             raise UntrustedFileError(path, "symlink") from None
         raise
     reason = _kind(os.fstat(fd).st_mode)  # the fd is what gets read, whatever the name pointed to a moment ago
@@ -204,7 +209,7 @@ def _run(root: Path, caps: Caps, pattern: str | None, accept: Callable) -> Listi
             total += accept(fd, name, rel, st)
             accepted.append(rel)
         except OSError as exc:
-            reason = exc.reason if isinstance(exc, UntrustedFileError) else _SKIP_ERRNOS.get(exc.errno)
+            reason = exc.reason if isinstance(exc, UntrustedFileError) else _skip_reason(exc)
             if reason is None:
                 raise
             skipped.append(Skipped(rel or ".", reason))

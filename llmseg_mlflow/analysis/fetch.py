@@ -188,8 +188,10 @@ class HistoryFetcher:
                 (m["value"] for m in ms),
                 (m.get("timestamp", 0) for m in ms),
             )
-        ids, ms = mlflow_api.store_metric_history(self.store, run_ids, key, BULK_MAX_POINTS)
-        return Points.from_rows(ids, (m.step for m in ms), (m.value for m in ms), (m.timestamp for m in ms))
+        ids, metrics = mlflow_api.store_metric_history(self.store, run_ids, key, BULK_MAX_POINTS)
+        return Points.from_rows(
+            ids, (m.step for m in metrics), (m.value for m in metrics), (m.timestamp for m in metrics)
+        )
 
     def _chunk(self, run_ids: list[str], key: str) -> Points:
         """One chunk; a response at the server's cap may be cut short, so split it and ask again."""

@@ -33,7 +33,7 @@ class Line:
     label: str
     x: np.ndarray
     y: np.ndarray
-    colour: str = GRAY
+    colour: str | tuple[float, ...] = GRAY  # a name, or an RGBA tuple from a colour map
     mark: int | None = None
 
 

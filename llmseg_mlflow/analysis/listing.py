@@ -95,11 +95,11 @@ def list_roots(client: MlflowClient, study: str, folder: Path, refresh: bool = F
     if again:
         got = {r.run_id: r for r in runs_by_id(client, exp_ids, sorted(again))}
         for rid in again:
-            r = got.get(rid)
-            if r is None:
+            fresh = got.get(rid)
+            if fresh is None:
                 roots.pop(rid, None)  # deleted since
-            elif r.tags.get("kind") == "pipeline" and r.tags.get("study") == study:
-                roots[rid] = r
+            elif fresh.tags.get("kind") == "pipeline" and fresh.tags.get("study") == study:
+                roots[rid] = fresh
     _save(path, Snapshot(started, roots, _watch(roots, running)))
     return list(roots.values()), (
         f"{len(roots)} pipeline root(s): {len(new)} run(s) new since the last analyze, {len(again)} root(s) read again"

@@ -131,11 +131,17 @@ class Outputs:
         if self.cache.restore(digest, suffix, dst):
             self._final(dst)
             return
+        job: Callable[[Path], None] | Future[None]
         if self.pool is None:
             job = render
         else:
             job = self.pool.submit(_render, (dst, render))
-            job.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and self._final(dst))
+
+            def on_rendered(f: Future[None]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    self._final(dst)
+
+            job.add_done_callback(on_rendered)
         self._jobs.append((digest, suffix, dst, job))
 
     def finish(self) -> None:

@@ -151,6 +151,7 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
         )
         done("write")
         if publisher is not None:
+            assert run_id is not None  # the publisher logs to the analysis run
             study = ctx.data.study()
             logger = RunLogger(client, run_id)
             # Prefixed: under `mlflow run` the run already holds the entry point's params under the plain names.
@@ -182,7 +183,7 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
                 client.set_terminated(run_id, "FINISHED")
             progress(f"logged the {sent} outputs as artifacts of run {run_id} (kind=analysis)")
     except BaseException:
-        if owned:  # what was logged stays; the run says it did not finish
+        if owned and run_id is not None:  # what was logged stays; the run says it did not finish
             with contextlib.suppress(Exception):  # (a server that is gone: the first error is the one to see)
                 client.set_terminated(run_id, "FAILED")
         raise

@@ -99,8 +99,9 @@ class SeriesFetch:
         with self._lock:
             if len(self._stages) < len(STAGES):
                 last = self._thread.submit(self._fetch_stage, STAGES[-1])
-                if self._on_done is not None:
-                    last.add_done_callback(lambda _: self._on_done())
+                on_done = self._on_done
+                if on_done is not None:
+                    last.add_done_callback(lambda _: on_done())
                 self._stages.append(last)
 
     def wait(self, stage: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -134,7 +134,7 @@ class _Writer:
         self,
         tags: dict[str, str],
         name: str,
-        metrics: list[Metric] = (),
+        metrics: Sequence[Metric] = (),
         params: dict[str, object] | None = None,
         parent: str | None = None,
         status: str = "FINISHED",
@@ -277,8 +277,8 @@ def _write_pipeline(
             final_layer="Conv2d(64->1)",
         )
         chosen_params = {
-            "epochs": chosen,
-            "batch_size": int(rng.choice([8, 16, 32])),
+            "epochs": str(chosen),
+            "batch_size": str(int(rng.choice([8, 16, 32]))),
             "lr": str(rng.choice(["1e-3", "1e-4"])),
             "weight_decay": str(rng.choice(["0", "1e-5"])),
             "optimizer": "Adam",
@@ -323,7 +323,8 @@ def _write_pipeline(
             if spec.artifacts:
                 masks = _predictions(rng, dice, spec, dataset)
                 buf = io.BytesIO()
-                np.savez_compressed(buf, **masks)
+                # numpy's stub fears a key filling allow_pickle; the keys are image file names.
+                np.savez_compressed(buf, **masks)  # type: ignore[arg-type]
                 w.upload(
                     ev,
                     {"heldout/per_image.csv": _per_image_csv(dice, masks), "heldout/predictions.npz": buf.getvalue()},

@@ -168,7 +168,8 @@ def build_study(
     roots: list[Root], series: dict[str, RunSeries], overrides: dict[str, dict[str, str]] | None = None
 ) -> StudyData:
     """The tidy tables from the root runs (tags, params, latest metrics) and their fetched series."""
-    rows, superseded = [], []
+    rows: list[dict[str, object]] = []
+    superseded: list[dict[str, object]] = []
     for run in roots:
         tags = run.tags
         row = {

@@ -251,7 +251,7 @@ def _heldout_predictions(data: PreparedDataset, path: Path) -> dict[str, np.ndar
     for image, mask in data.heldout_pairs():
         shape = data.read_mask(mask).shape
         if masks[image.name].shape != shape:
-            resized = Image.fromarray(masks[image.name]).resize(shape[::-1], Image.NEAREST)
+            resized = Image.fromarray(masks[image.name]).resize(shape[::-1], Image.Resampling.NEAREST)
             masks[image.name] = np.asarray(resized)
     return masks
 

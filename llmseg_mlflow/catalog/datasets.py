@@ -654,7 +654,9 @@ def write_user_entry(path: Path, key: str, block: str, replace: bool = False) ->
 
 def _is_last_block(text: str) -> bool:
     """True when no other top-level key follows `datasets:` (so appended entries land inside it)."""
-    after = text[re.search(r"^datasets:", text, flags=re.M).end() :]
+    start = re.search(r"^datasets:", text, flags=re.M)
+    assert start is not None  # callers check that the text has a `datasets:` line first
+    after = text[start.end() :]
     return not re.search(r"^[^\s#]", after, flags=re.M)
 
 

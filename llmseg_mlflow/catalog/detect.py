@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image
@@ -27,6 +27,9 @@ from llmseg_mlflow.catalog.sources import (
     split_ext,
     subdirs,
 )
+
+if TYPE_CHECKING:
+    from nibabel.spatialimages import SpatialImage
 
 _SAMPLE = 16  # files opened to judge colour and mask values
 
@@ -255,7 +258,7 @@ def _mask_values(files: list[Path], foreground: int | None) -> tuple[tuple[int, 
     sample = files[::step][:_SAMPLE]
     lossy = split_ext(sample[0].name)[1] in LOSSY_EXTS
     seen: set[int] = set()
-    notes = []
+    notes: list[str] = []
     for path in sample:
         img = _open(path)
         if img is None:
@@ -325,7 +328,7 @@ def _detect_images(root: Path, foreground: int | None) -> DetectedLayout:
         if found is None:
             continue
         images_dir, masks_dir, suffix, _ = found
-        collections = ()
+        collections: tuple[str, ...] = ()
         if parent != root:
             collections = tuple(
                 d.name for d in subdirs(root) if (d / images_dir.name).is_dir() and (d / masks_dir.name).is_dir()
@@ -375,7 +378,7 @@ def _detect_volumes(root: Path, foreground: int | None) -> DetectedLayout:
     units = VolumeSource(probe, root).listing.units
     seen: set[int] = set()
     for unit in units[:3]:
-        labels = np.asanyarray(nib.load(str(unit.mask)).dataobj)
+        labels = np.asanyarray(cast("SpatialImage", nib.load(str(unit.mask))).dataobj)
         seen.update(int(v) for v in np.unique(labels)[:64])
     values = tuple(sorted(seen))
     if foreground is None:

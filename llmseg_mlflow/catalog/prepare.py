@@ -403,7 +403,7 @@ def _build(
         notes=tuple(notes),
         image_modes=tuple(sorted(Counter(r.image_mode for r in records).items())),
     )
-    manifest = {
+    manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "dataset": spec.key,
         "seed": seed,
@@ -432,7 +432,7 @@ def _build(
 
 def _keep_volumes(
     spec: DatasetSpec, base: Path, source: Source, records: list[_Record], held: set[int], stager: _Stager
-) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     """Copy the volumes as they are into pool/ and heldout/; move the held-out slices (the scored images) to
     heldout_slices/ and drop the pool's. Returns the manifest entries, the pool layout and a note."""
     units = {u.key: u for u in source.listing.units}
@@ -458,7 +458,9 @@ def _keep_volumes(
 
 def _pool_layout(spec: DatasetSpec, records: list[_Record]) -> dict[str, str]:
     """What the pool's names look like (most common suffix and extensions), for the prompt and the knobs."""
-    suffixes, image_exts, mask_exts = Counter(), Counter(), Counter()
+    suffixes: Counter[str] = Counter()
+    image_exts: Counter[str] = Counter()
+    mask_exts: Counter[str] = Counter()
     for record in records:
         suffix, image_ext, mask_ext = pair_naming(record.image.name, record.mask.name)
         suffixes[spec.mask_suffix if suffix is None else suffix] += 1
@@ -523,7 +525,8 @@ def _differences(prepared: PreparedDataset, spec: DatasetSpec, seed: int | None)
     """(layout differences, split differences) between a preparation and the catalog entry."""
     data = _read_manifest(prepared.manifest)
     recorded = _recorded(data, spec)
-    layout, split = [], []
+    layout: list[str] = []
+    split: list[str] = []
     if seed is not None and data.get("seed") != seed:
         split.append(f"seed {data.get('seed')} (asked for {seed})")
     for name, value in _settings(spec).items():
@@ -619,6 +622,7 @@ def prepare_dataset(
     with tempfile.TemporaryDirectory(prefix=f".{spec.key}.", dir=root) as tmp:
         work = Path(tmp)
         if source is None:
+            assert spec.synthetic is not None  # a non-synthetic entry without a source was refused above
             source = generate_synthetic(spec, work / "staging")
             label = "synthetic:" + json.dumps(asdict(spec.synthetic), sort_keys=True)
         else:

@@ -174,6 +174,7 @@ class Source(Protocol):
     """An adapter: a listing made up front, then one read per unit (thread-safe)."""
 
     is_volumes: bool
+    root: Path
     listing: Listing
 
     def read(self, unit: Unit) -> ReadResult:
@@ -307,8 +308,8 @@ class ImageSource:
                 return [_Collection(d.name, [d], [d]) for d in folders]
             if _has_raster(self.root) or not subdirs(self.root):
                 return [_Collection("", [self.root], [self.root])]
-            nested = [d for d in subdirs(self.root) if _has_raster(d)]
-            return [_Collection(d.name, [d], [d]) for d in nested] or [_Collection("", [self.root], [self.root])]
+            nested_dirs = [d for d in subdirs(self.root) if _has_raster(d)]
+            return [_Collection(d.name, [d], [d]) for d in nested_dirs] or [_Collection("", [self.root], [self.root])]
 
         def at(parent: Path) -> _Collection | None:
             images = resolve_dirs(parent, spec.image_dir, src.image_dirs, IMAGE_DIR_ALIASES, "images")
@@ -410,7 +411,7 @@ class ImageSource:
                 f"no .{spec.image_ext} images found in {images_dir} for dataset {spec.key!r} ({what}; "
                 f"layout '{spec.layout}', masks named like {spec.mask_name('N')})"
             )
-        problems = []
+        problems: list[str] = []
         chosen_images = {s: self._pick(s, paths, spec.image_ext, ignored, problems) for s, paths in images.items()}
         chosen_masks = {s: self._pick(s, paths, spec.mask_ext, ignored, problems) for s, paths in masks.items()}
         no_mask = sorted((s for s in images if s not in masks), key=natural_key)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from llmseg_mlflow.catalog.datasets import DatasetSpec
 from llmseg_mlflow.catalog.sources import Unit
 from llmseg_mlflow.catalog.sources_nifti import read_volume_pair, volume_id
+
+if TYPE_CHECKING:
+    from nibabel.spatialimages import SpatialImage
 
 SLICES = "heldout_slices"  # beside pool/ and heldout/: images/ and masks/ of the scored slices
 
@@ -93,7 +96,7 @@ def blank_label_volume(real: Path, dst: Path, slices: list[int], axis: int, fore
     """
     import nibabel as nib
 
-    label = nib.load(str(real))
+    label = cast("SpatialImage", nib.load(str(real)))  # typed FileBasedImage; NIfTI loads are spatial images
     data = np.zeros(label.shape, dtype=label.get_data_dtype())
     index: list[Any] = [slice(None)] * 3
     for k in slices:

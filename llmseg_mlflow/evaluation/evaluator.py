@@ -14,8 +14,10 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image
@@ -59,6 +61,22 @@ class EvalOutput:
     info: dict[str, object]
     duration_s: float
     folder: Path
+
+
+class _HeldoutItem(TypedDict):
+    """One scored image as the worker's config.json names it."""
+
+    name: str
+    image: str
+    size: list[int]  # (H, W) of the ground truth
+
+
+class _HeldoutSlice(_HeldoutItem):
+    """A scored slice of a held-out volume: also the volume, its key and the slice index."""
+
+    volume: str
+    volume_key: str
+    slice: int
 
 
 def evaluate_attempt(
@@ -131,7 +149,9 @@ def evaluate_attempt(
         why = "timed out" if result.timed_out else "ran out of memory" if result.out_of_memory else "failed"
         raise EvaluationError(f"held-out inference {why} (exit {result.returncode}):\n{tail}")
     try:  # what the sandbox wrote is checked by header before any array is loaded
-        predictions = load_predictions(dest / "out" / "predictions.npz", {h["name"]: tuple(h["size"]) for h in heldout})
+        predictions = load_predictions(
+            dest / "out" / "predictions.npz", {h["name"]: (h["size"][0], h["size"][1]) for h in heldout}
+        )
         info = json.loads(untrusted.read_bytes(dest / "out" / "info.json", 1024**2))
     except (PredictionsError, untrusted.UntrustedFileError, ValueError, RecursionError) as exc:  # '['*1e5 recurses
         raise EvaluationError(f"held-out inference wrote unusable results: {exc}") from None
@@ -140,7 +160,7 @@ def evaluate_attempt(
     return EvalOutput(predictions, info, duration, dest)
 
 
-def _heldout_items(data: PreparedDataset, heldout_at: Path, slices_at: Path) -> list[dict[str, object]]:
+def _heldout_items(data: PreparedDataset, heldout_at: Path, slices_at: Path) -> Sequence[_HeldoutItem]:
     """What the worker predicts: each scored image's name, path and ground-truth size (H, W); for a pool of
     volumes also the held-out volume, its key and the slice index, so its own Dataset can be matched."""
     if not data.volumes:
@@ -154,7 +174,7 @@ def _heldout_items(data: PreparedDataset, heldout_at: Path, slices_at: Path) -> 
         ]
     volumes = {stem: image for stem, image, _ in data.heldout_volumes()}
     rows = {e["path"]: e for e in data.manifest_files() if e["split"] == SLICES}
-    items = []
+    items: list[_HeldoutSlice] = []
     for img, mask in data.heldout_pairs():
         entry = rows[img.relative_to(data.root).as_posix()]
         items.append(

@@ -73,8 +73,9 @@ def log_scores(
         folder = Path(tmp, "heldout")
         folder.mkdir()
         pd.DataFrame(scores.rows()).to_csv(folder / "per_image.csv", index=False)
-        np.savez_compressed(
-            folder / "predictions.npz", **{n: np.asarray(predictions[n], dtype=np.uint8) for n in scores.names}
+        np.savez_compressed(  # numpy's stub fears a key filling allow_pickle; the keys are image file names
+            folder / "predictions.npz",
+            **{n: np.asarray(predictions[n], dtype=np.uint8) for n in scores.names},  # type: ignore[arg-type]
         )
         examples_figure(data, scores, predictions, folder / "examples.png")
         run.artifact(folder, "heldout")

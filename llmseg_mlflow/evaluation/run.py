@@ -64,7 +64,7 @@ def evaluate_pipeline(
         progress(f"evaluation failed: {reason}")
         return None
     items = compliance.check(
-        code_files(trained.attempt), trained.attempt, trained.stdout, data.n_pool, out.info.get("checkpoints", {})
+        code_files(trained.attempt), trained.attempt, trained.stdout, data.n_pool, _checkpoint_kinds(out.info)
     )
     quality = compliance_metrics(items)
     tags = {k: str(out.info[k])[:250] for k in _TAGS if k in out.info}
@@ -73,7 +73,7 @@ def evaluate_pipeline(
         data,
         out.predictions,
         tags,
-        {"eval_time_s": out.duration_s, "forward_s": out.info.get("forward_s"), **quality},
+        {"eval_time_s": out.duration_s, "forward_s": _number(out.info.get("forward_s")), **quality},
     )
     tree.root.metrics(quality)
     progress(
@@ -81,6 +81,17 @@ def evaluate_pipeline(
         f"({tags.get('eval_preprocessing')} preprocessing), compliance {quality['compliance_score']:.2f}"
     )
     return scores
+
+
+def _checkpoint_kinds(info: dict[str, object]) -> dict[str, str]:
+    """The worker's file -> kind of the saved models ({} when info.json, written in the sandbox, holds no mapping)."""
+    kinds = info.get("checkpoints")
+    return {str(k): str(v) for k, v in kinds.items()} if isinstance(kinds, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    """A number the worker reported (None when info.json, written in the sandbox, holds none)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def one_line_reason(exc: EvaluationError) -> str:

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -100,7 +101,7 @@ def _shape_facts(sd: dict[str, torch.Tensor]) -> tuple[int, int, int]:
     return int(first.shape[1]), int(heads[-1].shape[0]), int(first.shape[0])
 
 
-def _kwarg_candidates(cls: type, sd: dict[str, torch.Tensor]) -> list[dict[str, object]]:
+def _kwarg_candidates(cls: type[nn.Module], sd: dict[str, torch.Tensor]) -> list[dict[str, object]]:
     """Constructor arguments to try: the defaults, then values inferred from the weights."""
     try:
         params = list(inspect.signature(cls.__init__).parameters.values())[1:]
@@ -157,7 +158,7 @@ def _build(sd: dict[str, torch.Tensor], code_dir: Path) -> nn.Module:
 
 def load_model(checkpoints: Path, code_dir: Path) -> tuple[nn.Module, dict[str, object]]:
     """The model as the pipeline saved it: a pickled module if there is one, else a state dict + class."""
-    found: list[tuple[int, float, Path, object]] = []
+    found: list[tuple[int, float, Path, nn.Module | dict[str, torch.Tensor]]] = []
     kinds: dict[str, str] = {}
     for path in sorted(p for p in checkpoints.rglob("*") if p.suffix in CHECKPOINT_EXTS and p.is_file()):
         rel = str(path.relative_to(checkpoints))
@@ -179,11 +180,11 @@ def load_model(checkpoints: Path, code_dir: Path) -> tuple[nn.Module, dict[str, 
     errors = []
     for rank, _, path, obj in sorted(found, key=lambda f: f[:2]):
         try:
-            model = obj if rank == 0 else _build(obj, code_dir)
+            model = obj if isinstance(obj, nn.Module) else _build(obj, code_dir)  # rank 0: a whole model
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{path.name}: {exc}")
             continue
-        info = {
+        info: dict[str, object] = {
             "eval_load": "whole_model" if rank == 0 else "state_dict",
             "eval_checkpoint": str(path.relative_to(checkpoints)),
             "checkpoints": kinds,
@@ -258,7 +259,8 @@ def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
         made.append(obj)
         return obj
 
-    DataLoader.__init__, DataLoader.__iter__ = init, stop
+    # Patched on purpose (and restored below): mypy refuses assigning to methods.
+    DataLoader.__init__, DataLoader.__iter__ = init, stop  # type: ignore[method-assign]
     Dataset.__new__ = new  # type: ignore[method-assign]
     argv = sys.argv
     sys.argv = ["main.py"]  # argparse pipelines: their defaults (knobs pointed at held-out) apply
@@ -270,7 +272,7 @@ def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
     except BaseException as exc:  # noqa: BLE001 - the pipeline's own failure means: use what was made
         reason = f"main.py raised {type(exc).__name__} before iterating a DataLoader: {str(exc)[:200]}"
     finally:
-        DataLoader.__init__, DataLoader.__iter__ = original_init, original_iter
+        DataLoader.__init__, DataLoader.__iter__ = original_init, original_iter  # type: ignore[method-assign]
         if own_new is None:
             del Dataset.__new__
         else:
@@ -287,11 +289,11 @@ def capture_datasets(code_dir: Path) -> tuple[list[object], str]:
 
 def own_items(
     datasets: list[object], names: list[str], slices: dict[tuple[str, int], str] | None = None
-) -> tuple[dict[str, tuple[object, int]], str]:
+) -> tuple[dict[str, tuple[Any, int]], str]:
     """Held-out name -> (dataset, index) over all captured datasets (a split may spread the held-out
     images over a train, a validation and a test dataset); the reason when some stay uncovered.
     slices: (volume reference, slice index) -> name, when the held-out images are slices of volumes."""
-    found: dict[str, tuple[object, int]] = {}
+    found: dict[str, tuple[Any, int]] = {}  # (a dataset main.py made, indexable as it pleases; an index)
     sizes = []
     for dataset in datasets:
         try:
@@ -330,15 +332,15 @@ def item_names(dataset: object, n: int, names: list[str]) -> list[str] | None:
     for value in getattr(dataset, "__dict__", {}).values():
         if not isinstance(value, (list, tuple)) or len(value) != n:
             continue
-        paths = [_image_path(v) for v in value]
-        if not all(paths):
+        paths = [p for p in map(_image_path, value) if p]
+        if len(paths) != n:  # an item without a path
             continue
-        base = [os.path.basename(p) for p in paths]  # type: ignore[arg-type]
+        base = [os.path.basename(p) for p in paths]
         if all(b in wanted for b in base):
             return base
-        mapped = [by_stem.get(os.path.splitext(b)[0]) for b in base]
-        if all(mapped) and len(set(mapped)) == n:
-            return mapped  # type: ignore[return-value]
+        mapped = [m for m in (by_stem.get(os.path.splitext(b)[0]) for b in base) if m]
+        if len(mapped) == n and len(set(mapped)) == n:
+            return mapped
     return None
 
 
@@ -361,8 +363,7 @@ def _slice_ref(entry: object, paths: list[list[str]]) -> tuple[str, int] | None:
         list(entry.values()) if isinstance(entry, dict) else list(entry) if isinstance(entry, (tuple, list)) else []
     )
     ints = [int(v) for v in values if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
-    named = [_image_path(v) for v in values if isinstance(v, (str, os.PathLike, tuple, list))]
-    named = [v for v in named if v]
+    named = [p for p in (_image_path(v) for v in values if isinstance(v, (str, os.PathLike, tuple, list))) if p]
     if not ints:
         return None
     if named:
@@ -414,7 +415,7 @@ def as_image_tensor(item: object) -> torch.Tensor:
 
 def generic_image(path: Path, channels: int, size: int) -> torch.Tensor:
     """Resize to size x size, the model's channel count, values in [0, 1]."""
-    img = Image.open(path).convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+    img = Image.open(path).convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
@@ -428,6 +429,7 @@ def foreground_probability(out: object, final_activation: str, mode: str | None)
         out = out.get("out", next(iter(out.values())))
     if isinstance(out, (tuple, list)):
         out = out[0]
+    out = cast(torch.Tensor, out)  # what the model returned, or held in a dict or a tuple: its output tensor
     if out.ndim == 3:
         out = out[:, None]
     if mode is None:
@@ -509,7 +511,8 @@ def main(config_path: str) -> None:
                 masks = (prob > 0.5).to(torch.uint8).cpu().numpy()
                 for (name, _), m in zip(chunk, masks):
                     predictions[name] = m
-    np.savez_compressed(out_dir / "predictions.npz", **predictions)
+    # numpy's stub fears a key filling allow_pickle; the keys are image file names.
+    np.savez_compressed(out_dir / "predictions.npz", **predictions)  # type: ignore[arg-type]
     info.update(eval_output=mode or "logits", forward_s=forward_s, device=device.type)
     (out_dir / "info.json").write_text(json.dumps(info, indent=2))
 

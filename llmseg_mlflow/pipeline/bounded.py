@@ -261,6 +261,7 @@ def _ask_server(request: dict, blobs: list[bytes]) -> dict | Failure:
                 atexit.unregister(_stop_server)
                 atexit.register(_stop_server)
             proc = _server[1]
+            assert proc.stdin is not None and proc.stdout is not None  # _start_server opens both as pipes
             try:
                 _write_all(proc.stdin.fileno(), _frame(body))
             except BrokenPipeError:

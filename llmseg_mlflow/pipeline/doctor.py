@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from llmseg_mlflow.pipeline import sandbox
 
@@ -135,7 +136,8 @@ def render_report(report: dict[str, object]) -> list[str]:
         f"python {report['python']}, torch {report['torch']}, torchvision {report['torchvision']}, "
         f"CUDA available: {'yes' if report['cuda_available'] else 'no'}"
     )
-    for name, info in report["modules"].items():
+    modules = cast("dict[str, dict[str, object]]", report["modules"])  # the probe's JSON, per module
+    for name, info in modules.items():
         state = f"yes  {info['version'] or ''}" if info["available"] else f"no   ({info.get('error', '')})"
         lines.append(f"  {name:28} {state}")
     return lines

@@ -202,7 +202,7 @@ def candidates(cls: type, call: dict | None, channels: int) -> tuple[list[tuple[
     return tries, "; ".join(dict.fromkeys(missing))
 
 
-def _shape_of(input_size: list[int], conv: nn.Module, channels: int) -> tuple[int, ...]:
+def _shape_of(input_size: list[int], conv: nn.modules.conv._ConvNd, channels: int) -> tuple[int, ...]:
     dims = len(conv.kernel_size)
     spatial = list(input_size[-dims:]) if len(input_size) >= dims else [input_size[-1]] * dims
     return (1, channels, *spatial)
@@ -234,6 +234,7 @@ def probe(model: nn.Module, input_size: list[int], channels: int) -> tuple[list[
         finally:
             for h in handles:
                 h.remove()
+    assert error is not None  # every try above failed with one
     raise error
 
 

@@ -37,6 +37,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from llmseg_mlflow import untrusted
 from llmseg_mlflow.pipeline import knobs, sandbox
@@ -152,9 +153,12 @@ def _value(node: ast.expr, consts: dict[str, object]) -> object:
     if isinstance(node, (ast.List, ast.Tuple)):
         items = [_value(e, consts) for e in node.elts]
         return _UNRESOLVED if _UNRESOLVED in items else items if isinstance(node, ast.List) else tuple(items)
-    if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) for k in node.keys):
-        items = {k.value: _value(v, consts) for k, v in zip(node.keys, node.values)}
-        return _UNRESOLVED if _UNRESOLVED in items.values() else items
+    if isinstance(node, ast.Dict):
+        keys = [k for k in node.keys if isinstance(k, ast.Constant)]
+        if len(keys) < len(node.keys):  # a computed key or a **spread
+            return _UNRESOLVED
+        entries = {k.value: _value(v, consts) for k, v in zip(keys, node.values)}
+        return _UNRESOLVED if _UNRESOLVED in entries.values() else entries
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         v = _value(node.operand, consts)
         return -v if isinstance(v, (int, float)) else _UNRESOLVED
@@ -168,7 +172,10 @@ def _value(node: ast.expr, consts: dict[str, object]) -> object:
     if isinstance(node, ast.Subscript):  # CONFIG["base"], SIZES[0]
         box, key = _value(node.value, consts), _value(node.slice, consts)
         try:
-            return box[key] if isinstance(box, (dict, list, tuple)) else _UNRESOLVED
+            if isinstance(box, dict):
+                return box[key]
+            # a list or tuple index that is no int raised TypeError: unresolved either way
+            return box[key] if isinstance(box, (list, tuple)) and isinstance(key, int) else _UNRESOLVED
         except (KeyError, IndexError, TypeError):
             return _UNRESOLVED
     return _UNRESOLVED
@@ -208,9 +215,10 @@ def _constants(tree: ast.Module) -> dict[str, object]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
             kws = {k.arg: k.value for k in node.keywords if k.arg}
             opts = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            dest_node = kws.get("dest")
             dest = (
-                kws["dest"].value
-                if isinstance(kws.get("dest"), ast.Constant)
+                dest_node.value
+                if isinstance(dest_node, ast.Constant)
                 else next((o for o in opts if o.startswith("--")), opts[0] if opts else "")
             )
             if "default" in kws and (v := _value(kws["default"], consts)) is not _UNRESOLVED:
@@ -226,7 +234,8 @@ def _constants(tree: ast.Module) -> dict[str, object]:
 
 def _calls_in(tree: ast.Module, file: str, classes: set[str]) -> dict[str, dict]:
     """The first call (in source order) of each class in one file, its arguments resolved where simple."""
-    consts, calls = _constants(tree), {}
+    consts = _constants(tree)
+    calls: dict[str, dict] = {}
     aliases, modules = {c: c for c in classes}, {"model"}
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module == "model":
@@ -234,8 +243,8 @@ def _calls_in(tree: ast.Module, file: str, classes: set[str]) -> dict[str, dict]
         elif isinstance(node, ast.Import):
             modules.update(a.asname for a in node.names if a.name == "model" and a.asname)
     found = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-    for node in sorted(found, key=lambda n: (n.lineno, n.col_offset)):
-        func = node.func
+    for call in sorted(found, key=lambda n: (n.lineno, n.col_offset)):
+        func = call.func
         name = (
             aliases.get(func.id)
             if isinstance(func, ast.Name)
@@ -248,17 +257,18 @@ def _calls_in(tree: ast.Module, file: str, classes: set[str]) -> dict[str, dict]
         )
         if name is None or name in calls:
             continue
-        args, unresolved = [], []
-        for arg in node.args:
+        args: list[object] = []
+        unresolved: list[str] = []
+        for arg in call.args:
             v = _value(arg, consts)
             if v is _UNRESOLVED or isinstance(arg, ast.Starred) or unresolved:
                 unresolved.append(ast.unparse(arg))  # later positionals cannot be placed either
             else:
                 args.append(v)
-        kwargs = {}
-        for kw in node.keywords:
+        kwargs: dict[str, object] = {}
+        for kw in call.keywords:
             v = _value(kw.value, consts) if kw.arg else _UNRESOLVED
-            if v is _UNRESOLVED:
+            if v is _UNRESOLVED or not kw.arg:
                 unresolved.append(f"{kw.arg or '**'}={ast.unparse(kw.value)}")
             else:
                 kwargs[kw.arg] = v
@@ -266,7 +276,7 @@ def _calls_in(tree: ast.Module, file: str, classes: set[str]) -> dict[str, dict]
             "args": _encode(args),
             "kwargs": _encode(kwargs),
             "unresolved": unresolved,
-            "where": f"{file}:{node.lineno}",
+            "where": f"{file}:{call.lineno}",
         }
     return calls
 
@@ -333,7 +343,7 @@ def inspect_pipeline(
         raise NoModelClassError(f"model.py in {folder} does not parse: {exc} (read: {read})") from None
     if not classes:
         raise NoModelClassError(f"model.py in {folder} defines no class (read: {read})")
-    static = static_fields(files)
+    static: dict[str, Any] = static_fields(files)  # NetworkRow's keyword arguments
     calls = constructor_calls(files, set(classes))
     work = Path(tempfile.mkdtemp(prefix="llmseg-inspect-"))
     try:
@@ -378,7 +388,8 @@ def inspect_pipeline(
         raise NoModelClassError(
             f"model.py in {folder} defines no nn.Module class (classes: {', '.join(classes)}; read: {read})"
         )
-    return NetworkRow(**static, **_network(raw))
+    network: dict[str, Any] = _network(raw)  # checked field by field
+    return NetworkRow(**static, **network)
 
 
 def _text(value: object) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 DATA_ROLES = ("data_dir", "image_dir", "mask_dir")
 # Folder names are read as words (split at _, -, spaces, digits and camelCase: imagesTr, TrainImages, JPEGImages).
@@ -77,7 +79,8 @@ def path_text(node: ast.expr) -> str | None:
         return f"{inner}/.." if inner is not None else f"{{{node.attr}}}"
     if isinstance(node, ast.JoinedStr):
         pieces = [
-            (path_text(v.value) or "{?}") if isinstance(v, ast.FormattedValue) else str(v.value) for v in node.values
+            (path_text(v.value) or "{?}") if isinstance(v, ast.FormattedValue) else str(cast(ast.Constant, v).value)
+            for v in node.values  # an f-string holds only FormattedValue and Constant parts
         ]
         return "".join(pieces)
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.Add)):
@@ -87,14 +90,16 @@ def path_text(node: ast.expr) -> str | None:
     if not isinstance(node, ast.Call):
         return None
     name, func = _callee(node), node.func
-    on_value = isinstance(func, ast.Attribute) and not _module(func.value)  # Path("x").resolve(), ROOT.joinpath
+    # The path value a method is called on: Path("x").resolve(), ROOT.joinpath
+    on_value = func.value if isinstance(func, ast.Attribute) and not _module(func.value) else None
     if name in ("join", "joinpath") or (name in _WRAPPERS and len(node.args) > 1):
-        parts = [*([func.value] if on_value and name == "joinpath" else []), *node.args]
+        parts = [*([on_value] if on_value is not None and name == "joinpath" else []), *node.args]
         texts = [path_text(p) for p in parts]
-        return None if not texts or None in texts else "/".join(texts)
+        known = [t for t in texts if t is not None]
+        return "/".join(known) if texts and len(known) == len(texts) else None
     if name in _WRAPPERS:
-        inner = node.args[0] if node.args else func.value if on_value else None
-        return None if inner is None else path_text(inner)
+        arg = node.args[0] if node.args else on_value
+        return None if arg is None else path_text(arg)
     if name in ("getenv", "get") and len(node.args) > 1:  # os.getenv("DATA_DIR", "data/images"): the default
         return path_text(node.args[1])
     return None
@@ -116,7 +121,7 @@ def _words(name: str) -> set[str]:
     return {*words, *(a + b for a, b in zip(words, words[1:]))}  # Ground_Truth, GroundTruth
 
 
-def folder_names(values: dict[str, object]) -> dict[str, str]:
+def folder_names(values: Mapping[str, str | os.PathLike[str]]) -> dict[str, str]:
     """The harness's own images and masks folder names (lower case), where they are folders of their own."""
     paths = {role: os.fspath(values[role]) for role in ("data_dir", "image_dir", "mask_dir") if role in values}
     if paths.get("image_dir") == paths.get("mask_dir"):
@@ -166,12 +171,13 @@ def file_target(text: str | None, folders: dict[str, str] | None = None) -> tupl
 
 def _parallel(root: PathKnob, masks: list[PathKnob]) -> bool:
     """True when a root's value sits beside its mask siblings' (data/train, data/train_masks), not above them."""
-    if root.text is None or not masks or any(m.text is None for m in masks):
+    texts = [m.text for m in masks if m.text is not None]
+    if root.text is None or not masks or len(texts) < len(masks):
         return False
     mine = [p.lower() for p in _parts(root.text)]
-    for mask in masks:
-        theirs = [p.lower() for p in _parts(mask.text)]
-        if len(theirs) == 1 and not re.match(r"[\\/]|\w:|\{", mask.text):
+    for text in texts:
+        theirs = [p.lower() for p in _parts(text)]
+        if len(theirs) == 1 and not re.match(r"[\\/]|\w:|\{", text):
             return False  # mask_dir="masks": a subfolder the code joins onto the root
         if len(mine) < len(theirs) and theirs[: len(mine)] == mine:
             return False  # the root holds the masks folder, so it is the dataset root

@@ -13,6 +13,7 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, replace
+from typing import cast
 
 from llmseg_mlflow.pipeline import knob_targets
 
@@ -116,6 +117,17 @@ def _norm(name: str) -> str:
     return name.strip().strip("'\"").lower().lstrip("-").replace("-", "_")
 
 
+def _start(node: ast.expr | ast.keyword, starts: list[int]) -> int:
+    """Byte offset where a parsed node's source begins."""
+    return starts[node.lineno - 1] + node.col_offset
+
+
+def _end(node: ast.expr | ast.keyword, starts: list[int]) -> int:
+    """Byte offset where a parsed node's source ends (ast.parse always sets the end position)."""
+    assert node.end_lineno is not None and node.end_col_offset is not None
+    return starts[node.end_lineno - 1] + node.end_col_offset
+
+
 def _role_of(name: str) -> str | None:
     return next((role for role, rx in _ROLE_RX.items() if rx.fullmatch(_norm(name))), None)
 
@@ -187,21 +199,21 @@ def _accepts(role: str, node: ast.expr) -> bool:
 
 class _Scanner(ast.NodeVisitor):
     def __init__(self, file: str, src: str, folders: dict[str, str]) -> None:
-        self.file, self.hits, self.scopes, self.folders = file, [], ["module"], folders
+        self.file, self.scopes, self.folders = file, ["module"], folders
+        self.hits: list[_Hit] = []
         self.data = src.encode("utf-8")
         self.starts = _line_starts(self.data)  # ast.get_source_segment re-splits the file on every call
         self.in_loss = False  # inside a custom Loss class, whose parts are not the loss
 
-    def _text(self, node: ast.AST) -> str:
-        start = self.starts[node.lineno - 1] + node.col_offset
-        return self.data[start : self.starts[node.end_lineno - 1] + node.end_col_offset].decode("utf-8", "replace")
+    def _text(self, node: ast.expr) -> str:
+        return self.data[_start(node, self.starts) : _end(node, self.starts)].decode("utf-8", "replace")
 
     def _add(
         self,
         name: str,
         node: ast.expr | None,
         where: str,
-        at: ast.AST,
+        at: ast.expr,
         ref: str | None = None,
         call: ast.Call | None = None,
         value: str | None = None,
@@ -210,15 +222,18 @@ class _Scanner(ast.NodeVisitor):
         role = role or _role_of(ref or name)
         if role is None:
             return
-        refs: frozenset[str] | None = frozenset()
+        refs: frozenset[str] = frozenset()
         unset = node is None or (isinstance(node, ast.Constant) and node.value is None)
         if where == "call" or (where == "argparse" and unset):
             pass  # a class the code builds, or an option without default (which can still be given one)
+        elif node is None:
+            return  # nothing to read (only a built class or an argparse option comes without a value)
         elif role in PATH_ROLES:
-            if (refs := _path_refs(node)) is None:
+            if (found := _path_refs(node)) is None:
                 if role == "save_dir" or knob_targets.file_target(knob_targets.path_text(node), self.folders) is None:
                     return
-                refs = frozenset()  # IMAGE_PATH = "data/images/1.png": it gets the same name in our folder
+                found = frozenset()  # IMAGE_PATH = "data/images/1.png": it gets the same name in our folder
+            refs = found
         elif not _accepts(role, node):
             return
         text = value if value is not None else self._text(node) if node is not None else "None"
@@ -368,7 +383,8 @@ def _short(knob: Knob) -> str | None:
     if value is None or value is _MISSING:
         return None
     if knob.role == "input_size":
-        dims = [value, value] if type(value) is int else list(value)[-2:]  # (C, H, W) -> HxW
+        # _accepts let only an int or a tuple or list of ints through: (C, H, W) -> HxW
+        dims = [value, value] if type(value) is int else list(cast("tuple[int, ...] | list[int]", value))[-2:]
         return "x".join(str(d) for d in dims)
     return value if isinstance(value, str) else repr(value)
 
@@ -427,11 +443,12 @@ def _path_type(node: ast.expr | None, src: str) -> str | None:
 def _edits(hit: _Hit, new: str, starts: list[int]) -> list[tuple[int, int, str]]:
     """Byte spans to replace (start, end, text); an argparse option may also get required=False and a default."""
 
-    def span(node: ast.AST, text: str, insert: bool = False) -> tuple[int, int, str]:
-        end = starts[node.end_lineno - 1] + node.end_col_offset
-        return (end if insert else starts[node.lineno - 1] + node.col_offset), end, text
+    def span(node: ast.expr | ast.keyword, text: str, insert: bool = False) -> tuple[int, int, str]:
+        end = _end(node, starts)
+        return (end if insert else _start(node, starts)), end, text
 
     if hit.call is None:
+        assert hit.node is not None  # only an argparse option (hit.call set) may have no value
         return [span(hit.node, new)]
     kws = {k.arg: k.value for k in hit.call.keywords if k.arg}
     edits = [] if hit.node is None else [span(hit.node, new)]
@@ -440,14 +457,16 @@ def _edits(hit: _Hit, new: str, starts: list[int]) -> list[tuple[int, int, str]]
     insert = "" if hit.node is not None else f", default={new}"
     if not hit.knob.name.startswith("-") and "nargs" not in kws:
         insert += ", nargs='?'"  # a positional argument is required unless it may be absent
-    last = max([*hit.call.args, *hit.call.keywords], key=lambda n: (n.end_lineno, n.end_col_offset))
+    nodes: list[ast.expr | ast.keyword] = [*hit.call.args, *hit.call.keywords]
+    last = max(nodes, key=lambda n: (n.end_lineno or 0, n.end_col_offset or 0))
     return edits + ([span(last, insert, insert=True)] if insert else [])
 
 
 def apply_overrides(files: dict[str, str], values: dict[str, object]) -> tuple[dict[str, str], list[Override]]:
     """New files with each located knob of a role in `values` set to repr(value); the list says what changed."""
     texts = _replacements(values)
-    folders = knob_targets.folder_names(values)
+    paths = {role: value for role, value in values.items() if isinstance(value, (str, os.PathLike))}
+    folders = knob_targets.folder_names(paths)
     data = {file: src.encode("utf-8") for file, src in files.items()}
     starts: dict[str, list[int]] = {}
     spans: dict[str, dict[tuple[int, int], str]] = {}
@@ -459,7 +478,7 @@ def apply_overrides(files: dict[str, str], values: dict[str, object]) -> tuple[d
         new = (
             texts[knob.role]
             if hit.file_name is None
-            else repr(os.path.join(os.fspath(values[knob.role]), hit.file_name))
+            else repr(os.path.join(os.fspath(paths[knob.role]), hit.file_name))
         )
         if knob.role in PATH_ROLES and (ctor := _path_type(hit.node, src)):
             new = f"{ctor}({new})"  # keep a Path a Path: the code may go on with DATA_DIR / "images"
@@ -473,9 +492,9 @@ def apply_overrides(files: dict[str, str], values: dict[str, object]) -> tuple[d
             taken.update({e[:2]: e[2] for e in edits})
             changes.append(Override(knob.role, knob.file, knob.lineno, knob.name, knob.value, new))
     out = dict(files)
-    for file, edits in spans.items():
+    for file, file_edits in spans.items():
         text = data[file]
-        for (start, end), new in sorted(edits.items(), reverse=True):  # bottom-up keeps earlier offsets valid
+        for (start, end), new in sorted(file_edits.items(), reverse=True):  # bottom-up keeps earlier offsets valid
             text = text[:start] + new.encode("utf-8") + text[end:]
         out[file] = text.decode("utf-8")
     return out, changes

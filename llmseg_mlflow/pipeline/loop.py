@@ -237,6 +237,7 @@ class AttemptLoop:
                     self.out.success, self.out.status = attempt, Status.SUCCEEDED
                     return self.out
                 pending = attempt.error
+            assert pending is not None  # generate() returned an error, or the attempt failed (not ok) with one
             iteration += 1
             last = pending
             pending = self._debug(iteration, pending, attempt)

@@ -124,6 +124,7 @@ def find_result_files(root: Path) -> dict[str, Path]:
 
 def _parse(name: str, data: bytes, kind: str) -> dict:
     """One file's values as a JSON-able dict (runs in the bounded child); bounded.Refused if it cannot be read."""
+    values: list[float] | list[list[float]]
     try:
         sheet = read_sheet(data, name)
         if kind == "loss":
@@ -159,14 +160,16 @@ def _validated(answer: bounded.Answer, kind: str) -> dict:
     note, layout = result.get("note"), result.get("layout")
     if not isinstance(note, str) or not isinstance(layout, str):
         raise bad
+    values: list[float] | list[list[float]] | None
     if kind == "loss":
         values = _floats(result.get("values"), MAX_CELLS)
     else:
         rows = result.get("values")
         if not isinstance(rows, list) or len(rows) > MAX_CELLS:
             raise bad
-        values = [_floats(row, MAX_CELLS) for row in rows]
-        if any(row is None for row in values) or sum(len(row) for row in values) > MAX_CELLS:
+        parsed = [_floats(row, MAX_CELLS) for row in rows]
+        values = [row for row in parsed if row is not None]
+        if len(values) < len(parsed) or sum(len(row) for row in values) > MAX_CELLS:
             raise bad
     if values is None:
         raise bad

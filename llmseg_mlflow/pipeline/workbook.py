@@ -17,6 +17,7 @@ import math
 import re
 import sys
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 NAN = float("nan")
@@ -60,7 +61,8 @@ def preload() -> None:
     import warnings
 
     warnings.simplefilter("ignore")  # openpyxl warns about styles of odd workbooks
-    sys.modules["numpy"] = None  # openpyxl imports numpy only if it can; reading cells does not need it
+    # openpyxl imports numpy only if it can; reading cells does not need it. None blocks the import (documented).
+    sys.modules["numpy"] = None  # type: ignore[assignment]
     import openpyxl  # noqa: F401 - imported once here, shared by every forked child
     import openpyxl.worksheet._reader  # noqa: F401
 
@@ -70,7 +72,9 @@ def preload() -> None:
 
 def _number(text: str) -> float | None:
     """The number in a cell's text ('0.41', '[0.41]', "tensor(0.41, device='cuda:0')"), or None; linear time."""
-    start = _WRAPPER.match(text).end()  # everything in it is optional: it always matches
+    wrapper = _WRAPPER.match(text)
+    assert wrapper is not None  # everything in it is optional: it always matches
+    start = wrapper.end()
     m = _NUMBER.match(text, start)
     if m is None or m.end() - start > _MAX_NUMBER_CHARS:
         return None
@@ -191,6 +195,7 @@ def _csv_cells(text: str, name: str) -> dict[tuple[int, int], tuple[float, str]]
     sample = [line for line in lines[:100] if line.strip()]
     delimiter = max(",;\t|", key=lambda d: sum(d in line for line in sample))
     cells: dict[tuple[int, int], tuple[float, str]] = {}
+    rows: Iterable[list[str]]
     if any(delimiter in line for line in sample):
         rows = csv.reader(lines, delimiter=delimiter)
     else:

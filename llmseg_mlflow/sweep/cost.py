@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from mlflow.tracking import MlflowClient
 
@@ -38,8 +39,8 @@ def token_estimates(client: MlflowClient | None, models: list[ModelSpec]) -> dic
             continue
         query = f"tags.kind = 'pipeline' and tags.model = '{model.key}' and attributes.status = 'FINISHED'"
         runs = (
-            retrying(lambda q=query: client.search_runs(experiments, q, max_results=200), "search runs")
-            if experiments
+            retrying(partial(client.search_runs, experiments, query, max_results=200), "search runs")
+            if client is not None and experiments  # experiments are only listed with a client
             else []
         )
         seen = [r.data.metrics for r in runs if "tokens_in" in r.data.metrics and "budget" not in r.data.tags]

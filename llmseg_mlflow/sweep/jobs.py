@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from mlflow.entities import Run
@@ -124,9 +125,15 @@ class JobState:
 class StudyRuns:
     """The study's pipeline roots on the tracking server, indexed by job identity."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str | None) -> None:
+    def __init__(self, client: MlflowClient | None, experiment_id: str | None) -> None:
+        # No client (a dry run without a tracking store) comes with no experiment: nothing is searched.
         self.client, self.experiment_id = client, experiment_id
         self.roots: dict[tuple, list[Run]] = {}
+
+    def _server(self) -> MlflowClient:
+        """The client, once there are runs to search or mark (an experiment id came from it)."""
+        assert self.client is not None, "an experiment id without a tracking client"
+        return self.client
 
     def load(self) -> StudyRuns:
         """One paged search of the experiment's `kind=pipeline` roots; superseded ones are left out."""
@@ -140,10 +147,12 @@ class StudyRuns:
     def _search(self, query: str) -> Iterable[Run]:
         if self.experiment_id is None:
             return []
-        token, out = None, []
+        client = self._server()
+        token: str | None = None
+        out: list[Run] = []
         while True:
             page = retrying(
-                lambda t=token: self.client.search_runs([self.experiment_id], query, max_results=1000, page_token=t),
+                partial(client.search_runs, [self.experiment_id], query, max_results=1000, page_token=token),
                 "search runs",
             )
             out += list(page)
@@ -180,9 +189,10 @@ class StudyRuns:
         for run in self.roots_of(job):
             if run.info.run_id == new_run_id or is_result(run):
                 continue
+            client = self._server()
             if run.info.status == "RUNNING":  # the driver that ran it died; it will never end by itself
-                retrying(lambda r=run: self.client.set_terminated(r.info.run_id, "KILLED"), "end run")
-            retrying(lambda r=run: self.client.set_tag(r.info.run_id, "superseded_by", new_run_id), "tag run")
+                retrying(partial(client.set_terminated, run.info.run_id, "KILLED"), "end run")
+            retrying(partial(client.set_tag, run.info.run_id, "superseded_by", new_run_id), "tag run")
             marked.append(run.info.run_id)
         return marked
 

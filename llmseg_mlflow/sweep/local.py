@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Any
 
 from llmseg_mlflow.sweep.worker import JobSpec, Outcome, execute_job
 
@@ -125,7 +126,8 @@ class LocalExecutor:
 
     def poll(self, timeout: float) -> list[tuple[Outcome, float]]:
         """Outcomes of jobs that ended within timeout, each with the seconds it took as seen from here."""
-        busy = {w.conn: w for w in self._pool.values() if w.spec is not None}
+        # Keyed by what wait() watches: the worker's connection and its process sentinel (an int).
+        busy: dict[Any, _Worker] = {w.conn: w for w in self._pool.values() if w.spec is not None}
         busy.update({w.proc.sentinel: w for w in busy.values()})
         ended = {id(busy[h]): busy[h] for h in (wait(list(busy), timeout=timeout) if busy else [])}
         out = []
@@ -137,6 +139,7 @@ class LocalExecutor:
             except (EOFError, OSError):
                 pass
             if outcome is None:  # the process died under the job
+                assert w.spec is not None  # only busy workers are waited on
                 w.proc.join()
                 code = w.proc.exitcode
                 why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
@@ -157,6 +160,7 @@ class LocalExecutor:
         """Ask busy workers to stop their jobs (each marks its run and reports back)."""
         for w in self._pool.values():
             if w.spec is not None and w.proc.is_alive():
+                assert w.proc.pid is not None  # a started process has a pid
                 os.kill(w.proc.pid, signal.SIGTERM)
 
     def running(self) -> int:

@@ -145,7 +145,9 @@ def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
         f"({kinds['generate']} generate, {kinds['budget']} budget reruns, {kinds['baseline']} baselines)"
     )
     out(f"{'kind':9} {'model':22} {'dataset':22} {'rep':>3} {'budget':>6}  {'state':26} {'expected cost':>13}")
-    total, unknown = 0.0, set()
+    total = 0.0
+    unknown: set[str] = set()
+    cost: float | None
     for s in states:
         job, cost = s.job, 0.0
         if s.state != "done" and job.kind == "generate":
@@ -267,11 +269,13 @@ class _Driver:
                     job, "skipped", s.done.data.tags.get("status", ""), s.done.info.run_id, "done earlier"
                 )
             elif job.kind == "budget":
-                src = by_key[job.source.key]
+                source = job.source
+                assert source is not None  # every budget job has a source
+                src = by_key[source.key]
                 if src.done:
                     self.release(job, src.done.info.run_id, src.done.data.tags.get("status", ""))
                 else:
-                    self.waiting.setdefault(job.source.key, []).append(job)
+                    self.waiting.setdefault(source.key, []).append(job)
             else:
                 self.ready.append((0.0, job, None))
 

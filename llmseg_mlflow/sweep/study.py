@@ -76,7 +76,8 @@ class _Errors:
     """Collects every problem of a study file so the user fixes them all in one go."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.items = path, []
+        self.path = path
+        self.items: list[str] = []
 
     def add(self, where: str, problem: str) -> None:
         self.items.append(f"  {where}: {problem}")

@@ -53,10 +53,8 @@ class Outcome:
 def _configs(spec: JobSpec):
     """The job's config object and the function that runs it (imported lazily: each kind has its own module)."""
     job, ov = spec.job, spec.overrides
-    paths = {
-        "data_root": Path(spec.data_root) if spec.data_root else None,
-        "work_root": Path(spec.work_root) if spec.work_root else None,
-    }
+    data_root = Path(spec.data_root) if spec.data_root else None
+    work_root = Path(spec.work_root) if spec.work_root else None
     limits = {k: ov[k] for k in ("timeout_s", "memory_gb") if k in ov}
     if job.kind == "generate":
         from llmseg_mlflow.generate import GenerateConfig, run_generate
@@ -69,20 +67,23 @@ def _configs(spec: JobSpec):
             study=spec.study,
             unsafe_no_sandbox=spec.unsafe_no_sandbox,
             models_file=Path(spec.models_file) if spec.models_file else None,
-            **paths,
+            data_root=data_root,
+            work_root=work_root,
             **limits,
             **{k: ov[k] for k in keys if k in ov},
         )
     if job.kind == "budget":
         from llmseg_mlflow.train import TrainConfig, run_train
 
+        assert spec.source_run is not None and job.budget is not None  # budget jobs retrain a run for N epochs
         return run_train, TrainConfig(
             run_id=spec.source_run,
             epochs=job.budget,
             study=spec.study,
             unsafe_no_sandbox=spec.unsafe_no_sandbox,
             max_batches=ov.get("max_batches"),
-            **paths,
+            data_root=data_root,
+            work_root=work_root,
             **limits,
         )
     if job.kind == "baseline":
@@ -93,7 +94,8 @@ def _configs(spec: JobSpec):
             study=spec.study,
             epochs=job.budget or spec.baseline_epochs,
             iterations=spec.baseline_iterations,
-            **paths,
+            data_root=data_root,
+            work_root=work_root,
         )
     raise ValueError(f"unknown job kind {job.kind!r}")
 
@@ -111,7 +113,8 @@ def _output_to(path: Path) -> Iterator[Any]:
         finally:
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            os.close(saved[0]), os.close(saved[1])
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def execute_job(spec: JobSpec) -> Outcome:

@@ -6,8 +6,8 @@ import json
 import time
 import warnings
 
-import mlflow.data
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -28,7 +28,7 @@ def log_prepared(client: MlflowClient, run_id: str, data: PreparedDataset) -> No
         frame = _split_frame(manifest, split)
         with warnings.catch_warnings():  # a local path "could be" two source types that are the same class
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(
+            ds = from_pandas(
                 frame,
                 source=str(data.root / split),
                 name=f"{data.spec.key}-{split}",
