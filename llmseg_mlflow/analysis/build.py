@@ -17,7 +17,7 @@ from llmseg_mlflow.analysis import tables as tb
 from llmseg_mlflow.analysis.cache import RunCache
 from llmseg_mlflow.analysis.config import AnalyzeConfig, Cohorts
 from llmseg_mlflow.analysis.outputs import Outputs
-from llmseg_mlflow.analysis.stats import cohort_tests, in_group, variability_test
+from llmseg_mlflow.analysis.stats import COHORT_TEST_COLUMNS, cohort_tests, in_group, variability_test
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
 from llmseg_mlflow.catalog.datasets import load_datasets
 
@@ -343,35 +343,8 @@ def section_cohorts(c: Context) -> pd.DataFrame:
         f"{c.cfg.alpha}. effect_size: rank-biserial r. Bold rows are significant.",
     )
     if not tests.empty:
-        tests[
-            [
-                col
-                for col in tests.columns
-                if col
-                in (
-                    "dataset",
-                    "comparison",
-                    "group_a",
-                    "group_b",
-                    "n_a",
-                    "n_b",
-                    "median_a",
-                    "q1_a",
-                    "q3_a",
-                    "median_b",
-                    "q1_b",
-                    "q3_b",
-                    "delta_median",
-                    "U",
-                    "p",
-                    "significant",
-                    "effect_size",
-                    "p_adjusted",
-                    "left_out_a",
-                    "left_out_b",
-                )
-            ]
-        ].to_csv(c.out.folder / "cohort_tests.csv", index=False)
+        columns = [*COHORT_TEST_COLUMNS, "p_adjusted", "left_out_a", "left_out_b"]
+        tests[[col for col in tests.columns if col in columns]].to_csv(c.out.folder / "cohort_tests.csv", index=False)
         for t in tests.itertuples():
             c.say(
                 f"{t.dataset} {t.comparison}: {t.group_a} (n={t.n_a}) vs {t.group_b} (n={t.n_b}): "
