@@ -6,7 +6,7 @@ An nnU-Net that crashed (exit 3 on the CLI) is a result, not a launcher failure:
 
 import sys
 
-from _int_args import normalise
+from _args import normalise
 
 from llmseg_mlflow.cli import EXIT_NO_PIPELINE, main
 

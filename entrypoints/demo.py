@@ -2,7 +2,9 @@
 
 import sys
 
+from _args import normalise
+
 from llmseg_mlflow.cli import main
 
 if __name__ == "__main__":
-    main(["demo", *sys.argv[1:]])
+    main(["demo", *normalise(sys.argv[1:])])

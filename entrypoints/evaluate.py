@@ -2,7 +2,9 @@
 
 import sys
 
+from _args import normalise
+
 from llmseg_mlflow.cli import main
 
 if __name__ == "__main__":
-    main(["evaluate", *sys.argv[1:]])
+    main(["evaluate", *normalise(sys.argv[1:])])

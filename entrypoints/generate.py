@@ -6,7 +6,7 @@ here it exits 0 so `mlflow run` keeps the run FINISHED; the root's `status` tag 
 
 import sys
 
-from _int_args import normalise
+from _args import normalise
 
 from llmseg_mlflow.cli import EXIT_NO_PIPELINE, main
 

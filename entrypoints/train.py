@@ -5,7 +5,7 @@ A re-run that does not train is a result (the root's `status` tag tells), so it 
 
 import sys
 
-from _int_args import normalise
+from _args import normalise
 
 from llmseg_mlflow.cli import EXIT_NO_PIPELINE, main
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from llmseg_mlflow import config
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the client would otherwise call an outside host
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout ends with our JSON line
 
@@ -29,31 +31,56 @@ def main() -> None:
     """Benchmark LLMs at writing U-Net segmentation pipelines, tracked in MLflow."""
 
 
-@main.command()
-@click.option("--model", required=True, help="Catalog key (see `llmseg models`) or replay:DIR.")
-@click.option("--dataset", required=True, help="Catalog key (see `llmseg datasets list`).")
-@click.option("--repeat", default=1, show_default=True, type=int, help="Repeat number (repeats never share replies).")
-@click.option(
-    "--epochs", default=-1, show_default=True, type=int, help="Force the epoch count; -1 keeps the LLM's choice."
+# Options several commands share, declared once.
+_DATA_ROOT = click.option(
+    "--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data)."
 )
-@click.option(
-    "--max-batches",
-    default=-1,
-    show_default=True,
+_WORK_ROOT = click.option(
+    "--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines)."
+)
+_MODELS_FILE = click.option(
+    "--models-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).",
+)
+_UNSAFE = click.option(
+    "--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys)."
+)
+
+
+def _field(model, name: str, *decls: str, **extra):
+    """An option whose default and help are the job config's field: one copy of each default."""
+    info = model.model_fields[name]
+    if info.is_required():
+        extra.setdefault("required", True)
+    elif config.default_of(model, name) is not None:
+        extra.setdefault("default", config.default_of(model, name))
+        extra.setdefault("show_default", True)
+    extra.setdefault("help", info.description)
+    return click.option(*(decls or (f"--{name.replace('_', '-')}",)), **extra)
+
+
+_GEN, _TRAIN, _EVAL, _BASE = config.GenerateConfig, config.TrainConfig, config.EvaluateConfig, config.BaselineConfig
+UNSET = -1  # integer options: -1 means "not set" (MLproject has no null)
+
+
+@main.command()
+@_field(_GEN, "model")
+@_field(_GEN, "dataset")
+@_field(_GEN, "repeat")
+@_field(
+    _GEN, "epochs", type=int, default=UNSET, show_default=True, help="Force the epoch count; -1 keeps the LLM's choice."
+)
+@_field(
+    _GEN,
+    "max_batches",
     type=int,
+    default=UNSET,
+    show_default=True,
     help="Cap batches per epoch of every DataLoader; -1: no cap.",
 )
-@click.option(
-    "--max-fix-rounds", default=10, show_default=True, type=int, help="Error feedback rounds before giving up."
-)
-@click.option(
-    "--stuck-after",
-    default=3,
-    show_default=True,
-    type=int,
-    help="The same error (type, place in the code, message) this many times in a row is a repeated error "
-    "loop: the pipeline ends stuck_loop, or gets --loop-hint once. 0: never.",
-)
+@_field(_GEN, "max_fix_rounds")
+@_field(_GEN, "stuck_after")
 @click.option(
     "--loop-hint",
     is_flag=False,
@@ -63,16 +90,8 @@ def main() -> None:
     "additional interaction) instead of stopping: the documented default text, or --loop-hint TEXT "
     "('off': stop, the default).",
 )
-@click.option(
-    "--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of one execution."
-)
-@click.option(
-    "--memory-gb",
-    default=16.0,
-    show_default=True,
-    type=float,
-    help="Memory cap of one execution (tmpfs and shared memory included).",
-)
+@_field(_GEN, "timeout_s")
+@_field(_GEN, "memory_gb")
 @click.option(
     "--disk-gb",
     default=None,
@@ -85,107 +104,69 @@ def main() -> None:
     type=float,
     help="Wall-clock limit of the held-out evaluation [default: a quarter of --timeout-s, >= 300].",
 )
-@click.option("--study", default="llmseg", show_default=True, help="Study (MLflow experiment and `study` tag).")
-@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
-@click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
-@click.option(
-    "--models-file",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).",
-)
+@_field(_GEN, "study")
+@_DATA_ROOT
+@_WORK_ROOT
+@_MODELS_FILE
 @click.option("--no-cache", is_flag=True, help="Call the LLM even when the reply is cached (it is stored again).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Response cache (default $LLMSEG_HOME/cache).")
 @click.option("--no-preflight", is_flag=True, help="Skip the 1-epoch, 2-batch check before the full run.")
-@click.option(
-    "--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys)."
-)
+@_UNSAFE
 def generate(**opts) -> None:
     """Ask a model for a pipeline, run and fix it until it trains; log the run tree. Last line: JSON."""
-    from llmseg_mlflow.generate import GenerateConfig, run_generate
+    from llmseg_mlflow.generate import run_generate
 
-    cfg = GenerateConfig(
-        model=opts["model"],
-        dataset=opts["dataset"],
-        repeat=opts["repeat"],
-        study=opts["study"],
-        epochs=_none_if_negative(opts["epochs"]),
-        max_batches=_none_if_negative(opts["max_batches"]),
-        max_fix_rounds=opts["max_fix_rounds"],
-        timeout_s=opts["timeout_s"],
-        memory_gb=opts["memory_gb"],
-        stuck_after=opts["stuck_after"],
-        loop_hint=None if opts["loop_hint"] in (None, "off") else opts["loop_hint"],
-        disk_gb=opts["disk_gb"],
-        eval_timeout_s=opts["eval_timeout_s"],
-        data_root=opts["data_root"],
-        work_root=opts["work_root"],
-        unsafe_no_sandbox=opts["unsafe_no_sandbox"],
-        preflight=not opts["no_preflight"],
-        models_file=opts["models_file"],
-        no_cache=opts["no_cache"],
-        cache_dir=opts["cache_dir"],
-    )
-    result = _guarded(lambda: run_generate(cfg, progress=_say))
+    def job():
+        cfg = _GEN(
+            **{k: v for k, v in opts.items() if k not in ("epochs", "max_batches", "loop_hint", "no_preflight")},
+            epochs=_none_if_negative(opts["epochs"]),
+            max_batches=_none_if_negative(opts["max_batches"]),
+            loop_hint=None if opts["loop_hint"] in (None, "off") else opts["loop_hint"],
+            preflight=not opts["no_preflight"],
+        )
+        return run_generate(cfg, progress=_say)
+
+    result = _guarded(job)
     click.echo(json.dumps(result.as_dict()))
     sys.exit(_exit_code(result.status))
 
 
-_PREPROCESSING = click.Choice(["auto", "generic"])
-
-
 @main.command()
-@click.option("--run-id", required=True, help="A pipeline root run (kind=pipeline).")
-@click.option(
-    "--preprocessing",
-    type=_PREPROCESSING,
-    default="auto",
-    show_default=True,
-    help="auto: the pipeline's own Dataset where possible; generic: resize + [0, 1].",
-)
-@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
-@click.option("--timeout-s", default=1800.0, show_default=True, type=float, help="Wall-clock limit of the inference.")
-@click.option("--memory-gb", default=16.0, show_default=True, type=float, help="Memory cap of the inference.")
+@_field(_EVAL, "run_id")
+@_field(_EVAL, "preprocessing", type=click.Choice(["auto", "generic"]))
+@_DATA_ROOT
+@_field(_EVAL, "timeout_s")
+@_field(_EVAL, "memory_gb")
 @click.option("--unsafe-no-sandbox", is_flag=True, help="Import the generated model WITHOUT bubblewrap.")
-def evaluate(
-    run_id: str, preprocessing: str, data_root: Path | None, timeout_s: float, memory_gb: float, unsafe_no_sandbox: bool
-) -> None:
+def evaluate(**opts) -> None:
     """Score a logged pipeline on the held-out set again, as a new evaluation run. Last line: JSON."""
-    from llmseg_mlflow.evaluation.run import EvaluateConfig, run_evaluate
+    from llmseg_mlflow.evaluation.run import run_evaluate
 
-    cfg = EvaluateConfig(run_id, preprocessing, data_root, unsafe_no_sandbox, timeout_s, memory_gb)
-    scores = _guarded(lambda: run_evaluate(cfg, progress=_say))
-    click.echo(json.dumps({"run_id": run_id, **(scores.summary() if scores else {"error": "evaluation failed"})}))
+    scores = _guarded(lambda: run_evaluate(_EVAL(**opts), progress=_say))
+    summary = scores.summary() if scores else {"error": "evaluation failed"}
+    click.echo(json.dumps({"run_id": opts["run_id"], **summary}))
     sys.exit(EXIT_OK if scores else EXIT_HARNESS)
 
 
 @main.command()
-@click.option("--run-id", required=True, help="The pipeline whose final code is re-trained.")
-@click.option("--epochs", required=True, type=int, help="The forced epoch budget (the paper used 120).")
-@click.option("--max-batches", default=-1, show_default=True, type=int, help="Cap batches per epoch; -1: no cap.")
-@click.option("--study", default=None, help="Study of the new run (default: the source's).")
-@click.option(
-    "--timeout-s", default=3 * 3600.0, show_default=True, type=float, help="Wall-clock limit of the training."
-)
-@click.option("--memory-gb", default=16.0, show_default=True, type=float, help="Memory cap of the training.")
-@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
-@click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
-@click.option("--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap.")
+@_field(_TRAIN, "run_id")
+@_field(_TRAIN, "epochs", type=int)
+@_field(_TRAIN, "max_batches", type=int, default=UNSET, show_default=True, help="Cap batches per epoch; -1: no cap.")
+@_field(_TRAIN, "study")
+@_field(_TRAIN, "timeout_s")
+@_field(_TRAIN, "memory_gb")
+@_DATA_ROOT
+@_WORK_ROOT
+@_UNSAFE
 def train(**opts) -> None:
     """Re-train a pipeline's final code with a forced epoch budget, then evaluate it. Last line: JSON."""
-    from llmseg_mlflow.train import TrainConfig, run_train
+    from llmseg_mlflow.train import run_train
 
-    cfg = TrainConfig(
-        run_id=opts["run_id"],
-        epochs=opts["epochs"],
-        study=opts["study"],
-        max_batches=_none_if_negative(opts["max_batches"]),
-        timeout_s=opts["timeout_s"],
-        memory_gb=opts["memory_gb"],
-        data_root=opts["data_root"],
-        work_root=opts["work_root"],
-        unsafe_no_sandbox=opts["unsafe_no_sandbox"],
-    )
-    result = _guarded(lambda: run_train(cfg, progress=_say))
+    def job():
+        cfg = _TRAIN(**{**opts, "max_batches": _none_if_negative(opts["max_batches"])})
+        return run_train(cfg, progress=_say)
+
+    result = _guarded(job)
     click.echo(json.dumps(result.as_dict()))
     sys.exit(_exit_code(result.status))
 
@@ -454,13 +435,9 @@ def datasets_add(
     "--workers", type=int, help="local: jobs at once (default: one per GPU, else 1); ray: CPUs of a new local instance."
 )
 @click.option("--ray-address", help="Ray cluster to join, e.g. ray://head:10001 or auto (default: start a local one).")
-@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
-@click.option("--work-root", type=click.Path(path_type=Path), help="Pipeline folders (default $LLMSEG_HOME/pipelines).")
-@click.option(
-    "--models-file",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Your model YAML, added to the catalog (default $LLMSEG_MODELS_FILE).",
-)
+@_DATA_ROOT
+@_WORK_ROOT
+@_MODELS_FILE
 @click.option(
     "--log-dir", type=click.Path(path_type=Path), help="One log per job (default $LLMSEG_HOME/sweeps/<study>/logs)."
 )
@@ -474,9 +451,7 @@ def datasets_add(
     multiple=True,
     help="Send this environment variable to every job (e.g. an API key for Ray workers).",
 )
-@click.option(
-    "--unsafe-no-sandbox", is_flag=True, help="Run generated code WITHOUT bubblewrap (it can read your keys)."
-)
+@_UNSAFE
 def sweep(study_file: Path, dry_run: bool, **opts) -> None:
     """Run a whole study from a YAML file; rerun the same command to finish what is missing."""
     from llmseg_mlflow.sweep.run import SweepOptions, run_sweep
@@ -534,11 +509,7 @@ def _keys(value: str | None) -> tuple[str, ...]:
 @click.option(
     "--variability-models", help="Two models A,B for the run-to-run U tests (default: picked from those with repeats)."
 )
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    help="Prepared datasets, for the qualitative grid (default $LLMSEG_HOME/data).",
-)
+@_DATA_ROOT
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
@@ -573,17 +544,17 @@ def analyze(**opts) -> None:
 
 
 @main.command()
-@click.option("--dataset", required=True, help="Catalog key (see `llmseg datasets list`).")
-@click.option("--epochs", type=int, help="Training epochs (default 100: the GPU budget, docs/baseline.md).")
-@click.option("--iterations", type=int, help="Training iterations per epoch (default 250, nnU-Net's).")
+@_field(_BASE, "dataset")
+@_field(_BASE, "epochs")
+@_field(_BASE, "iterations")
 @click.option("--val-iterations", type=int, help="Validation iterations per epoch (default iterations / 5).")
 @click.option(
     "--fold", default="0", show_default=True, help="nnU-Net fold: 0-4 of its 5-fold split of the pool, or all."
 )
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), help="Default: cuda when available.")
-@click.option("--repeat", default=1, show_default=True, type=int, help="Repeat number.")
-@click.option("--study", default="llmseg", show_default=True, help="Study (MLflow experiment and `study` tag).")
-@click.option("--data-root", type=click.Path(path_type=Path), help="Prepared datasets (default $LLMSEG_HOME/data).")
+@_field(_BASE, "repeat")
+@_field(_BASE, "study")
+@_DATA_ROOT
 @click.option("--work-root", type=click.Path(path_type=Path), help="nnU-Net folders (default $LLMSEG_HOME/baselines).")
 @click.option("--log-checkpoint", is_flag=True, help="Also upload checkpoint_best.pth to the training run.")
 def baseline(**opts) -> None:

@@ -10,20 +10,40 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # Job limits: the paper's pipelines trained for minutes to hours; these bound one execution.
 JOB_TIMEOUT_S = 3 * 3600.0
 JOB_MEMORY_GB = 16.0
 EVAL_TIMEOUT_S = 1800.0  # `llmseg evaluate` on its own; inside a job it follows the job's timeout
 
+# Paths arrive as text from YAML and the command line: accepted as str or Path, stored as Path.
+LoosePath = Annotated[Path, Field(strict=False)]
+
+
+class ConfigError(ValueError):
+    """Settings given in code or on the command line that do not fit their schema (every problem listed)."""
+
+    def __init__(self, message: str, lines: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.lines = lines  # (where, problem), for a model nested in another
+
 
 class Strict(BaseModel):
     """Base of every schema: frozen, strict types, unknown keys refused by name with a suggestion."""
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", arbitrary_types_allowed=True)
+
+    def __init__(self, **data: Any) -> None:
+        # Keyword construction (job configs from the CLI, a study's overrides) gets our message; YAML
+        # loaders call model_validate and format the ValidationError with the file and entry instead.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, type(self).__name__), _located(exc)) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -104,18 +124,29 @@ def _problem(err: Any) -> str:
     return f"{err['msg']}, got {got!r}"
 
 
-def problems(exc: ValidationError, prefix: str = "") -> list[str]:
-    """One 'where: what is wrong' line per error; union branches that only restate a type error are merged."""
-    lines: list[str] = []
-    seen: set[str] = set()
+def _located(exc: ValidationError) -> list[tuple[str, str]]:
+    """(where, problem) per error; a nested model's own list is spliced in under its place."""
+    out: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
         # A union reports every branch; the location without the branch name is what the user wrote.
         loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _BRANCH_NAMES))]
-        place = where(loc, prefix)
-        if place in seen:
-            continue
-        seen.add(place)
-        lines.append(f"{place}: {_problem(err)}")
+        nested = (err.get("ctx") or {}).get("error")
+        if err["type"] == "value_error" and isinstance(nested, ConfigError):
+            out += [(where([*loc, *([inner] if inner != "top level" else [])]), what) for inner, what in nested.lines]
+        else:
+            out.append((where(loc), _problem(err)))
+    return out
+
+
+def problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One 'where: what is wrong' line per place (union branches that restate a type error merged)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for place, what in _located(exc):
+        place = f"{prefix}.{place}" if prefix and place != "top level" else prefix or place
+        if place not in seen:
+            seen.add(place)
+            lines.append(f"{place}: {what}")
     return lines
 
 
@@ -127,3 +158,98 @@ def describe(exc: ValidationError, heading: str, prefix: str = "") -> str:
     """A heading, then every problem on its own indented line."""
     lines = problems(exc, prefix)
     return f"{heading} has {len(lines)} problem(s):\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# ---- job configs: what the CLI, MLproject and a study's overrides set -----------------------------
+
+# "auto": the pipeline's own Dataset where possible; "generic": resize + [0, 1].
+Preprocessing = Literal["auto", "generic"]
+
+
+class GenerateConfig(Strict):
+    """Everything one `generate` call needs; paths default under LLMSEG_HOME (~/.llmseg)."""
+
+    model: str = Field(description="Catalog key (see `llmseg models`) or replay:DIR.")
+    dataset: str = Field(description="Catalog key (see `llmseg datasets list`).")
+    repeat: int = Field(default=1, ge=1, description="Repeat number (repeats never share replies).")
+    study: str = Field(default="llmseg", description="Study (MLflow experiment and `study` tag).")
+    epochs: int | None = Field(default=None, ge=1, description="Force the epoch count; unset keeps the LLM's choice.")
+    max_batches: int | None = Field(default=None, ge=1, description="Cap batches per epoch of every DataLoader.")
+    max_fix_rounds: int = Field(default=10, ge=0, description="Error feedback rounds before giving up.")
+    stuck_after: int = Field(
+        default=3,
+        ge=0,
+        description="The same error (type, place in the code, message) this many times in a row is a repeated "
+        "error loop: the pipeline ends stuck_loop, or gets --loop-hint once. 0: never.",
+    )
+    # Instead of ending stuck_loop, send one supplementary message ("default": the documented text).
+    loop_hint: str | None = None
+    timeout_s: float = Field(default=JOB_TIMEOUT_S, gt=0, description="Wall-clock limit of one execution.")
+    memory_gb: float = Field(
+        default=JOB_MEMORY_GB, gt=0, description="Memory cap of one execution (tmpfs and shared memory included)."
+    )
+    disk_gb: float | None = Field(default=None, gt=0)  # the attempt folder's cap; None: max(20 GB, 10x the pool)
+    eval_timeout_s: float | None = Field(default=None, gt=0)  # None: a quarter of timeout_s, at least 300 s
+    data_root: LoosePath | None = None
+    work_root: LoosePath | None = None
+    unsafe_no_sandbox: bool = False
+    preflight: bool = True
+    models_file: LoosePath | None = None  # user's model YAML (else $LLMSEG_MODELS_FILE)
+    no_cache: bool = False  # force fresh LLM calls (the replies are still stored)
+    cache_dir: LoosePath | None = None  # default $LLMSEG_CACHE_DIR or $LLMSEG_HOME/cache
+    evaluate: bool = True  # held-out evaluation after a successful training
+    eval_preprocessing: Preprocessing = "auto"
+
+
+class TrainConfig(Strict):
+    """`llmseg train`: which pipeline to re-run and with how many epochs."""
+
+    run_id: str = Field(description="The pipeline whose final code is re-trained.")
+    epochs: int = Field(ge=1, description="The forced epoch budget (the paper used 120).")
+    study: str | None = Field(default=None, description="Study of the new run (default: the source's).")
+    max_batches: int | None = Field(default=None, ge=1, description="Cap batches per epoch.")
+    timeout_s: float = Field(default=JOB_TIMEOUT_S, gt=0, description="Wall-clock limit of the training.")
+    memory_gb: float = Field(default=JOB_MEMORY_GB, gt=0, description="Memory cap of the training.")
+    data_root: LoosePath | None = None
+    work_root: LoosePath | None = None
+    unsafe_no_sandbox: bool = False
+    evaluate: bool = True
+    eval_preprocessing: Preprocessing = "auto"
+
+
+class EvaluateConfig(Strict):
+    """`llmseg evaluate`: which pipeline, how."""
+
+    run_id: str = Field(description="A pipeline root run (kind=pipeline).")
+    preprocessing: Preprocessing = Field(
+        default="auto", description="auto: the pipeline's own Dataset where possible; generic: resize + [0, 1]."
+    )
+    data_root: LoosePath | None = None
+    unsafe_no_sandbox: bool = False
+    timeout_s: float = Field(default=EVAL_TIMEOUT_S, gt=0, description="Wall-clock limit of the inference.")
+    memory_gb: float = Field(default=JOB_MEMORY_GB, gt=0, description="Memory cap of the inference.")
+
+
+# GPU default budget: 100 epochs x 250 iterations (nnU-Net's iterations per epoch, a tenth of its 1000
+# epochs): 25k steps at batch size ~12-50 is about half an hour of 2d training on one modern GPU, in
+# the range of what the LLM pipelines train for, while nnU-Net's poly schedule still decays to zero.
+GPU_EPOCHS = 100
+GPU_ITERATIONS = 250
+
+
+class BaselineConfig(Strict):
+    """One nnU-Net baseline; paths default under LLMSEG_HOME (~/.llmseg)."""
+
+    dataset: str = Field(description="Catalog key (see `llmseg datasets list`).")
+    study: str = Field(default="llmseg", description="Study (MLflow experiment and `study` tag).")
+    epochs: int = Field(default=GPU_EPOCHS, description="Training epochs (the GPU budget, docs/baseline.md).")
+    iterations: int = Field(default=GPU_ITERATIONS, description="Training iterations per epoch (nnU-Net's).")
+    data_root: LoosePath | None = None
+    work_root: LoosePath | None = None  # nnU-Net's folders go to <work_root>/<run_id> (default $LLMSEG_HOME/baselines)
+    repeat: int = Field(default=1, ge=1, description="Repeat number.")
+    fold: int | str = 0  # fold 0 of nnU-Net's 5-fold split of the pool: a real validation set for checkpoint_best
+    val_iterations: int | None = None  # default: iterations / 5, nnU-Net's own ratio (250 : 50)
+    device: str | None = None  # "cuda" or "cpu"; default: cuda when available
+    log_checkpoint: bool = False  # upload checkpoint_best.pth (tens of MB) as an artifact
+    timeout_s: float = 7 * 24 * 3600  # nnU-Net's full 1000-epoch schedule takes days on one GPU
+    memory_gb: float | None = None  # None: nine tenths of the machine's memory

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.models import ModelSpec, get_model
 from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, ensure_prepared
+from llmseg_mlflow.config import GenerateConfig
 from llmseg_mlflow.errors import bad_input
 from llmseg_mlflow.evaluation.run import eval_timeout, evaluate_trained
 from llmseg_mlflow.llm import tracing
@@ -27,34 +27,6 @@ from llmseg_mlflow.tracking import datasets as tracked_data
 from llmseg_mlflow.tracking.result import GenerateResult
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Cohort, Status
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    """Everything one `generate` call needs; paths default under LLMSEG_HOME (~/.llmseg)."""
-
-    model: str
-    dataset: str
-    repeat: int = 1
-    study: str = "llmseg"
-    epochs: int | None = None
-    max_batches: int | None = None
-    max_fix_rounds: int = 10
-    stuck_after: int = 3  # the same error N times in a row ends the pipeline stuck_loop (0: never)
-    loop_hint: str | None = None  # instead, send one supplementary message ("default": the documented text)
-    timeout_s: float = 3 * 3600
-    memory_gb: float = 16.0
-    disk_gb: float | None = None  # the attempt folder's cap; None: max(20 GB, 10x the pool)
-    eval_timeout_s: float | None = None  # None: a quarter of timeout_s, at least 300 s
-    data_root: Path | None = None
-    work_root: Path | None = None
-    unsafe_no_sandbox: bool = False
-    preflight: bool = True
-    models_file: Path | None = None  # user's model YAML (else $LLMSEG_MODELS_FILE)
-    no_cache: bool = False  # force fresh LLM calls (the replies are still stored)
-    cache_dir: Path | None = None  # default $LLMSEG_CACHE_DIR or $LLMSEG_HOME/cache
-    evaluate: bool = True  # held-out evaluation after a successful training
-    eval_preprocessing: str = "auto"  # "auto": the pipeline's own where possible; "generic": resize + [0, 1]
 
 
 def build_provider(model: ModelSpec, cfg: GenerateConfig) -> Provider:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
+from llmseg_mlflow.config import TrainConfig
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.run import eval_timeout, evaluate_trained, open_logged_pipeline
 from llmseg_mlflow.paths import work_root
@@ -27,23 +28,6 @@ from llmseg_mlflow.tracking import datasets as tracked_data
 from llmseg_mlflow.tracking.result import GenerateResult
 from llmseg_mlflow.tracking.runs import RunTree
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """`llmseg train`: which pipeline to re-run and with how many epochs."""
-
-    run_id: str
-    epochs: int
-    study: str | None = None  # default: the source's study
-    max_batches: int | None = None
-    timeout_s: float = 3 * 3600
-    memory_gb: float = 16.0
-    data_root: Path | None = None
-    work_root: Path | None = None
-    unsafe_no_sandbox: bool = False
-    evaluate: bool = True
-    eval_preprocessing: str = "auto"
 
 
 def source_code(client: MlflowClient, run_id: str) -> dict[str, str]:

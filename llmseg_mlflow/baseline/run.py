@@ -11,7 +11,6 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from llmseg_mlflow.baseline.train import CONFIGURATION, TRAINER, Budget, nnunet_
 from llmseg_mlflow.baseline.worker import PREFIX, RESULT, Job
 from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset, ensure_prepared
+from llmseg_mlflow.config import BaselineConfig
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.record import log_evaluation
 from llmseg_mlflow.paths import baselines_root, data_root
@@ -39,11 +39,6 @@ from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
 
 MODEL = "nnunet-v2"
 PROVIDER = "nnunet"
-# GPU default budget: 100 epochs x 250 iterations (nnU-Net's iterations per epoch, a tenth of its 1000
-# epochs): 25k steps at batch size ~12-50 is about half an hour of 2d training on one modern GPU, in
-# the range of what the LLM pipelines train for, while nnU-Net's poly schedule still decays to zero.
-GPU_EPOCHS = 100
-GPU_ITERATIONS = 250
 EVAL_TAGS = {
     "eval_preprocessing": "nnunet",
     "eval_load": "nnunet_checkpoint",
@@ -55,36 +50,18 @@ TAIL_LINES = 40  # of nnU-Net's output, in the `error` tag when it crashes
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass(frozen=True)
-class BaselineConfig:
-    """One nnU-Net baseline; paths default under LLMSEG_HOME (~/.llmseg)."""
+def _limits(cfg: BaselineConfig, data: PreparedDataset) -> sandbox.Limits:
+    """nnU-Net's sandbox caps: its own timeout, nine tenths of the machine's memory, room for its preprocessed copy."""
+    import psutil
 
-    dataset: str
-    study: str = "llmseg"
-    epochs: int = GPU_EPOCHS
-    iterations: int = GPU_ITERATIONS  # training iterations per epoch
-    data_root: Path | None = None
-    work_root: Path | None = None  # nnU-Net's folders go to <work_root>/<run_id> (default $LLMSEG_HOME/baselines)
-    repeat: int = 1
-    fold: int | str = 0  # fold 0 of nnU-Net's 5-fold split of the pool: a real validation set for checkpoint_best
-    val_iterations: int | None = None  # default: iterations / 5, nnU-Net's own ratio (250 : 50)
-    device: str | None = None  # "cuda" or "cpu"; default: cuda when available
-    log_checkpoint: bool = False  # upload checkpoint_best.pth (tens of MB) as an artifact
-    timeout_s: float = 7 * 24 * 3600  # nnU-Net's full 1000-epoch schedule takes days on one GPU
-    memory_gb: float | None = None  # None: nine tenths of the machine's memory
+    memory = cfg.memory_gb or 0.9 * psutil.virtual_memory().total / 1024**3
+    return sandbox.Limits(timeout_s=cfg.timeout_s, memory_gb=memory, disk_gb=2 * default_disk_gb(data))
 
-    def limits(self, data: PreparedDataset) -> sandbox.Limits:
-        """nnU-Net's sandbox caps: its own timeout, nine tenths of the machine's memory, room for its preprocessed copy."""
-        import psutil
 
-        memory = self.memory_gb or 0.9 * psutil.virtual_memory().total / 1024**3
-        return sandbox.Limits(timeout_s=self.timeout_s, memory_gb=memory, disk_gb=2 * default_disk_gb(data))
-
-    @property
-    def budget(self) -> Budget:
-        """Epochs, iterations per epoch and validation iterations."""
-        val = self.val_iterations if self.val_iterations is not None else max(1, round(self.iterations / 5))
-        return Budget(self.epochs, self.iterations, val)
+def _budget(cfg: BaselineConfig) -> Budget:
+    """Epochs, iterations per epoch and validation iterations."""
+    val = cfg.val_iterations if cfg.val_iterations is not None else max(1, round(cfg.iterations / 5))
+    return Budget(cfg.epochs, cfg.iterations, val)
 
 
 class NnUNetFailed(RuntimeError):
@@ -93,10 +70,10 @@ class NnUNetFailed(RuntimeError):
 
 def _check(cfg: BaselineConfig) -> str:
     """Validate the numbers and pick the device; UsageError on nonsense."""
-    if cfg.epochs < 1 or cfg.iterations < 1 or cfg.budget.val_iterations < 1:
+    if cfg.epochs < 1 or cfg.iterations < 1 or _budget(cfg).val_iterations < 1:
         raise UsageError(
             f"the budget needs epochs >= 1 and iterations >= 1 (got epochs={cfg.epochs}, "
-            f"iterations={cfg.iterations}, val_iterations={cfg.budget.val_iterations})"
+            f"iterations={cfg.iterations}, val_iterations={_budget(cfg).val_iterations})"
         )
     if cfg.fold != "all" and cfg.fold not in range(5):
         raise UsageError(f"fold must be 0-4 or 'all', got {cfg.fold!r}")
@@ -291,7 +268,7 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
         f"baseline {cohort.run_name}: run {run_id}, folder {work}, {device}, "
         f"{cfg.epochs} epochs x {cfg.iterations} iterations"
     )
-    budget = cfg.budget
+    budget = _budget(cfg)
     try:
         tree.root.tags({"status": Status.RUNNING.value, "baseline": "true", "workspace": str(work)})
         tree.root.params(
@@ -319,7 +296,7 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
         )
         with tree.child(Kind.TRAINING, "training", {"trainer": TRAINER, "device": device}) as run:
             try:
-                result = _run_worker(job, work, cfg.limits(data), progress)
+                result = _run_worker(job, work, _limits(cfg, data), progress)
             finally:
                 run.artifact(worker_logs(work) / "nnunet.log", "logs")
             _log_training(tree, run, result, raw, cfg.log_checkpoint)

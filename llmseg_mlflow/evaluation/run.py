@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset, ensure_prepared
+from llmseg_mlflow.config import EvaluateConfig
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation import compliance
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
@@ -154,18 +155,6 @@ def dataset_of(root_tags: dict[str, str], root_params: dict[str, str], data_root
             f"one this pipeline trained on (digest {logged[:12]}); point --data-root at that copy"
         )
     return data
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """`llmseg evaluate`: which pipeline, how."""
-
-    run_id: str
-    preprocessing: str = "auto"
-    data_root: Path | None = None
-    unsafe_no_sandbox: bool = False
-    timeout_s: float = 1800.0
-    memory_gb: float = 16.0
 
 
 def open_logged_pipeline(run_id: str, unsafe_no_sandbox: bool, data_root: Path | None):

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from llmseg_mlflow import untrusted
+from llmseg_mlflow.config import JOB_MEMORY_GB, JOB_TIMEOUT_S
 from llmseg_mlflow.pipeline import cgroups
 
 # What Python and its libraries need from /etc; nothing else of the host is bound.
@@ -73,8 +74,8 @@ class SandboxUnavailable(RuntimeError):
 class Limits:
     """Caps for one execution."""
 
-    timeout_s: float = 3 * 3600
-    memory_gb: float = 16.0
+    timeout_s: float = JOB_TIMEOUT_S
+    memory_gb: float = JOB_MEMORY_GB
     output_mb: float = 20.0
     disk_gb: float = 20.0  # the attempt folder (checkpoints, plots, Excel files); each file at most this much
     max_processes: int = 1024  # processes and threads together (torch and DataLoader workers use dozens)
