@@ -25,6 +25,7 @@ from PIL import Image
 from llmseg_mlflow import untrusted
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.catalog.volume_pool import SLICES
+from llmseg_mlflow.config import EVAL_TIMEOUT_S
 from llmseg_mlflow.evaluation.predictions import PredictionsError, load_predictions
 from llmseg_mlflow.pipeline import knobs, sandbox
 from llmseg_mlflow.pipeline.execute import knob_values
@@ -48,7 +49,7 @@ class EvalSettings:
     """How to evaluate: preprocessing `auto` (the pipeline's own where possible) or `generic`."""
 
     preprocessing: str = "auto"
-    limits: sandbox.Limits = field(default_factory=lambda: sandbox.Limits(timeout_s=1800, memory_gb=16))
+    limits: sandbox.Limits = field(default_factory=lambda: sandbox.Limits(timeout_s=EVAL_TIMEOUT_S))
     batch_size: int = 16
     unsafe_no_sandbox: bool = False
 
