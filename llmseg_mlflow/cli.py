@@ -222,7 +222,7 @@ def models_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(
             json.dumps(
-                [{**asdict(m), "replay_dir": str(m.replay_dir) if m.replay_dir else None} for m in models.values()],
+                [m.model_dump(mode="json") for m in models.values()],
                 indent=2,
             )
         )

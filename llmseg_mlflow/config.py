@@ -38,8 +38,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", arbitrary_types_allowed=True)
 
     def __init__(self, **data: Any) -> None:
-        # Keyword construction (job configs from the CLI, a study's overrides) gets our message; YAML
-        # loaders call model_validate and format the ValidationError with the file and entry instead.
+        # Our message for every way in: keyword construction and model_validate both call this, and
+        # a nested model's problems travel up as ConfigError.lines to be listed under its place.
         try:
             super().__init__(**data)
         except ValidationError as exc:

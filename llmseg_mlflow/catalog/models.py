@@ -5,13 +5,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from llmseg_mlflow.catalog.replay_folder import FOLDER_LAYOUT, has_replies
+from llmseg_mlflow.config import LoosePath, Strict, problems
 
 BUILTIN_FILE = Path(__file__).with_name("models.yaml")
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
@@ -21,46 +22,100 @@ REPLAY_PREFIX = "replay:"
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_KEY_NEED = "a name like 'my-model' (letters, digits, . _ -)"
 # Providers that need no API model id: recorded replies, or no API at all (chat interface only).
 _NO_API = {"replay", "none"}
-_FIELDS = (
-    "key",
-    "title",
-    "provider",
-    "api_model",
-    "year",
-    "reasoning",
-    "settings",
-    "base_url",
-    "api_key_env",
-    "price_in_per_mtok",
-    "price_out_per_mtok",
-    "replay_dir",
-    "fixture",
-    "parameters",
-    "notes",
-)
+# The provider that makes an otherwise optional field required.
+_NEEDED_BY = {
+    "api_model": lambda provider: provider not in _NO_API,
+    "base_url": lambda provider: provider == "openai-compatible",
+    "replay_dir": lambda provider: provider == "replay",
+}
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+def _text(blank: str | None) -> BeforeValidator:
+    """YAML text as entries write it: stripped, a bare number (a version, a size) taken as text, blank as `blank`."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            value = value.strip()
+        return blank if value is None or value == "" else value
+
+    return BeforeValidator(clean)
+
+
+_Text = Annotated[str, _text("")]
+_OptText = Annotated[str | None, _text(None)]
+
+
+class ModelSpec(Strict):
     """One model the platform can ask for a pipeline, with how to reach it and what it costs."""
 
+    # Defaults are validated too: that is where a field the provider requires is found missing.
+    model_config = ConfigDict(validate_default=True)
+
     key: str
-    title: str
-    provider: str
-    api_model: str | None = None
-    year: int | None = None
-    reasoning: bool | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    base_url: str | None = None
-    api_key_env: str | None = None
-    price_in_per_mtok: float | None = None
-    price_out_per_mtok: float | None = None
-    replay_dir: Path | None = None
+    title: _Text = ""  # blank: the key
+    provider: _Text
+    api_model: _OptText = None
+    year: int | None = Field(default=None, ge=1990, le=2100)
+    reasoning: bool | None = None  # as the paper classifies the model
+    settings: Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v)] = Field(default_factory=dict)
+    base_url: _OptText = None
+    api_key_env: _OptText = None
+    price_in_per_mtok: float | None = Field(default=None, ge=0)  # USD per million tokens
+    price_out_per_mtok: float | None = Field(default=None, ge=0)
+    replay_dir: Annotated[LoosePath | None, _text(None)] = None
     fixture: bool = False
-    notes: str = ""
-    parameters: str = ""
+    notes: _Text = ""
+    parameters: _Text = ""
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        # A replay:DIR model is named after its folder, whatever the folder is called.
+        if not _KEY.match(value) and not (value.startswith(REPLAY_PREFIX) and value != REPLAY_PREFIX):
+            raise ValueError(f"expected {_KEY_NEED}, got {value!r}")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str, info: ValidationInfo) -> str:
+        return value or info.data.get("key", "")
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        if not value:
+            raise ValueError("expected a provider: openai, anthropic, openai-compatible, replay or none; got ''")
+        return value
+
+    @field_validator(*_NEEDED_BY)
+    @classmethod
+    def _needed(cls, value: Any, info: ValidationInfo) -> Any:
+        provider = info.data.get("provider")  # absent when the provider itself is wrong
+        if value is None and provider is not None and _NEEDED_BY[str(info.field_name)](provider):
+            raise ValueError(f"missing, required for provider {provider!r}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        ref = _ENV_REF.match(value or "")
+        if ref:  # taken from the environment when set; else endpoint() says what to export
+            return os.environ.get(ref.group(1)) or value
+        if value is not None and not re.match(r"^https?://", value):
+            raise ValueError(f"expected an http(s) URL or ${{ENV_VAR}}, got {value!r}")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"expected the name of an environment variable, such as OPENAI_API_KEY, got {value!r}")
+        return value
 
     def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
         """USD for one call at list price (reasoning tokens count as output); 0.0 when prices are unknown."""
@@ -96,6 +151,10 @@ class UnknownModelError(LookupError):
         )
 
 
+# A raw entry as read (overrides merged in) and the heading its problems are reported under.
+_Raw = tuple[dict[str, Any], str]
+
+
 def load_models(extra: Path | None = None) -> dict[str, ModelSpec]:
     """Built-in catalog plus the user's YAML (argument, else $LLMSEG_MODELS_FILE); user entries add or override."""
     raw = _read_entries(BUILTIN_FILE, FIXTURES_DIR)
@@ -106,10 +165,10 @@ def load_models(extra: Path | None = None) -> dict[str, ModelSpec]:
             raise ValueError(
                 f"models file {user_file} does not exist; pass an existing YAML file with a `models:` list"
             )
-        for key, entry in _read_entries(user_file, user_file.resolve().parent).items():
+        for key, (entry, where) in _read_entries(user_file, user_file.resolve().parent).items():
             # An existing key changes only the fields the user gives (e.g. a newer api_model).
-            raw[key] = {**raw.get(key, {}), **entry}
-    return {key: _to_spec(entry) for key, entry in raw.items()}
+            raw[key] = ({**raw.get(key, ({}, ""))[0], **entry}, where)
+    return {key: _validate(entry, where) for key, (entry, where) in raw.items()}
 
 
 def get_model(key: str, extra: Path | None = None) -> ModelSpec:
@@ -148,102 +207,39 @@ def _env_models_file() -> Path | None:
     return Path(value) if value else None
 
 
-def _read_entries(path: Path, base_dir: Path) -> dict[str, dict[str, Any]]:
-    """Raw, field-checked entries of one YAML file by key; replay_dir made absolute against base_dir."""
+def _read_entries(path: Path, base_dir: Path) -> dict[str, _Raw]:
+    """The raw entries of one YAML file by key, replay_dir made absolute against base_dir; fields are checked
+    once overrides are merged."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc}); fix the syntax") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
         raise ValueError(f"{path}: expected a top-level `models:` list of entries, as in {BUILTIN_FILE.name}")
-    entries: dict[str, dict[str, Any]] = {}
+    entries: dict[str, _Raw] = {}
     for index, entry in enumerate(doc["models"], start=1):
         where = f"{path}: model entry #{index}"
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: expected a mapping of fields (key: ..., provider: ...), got {entry!r}")
         key = entry.get("key")
         if not isinstance(key, str) or not _KEY.match(key):
-            raise ValueError(
-                f"{where}: field 'key' must be a name like 'my-model' (letters, digits, . _ -), got {key!r}"
-            )
+            raise ValueError(f"{where}: key: expected {_KEY_NEED}, got {key!r}")
         where = f"{path}: model entry {key!r}"
-        unknown = sorted(set(entry) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"{where}: unknown field {unknown[0]!r}; valid fields: {', '.join(_FIELDS)}")
         if key in entries:
-            raise ValueError(f"{where}: field 'key' repeats an earlier entry; keep one entry per model")
-        entry = dict(entry, _where=where)
-        if isinstance(entry.get("replay_dir"), str):
-            entry["replay_dir"] = str(base_dir / Path(entry["replay_dir"]).expanduser())
-        entries[key] = entry
+            raise ValueError(f"{where}: key: repeats an earlier entry; keep one entry per model")
+        replay_dir = entry.get("replay_dir")
+        if isinstance(replay_dir, str) and replay_dir.strip():
+            # Here, not in ModelSpec: after merging, which file gave the folder is no longer known.
+            entry = {**entry, "replay_dir": base_dir / Path(replay_dir.strip()).expanduser()}
+        entries[key] = (entry, where)
     return entries
 
 
-def _to_spec(entry: dict[str, Any]) -> ModelSpec:
-    """Validate one merged raw entry and build its ModelSpec; ValueError names the entry and field."""
-    where = entry["_where"]
-
-    def bad(name: str, need: str) -> ValueError:
-        return ValueError(f"{where}: field {name!r} must be {need}, got {entry.get(name)!r}")
-
-    def text(name: str, required: bool = False) -> str | None:
-        value = entry.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            if required:
-                raise bad(name, "a non-empty string")
-            return None
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise bad(name, "a string")
-        return str(value).strip()
-
-    def price(name: str) -> float | None:
-        value = entry.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise bad(name, "a non-negative number (USD per million tokens) or null")
-        return float(value)
-
-    provider = text("provider", required=True)
-    assert provider is not None
-    api_model = text("api_model", required=provider not in _NO_API)
-    year = entry.get("year")
-    if year is not None and (isinstance(year, bool) or not isinstance(year, int) or not 1990 <= year <= 2100):
-        raise bad("year", "a year such as 2025, or null")
-    reasoning = entry.get("reasoning")
-    if reasoning is not None and not isinstance(reasoning, bool):
-        raise bad("reasoning", "true or false (as the paper classifies the model), or null")
-    settings = entry.get("settings") or {}
-    if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
-        raise bad("settings", "a mapping such as {temperature: 1.0, max_tokens: 8192}")
-    base_url = text("base_url", required=provider == "openai-compatible")
-    if base_url is not None:
-        ref = _ENV_REF.match(base_url)
-        if ref and os.environ.get(ref.group(1)):
-            base_url = os.environ[ref.group(1)]
-        elif not ref and not re.match(r"^https?://", base_url):
-            raise bad("base_url", "an http(s) URL or ${ENV_VAR}")
-    api_key_env = text("api_key_env")
-    if api_key_env is not None and not _ENV_NAME.match(api_key_env):
-        raise bad("api_key_env", "the name of an environment variable, such as OPENAI_API_KEY")
-    replay_dir = text("replay_dir", required=provider == "replay")
-    fixture = entry.get("fixture", False)
-    if not isinstance(fixture, bool):
-        raise bad("fixture", "true or false")
-    return ModelSpec(
-        key=entry["key"],
-        title=text("title") or entry["key"],
-        provider=provider,
-        api_model=api_model,
-        year=year,
-        reasoning=reasoning,
-        settings=dict(settings),
-        base_url=base_url,
-        api_key_env=api_key_env,
-        price_in_per_mtok=price("price_in_per_mtok"),
-        price_out_per_mtok=price("price_out_per_mtok"),
-        replay_dir=Path(replay_dir) if replay_dir else None,
-        fixture=fixture,
-        notes=text("notes") or "",
-        parameters=text("parameters") or "",
-    )
+def _validate(entry: dict[str, Any], where: str) -> ModelSpec:
+    """The ModelSpec of one merged entry; ValueError lists every problem with its field."""
+    try:
+        return ModelSpec.model_validate(entry)
+    except ValidationError as exc:
+        # An unknown field is reported on the entry as a whole, which needs no "top level" label.
+        lines = [line.removeprefix("top level: ") for line in problems(exc)]
+        raise ValueError(f"{where} has {len(lines)} problem(s):\n" + "\n".join(f"  {p}" for p in lines)) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from llmseg_mlflow.catalog.models import (
     ModelSpec,
@@ -169,26 +170,100 @@ def test_user_replay_dir_is_relative_to_its_yaml(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "entry, field",
+    "entry, problem",
     [
-        ("{key: x1, provider: openai, api_model: m, year: twenty}", "year"),
-        ("{key: x2, provider: openai, api_model: m, reasoning: maybe}", "reasoning"),
-        ("{key: x3, provider: openai, api_model: m, reasonning: true}", "reasonning"),
-        ("{key: x4, provider: openai}", "api_model"),
-        ("{key: x5, provider: openai-compatible, api_model: m}", "base_url"),
-        ("{key: x6, provider: openai, api_model: m, price_in_per_mtok: -1}", "price_in_per_mtok"),
-        ("{key: x7, provider: replay}", "replay_dir"),
-        ("{key: x8, provider: openai, api_model: m, api_key_env: 'my key'}", "api_key_env"),
-        ("{key: x9, provider: openai, api_model: m, settings: [1, 2]}", "settings"),
+        ("{key: x1, provider: openai, api_model: m, year: twenty}", "year: expected a whole number, got 'twenty'"),
+        ("{key: x2, provider: openai, api_model: m, reasoning: maybe}", "reasoning: expected true or false"),
+        (
+            "{key: x3, provider: openai, api_model: m, reasonning: true}",
+            "unknown field 'reasonning' (did you mean reasoning?); allowed: key, title,",
+        ),
+        ("{key: x4, provider: openai}", "api_model: missing, required for provider 'openai'"),
+        ("{key: x5, provider: openai-compatible, api_model: m}", "base_url: missing, required for provider"),
+        (
+            "{key: x6, provider: openai, api_model: m, price_in_per_mtok: -1}",
+            "price_in_per_mtok: expected a number >= 0",
+        ),
+        ("{key: x7, provider: replay}", "replay_dir: missing, required for provider 'replay'"),
+        ("{key: x8, provider: openai, api_model: m, api_key_env: 'my key'}", "api_key_env: expected the name of an"),
+        ("{key: x9, provider: openai, api_model: m, settings: [1, 2]}", "settings: expected a mapping, got [1, 2]"),
+        ("{key: x10, provider: openai, api_model: m, year: 1850}", "year: expected a number >= 1990, got 1850"),
+        ("{key: x11, provider: openai, api_model: m, title: [a]}", "title: expected text, got ['a']"),
+        ("{key: x12, provider: openai, api_model: m, fixture: 1}", "fixture: expected true or false, got 1"),
+        (
+            "{key: x13, provider: openai-compatible, api_model: m, base_url: host:80}",
+            "base_url: expected an http(s) URL",
+        ),
+        ("{key: x14, api_model: m}", "provider: missing (required)"),
     ],
 )
-def test_bad_user_yaml_names_entry_and_field(tmp_path, entry, field):
+def test_bad_user_yaml_names_file_entry_field_and_value(tmp_path, entry, problem):
     user = write_yaml(tmp_path / "bad.yaml", f"models:\n  - {entry}\n")
     with pytest.raises(ValueError) as err:
         load_models(user)
     key = entry.split(",")[0].split(":")[1].strip()
-    assert repr(key) in str(err.value) and repr(field) in str(err.value)
-    assert "bad.yaml" in str(err.value)
+    assert f"bad.yaml: model entry {key!r} has 1 problem(s):\n  {problem}" in str(err.value)
+
+
+def test_every_problem_of_an_entry_at_once(tmp_path):
+    user = write_yaml(tmp_path / "bad.yaml", "models:\n  - {key: x, provider: openai, year: '2025', reasoning: 1}\n")
+    with pytest.raises(ValueError) as err:
+        load_models(user)
+    assert str(err.value).endswith(
+        "model entry 'x' has 3 problem(s):\n"
+        "  api_model: missing, required for provider 'openai'\n"
+        "  year: expected a whole number, got '2025'\n"
+        "  reasoning: expected true or false, got 1"
+    )
+
+
+@pytest.mark.parametrize("entry", ["{key: 'my model', provider: openai}", "{provider: openai}", "{key: 'replay:x'}"])
+def test_bad_key_names_the_entry_by_number(tmp_path, entry):
+    user = write_yaml(tmp_path / "bad.yaml", f"models:\n  - {{key: ok, provider: none}}\n  - {entry}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: model entry #2: key: expected a name like 'my-model'"):
+        load_models(user)
+
+
+def test_text_fields_stripped_numbers_as_text_title_defaults_to_key(tmp_path):
+    user = write_yaml(
+        tmp_path / "m.yaml",
+        "models:\n  - {key: m1, provider: ' openai ', api_model: 4, parameters: 405, notes: '  n  ', settings: null}\n",
+    )
+    spec = load_models(user)["m1"]
+    assert (spec.title, spec.provider, spec.api_model, spec.parameters, spec.notes) == ("m1", "openai", "4", "405", "n")
+    assert spec.settings == {} and spec.price_in_per_mtok is None and spec.fixture is False
+
+
+def test_override_keeps_the_builtin_replay_dir_and_a_new_one_is_relative_to_its_yaml(tmp_path):
+    builtin = load_models()["demo-2024-a"].replay_dir
+    user = write_yaml(
+        tmp_path / "m.yaml",
+        "models:\n  - {key: demo-2024-a, title: Mine}\n  - {key: mine, provider: replay, replay_dir: ../chats}\n",
+    )
+    models = load_models(user)
+    assert (models["demo-2024-a"].title, models["demo-2024-a"].replay_dir) == ("Mine", builtin)
+    assert models["mine"].replay_dir == tmp_path / ".." / "chats"
+
+
+def test_user_base_url_from_environment(tmp_path, monkeypatch):
+    user = write_yaml(
+        tmp_path / "m.yaml",
+        "models:\n  - {key: mine, provider: openai-compatible, api_model: m, base_url: '${MY_LLM_URL}'}\n",
+    )
+    monkeypatch.delenv("MY_LLM_URL", raising=False)
+    with pytest.raises(ValueError, match="export MY_LLM_URL=https://"):
+        load_models(user)["mine"].endpoint()
+    monkeypatch.setenv("MY_LLM_URL", "http://10.0.0.1:8000/v1")
+    assert load_models(user)["mine"].endpoint() == "http://10.0.0.1:8000/v1"
+
+
+def test_spec_is_frozen_and_built_in_code_like_a_catalog_entry():
+    spec = ModelSpec(key="replay:my chat", provider="replay", replay_dir="/tmp/my chat")
+    assert (spec.title, spec.replay_dir, spec.settings) == ("replay:my chat", Path("/tmp/my chat"), {})
+    with pytest.raises(ValidationError):
+        spec.year = 2025  # type: ignore[misc]
+    with pytest.raises(ValueError, match="api_model: missing"):
+        ModelSpec(key="k", provider="anthropic")
 
 
 def test_bad_user_yaml_shape(tmp_path):

@@ -55,20 +55,18 @@ def test_no_cache_forces_a_fresh_call_and_stores_it(tmp_path):
 
 def test_the_endpoint_is_part_of_the_key(tmp_path, monkeypatch):
     """Two servers answering for the same model name never share replies; one server spelled twice does."""
-    from dataclasses import replace
-
     from llmseg_mlflow.llm.cache import cache_key, digest
     from llmseg_mlflow.llm.openai_provider import BASE_URL_ENV, OpenAIProvider
 
     spec, convo = get_model("gpt-4o"), [Message("user", "write the pipeline")]
-    here = replace(spec, base_url="http://127.0.0.1:8001/v1")
-    there = replace(spec, base_url="http://127.0.0.1:8002/v1")
+    here = spec.model_copy(update={"base_url": "http://127.0.0.1:8001/v1"})
+    there = spec.model_copy(update={"base_url": "http://127.0.0.1:8002/v1"})
 
     def key(s, endpoint=None):
         return digest(cache_key(s, 1, convo, endpoint))
 
     assert len({key(here), key(there), key(spec)}) == 3
-    spelled_otherwise = replace(spec, base_url=" HTTP://127.0.0.1:8001/v1/")
+    spelled_otherwise = spec.model_copy(update={"base_url": " HTTP://127.0.0.1:8001/v1/"})
     assert key(here) == key(spelled_otherwise) == key(spec, "http://127.0.0.1:8001/v1")
     # The default endpoint adds nothing: the key is the one used before the endpoint was part of it.
     assert cache_key(spec, 1, convo) == {

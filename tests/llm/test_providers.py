@@ -5,7 +5,6 @@ Real-API smoke tests at the end run only with LLMSEG_REAL_LLM_TESTS=1 and the ve
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -31,7 +30,7 @@ def provider(key: str, **settings):
     """The registered provider for a catalog model, settings optionally replaced."""
     spec = get_model(key)
     if settings:
-        spec = dataclasses.replace(spec, settings=settings)
+        spec = spec.model_copy(update={"settings": settings})
     return make_provider(spec, dataset="bagls", repeat=1)
 
 
