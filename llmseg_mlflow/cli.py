@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from llmseg_mlflow import config
+from llmseg_mlflow.analysis.config import AnalyzeConfig
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the client would otherwise call an outside host
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout ends with our JSON line
@@ -487,13 +488,11 @@ def _keys(value: str | None) -> tuple[str, ...]:
 
 
 @main.command()
-@click.option("--study", default="llmseg", show_default=True, help="Study (the `study` tag of the pipeline runs).")
-@click.option(
-    "--output",
-    default="report",
-    show_default=True,
+@_field(AnalyzeConfig, "study")
+@_field(
+    AnalyzeConfig,
+    "output",
     type=click.Path(path_type=Path),
-    help="Folder for index.html, tables/, figures/, data/.",
 )
 @click.option("--datasets", "datasets_", help="Comma-separated dataset keys (default: all in the study).")
 @click.option("--models", help="Comma-separated model keys (default: all; the baseline is always kept).")
@@ -502,7 +501,7 @@ def _keys(value: str | None) -> tuple[str, ...]:
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="YAML of the cohort comparisons (default: 2024 vs 2025, non-reasoning vs reasoning); see docs/analysis.md.",
 )
-@click.option("--alpha", default=0.05, show_default=True, type=float, help="Significance level of the U tests.")
+@_field(AnalyzeConfig, "alpha")
 @click.option(
     "--bonferroni", is_flag=True, help="Bonferroni-correct the cohort tests (over all datasets x comparisons)."
 )

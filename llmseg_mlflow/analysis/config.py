@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from llmseg_mlflow.config import LoosePath, Strict, describe
 from llmseg_mlflow.errors import UsageError
 
 
@@ -57,21 +59,55 @@ models:                                              # optional: change a model'
 """
 
 
-def _group(where: str, raw: Any) -> Group:
-    if isinstance(raw, (str, int, bool)):
-        value = str(raw).lower() if isinstance(raw, bool) else str(raw)
-        return Group(value, (value,))
-    if isinstance(raw, list):
-        vals = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in raw)
-        return Group("+".join(vals), vals)
-    if isinstance(raw, dict) and ("values" in raw or "models" in raw):
-        vals = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in raw.get("values") or ())
-        models = tuple(str(m) for m in raw.get("models") or ())
-        return Group(str(raw.get("label") or "+".join(vals or models)), vals, models)
-    raise UsageError(
-        f"{where}: a group is a tag value, a list of values, or {{label, values}} / {{label, models}}; "
-        f"got {raw!r}. Example:\n{COHORTS_EXAMPLE}"
-    )
+TagValue = str | int | bool  # YAML's 2025 and true stand for the tag values "2025" and "true"
+_GROUP_FORMS = "a group is a tag value, a list of values, or {label, values} / {label, models}"
+
+
+def _text(value: TagValue) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class GroupEntry(Strict):
+    """One side of a comparison as written: "2024", ["2025", "2026"], {label, values} or {label, models}."""
+
+    label: str | None = None
+    values: list[TagValue] = []
+    models: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, (str, int, bool, list)):
+            return {"values": data if isinstance(data, list) else [data]}
+        if not isinstance(data, dict):
+            raise ValueError(f"{_GROUP_FORMS}; got {data!r}")
+        return data
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> GroupEntry:
+        if not self.values and not self.models:
+            raise ValueError(f"{_GROUP_FORMS}; this one names no values and no models")
+        return self
+
+    def group(self) -> Group:
+        """The group the analysis tests."""
+        values = tuple(_text(v) for v in self.values)
+        return Group(self.label or "+".join(values or self.models), values, tuple(self.models))
+
+
+class ComparisonEntry(Strict):
+    """One comparison as written; the tag defaults to the comparison's name."""
+
+    tag: str | None = None
+    a: GroupEntry
+    b: GroupEntry
+
+
+class CohortsFile(Strict):
+    """The cohorts YAML (see COHORTS_EXAMPLE)."""
+
+    comparisons: dict[str, ComparisonEntry] = {}
+    models: dict[str, dict[str, TagValue]] = {}  # model key -> the tags the analysis uses instead
 
 
 def load_cohorts(path: Path | None) -> Cohorts:
@@ -82,54 +118,45 @@ def load_cohorts(path: Path | None) -> Cohorts:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"cannot read the cohorts file {path}: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("comparisons", {}), dict):
-        raise UsageError(
-            f"{path}: expected a mapping with 'comparisons' (and optional 'models'). Example:\n{COHORTS_EXAMPLE}"
-        )
-    comps = []
-    for name, raw in (data.get("comparisons") or {}).items():
-        if not isinstance(raw, dict) or "a" not in raw or "b" not in raw:
-            raise UsageError(f"{path}: comparison {name!r} needs 'a' and 'b'. Example:\n{COHORTS_EXAMPLE}")
-        comps.append(
-            Comparison(
-                str(name),
-                str(raw.get("tag", name)),
-                _group(f"{path}: {name}.a", raw["a"]),
-                _group(f"{path}: {name}.b", raw["b"]),
-            )
-        )
-    overrides = data.get("models") or {}
-    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-        raise UsageError(f"{path}: 'models' maps a model key to tags, e.g. my-model: {{year: '2025'}}")
-    return Cohorts(
-        tuple(comps) or DEFAULT_COMPARISONS,
-        {
-            str(k): {str(t): str(v).lower() if isinstance(v, bool) else str(v) for t, v in tags.items()}
-            for k, tags in overrides.items()
-        },
-    )
+    try:
+        raw = CohortsFile.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(f"{describe(exc, f'cohorts file {path}')}\nExample:\n{COHORTS_EXAMPLE}") from None
+    comps = tuple(Comparison(name, c.tag or name, c.a.group(), c.b.group()) for name, c in raw.comparisons.items())
+    overrides = {key: {t: _text(v) for t, v in tags.items()} for key, tags in raw.models.items()}
+    return Cohorts(comps or DEFAULT_COMPARISONS, overrides)
 
 
-@dataclass(frozen=True)
-class AnalyzeConfig:
+Keys = Annotated[tuple[str, ...], Field(strict=False)]  # a list from Python code works as well as a tuple
+
+
+class AnalyzeConfig(Strict):
     """Everything `analyze` needs; the tracking server comes from MLFLOW_TRACKING_URI as everywhere in MLflow."""
 
-    study: str = "llmseg"
-    output: Path = Path("report")
-    datasets: tuple[str, ...] = ()  # empty: all
-    models: tuple[str, ...] = ()  # empty: all (the baseline is always kept)
-    cohorts_file: Path | None = None
-    alpha: float = 0.05
+    study: str = Field(default="llmseg", description="Study (the `study` tag of the pipeline runs).")
+    output: LoosePath = Field(default=Path("report"), description="Folder for index.html, tables/, figures/, data/.")
+    datasets: Keys = ()  # empty: all
+    models: Keys = ()  # empty: all (the baseline is always kept)
+    cohorts_file: LoosePath | None = None
+    alpha: float = Field(default=0.05, description="Significance level of the U tests.")
     bonferroni: bool = False
-    variability_models: tuple[str, ...] = ()  # two models for the run-to-run U test; empty: picked
-    data_root: Path | None = None  # prepared datasets for the qualitative grid (default $LLMSEG_HOME/data)
-    cache_dir: Path | None = None  # default $LLMSEG_HOME/analysis-cache
+    variability_models: Keys = ()  # two models for the run-to-run U test; empty: picked
+    data_root: LoosePath | None = None  # prepared datasets for the qualitative grid (default $LLMSEG_HOME/data)
+    cache_dir: LoosePath | None = None  # default $LLMSEG_HOME/analysis-cache
     log_run: bool = True  # log the outputs as a kind=analysis run
     refresh: bool = False  # list every root again instead of only what changed since the last analyze
     curve_epochs: int = 20  # cohort mean +/- SD over the first N epochs (Fig. 8)
 
-    def __post_init__(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise UsageError(f"--alpha must be between 0 and 1, got {self.alpha}")
-        if self.variability_models and len(self.variability_models) != 2:
-            raise UsageError(f"--variability-models takes two model keys (A,B), got {list(self.variability_models)}")
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"expected a number between 0 and 1 (--alpha), got {value}")
+        return value
+
+    @field_validator("variability_models")
+    @classmethod
+    def _two(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value and len(value) != 2:
+            raise ValueError(f"expected two model keys (--variability-models A,B), got {list(value)}")
+        return value

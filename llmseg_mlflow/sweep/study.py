@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-import difflib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    ModelWrapValidatorHandler,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.models import REPLAY_PREFIX, ModelSpec, get_model, load_models
+from llmseg_mlflow.config import BaselineConfig, Strict, default_of, field_names, problems, suggest
 from llmseg_mlflow.errors import UsageError
 
-TOP_LEVEL = ("name", "models", "datasets", "repeats", "budget_reruns", "baselines", "overrides")
-SELECTOR_FIELDS = ("year", "reasoning", "provider", "fixture")
-# Harness settings a study may set for every job (GenerateConfig / TrainConfig fields).
-OVERRIDE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "epochs": int,
-    "max_batches": int,
-    "max_fix_rounds": int,
-    "timeout_s": (int, float),
-    "memory_gb": (int, float),
-    "preflight": bool,
-    "no_cache": bool,
-    "stuck_after": int,
-    "loop_hint": str,
-}
-BASELINE_DEFAULTS = {"epochs": 100, "iterations": 250}
+BASELINE_DEFAULTS = {k: default_of(BaselineConfig, k) for k in ("epochs", "iterations")}  # the job's own defaults
 # The packaged studies (package data; `studies/` at the repo root links here): `llmseg sweep demo` names one.
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 
@@ -72,70 +76,194 @@ class Study:
         return self.repeats.get((model, dataset), self.default_repeats)
 
 
-class _Errors:
-    """Collects every problem of a study file so the user fixes them all in one go."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.items: list[str] = []
-
-    def add(self, where: str, problem: str) -> None:
-        self.items.append(f"  {where}: {problem}")
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise UsageError(f"study file {self.path} has {len(self.items)} problem(s):\n" + "\n".join(self.items))
-
-
-def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
-def _int(errors: _Errors, where: str, value: Any, minimum: int = 1) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        errors.add(where, f"expected a whole number >= {minimum}, got {value!r}")
+def _lenient(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    # load_study's second pass: a part whose problems are listed already becomes None, so the
+    # resolution step still checks every other part and the user sees all problems at once.
+    try:
+        return handler(value)
+    except ValidationError:
+        if not (info.context or {}).get("lenient"):
+            raise
         return None
-    return value
 
 
-def _names(errors: _Errors, where: str, value: Any, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """A list of names out of `allowed`; `all` (or absent -> caller's default) means every one."""
-    if value == "all":
+Item = WrapValidator(_lenient)  # fields are lenient through _Part; list items and mapping values through this
+Count = Annotated[int, Field(ge=1)]
+Names = Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]  # `all`, a name, names
+
+
+def _shape(scalar: type, expected: str) -> Discriminator:
+    """A union of `scalar` and a mapping, told apart by the value, so a problem speaks of the form meant."""
+
+    def branch(value: Any) -> str | None:
+        if isinstance(value, dict):
+            return "dict"
+        return scalar.__name__ if isinstance(value, scalar) and not isinstance(value, bool) else None
+
+    return Discriminator(branch, custom_error_type="shape", custom_error_message=f"expected {expected}")
+
+
+def _filled(what: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not value or (isinstance(value, str) and ("'" in value or not value.strip())):  # ' breaks MLflow filters
+            raise ValueError(f"expected {what}, got {value!r}")
+        return value.strip() if isinstance(value, str) else value
+
+    return AfterValidator(check)
+
+
+class _Part(Strict):
+    """A mapping of the study file; unknown keys are listed with its other problems, not instead of them."""
+
+    # pydantic's own __init__: only then does model_validate give nested parts its context (the lenient pass).
+    __init__ = BaseModel.__init__
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _lenient_field(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        return _lenient(value, handler, info)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _known_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        allowed = field_names(cls)
+        unknown = [k for k in data if k not in allowed] if isinstance(data, dict) else []
+        if not unknown:
+            return handler(data)
+        errors: list[Any] = []
+        for k in unknown:
+            why = f"unknown field{suggest(str(k), allowed)}; allowed: {', '.join(allowed)}"
+            errors.append({"type": "value_error", "loc": (str(k),), "input": data[k], "ctx": {"error": why}})
+        try:
+            handler({k: v for k, v in data.items() if k in allowed})
+        except ValidationError as exc:  # re-raised below; a custom error type (the unions' "shape") is made anew
+            errors += [
+                {**e, "type": PydanticCustomError(e["type"], e["msg"])} if e["type"] == "shape" else e
+                for e in exc.errors()
+            ]
+        raise ValidationError.from_exception_data(cls.__name__, errors)
+
+
+class Selector(_Part):
+    """Every catalog model with these attributes, e.g. {year: 2025, reasoning: false}."""
+
+    year: int | None = None
+    reasoning: bool | None = None
+    provider: str | None = None
+    fixture: bool | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Selector:
+        if not self.model_dump(exclude_none=True):
+            raise ValueError(f"a selector takes one or more of {', '.join(field_names(Selector))}")
+        return self
+
+
+class PerModel(_Part):
+    """`model: {count: 10, datasets: [brain-meningioma]}` under repeats.per_model."""
+
+    count: Count
+    datasets: Names = ["all"]
+
+
+PerModelCount = Annotated[
+    Annotated[Count, Tag("int")] | Annotated[PerModel, Tag("dict")], _shape(int, "a count or {count, datasets}"), Item
+]
+
+
+class RepeatsEntry(_Part):
+    """`repeats: {default: 1, per_model: {gpt-4o: 10, other: {count: 10, datasets: [brain]}}}`."""
+
+    default: Count = 1
+    per_model: dict[str, PerModelCount] = {}
+
+
+class RerunEntry(_Part):
+    """One item of budget_reruns."""
+
+    epochs: Count
+    datasets: Names = ["all"]
+    models: Names = ["all"]
+    baseline: bool = False
+
+
+class BaselinesEntry(_Part):
+    """The baselines section."""
+
+    datasets: Names = ["all"]
+    epochs: Count = BASELINE_DEFAULTS["epochs"]
+    iterations: Count = BASELINE_DEFAULTS["iterations"]
+
+
+class Overrides(_Part):
+    """Harness settings a study may set for every job (GenerateConfig / TrainConfig fields)."""
+
+    epochs: int | None = None
+    max_batches: int | None = None
+    max_fix_rounds: int | None = None
+    timeout_s: float | int | None = None  # a whole number stays one
+    memory_gb: float | int | None = None
+    preflight: bool | None = None
+    no_cache: bool | None = None
+    stuck_after: int | None = None
+    loop_hint: str | None = None
+
+
+ModelItem = Annotated[
+    Annotated[str, Tag("str")] | Annotated[Selector, Tag("dict")],
+    _shape(str, "a model key, replay:DIR or a selector such as {year: 2025}"),
+    Item,
+]
+
+
+class StudyFile(_Part):
+    """The study YAML as written; load_study resolves its names into a Study."""
+
+    name: Annotated[str, _filled("the study's name (its MLflow experiment, no quotes)")] = Field(
+        "", validate_default=True
+    )
+    models: Annotated[
+        list[ModelItem], _filled("a non-empty list of model keys, replay:DIR folders or selectors such as {year: 2025}")
+    ] = Field([], validate_default=True)
+    datasets: Annotated[
+        list[Annotated[str, Item]], _filled("a non-empty list of dataset keys (see `llmseg datasets list`)")
+    ] = Field([], validate_default=True)
+    repeats: Annotated[
+        Annotated[Count, Tag("int")] | Annotated[RepeatsEntry, Tag("dict")],
+        _shape(int, "a count or {default, per_model}"),
+    ] = 1
+    budget_reruns: list[Annotated[RerunEntry, Item]] = []
+    baselines: BaselinesEntry | None = None
+    overrides: Overrides = Overrides()
+
+
+def _names(errors: list[str], where: str, names: list[str], allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """The names out of `allowed`; `all` means every one."""
+    if names == ["all"]:
         return allowed
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        errors.add(where, f"expected `all` or a list of {what} names, got {value!r}")
-        return ()
-    for name in value:
+    for name in names or ():  # None: its problems are listed already
         if name not in allowed:
-            errors.add(
-                where,
-                f"{what} {name!r} is not in the study's {what}s{_suggest(name, list(allowed))}; "
-                f"the study has: {', '.join(allowed) or 'none'}",
+            errors.append(
+                f"{where}: {what} {name!r} is not in the study's {what}s{suggest(name, allowed)}; "
+                f"the study has: {', '.join(allowed) or 'none'}"
             )
-    return tuple(v for v in value if v in allowed)
+    return tuple(n for n in names or () if n in allowed)
 
 
 def _resolve_models(
-    errors: _Errors, raw: Any, base: Path, models_file: Path | None
+    errors: list[str], items: Sequence[str | Selector | None], base: Path, models_file: Path | None
 ) -> tuple[list[ModelSpec], dict[str, str], list[str]]:
     """Model keys, replay:DIR folders (relative to the study file) and selectors such as {year: 2025}."""
-    if not isinstance(raw, list) or not raw:
-        errors.add(
-            "models", "expected a non-empty list of model keys, replay:DIR folders or selectors such as {year: 2025}"
-        )
+    if not items:
         return [], {}, []
     try:
         catalog = load_models(models_file)
     except (ValueError, OSError) as exc:
-        errors.add("models", str(exc))
+        errors.append(f"models: {exc}")
         return [], {}, []
     picked: dict[str, ModelSpec] = {}
     args: dict[str, str] = {}
-    warnings: list[str] = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(items):
         where = f"models[{i}]"
         if isinstance(item, str):
             arg = item
@@ -143,154 +271,86 @@ def _resolve_models(
                 folder = Path(item[len(REPLAY_PREFIX) :].strip()).expanduser()
                 arg = REPLAY_PREFIX + str(folder if folder.is_absolute() else (base / folder).resolve())
             elif item not in catalog:
-                errors.add(
-                    where,
-                    f"unknown model {item!r}{_suggest(item, sorted(catalog))}; "
-                    "see `llmseg models`, or use replay:DIR or a selector such as {year: 2025}",
+                errors.append(
+                    f"{where}: unknown model {item!r}{suggest(item, sorted(catalog))}; "
+                    "see `llmseg models`, or use replay:DIR or a selector such as {year: 2025}"
                 )
                 continue
             try:
                 spec = get_model(arg, models_file)
             except (LookupError, ValueError) as exc:
-                errors.add(where, str(exc))
+                errors.append(f"{where}: {exc}")
                 continue
             if spec.key in args and args[spec.key] != arg:
-                errors.add(
-                    where,
-                    f"two replay folders are both named {spec.key!r}; runs are tagged by the "
-                    "folder's name, so rename one",
+                errors.append(
+                    f"{where}: two replay folders are both named {spec.key!r}; runs are tagged by the "
+                    "folder's name, so rename one"
                 )
                 continue
             picked[spec.key], args[spec.key] = spec, arg
-        elif isinstance(item, dict):
-            unknown = [k for k in item if k not in SELECTOR_FIELDS]
-            if unknown or not item:
-                errors.add(where, f"a selector takes {', '.join(SELECTOR_FIELDS)}; got {item!r}")
-                continue
+        elif item is not None:  # None: its problems are listed already
+            asked = item.model_dump(exclude_none=True)
             # Fixtures are recorded demo replies, not models: only a selector that asks for them gets them.
-            want = {"fixture": False, **item}
+            want = {"fixture": False, **asked}
             found = [m for m in catalog.values() if all(getattr(m, k) == v for k, v in want.items())]
             if not found:
-                errors.add(where, f"selector {item!r} matches no model of the catalog (`llmseg models` lists them)")
+                errors.append(
+                    f"{where}: selector {asked!r} matches no model of the catalog (`llmseg models` lists them)"
+                )
             for m in found:
                 picked.setdefault(m.key, m)
                 args.setdefault(m.key, m.key)
-        else:
-            errors.add(where, f"expected a model key, replay:DIR or a selector mapping, got {item!r}")
-    for m in picked.values():
-        if m.provider == "none":
-            warnings.append(f"{m.key} has no API: its jobs will fail; list its saved chat logs as replay:DIR instead")
+    warnings = [
+        f"{m.key} has no API: its jobs will fail; list its saved chat logs as replay:DIR instead"
+        for m in picked.values()
+        if m.provider == "none"
+    ]
     return list(picked.values()), args, warnings
 
 
-def _resolve_datasets(errors: _Errors, raw: Any) -> list[str]:
-    if not isinstance(raw, list) or not raw or not all(isinstance(d, str) for d in raw):
-        errors.add("datasets", f"expected a non-empty list of dataset keys (see `llmseg datasets list`), got {raw!r}")
-        return []
+def _resolve_datasets(errors: list[str], keys: Sequence[str | None]) -> tuple[str, ...]:
     out = []
-    for i, key in enumerate(raw):
+    for i, key in enumerate(keys):
         try:
-            out.append(get_dataset(key).key)
+            if key is not None:
+                out.append(get_dataset(key).key)
         except (LookupError, ValueError) as exc:
-            errors.add(f"datasets[{i}]", exc.args[0] if exc.args else str(exc))
-    if len(set(out)) != len(out):
-        errors.add("datasets", "a dataset is listed twice")
-    return out
+            errors.append(f"datasets[{i}]: {exc.args[0] if exc.args else exc}")
+    twice = sorted({d for d in out if out.count(d) > 1})
+    if twice:
+        errors.append(f"datasets: {', '.join(twice)} listed twice")
+    return tuple(out)
 
 
 def _resolve_repeats(
-    errors: _Errors, raw: Any, models: tuple[str, ...], datasets: tuple[str, ...]
+    errors: list[str], raw: int | RepeatsEntry | None, models: tuple[str, ...], datasets: tuple[str, ...]
 ) -> tuple[int, dict[tuple[str, str], int]]:
     """`repeats: 3`, or {default: 1, per_model: {gpt-4o: 10, other: {count: 10, datasets: [brain]}}}."""
-    if raw is None:
-        return 1, {}
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return _int(errors, "repeats", raw) or 1, {}
-    if not isinstance(raw, dict) or set(raw) - {"default", "per_model"}:
-        errors.add("repeats", f"expected a number or a mapping with `default` and `per_model`, got {raw!r}")
-        return 1, {}
-    default = _int(errors, "repeats.default", raw.get("default", 1)) or 1
+    if not isinstance(raw, RepeatsEntry):
+        return raw or 1, {}
     per: dict[tuple[str, str], int] = {}
-    per_model = raw.get("per_model") or {}
-    if not isinstance(per_model, dict):
-        errors.add("repeats.per_model", f"expected a mapping model -> count, got {per_model!r}")
-        return default, per
-    for model, value in per_model.items():
+    for model, value in (raw.per_model or {}).items():
         where = f"repeats.per_model.{model}"
         if model not in models:
-            errors.add(where, f"model {model!r} is not in the study's models{_suggest(str(model), list(models))}")
-            continue
-        if isinstance(value, dict):
-            if set(value) - {"count", "datasets"} or "count" not in value:
-                errors.add(where, f"expected {{count: N, datasets: [...]}}, got {value!r}")
-                continue
-            count = _int(errors, f"{where}.count", value["count"])
-            on = _names(errors, f"{where}.datasets", value.get("datasets", "all"), datasets, "dataset")
-        else:
-            count, on = _int(errors, where, value), datasets
-        for d in on:
-            if count is not None:
-                per[(model, d)] = count
-    return default, per
-
-
-def _resolve_budget(errors: _Errors, raw: Any, models: tuple[str, ...], datasets: tuple[str, ...]) -> list[BudgetRerun]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        errors.add("budget_reruns", f"expected a list of {{epochs: N, datasets: [...]}}, got {raw!r}")
-        return []
-    out = []
-    for i, item in enumerate(raw):
-        where = f"budget_reruns[{i}]"
-        if (
-            not isinstance(item, dict)
-            or "epochs" not in item
-            or set(item) - {"epochs", "datasets", "models", "baseline"}
-        ):
-            errors.add(where, f"expected {{epochs: N, datasets: [...], models: all, baseline: false}}, got {item!r}")
-            continue
-        epochs = _int(errors, f"{where}.epochs", item["epochs"])
-        on = _names(errors, f"{where}.datasets", item.get("datasets", "all"), datasets, "dataset")
-        who = _names(errors, f"{where}.models", item.get("models", "all"), models, "model")
-        baseline = item.get("baseline", False)
-        if not isinstance(baseline, bool):
-            errors.add(f"{where}.baseline", f"expected true or false, got {baseline!r}")
-        if epochs is not None:
-            out.append(BudgetRerun(epochs, on, who, baseline is True))
-    return out
-
-
-def _resolve_baselines(errors: _Errors, raw: Any, datasets: tuple[str, ...]) -> Baselines:
-    if raw is None:
-        return Baselines()
-    if not isinstance(raw, dict) or set(raw) - {"datasets", *BASELINE_DEFAULTS}:
-        errors.add("baselines", f"expected {{datasets: all, epochs: N, iterations: N}}, got {raw!r}")
-        return Baselines()
-    on = _names(errors, "baselines.datasets", raw.get("datasets", "all"), datasets, "dataset")
-    budget = {k: _int(errors, f"baselines.{k}", raw.get(k, v)) or v for k, v in BASELINE_DEFAULTS.items()}
-    return Baselines(on, **budget)
-
-
-def _resolve_overrides(errors: _Errors, raw: Any) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        errors.add("overrides", f"expected a mapping, e.g. {{max_batches: 5, epochs: 2}}, got {raw!r}")
-        return {}
-    out = {}
-    for key, value in raw.items():
-        kind = OVERRIDE_TYPES.get(key)
-        if kind is None:
-            errors.add(
-                f"overrides.{key}",
-                f"unknown setting{_suggest(str(key), list(OVERRIDE_TYPES))}; allowed: {', '.join(OVERRIDE_TYPES)}",
-            )
-        elif value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-            errors.add(f"overrides.{key}", f"expected {getattr(kind, '__name__', 'a number')}, got {value!r}")
+            errors.append(f"{where}: model {model!r} is not in the study's models{suggest(model, models)}")
+        elif isinstance(value, PerModel):
+            on = _names(errors, f"{where}.datasets", value.datasets, datasets, "dataset")
+            per.update({(model, d): value.count for d in on})
         elif value is not None:
-            out[key] = value
-    return out
+            per.update({(model, d): value for d in datasets})
+    return raw.default, per
+
+
+def _resolve_budget(
+    errors: list[str], items: Sequence[RerunEntry | None], models: tuple[str, ...], datasets: tuple[str, ...]
+) -> tuple[BudgetRerun, ...]:
+    out = []
+    for i, item in enumerate(items):
+        if item is not None:
+            on = _names(errors, f"budget_reruns[{i}].datasets", item.datasets, datasets, "dataset")
+            who = _names(errors, f"budget_reruns[{i}].models", item.models, models, "model")
+            out.append(BudgetRerun(item.epochs, on, who, item.baseline))
+    return tuple(out)
 
 
 def find_study(path: Path) -> Path:
@@ -300,6 +360,13 @@ def find_study(path: Path) -> Path:
         return path
     packaged = STUDIES_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
     return packaged if packaged.is_file() else path
+
+
+def _fail(path: Path, errors: list[str]) -> UsageError:
+    sections = field_names(StudyFile)
+    # Listed in the file's order: pydantic's problems and the resolution's come out of two steps.
+    errors = sorted(errors, key=lambda e: sections.index(s) if (s := re.split(r"[.\[:]", e)[0]) in sections else -1)
+    return UsageError(f"study file {path} has {len(errors)} problem(s):\n" + "\n".join(f"  {e}" for e in errors))
 
 
 def load_study(path: Path, models_file: Path | None = None) -> Study:
@@ -315,34 +382,37 @@ def load_study(path: Path, models_file: Path | None = None) -> Study:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise UsageError(f"study file {path} is not valid YAML ({exc}); fix the syntax") from exc
-    errors = _Errors(path)
     if not isinstance(doc, dict):
-        errors.add("top level", f"expected a mapping with {', '.join(TOP_LEVEL)}; got {type(doc).__name__}")
-        errors.raise_if_any()
-    for key in doc:
-        if key not in TOP_LEVEL:
-            errors.add(str(key), f"unknown field{_suggest(str(key), list(TOP_LEVEL))}; allowed: {', '.join(TOP_LEVEL)}")
-    name = doc.get("name")
-    if not isinstance(name, str) or not name.strip() or "'" in name:
-        errors.add("name", f"expected the study's name (its MLflow experiment), got {name!r}")
-    models, args, warnings = _resolve_models(errors, doc.get("models"), path.resolve().parent, models_file)
+        top = ", ".join(field_names(StudyFile))
+        raise _fail(path, [f"top level: expected a mapping with {top}; got {type(doc).__name__}"])
+    doc = {k: v for k, v in doc.items() if v is not None}  # `overrides:` with nothing under it: none
+    errors: list[str] = []
+    try:
+        raw = StudyFile.model_validate(doc)
+    except ValidationError as exc:
+        errors = problems(exc)
+        known = {k: v for k, v in doc.items() if k in field_names(StudyFile)}
+        raw = StudyFile.model_validate(known, context={"lenient": True})
+    models, args, warnings = _resolve_models(errors, raw.models or [], path.resolve().parent, models_file)
     keys = tuple(m.key for m in models)
-    datasets = tuple(_resolve_datasets(errors, doc.get("datasets")))
-    default, repeats = _resolve_repeats(errors, doc.get("repeats"), keys, datasets)
-    budget = _resolve_budget(errors, doc.get("budget_reruns"), keys, datasets)
-    baselines = _resolve_baselines(errors, doc.get("baselines"), datasets)
-    overrides = _resolve_overrides(errors, doc.get("overrides"))
-    errors.raise_if_any()
+    datasets = _resolve_datasets(errors, raw.datasets or [])
+    default, repeats = _resolve_repeats(errors, raw.repeats, keys, datasets)
+    budget = _resolve_budget(errors, raw.budget_reruns or [], keys, datasets)
+    base = raw.baselines or BaselinesEntry(datasets=[])  # no section: no baselines
+    on = _names(errors, "baselines.datasets", base.datasets, datasets, "dataset")
+    baselines = Baselines(on, base.epochs, base.iterations)
+    if errors:
+        raise _fail(path, errors)
     return Study(
-        name=name.strip(),
+        name=raw.name,
         path=path.resolve(),
         models=tuple(models),
         model_args=args,
         datasets=datasets,
         default_repeats=default,
         repeats=repeats,
-        budget_reruns=tuple(budget),
+        budget_reruns=budget,
         baselines=baselines,
-        overrides=overrides,
+        overrides=raw.overrides.model_dump(exclude_none=True),
         warnings=tuple(warnings),
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import mannwhitneyu
 
-from llmseg_mlflow.analysis.config import AnalyzeConfig, load_cohorts
+from llmseg_mlflow.analysis.config import COHORTS_EXAMPLE, AnalyzeConfig, load_cohorts
 from llmseg_mlflow.analysis.stats import bonferroni, cohort_tests, u_test
+from llmseg_mlflow.config import ConfigError
 from llmseg_mlflow.errors import UsageError
 
 
@@ -67,7 +70,27 @@ def test_cohorts_yaml_groups_by_values_or_models_and_rejects_bad_files(tmp_path)
     assert c.comparisons[0].b.models == ("m2",) and c.comparisons[1].b.values == ("2025", "2026")
     assert c.overrides == {"m9": {"year": "2025"}}
     f.write_text("comparisons:\n  year: {a: '2024'}\n")
-    with pytest.raises(UsageError, match="needs 'a' and 'b'"):
+    with pytest.raises(UsageError, match=r"c\.yaml has 1 problem\(s\):\n  comparisons\.year\.b: missing"):
         load_cohorts(f)
-    with pytest.raises(UsageError, match="alpha"):
+    with pytest.raises(ConfigError, match="alpha: expected a number between 0 and 1"):
         AnalyzeConfig(alpha=2)
+    with pytest.raises(ConfigError, match="variability_models: expected two model keys"):
+        AnalyzeConfig(variability_models=("m1",))
+    cfg = AnalyzeConfig(output="out", cohorts_file=str(f), datasets=["d1"])  # text paths, a list of keys
+    assert cfg.output == Path("out") and cfg.cohorts_file == f and cfg.datasets == ("d1",)
+
+
+def test_a_bad_cohorts_group_is_named_with_the_forms_a_group_takes_and_the_example(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("comparisons:\n  fam: {a: {label: gpt, model: [m1]}, b: 1.5}\n  year: {a: [], b: '2025'}\n")
+    with pytest.raises(UsageError) as info:
+        load_cohorts(f)
+    text = str(info.value)
+    assert f"cohorts file {f} has 3 problem(s):" in text
+    assert "comparisons.fam.a: unknown field 'model' (did you mean models?)" in text
+    assert (
+        "comparisons.fam.b: a group is a tag value, a list of values, or {label, values} / {label, models}; got 1.5"
+        in text
+    )
+    assert "comparisons.year.a: a group is a tag value" in text and "names no values and no models" in text
+    assert text.endswith(COHORTS_EXAMPLE)

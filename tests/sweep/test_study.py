@@ -101,18 +101,78 @@ extra: 1
         "extra: unknown field",
         "models[0]: unknown model 'gpt-4oo' (did you mean gpt-4o",
         "models[1]: selector {'year': 2031} matches no model",
-        "models[2]: a selector takes year, reasoning, provider, fixture",
+        "models[2].colour: unknown field; allowed: year, reasoning, provider, fixture",
         "models[3]: replay folder",
         "datasets[1]: ",
-        "repeats.default: expected a whole number >= 1, got 0",
+        "repeats.default: expected a number >= 1, got 0",
         "repeats.per_model.gpt-4o: model 'gpt-4o' is not in the study's models",
         "budget_reruns[0].datasets: dataset 'retina-vessels' is not in the study's datasets",
-        "baselines.epochs: expected a whole number >= 1, got 'many'",
-        "overrides.max_batch: unknown setting (did you mean max_batches",
+        "baselines.epochs: expected a whole number, got 'many'",
+        "overrides.max_batch: unknown field (did you mean max_batches",
         "overrides.timeout_s: expected a number, got 'soon'",
     ):
         assert expected in text, f"{expected!r} missing from:\n{text}"
     assert "brainz" in text
+
+
+def test_wrong_types_and_unknown_fields_are_named_with_what_was_expected(tmp_path):
+    path = write_study(
+        tmp_path,
+        "types",
+        "model: [demo-2024-a]\ndatasets: [synthetic-gray-suffix]\nrepeats: '3'\noverrides: {epochs: true}\n",
+    )
+    with pytest.raises(UsageError) as info:
+        load_study(path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"study file {path} has 4 problem(s):"
+    assert lines[1:] == [
+        "  model: unknown field (did you mean models?); allowed: "
+        "name, models, datasets, repeats, budget_reruns, baselines, overrides",
+        "  models: expected a non-empty list of model keys, replay:DIR folders or selectors such as {year: 2025}, "
+        "got []",
+        "  repeats: expected a count or {default, per_model}, got '3'",
+        "  overrides.epochs: expected a whole number, got True",
+    ]
+
+
+def test_type_and_resolution_problems_are_reported_together_in_file_order(tmp_path):
+    path = write_study(
+        tmp_path,
+        "mixed",
+        """\
+models: [demo-2024-a, nosuch]
+datasets: [synthetic-gray-suffix, 5]
+repeats: {default: 2, per_model: {demo-2024-a: {count: x}, ghost: 2}}
+budget_reruns:
+  - {epochs: 0, datasets: [synthetic-gray-suffix]}
+  - {epochs: 2, datasets: [nope]}
+""",
+    )
+    with pytest.raises(UsageError) as info:
+        load_study(path)
+    lines = [line.strip() for line in str(info.value).splitlines()[1:]]
+    assert [line.split(":")[0] for line in lines] == [
+        "models[1]",
+        "datasets[1]",
+        "repeats.per_model.demo-2024-a.count",
+        "repeats.per_model.ghost",
+        "budget_reruns[0].epochs",
+        "budget_reruns[1].datasets",
+    ]
+    assert lines[0].startswith("models[1]: unknown model 'nosuch'")
+    assert lines[1] == "datasets[1]: expected text, got 5"
+    assert lines[2] == "repeats.per_model.demo-2024-a.count: expected a whole number, got 'x'"
+    assert lines[3] == "repeats.per_model.ghost: model 'ghost' is not in the study's models"
+    assert lines[4] == "budget_reruns[0].epochs: expected a number >= 1, got 0"
+    assert lines[5].startswith("budget_reruns[1].datasets: dataset 'nope' is not in the study's datasets")
+
+
+def test_overrides_keep_their_values_and_an_empty_section_is_none(tmp_path):
+    body = "models: [demo-2024-a]\ndatasets: [synthetic-gray-suffix]\nbaselines:\n"
+    study = load_study(write_study(tmp_path, "ov", body + "overrides: {timeout_s: 300, memory_gb: 4.5}\n"))
+    assert study.overrides == {"timeout_s": 300, "memory_gb": 4.5} and type(study.overrides["timeout_s"]) is int
+    assert study.baselines.datasets == () and study.repeats_for("demo-2024-a", "synthetic-gray-suffix") == 1
+    assert load_study(write_study(tmp_path, "none", body + "overrides:\n")).overrides == {}
 
 
 def test_cli_reports_a_broken_study_file_and_exits_2(tmp_path):
