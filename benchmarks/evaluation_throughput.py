@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +167,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     base = load_datasets()["synthetic-gray-suffix"]
-    spec = replace(base, key="bench-eval", synthetic=replace(base.synthetic, n=args.images, size=args.size))
+    spec = base.model_copy(
+        update={
+            "key": "bench-eval",
+            "synthetic": base.synthetic.model_copy(update={"n": args.images, "size": args.size}),
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="llmseg-bench-eval-") as tmp:
         work = Path(tmp)
         data = prepare_dataset(spec, work / "data")

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +104,7 @@ def main() -> None:
     args = ap.parse_args()
 
     catalog = load_datasets()
-    png_spec = replace(catalog["bolus"], subset_size=None)
+    png_spec = catalog["bolus"].model_copy(update={"subset_size": None})
     nifti_spec = catalog["uterine-myoma"]
     with tempfile.TemporaryDirectory(prefix="llmseg-prepare-bench-") as tmp:
         work = Path(tmp)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -248,7 +247,7 @@ def datasets_list(as_json: bool) -> None:
 
     specs = _guarded(load_datasets)
     if as_json:
-        click.echo(json.dumps([asdict(s) for s in specs.values()], indent=2, default=str))
+        click.echo(json.dumps([s.model_dump() for s in specs.values()], indent=2, default=str))
         return
     for s in specs.values():
         click.echo(f"{s.key:24} {s.colour:9} {s.layout:8} {s.title}")
@@ -297,7 +296,6 @@ def datasets_prepare(
     datasets_file: Path | None,
 ) -> None:
     """Split a dataset into pool/ (visible to generated code) and heldout/ (10%), with a manifest."""
-    from dataclasses import replace
 
     from llmseg_mlflow.catalog.datasets import get_dataset
     from llmseg_mlflow.catalog.prepare import prepare_dataset
@@ -306,7 +304,7 @@ def datasets_prepare(
     def job():
         spec = get_dataset(name, datasets_file)
         if split_by is not None:
-            spec = replace(spec, split_by=split_by)
+            spec = spec.model_copy(update={"split_by": split_by})
         return prepare_dataset(
             spec,
             data_root(out),

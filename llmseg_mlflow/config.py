@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, model_validator
+from pydantic_core import PydanticCustomError, core_schema
 
 # Job limits: the paper's pipelines trained for minutes to hours; these bound one execution.
 JOB_TIMEOUT_S = 3 * 3600.0
@@ -27,35 +28,49 @@ LoosePath = Annotated[Path, Field(strict=False)]
 class ConfigError(ValueError):
     """Settings given in code or on the command line that do not fit their schema (every problem listed)."""
 
-    def __init__(self, message: str, lines: list[tuple[str, str]]) -> None:
-        super().__init__(message)
-        self.lines = lines  # (where, problem), for a model nested in another
-
 
 class Strict(BaseModel):
-    """Base of every schema: frozen, strict types, unknown keys refused by name with a suggestion."""
+    """Base of every schema: frozen, strict types, unknown keys listed (with a suggestion) beside other problems."""
 
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid", arbitrary_types_allowed=True)
 
     def __init__(self, **data: Any) -> None:
-        # Our message for every way in: keyword construction and model_validate both call this, and
-        # a nested model's problems travel up as ConfigError.lines to be listed under its place.
+        # Keyword construction (job configs from the CLI, specs built in code) gets our message; YAML
+        # loaders call model_validate and put the file and entry in front of problems() themselves.
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(describe(exc, type(self).__name__), _located(exc)) from None
+            raise ConfigError(describe(exc, type(self).__name__)) from None
 
-    @model_validator(mode="before")
+    # Only a wrapper: model_validate and nested models go straight to pydantic's validator (and keep
+    # their validation context) instead of through this __init__.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            allowed = field_names(cls)
-            for key in data:
-                if key not in allowed:
-                    raise ValueError(
-                        f"unknown field {key!r}{suggest(str(key), allowed)}; allowed: {', '.join(allowed)}"
-                    )
-        return data
+    def _known_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        allowed = field_names(cls)
+        unknown = [k for k in data if k not in allowed] if isinstance(data, dict) else []
+        if not unknown:
+            return handler(data)
+        errors: list[Any] = [
+            {
+                "type": "value_error",
+                "loc": (str(k),),
+                "input": data[k],
+                "ctx": {"error": f"unknown field{suggest(str(k), allowed)}; allowed: {', '.join(allowed)}"},
+            }
+            for k in unknown
+        ]
+        try:
+            handler({k: v for k, v in data.items() if k in allowed})
+        except ValidationError as exc:
+            # Re-raised together; an error type pydantic does not know (a custom one) is rebuilt as custom.
+            errors += [
+                e if e["type"] in _BUILTIN_TYPES else {**e, "type": PydanticCustomError(e["type"], e["msg"])}
+                for e in exc.errors()
+            ]
+        raise ValidationError.from_exception_data(cls.__name__, errors)
 
 
 def field_names(model: type[BaseModel]) -> list[str]:
@@ -125,32 +140,30 @@ def _problem(err: Any) -> str:
 
 
 def _located(exc: ValidationError) -> list[tuple[str, str]]:
-    """(where, problem) per error; a nested model's own list is spliced in under its place."""
+    """(where, problem) per error."""
     out: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
         # A union reports every branch; the location without the branch name is what the user wrote.
         loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _BRANCH_NAMES))]
-        nested = (err.get("ctx") or {}).get("error")
-        if err["type"] == "value_error" and isinstance(nested, ConfigError):
-            out += [(where([*loc, *([inner] if inner != "top level" else [])]), what) for inner, what in nested.lines]
-        else:
-            out.append((where(loc), _problem(err)))
+        out.append((where(loc), _problem(err)))
     return out
 
 
 def problems(exc: ValidationError, prefix: str = "") -> list[str]:
-    """One 'where: what is wrong' line per place (union branches that restate a type error merged)."""
+    """One 'where: what is wrong' line per place (union branches that restate a type error merged);
+    a problem of the mapping as a whole has no place in front."""
     lines: list[str] = []
     seen: set[str] = set()
     for place, what in _located(exc):
         place = f"{prefix}.{place}" if prefix and place != "top level" else prefix or place
         if place not in seen:
             seen.add(place)
-            lines.append(f"{place}: {what}")
+            lines.append(what if place == "top level" else f"{place}: {what}")
     return lines
 
 
 # Names pydantic gives union branches in a location (skipped when we print where the problem is).
+_BUILTIN_TYPES = set(core_schema.ErrorType.__args__)  # type: ignore[attr-defined]
 _BRANCH_NAMES = {"str", "int", "float", "bool", "list", "dict", "tuple", "function-after", "function-before"}
 
 

@@ -41,7 +41,7 @@ def test_every_problem_is_listed_with_where_and_what():
 
 
 def test_unknown_key_gets_a_suggestion_and_the_allowed_keys():
-    with pytest.raises(ConfigError, match=r"unknown field 'yeer' \(did you mean year\?\); allowed: name, year"):
+    with pytest.raises(ConfigError, match=r"yeer: unknown field \(did you mean year\?\); allowed: name, year"):
         _Doc(name="x", yeer=2025)
 
 

@@ -6,67 +6,31 @@ import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, create_model, model_validator
+from pydantic_core import InitErrorDetails
 
+from llmseg_mlflow.config import Strict, describe, field_names
 from llmseg_mlflow.paths import llmseg_home
 
 BUILTIN_FILE = Path(__file__).with_name("datasets.yaml")
 ENV_VAR = "LLMSEG_DATASETS_FILE"
 
-COLOURS = ("grayscale", "rgb")
-LAYOUTS = ("suffix", "folders")
-SOURCE_FORMATS = ("images", "nifti")
-SPLIT_BY = ("patient", "slice")
+Colour = Literal["grayscale", "rgb"]
+Layout = Literal["suffix", "folders"]
+SourceFormat = Literal["images", "nifti"]
+SplitBy = Literal["patient", "slice"]
+COLOURS: tuple[str, ...] = get_args(Colour)
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+SOURCE_FORMATS: tuple[str, ...] = get_args(SourceFormat)
+SPLIT_BY: tuple[str, ...] = get_args(SplitBy)
 USER_FILE_NAME = "datasets.yaml"
 # Lossy formats would turn 0/255 masks into many grey values.
 LOSSY_EXTS = ("jpg", "jpeg", "webp")
+SUFFIX_DEFAULT = "_seg"  # the suffix layout's masks lie beside the images, so they need one
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-
-PROMPT_FILL_NAMES = (
-    "colour_word",
-    "mask_word",
-    "layout_sentence",
-    "n_samples",
-    "extension",
-    "foreground_hint",
-    "transform_hint",
-    "copy_instruction",
-)
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """How a synthetic dataset is generated: count, square image size, seed."""
-
-    n: int = 100
-    size: int = 64
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """How the downloaded source is read, where it differs from the prepared layout.
-
-    The entry's top-level fields describe the prepared layout (what the prompt tells the LLM);
-    these describe the download: folder names to look for (glob patterns, several merge), the
-    masks' suffix there, NIfTI volumes instead of 2-D images, and how patients are told apart.
-    """
-
-    format: str = "images"
-    path: str = ""
-    image_dirs: tuple[str, ...] = ()
-    mask_dirs: tuple[str, ...] = ()
-    mask_suffix: str | None = None
-    group_pattern: str = ""
-    slice_axis: int = 2
-    window: tuple[float, float] = (1.0, 99.0)
-
-    @property
-    def is_volumes(self) -> bool:
-        """True when the source holds NIfTI image and label volumes."""
-        return self.format == "nifti"
 
 
 @dataclass(frozen=True)
@@ -87,33 +51,210 @@ class PromptFills:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
+PROMPT_FILL_NAMES = tuple(f.name for f in fields(PromptFills))
+
+
+# ---- the entry schema: field types and their checks ---------------------------------------------
+
+
+class _Yaml(Strict):
+    """Strict, and a YAML null (an empty value) means the field's default, as an omitted key does."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = field_names(cls)
+            return {k: v for k, v in data.items() if v is not None or k not in known}
+        return data
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _ext(value: str) -> str:
+    ext = value.lower().lstrip(".")
+    if not ext.isalnum():
+        raise ValueError(f"expected a file extension such as 'png', got {value!r}")
+    return ext
+
+
+def _folder(value: str) -> str:
+    folder = value.strip("/")
+    if not folder or folder.startswith("~") or ".." in Path(folder).parts:
+        raise ValueError(f"expected a folder name relative to the dataset such as 'images', got {value!r}")
+    return folder
+
+
+def _folders(value: Any) -> Any:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and value:
+        return tuple(value)
+    if isinstance(value, tuple):  # from code, already checked
+        return value
+    raise ValueError(f"expected a folder name or a list of them (glob patterns allowed), got {value!r}")
+
+
+def _mask_values(value: Any) -> Any:
+    # One message for every wrong shape: what the two numbers mean matters more than which check failed.
+    v = value
+    if not (
+        isinstance(v, (list, tuple))
+        and len(v) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 65535 for x in v)
+        and v[0] != v[1]
+    ):
+        raise ValueError(f"expected [background, foreground] such as [0, 255] or [0, 3], got {value!r}")
+    return tuple(v)
+
+
+def _window(value: Any) -> Any:
+    v = value
+    numbers = isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    if not (numbers and len(v) == 2 and 0 <= v[0] < v[1] <= 100):
+        raise ValueError(f"expected [low, high] percentiles such as [1, 99], got {value!r}")
+    return (float(v[0]), float(v[1]))
+
+
+def _axis(value: int) -> int:
+    if value not in (0, 1, 2):
+        raise ValueError(f"expected 0, 1 or 2 (the voxel axis to slice along), got {value!r}")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc})") from None
+    return value
+
+
+def _key(value: str) -> str:
+    if not _KEY_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not valid: use lower-case letters, digits, '.', '_' or '-' "
+            "(it becomes a folder name and an MLflow tag)"
+        )
+    return value
+
+
+Ext = Annotated[str, AfterValidator(_ext)]
+Folder = Annotated[str, AfterValidator(_folder)]
+Folders = Annotated[tuple[Folder, ...], BeforeValidator(_folders)]
+
+
+class SyntheticSpec(_Yaml):
+    """How a synthetic dataset is generated: count, square image size, seed."""
+
+    n: int = Field(default=100, ge=2)
+    size: int = Field(default=64, ge=16)
+    seed: int = Field(default=0, ge=0)
+
+
+class SourceSpec(_Yaml):
+    """How the downloaded source is read, where it differs from the prepared layout.
+
+    The entry's top-level fields describe the prepared layout (what the prompt tells the LLM);
+    these describe the download: folder names to look for (glob patterns, several merge), the
+    masks' suffix there, NIfTI volumes instead of 2-D images, and how patients are told apart.
+    """
+
+    format: Annotated[SourceFormat, BeforeValidator(_lower)] = "images"
+    path: Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)] = ""
+    image_dirs: Folders = ()
+    mask_dirs: Folders = ()
+    mask_suffix: str | None = None
+    group_pattern: Annotated[str, AfterValidator(_regex)] = ""
+    slice_axis: Annotated[int, AfterValidator(_axis)] = 2
+    window: Annotated[tuple[float, float], BeforeValidator(_window)] = (1.0, 99.0)
+
+    @property
+    def is_volumes(self) -> bool:
+        """True when the source holds NIfTI image and label volumes."""
+        return self.format == "nifti"
+
+
+# `prompt:` in YAML: fill name -> text, each optional; stored on the spec as sorted (name, text) pairs.
+_FILLS: dict[str, Any] = {name: (str | None, None) for name in PROMPT_FILL_NAMES}
+_Prompt = create_model("prompt", __base__=_Yaml, **_FILLS)
+
+
+def _prompt(value: Any) -> Any:
+    if isinstance(value, tuple):  # from code, already pairs
+        return value
+    if isinstance(value, dict) and type(value.get("n_samples")) is int:
+        value = {**value, "n_samples": str(value["n_samples"])}  # `n_samples: 5000` unquoted is what people write
+    return tuple(sorted(_Prompt.model_validate(value).model_dump(exclude_none=True).items()))
+
+
+class DatasetSpec(_Yaml):
     """One catalog entry: where the data lies, how it is laid out and encoded, how it is prompted."""
 
-    key: str
+    key: Annotated[str, AfterValidator(_key)]
     title: str
     modality: str
-    colour: str
-    layout: str
-    image_dir: str = "images"
-    mask_dir: str = "masks"
-    mask_suffix: str = ""
-    image_ext: str = "png"
-    mask_ext: str = "png"
-    mask_values: tuple[int, int] = (0, 255)
+    colour: Annotated[Colour, BeforeValidator(_lower)]
+    layout: Annotated[Layout, BeforeValidator(_lower)]
+    image_dir: Folder = "images"
+    mask_dir: Folder = "masks"
+    mask_suffix: str = ""  # SUFFIX_DEFAULT for the suffix layout
+    image_ext: Ext = "png"
+    mask_ext: Ext = "png"
+    mask_values: Annotated[tuple[int, int], BeforeValidator(_mask_values)] = (0, 255)
     # False: the pool holds the source's files as they are (names, formats, mask values), what code
     # written for the real dataset expects. True: masks re-encoded as 0/255 under the entry's names.
     normalize: bool = False
-    subset_size: int | None = None
-    heldout_fraction: float = 0.1
+    subset_size: int | None = Field(default=None, ge=2)
+    heldout_fraction: float = Field(default=0.1, gt=0, lt=1)
     small_foreground: bool = False
-    synthetic: SyntheticSpec | None = None
-    split_by: str = "patient"
+    synthetic: Annotated[SyntheticSpec | None, BeforeValidator(lambda v: {} if v is True else v)] = None
+    split_by: Annotated[SplitBy, BeforeValidator(_lower)] = "patient"
     source: SourceSpec = SourceSpec()
     source_url: str = ""
     notes: str = ""
-    prompt_overrides: tuple[tuple[str, str], ...] = ()
+    prompt_overrides: Annotated[tuple[tuple[str, str], ...], BeforeValidator(_prompt)] = Field(
+        default=(), alias="prompt"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _suffix_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mask_suffix") is None and _lower(data.get("layout")) == "suffix":
+            return {**data, "mask_suffix": SUFFIX_DEFAULT}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        # Rules across fields: every broken one at once, each reported on the field to change.
+        wrong: list[tuple[str, str]] = []
+        if self.layout == "suffix" and not self.mask_suffix:
+            wrong.append(("mask_suffix", f"the 'suffix' layout needs a suffix such as {SUFFIX_DEFAULT!r}"))
+        if self.normalize and self.mask_ext in LOSSY_EXTS:
+            why = (
+                f"{self.mask_ext!r} is lossy: normalised masks must be lossless: set mask_ext: png (source masks "
+                f"in .{self.mask_ext} are still read and thresholded), or normalize: false to keep the source's files"
+            )
+            wrong.append(("mask_ext", why))
+        clash = self.image_dir == self.mask_dir and not self.mask_suffix and self.image_ext == self.mask_ext
+        if self.layout == "folders" and clash:
+            wrong.append(("mask_dir", "equals image_dir: masks would overwrite images; use the 'suffix' layout"))
+        if self.source.is_volumes and self.layout != "folders":
+            why = (
+                "NIfTI sources are prepared in folders (volumes as the source holds them, or with normalize: true "
+                "slices in images/ and masks/): use layout: folders"
+            )
+            wrong.append(("layout", why))
+        if wrong:
+            # A ValidationError raised in a validator keeps its locations, so each line names its field.
+            errors = [
+                InitErrorDetails(type="value_error", loc=(name,), input=getattr(self, name), ctx={"error": why})
+                for name, why in wrong
+            ]
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
     @property
     def is_synthetic(self) -> bool:
@@ -247,226 +388,7 @@ def build_prompt_fills(spec: DatasetSpec, n_total: int | None = None) -> PromptF
     return PromptFills(**derived)
 
 
-# ---- YAML reading and validation -------------------------------------------------------------
-
-_ALLOWED_FIELDS = tuple(f.name for f in fields(DatasetSpec) if f.name not in ("key", "prompt_overrides"))
-_SOURCE_FIELDS = tuple(f.name for f in fields(SourceSpec))
-_REQUIRED = ("title", "modality", "colour", "layout")
-
-
-class _EntryError(ValueError):
-    """A field error inside one entry; the loader adds the file name."""
-
-
-def _fail(key: str, field: str, problem: str) -> _EntryError:
-    return _EntryError(f"dataset entry {key!r}, field {field!r}: {problem}")
-
-
-def _as_str(key: str, name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _fail(key, name, f"expected text, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _as_int(key: str, name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, name, f"expected a whole number >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise _fail(key, name, f"expected a whole number >= {minimum}, got {value}")
-    return value
-
-
-def _as_choice(key: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    text = value.lower() if isinstance(value, str) else value
-    if text not in allowed:
-        raise _fail(key, name, f"got {value!r}, allowed values: {', '.join(allowed)}")
-    return text
-
-
-def _as_ext(key: str, name: str, value: Any) -> str:
-    ext = _as_str(key, name, value).lower().lstrip(".")
-    if not ext or not ext.isalnum():
-        raise _fail(key, name, f"expected a file extension such as 'png', got {value!r}")
-    return ext
-
-
-def _as_folder(key: str, name: str, value: Any) -> str:
-    folder = _as_str(key, name, value).strip("/")
-    if not folder or folder.startswith("~") or ".." in Path(folder).parts:
-        raise _fail(key, name, f"expected a folder name relative to the dataset such as 'images', got {value!r}")
-    return folder
-
-
-def _parse_synthetic(key: str, value: Any) -> SyntheticSpec | None:
-    if value is None:
-        return None
-    if value is True:
-        return SyntheticSpec()
-    if not isinstance(value, dict):
-        raise _fail(key, "synthetic", f"expected null or a mapping with n, size, seed; got {value!r}")
-    unknown = sorted(set(value) - {"n", "size", "seed"})
-    if unknown:
-        raise _fail(key, "synthetic", f"unknown keys {unknown}, allowed: n, size, seed")
-    base = SyntheticSpec()
-    return SyntheticSpec(
-        n=_as_int(key, "synthetic.n", value.get("n", base.n), 2),
-        size=_as_int(key, "synthetic.size", value.get("size", base.size), 16),
-        seed=_as_int(key, "synthetic.seed", value.get("seed", base.seed), 0),
-    )
-
-
-def _as_names(key: str, name: str, value: Any) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        raise _fail(key, name, f"expected a folder name or a list of them (glob patterns allowed), got {value!r}")
-    return tuple(_as_folder(key, name, item) for item in items)
-
-
-def _parse_source(key: str, value: Any) -> SourceSpec:
-    """Validate the optional `source:` mapping (how the download is read)."""
-    if value is None:
-        return SourceSpec()
-    if not isinstance(value, dict):
-        raise _fail(key, "source", f"expected a mapping with {', '.join(_SOURCE_FIELDS)}; got {value!r}")
-    unknown = sorted(set(value) - set(_SOURCE_FIELDS))
-    if unknown:
-        raise _fail(key, f"source.{unknown[0]}", f"unknown field, allowed: {', '.join(_SOURCE_FIELDS)}")
-    base = SourceSpec()
-    pattern = _as_str(key, "source.group_pattern", value.get("group_pattern") or "")
-    if pattern:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise _fail(key, "source.group_pattern", f"not a valid regular expression ({exc})") from None
-    suffix = value.get("mask_suffix")
-    window = value.get("window", list(base.window))
-    if (
-        not isinstance(window, list)
-        or len(window) != 2
-        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in window)
-        or not 0 <= window[0] < window[1] <= 100
-    ):
-        raise _fail(key, "source.window", f"expected [low, high] percentiles such as [1, 99], got {window!r}")
-    axis = value.get("slice_axis", base.slice_axis)
-    if isinstance(axis, bool) or axis not in (0, 1, 2):
-        raise _fail(key, "source.slice_axis", f"expected 0, 1 or 2 (the voxel axis to slice along), got {axis!r}")
-    path = value.get("path") or ""
-    return SourceSpec(
-        format=_as_choice(key, "source.format", value.get("format", base.format), SOURCE_FORMATS),
-        path=_as_str(key, "source.path", str(path) if isinstance(path, Path) else path),
-        image_dirs=() if value.get("image_dirs") is None else _as_names(key, "source.image_dirs", value["image_dirs"]),
-        mask_dirs=() if value.get("mask_dirs") is None else _as_names(key, "source.mask_dirs", value["mask_dirs"]),
-        mask_suffix=None if suffix is None else _as_str(key, "source.mask_suffix", suffix),
-        group_pattern=pattern,
-        slice_axis=axis,
-        window=(float(window[0]), float(window[1])),
-    )
-
-
-def _parse_prompt(key: str, value: Any) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, dict):
-        raise _fail(key, "prompt", f"expected a mapping of fill name -> text, got {value!r}")
-    pairs = []
-    for name, text in value.items():
-        if name not in PROMPT_FILL_NAMES:
-            raise _fail(key, f"prompt.{name}", f"unknown fill, allowed: {', '.join(PROMPT_FILL_NAMES)}")
-        if name == "n_samples" and isinstance(text, int) and not isinstance(text, bool):
-            text = str(text)  # `n_samples: 5000` unquoted is what people write
-        pairs.append((name, _as_str(key, f"prompt.{name}", text)))
-    return tuple(sorted(pairs))
-
-
-def _parse_entry(key: Any, raw: Any) -> DatasetSpec:
-    """Validate one raw YAML entry into a DatasetSpec."""
-    if not isinstance(key, str) or not _KEY_RE.match(key):
-        raise _EntryError(
-            f"dataset key {key!r} is not valid: use lower-case letters, digits, '.', '_' or '-' "
-            "(it becomes a folder name and an MLflow tag)"
-        )
-    if not isinstance(raw, dict):
-        raise _EntryError(f"dataset entry {key!r}: expected a mapping of fields, got {raw!r}")
-    unknown = sorted(set(raw) - set(_ALLOWED_FIELDS) - {"prompt"})
-    if unknown:
-        raise _fail(key, unknown[0], f"unknown field, allowed: {', '.join(_ALLOWED_FIELDS + ('prompt',))}")
-    for name in _REQUIRED:
-        if raw.get(name) is None:
-            raise _fail(key, name, "missing (required: " + ", ".join(_REQUIRED) + ")")
-
-    layout = _as_choice(key, "layout", raw["layout"], LAYOUTS)
-    default_suffix = "_seg" if layout == "suffix" else ""
-    image_ext = _as_ext(key, "image_ext", raw.get("image_ext", "png"))
-    mask_ext = _as_ext(key, "mask_ext", raw.get("mask_ext", "png"))
-    normalize = raw.get("normalize", False)
-    if not isinstance(normalize, bool):
-        raise _fail(key, "normalize", f"expected true or false, got {normalize!r}")
-    if normalize and mask_ext in LOSSY_EXTS:
-        raise _fail(
-            key,
-            "mask_ext",
-            f"{mask_ext!r} is lossy: normalised masks must be lossless: set mask_ext: png (source masks in "
-            f".{mask_ext} are still read and thresholded), or normalize: false to keep the source's files",
-        )
-    mask_suffix = _as_str(key, "mask_suffix", raw.get("mask_suffix", default_suffix))
-    if layout == "suffix" and not mask_suffix:
-        raise _fail(key, "mask_suffix", "the 'suffix' layout needs a suffix such as '_seg'")
-
-    values = raw.get("mask_values", [0, 255])
-    if (
-        not isinstance(values, list)
-        or len(values) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535 for v in values)
-        or values[0] == values[1]
-    ):
-        raise _fail(key, "mask_values", f"expected [background, foreground] such as [0, 255] or [0, 3], got {values!r}")
-
-    image_dir = _as_folder(key, "image_dir", raw.get("image_dir", "images"))
-    mask_dir = _as_folder(key, "mask_dir", raw.get("mask_dir", "masks"))
-    if layout == "folders" and image_dir == mask_dir and not mask_suffix and image_ext == mask_ext:
-        raise _fail(key, "mask_dir", "equals image_dir: masks would overwrite images; use the 'suffix' layout")
-
-    subset = raw.get("subset_size")
-    fraction = raw.get("heldout_fraction", 0.1)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise _fail(key, "heldout_fraction", f"expected a number between 0 and 1 such as 0.1, got {fraction!r}")
-    small = raw.get("small_foreground", False)
-    if not isinstance(small, bool):
-        raise _fail(key, "small_foreground", f"expected true or false, got {small!r}")
-
-    split_by = _as_choice(key, "split_by", raw.get("split_by", "patient"), SPLIT_BY)
-    source = _parse_source(key, raw.get("source"))
-    if source.is_volumes and layout != "folders":
-        raise _fail(
-            key,
-            "layout",
-            "NIfTI sources are prepared in folders (volumes as the source holds them, or "
-            "with normalize: true slices in images/ and masks/): use layout: folders",
-        )
-
-    return DatasetSpec(
-        key=key,
-        title=_as_str(key, "title", raw["title"]),
-        modality=_as_str(key, "modality", raw["modality"]),
-        colour=_as_choice(key, "colour", raw["colour"], COLOURS),
-        layout=layout,
-        image_dir=image_dir,
-        mask_dir=mask_dir,
-        mask_suffix=mask_suffix,
-        image_ext=image_ext,
-        mask_ext=mask_ext,
-        mask_values=(values[0], values[1]),
-        normalize=normalize,
-        subset_size=None if subset is None else _as_int(key, "subset_size", subset, 2),
-        heldout_fraction=float(fraction),
-        small_foreground=small,
-        synthetic=_parse_synthetic(key, raw.get("synthetic")),
-        split_by=split_by,
-        source=source,
-        source_url=_as_str(key, "source_url", raw.get("source_url") or ""),
-        notes=_as_str(key, "notes", raw.get("notes") or ""),
-        prompt_overrides=_parse_prompt(key, raw.get("prompt")),
-    )
+# ---- YAML reading -------------------------------------------------------------------------------
 
 
 def _read_raw(path: Path) -> dict[str, dict[str, Any]]:
@@ -529,13 +451,7 @@ def load_datasets(extra: Path | None = None) -> dict[str, DatasetSpec]:
             else:
                 raw[key] = entry
             sources[key] = user
-    specs: dict[str, DatasetSpec] = {}
-    for key, entry in raw.items():
-        try:
-            specs[key] = _parse_entry(key, entry)
-        except _EntryError as exc:
-            raise ValueError(f"{sources[key]}: {exc}") from None
-    return specs
+    return {key: parse_user_entry(key, entry, where=f"{sources[key]}: ") for key, entry in raw.items()}
 
 
 def get_dataset(key: str, extra: Path | None = None) -> DatasetSpec:
@@ -594,12 +510,17 @@ def render_user_entry(key: str, entry: dict[str, Any], comments: dict[str, str] 
     return "\n".join(lines) + "\n"
 
 
-def parse_user_entry(key: str, entry: dict[str, Any]) -> DatasetSpec:
-    """Validate one raw entry (as `datasets add` builds it) into a DatasetSpec; ValueError names the field."""
+def parse_user_entry(key: Any, entry: Any, where: str = "") -> DatasetSpec:
+    """Validate one raw entry into a DatasetSpec; ValueError (led by `where`, the file) lists every problem."""
+    heading = f"{where}dataset entry {key!r}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{heading}: expected a mapping of fields, got {entry!r}")
+    if "key" in entry:
+        raise ValueError(f"{heading}: unknown field 'key' (an entry's key is its name under 'datasets:')")
     try:
-        return _parse_entry(key, entry)
-    except _EntryError as exc:
-        raise ValueError(str(exc)) from None
+        return DatasetSpec.model_validate({**entry, "key": key})
+    except ValidationError as exc:
+        raise ValueError(describe(exc, heading)) from None
 
 
 def check_user_entry(path: Path, key: str, replace: bool = False) -> None:

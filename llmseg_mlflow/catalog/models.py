@@ -12,7 +12,7 @@ import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from llmseg_mlflow.catalog.replay_folder import FOLDER_LAYOUT, has_replies
-from llmseg_mlflow.config import LoosePath, Strict, problems
+from llmseg_mlflow.config import LoosePath, Strict, describe
 
 BUILTIN_FILE = Path(__file__).with_name("models.yaml")
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
@@ -240,6 +240,4 @@ def _validate(entry: dict[str, Any], where: str) -> ModelSpec:
     try:
         return ModelSpec.model_validate(entry)
     except ValidationError as exc:
-        # An unknown field is reported on the entry as a whole, which needs no "top level" label.
-        lines = [line.removeprefix("top level: ") for line in problems(exc)]
-        raise ValueError(f"{where} has {len(lines)} problem(s):\n" + "\n".join(f"  {p}" for p in lines)) from None
+        raise ValueError(describe(exc, where)) from None

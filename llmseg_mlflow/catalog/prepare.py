@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,7 @@ def _settings(spec: DatasetSpec) -> dict[str, Any]:
         "normalize": spec.normalize,
         "subset_size": spec.subset_size,
         "heldout_fraction": spec.heldout_fraction,
-        "synthetic": None if spec.synthetic is None else asdict(spec.synthetic),
+        "synthetic": None if spec.synthetic is None else spec.synthetic.model_dump(),
         "split_by": spec.split_by,
         "source_format": spec.source.format,
         "group_pattern": spec.source.group_pattern,
@@ -439,7 +439,7 @@ def _keep_volumes(
     volume = [dict(r.meta)["volume"] for r in records]
     held_keys = sorted({volume[i] for i in held}, key=natural_key)
     pool_keys = sorted({volume[i] for i in range(len(records)) if i not in held} - set(held_keys), key=natural_key)
-    slices = replace(spec, layout="folders", image_dir="images", mask_dir="masks")
+    slices = spec.model_copy(update={"layout": "folders", "image_dir": "images", "mask_dir": "masks"})
     entries = _move_into_place(slices, base, [records[i] for i in sorted(held)], set(range(len(held))), SLICES)
     for i, record in enumerate(records):
         if i not in held:
@@ -624,7 +624,7 @@ def prepare_dataset(
         if source is None:
             assert spec.synthetic is not None  # a non-synthetic entry without a source was refused above
             source = generate_synthetic(spec, work / "staging")
-            label = "synthetic:" + json.dumps(asdict(spec.synthetic), sort_keys=True)
+            label = "synthetic:" + json.dumps(spec.synthetic.model_dump(), sort_keys=True)
         else:
             label = str(Path(source).resolve())
         built = work / "prepared"

@@ -3,7 +3,7 @@ and the checks that its files are still what was prepared (catalog/integrity.py 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +142,11 @@ def load_prepared(spec: DatasetSpec, root: Path) -> PreparedDataset | None:
     recorded = _recorded(data, spec)
     normalize = bool(recorded["normalize"])
     if spec.source.is_volumes and not normalize and not pool_layout.get("volumes"):
-        layout["source"] = replace(spec.source, format="images")  # a NIfTI entry read from exported images
+        # a NIfTI entry read from exported images
+        layout["source"] = spec.source.model_copy(update={"format": "images"})
     prepared = PreparedDataset(
         # the prompt and the knobs describe what the pool holds
-        spec=replace(spec, normalize=normalize, **layout),
+        spec=spec.model_copy(update={"normalize": normalize, **layout}),
         root=base,
         pool=base / "pool",
         heldout=base / "heldout",

@@ -11,11 +11,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     Discriminator,
     Field,
-    ModelWrapValidatorHandler,
     Tag,
     ValidationError,
     ValidationInfo,
@@ -24,7 +22,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.models import REPLAY_PREFIX, ModelSpec, get_model, load_models
@@ -113,35 +110,12 @@ def _filled(what: str) -> AfterValidator:
 
 
 class _Part(Strict):
-    """A mapping of the study file; unknown keys are listed with its other problems, not instead of them."""
-
-    # pydantic's own __init__: only then does model_validate give nested parts its context (the lenient pass).
-    __init__ = BaseModel.__init__
+    """A mapping of the study file, lenient in load_study's second pass."""
 
     @field_validator("*", mode="wrap")
     @classmethod
     def _lenient_field(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
         return _lenient(value, handler, info)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _known_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
-        allowed = field_names(cls)
-        unknown = [k for k in data if k not in allowed] if isinstance(data, dict) else []
-        if not unknown:
-            return handler(data)
-        errors: list[Any] = []
-        for k in unknown:
-            why = f"unknown field{suggest(str(k), allowed)}; allowed: {', '.join(allowed)}"
-            errors.append({"type": "value_error", "loc": (str(k),), "input": data[k], "ctx": {"error": why}})
-        try:
-            handler({k: v for k, v in data.items() if k in allowed})
-        except ValidationError as exc:  # re-raised below; a custom error type (the unions' "shape") is made anew
-            errors += [
-                {**e, "type": PydanticCustomError(e["type"], e["msg"])} if e["type"] == "shape" else e
-                for e in exc.errors()
-            ]
-        raise ValidationError.from_exception_data(cls.__name__, errors)
 
 
 class Selector(_Part):

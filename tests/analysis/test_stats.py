@@ -87,7 +87,7 @@ def test_a_bad_cohorts_group_is_named_with_the_forms_a_group_takes_and_the_examp
         load_cohorts(f)
     text = str(info.value)
     assert f"cohorts file {f} has 3 problem(s):" in text
-    assert "comparisons.fam.a: unknown field 'model' (did you mean models?)" in text
+    assert "comparisons.fam.a.model: unknown field (did you mean models?)" in text
     assert (
         "comparisons.fam.b: a group is a tag value, a list of values, or {label, values} / {label, models}; got 1.5"
         in text

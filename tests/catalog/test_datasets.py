@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,12 @@ import pytest
 from llmseg_mlflow.catalog.datasets import (
     ENV_VAR,
     PROMPT_FILL_NAMES,
+    DatasetSpec,
     SyntheticSpec,
     UnknownDatasetError,
     get_dataset,
     load_datasets,
+    parse_user_entry,
 )
 
 PAPER = ["bagls", "bolus", "brain-meningioma", "skin-ham10000", "uterine-myoma", "retina-vessels"]
@@ -104,7 +105,7 @@ def test_prompt_fills_cover_every_template_variable() -> None:
 
 
 def test_a_dataset_without_a_count_asks_for_one() -> None:
-    spec = replace(load_datasets()["bolus"], subset_size=None)
+    spec = load_datasets()["bolus"].model_copy(update={"subset_size": None})
     with pytest.raises(ValueError, match="subset_size or prompt.n_samples"):
         spec.prompt_fills()
     assert spec.prompt_fills(n_total=1234)["n_samples"] == "1200"
@@ -145,56 +146,77 @@ datasets:
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ("{modality: CT, colour: grayscale, layout: folders}", r"'broken', field 'title': missing"),
+        (
+            "{modality: CT, colour: grayscale, layout: folders}",
+            r"'broken' has 1 problem\(s\):\n  title: missing \(required\)",
+        ),
         (
             "{title: t, modality: CT, colour: blue, layout: folders}",
-            r"field 'colour': got 'blue', allowed values: grayscale, rgb",
+            r"colour: got 'blue', allowed values: grayscale or rgb",
         ),
-        ("{title: t, modality: CT, colour: rgb, layout: tree}", r"field 'layout'.*allowed values: suffix, folders"),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: tree}",
+            r"layout: got 'tree', allowed values: suffix or folders",
+        ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, subset_size: many}",
-            r"field 'subset_size'.*whole number",
+            r"subset_size: expected a whole number, got 'many'",
         ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, colour_mode: x}",
-            r"field 'colour_mode': unknown field",
+            r"colour_mode: unknown field \(did you mean colour\?\)",
         ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, mask_values: [255]}",
-            r"field 'mask_values'.*\[background, foreground\]",
+            r"mask_values: expected \[background, foreground\].*got \[255\]",
         ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, mask_ext: jpg, normalize: true}",
-            r"field 'mask_ext'.*lossy",
+            r"mask_ext: 'jpg' is lossy.*set mask_ext: png",
         ),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, normalize: 1}", r"field 'normalize'.*true or false"),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, normalize: 1}",
+            r"normalize: expected true or false, got 1",
+        ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, prompt: {colour: x}}",
-            r"field 'prompt.colour': unknown fill",
+            r"prompt.colour: unknown field \(did you mean colour_word\?\)",
         ),
-        ("{title: t, modality: CT, colour: rgb, layout: suffix, mask_suffix: ''}", r"field 'mask_suffix'.*'_seg'"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, mask_dir: images}", r"field 'mask_dir'.*overwrite"),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, image_dir: ../up}", r"field 'image_dir'.*folder name"),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: suffix, mask_suffix: ''}",
+            r"mask_suffix: the 'suffix' layout needs a suffix such as '_seg'",
+        ),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, mask_dir: images}",
+            r"mask_dir: equals image_dir: masks would overwrite images",
+        ),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, image_dir: ../up}",
+            r"image_dir: expected a folder name relative to the dataset.*got '../up'",
+        ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, split_by: volume}",
-            r"field 'split_by'.*allowed values: patient, slice",
+            r"split_by: got 'volume', allowed values: patient or slice",
         ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, source: {format: dicom}}",
-            r"field 'source.format'.*images, nifti",
+            r"source.format: got 'dicom', allowed values: images or nifti",
         ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, source: {window: [99, 1]}}",
-            r"field 'source.window'.*\[1, 99\]",
+            r"source.window: expected \[low, high\] percentiles such as \[1, 99\], got \[99, 1\]",
         ),
         (
             "{title: t, modality: CT, colour: rgb, layout: folders, source: {group_pattern: '('}}",
-            r"'source.group_pattern': not a valid regular",
+            r"source.group_pattern: not a valid regular expression",
         ),
-        ("{title: t, modality: CT, colour: rgb, layout: folders, source: {dirs: x}}", r"'source.dirs': unknown field"),
+        (
+            "{title: t, modality: CT, colour: rgb, layout: folders, source: {dirs: x}}",
+            r"source.dirs: unknown field \(did you mean mask_dirs\?\)",
+        ),
         (
             "{title: t, modality: CT, colour: rgb, layout: suffix, source: {format: nifti}}",
-            r"field 'layout'.*NIfTI.*folders",
+            r"layout: NIfTI sources are prepared in folders.*use layout: folders",
         ),
     ],
 )
@@ -202,7 +224,75 @@ def test_bad_user_yaml_names_entry_field_and_allowed_values(tmp_path: Path, entr
     path = _write(tmp_path, f"datasets:\n  broken: {entry}\n")
     with pytest.raises(ValueError, match=expected) as info:
         load_datasets(path)
-    assert str(path) in str(info.value) and "'broken'" in str(info.value)
+    assert str(info.value).startswith(f"{path}: dataset entry 'broken' has 1 problem(s):\n")
+
+
+_BASE = "title: t, modality: CT, colour: rgb, layout: folders"
+
+
+def test_a_wrong_type_names_the_field_what_was_expected_and_what_was_given(tmp_path: Path) -> None:
+    path = _write(tmp_path, f"datasets:\n  broken: {{{_BASE}, heldout_fraction: yes, synthetic: {{size: '32'}}}}\n")
+    with pytest.raises(ValueError) as info:
+        load_datasets(path)
+    assert str(info.value) == (
+        f"{path}: dataset entry 'broken' has 2 problem(s):\n"
+        "  heldout_fraction: expected a number, got True\n"
+        "  synthetic.size: expected a whole number, got '32'"
+    )
+
+
+def test_an_unknown_field_is_refused_with_a_suggestion_and_the_allowed_names(tmp_path: Path) -> None:
+    path = _write(tmp_path, f"datasets:\n  broken: {{{_BASE}, heldout_fracton: 0.2}}\n")
+    with pytest.raises(ValueError, match=r"heldout_fracton: unknown field \(did you mean heldout_fraction\?\)") as e:
+        load_datasets(path)
+    assert "allowed: " in str(e.value) and "title, modality" in str(e.value)
+
+
+def test_every_problem_of_an_entry_is_reported_at_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, "datasets:\n  broken: {title: t, colour: blue, layout: folders, subset_size: many}\n")
+    with pytest.raises(ValueError) as info:
+        load_datasets(path)
+    assert str(info.value) == (
+        f"{path}: dataset entry 'broken' has 3 problem(s):\n"
+        "  modality: missing (required)\n"
+        "  colour: got 'blue', allowed values: grayscale or rgb\n"
+        "  subset_size: expected a whole number, got 'many'"
+    )
+
+
+def test_rules_across_fields_are_all_reported_each_with_the_field_to_change() -> None:
+    entry = {"title": "t", "modality": "CT", "colour": "rgb", "layout": "suffix", "mask_suffix": ""}
+    with pytest.raises(ValueError) as info:
+        parse_user_entry("mine", {**entry, "normalize": True, "mask_ext": ".JPG", "source": {"format": "nifti"}})
+    lines = str(info.value).splitlines()
+    assert lines[0] == "dataset entry 'mine' has 3 problem(s):"
+    assert [line.split(":")[0] for line in lines[1:]] == ["  mask_suffix", "  mask_ext", "  layout"]
+    assert "'jpg' is lossy" in lines[2] and "normalize: false to keep the source's files" in lines[2]
+
+
+def test_yaml_shorthands_and_defaults() -> None:
+    spec = parse_user_entry(
+        "mine",
+        {
+            "title": "t",
+            "modality": "CT",
+            "colour": "RGB",
+            "layout": "suffix",
+            "notes": None,  # an empty YAML value is the default
+            "synthetic": True,
+            "source": {"image_dirs": "imgs", "window": [2, 98]},
+            "prompt": {"n_samples": 5000, "mask_word": "binary"},
+        },
+    )
+    assert (spec.colour, spec.mask_suffix, spec.notes, spec.synthetic) == ("rgb", "_seg", "", SyntheticSpec())
+    assert spec.source.image_dirs == ("imgs",) and spec.source.window == (2.0, 98.0)
+    assert spec.prompt_overrides == (("mask_word", "binary"), ("n_samples", "5000"))
+    assert spec.prompt_fills()["n_samples"] == "5000"
+    # Built in code, as the layout detection does: the same checks, and copies with changed fields.
+    probe = DatasetSpec(key="probe", title="", modality="", colour="grayscale", layout="folders")
+    assert probe.model_copy(update={"normalize": True}).normalize and hash(probe) == hash(probe.model_copy())
+    with pytest.raises(ValueError, match="mask_values"):
+        DatasetSpec(key="probe", title="", modality="", colour="rgb", layout="folders", mask_values=(1, 1))
 
 
 def test_user_yaml_without_datasets_mapping_is_rejected(tmp_path: Path) -> None:

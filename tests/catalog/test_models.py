@@ -176,7 +176,7 @@ def test_user_replay_dir_is_relative_to_its_yaml(tmp_path):
         ("{key: x2, provider: openai, api_model: m, reasoning: maybe}", "reasoning: expected true or false"),
         (
             "{key: x3, provider: openai, api_model: m, reasonning: true}",
-            "unknown field 'reasonning' (did you mean reasoning?); allowed: key, title,",
+            "reasonning: unknown field (did you mean reasoning?); allowed: key, title,",
         ),
         ("{key: x4, provider: openai}", "api_model: missing, required for provider 'openai'"),
         ("{key: x5, provider: openai-compatible, api_model: m}", "base_url: missing, required for provider"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -80,7 +79,7 @@ def test_heldout_split_is_by_patient_by_default_and_by_slice_on_request(tmp_path
     assert 2 <= prepared.n_heldout <= 6  # 10% of 34, in whole patients
     assert prepared.summary.patients_heldout == len(sides["heldout"])
 
-    paper = prepare_dataset(replace(myoma, split_by="slice"), tmp_path / "slice", source=umd)
+    paper = prepare_dataset(myoma.model_copy(update={"split_by": "slice"}), tmp_path / "slice", source=umd)
     sides = _by_volume(paper.manifest)
     assert paper.n_heldout == 3  # round(0.1 * 34) slices at random
     assert set(sides["heldout"]) & set(sides["pool"])  # a held-out slice's neighbours train

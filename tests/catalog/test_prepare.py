@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ def catalog() -> dict[str, DatasetSpec]:
 
 
 def _small(spec: DatasetSpec, n: int = 20) -> DatasetSpec:
-    return replace(spec, synthetic=SyntheticSpec(n=n, size=32, seed=0))
+    return spec.model_copy(update={"synthetic": SyntheticSpec(n=n, size=32, seed=0)})
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -169,15 +168,15 @@ def test_reprepare_with_other_settings_refuses(tmp_path: Path, catalog) -> None:
     with pytest.raises(PreparedDataModifiedError, match=r"seed 0 \(asked for 2\)"):
         prepare_dataset(spec, tmp_path, seed=2)
     with pytest.raises(PreparedDataModifiedError, match="heldout_fraction"):
-        prepare_dataset(replace(spec, heldout_fraction=0.2), tmp_path)
+        prepare_dataset(spec.model_copy(update={"heldout_fraction": 0.2}), tmp_path)
 
 
 def test_a_normalised_preparation_is_made_again_as_the_source_on_the_same_split(tmp_path: Path, catalog) -> None:
     spec, source = _gray_source(tmp_path, catalog, n=12)
     for mask in (source / "masks").glob("*.png"):
         Image.fromarray((np.asarray(Image.open(mask)) > 0).astype(np.uint8)).save(mask)  # labels 0/1
-    spec = replace(spec, mask_values=(0, 1))
-    old = prepare_dataset(replace(spec, normalize=True), tmp_path / "out", source=source)
+    spec = spec.model_copy(update={"mask_values": (0, 1)})
+    old = prepare_dataset(spec.model_copy(update={"normalize": True}), tmp_path / "out", source=source)
     held = [i.name for i, _ in old.heldout_pairs()]
     said = []
     new = prepare_dataset(spec, tmp_path / "out", progress=said.append)  # source: the recorded one
@@ -190,14 +189,16 @@ def test_a_normalised_preparation_is_made_again_as_the_source_on_the_same_split(
 
 def test_subset_and_label_encoding_from_a_source_folder(tmp_path: Path, catalog) -> None:
     # A myoma-like source: masks carry label 3, a .meta file lies beside the images.
-    spec = replace(catalog["uterine-myoma"], subset_size=12)
+    spec = catalog["uterine-myoma"].model_copy(update={"subset_size": 12})
     source = generate_synthetic(spec, tmp_path / "src", n=25, size=32)
     for mask in (source / "masks").glob("*.png"):
         arr = np.asarray(Image.open(mask))
         Image.fromarray(np.where(arr > 0, 3, 0).astype(np.uint8)).save(mask)
     (source / "images" / "0.meta").write_text("not an image")
     for normalize, values in ((True, {0, 255}), (False, {0, 3})):
-        prepared = prepare_dataset(replace(spec, normalize=normalize), tmp_path / f"out-{normalize}", source=source)
+        prepared = prepare_dataset(
+            spec.model_copy(update={"normalize": normalize}), tmp_path / f"out-{normalize}", source=source
+        )
         assert (prepared.n_pool, prepared.n_heldout) == (11, 1)
         for mask in prepared.root.rglob("masks/*.png"):
             assert set(np.unique(np.asarray(Image.open(mask))).tolist()) == values
@@ -217,7 +218,7 @@ def test_ham_like_layout_with_jpg_images_and_suffixed_masks(tmp_path: Path, cata
 
 
 def _gray_source(tmp_path: Path, catalog, n: int = 6) -> tuple[DatasetSpec, Path]:
-    spec = replace(catalog["bolus"], subset_size=None)
+    spec = catalog["bolus"].model_copy(update={"subset_size": None})
     return spec, generate_synthetic(spec, tmp_path / "src", n=n, size=32)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tracemalloc
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ def _assert_entry_layout(prepared) -> None:
 
 def test_bagls_frames_with_seg_masks_and_meta_files(tmp_path: Path, catalog) -> None:
     source = fakes.bagls(tmp_path / "BAGLS" / "training", 14)
-    prepared = prepare_dataset(replace(catalog["bagls"], subset_size=10), tmp_path / "out", source=source)
+    prepared = prepare_dataset(catalog["bagls"].model_copy(update={"subset_size": 10}), tmp_path / "out", source=source)
     assert (prepared.n_pool, prepared.n_heldout) == (9, 1)
     assert sorted(p.name for p in prepared.heldout.iterdir())[1].endswith("_seg.png")
     _assert_entry_layout(prepared)
@@ -84,7 +83,7 @@ def test_bolus_masks_with_another_suffix_keep_their_names_and_the_prompt_says_so
 
 def test_bolus_normalised_copies_are_renamed_to_the_entry(tmp_path: Path, catalog) -> None:
     source = fakes.folders(tmp_path / "Swallowing", 10, suffix="_mask")
-    given = prepare_dataset(replace(catalog["bolus"], normalize=True), tmp_path / "a", source=source)
+    given = prepare_dataset(catalog["bolus"].model_copy(update={"normalize": True}), tmp_path / "a", source=source)
     assert sorted(p.name for p in given.pool_masks().iterdir()) == sorted(p.name for p in given.pool_images().iterdir())
     _assert_entry_layout(given)
 
@@ -110,7 +109,9 @@ def test_brain_jpeg_masks_normalised_on_request(tmp_path: Path, catalog) -> None
     source = fakes.folders(
         tmp_path / "Brain Meningioma", 8, mask_dir="Masks", image_ext="jpg", mask_ext="jpg", suffix="_m"
     )
-    prepared = prepare_dataset(replace(catalog["brain-meningioma"], normalize=True), tmp_path / "out", source=source)
+    prepared = prepare_dataset(
+        catalog["brain-meningioma"].model_copy(update={"normalize": True}), tmp_path / "out", source=source
+    )
     image, mask = prepared.heldout_pairs()[0]
     assert (image.name, mask.name) == (f"{image.stem}.png", f"{image.stem}_m.png")
     assert Image.open(image).format == "PNG" and _values(mask) == {0, 255}  # JPEG noise thresholded away
@@ -138,7 +139,9 @@ def test_retina_train_and_test_folders_with_tif_images_and_gif_masks(tmp_path: P
     source = fakes.retina(tmp_path / "retina", 4)
     for normalize, ext in ((False, "tif"), (True, "png")):
         prepared = prepare_dataset(
-            replace(catalog["retina-vessels"], normalize=normalize), tmp_path / f"out-{ext}", source=source
+            catalog["retina-vessels"].model_copy(update={"normalize": normalize}),
+            tmp_path / f"out-{ext}",
+            source=source,
         )
         names = sorted(p.name for p in prepared.pool_images().iterdir()) + sorted(
             p.name for p in prepared.heldout_images().iterdir()
@@ -165,7 +168,7 @@ def test_paper_subset_sizes_apply_with_a_seed(tmp_path: Path, catalog) -> None:
         "uterine-myoma": None,
     }
     source = fakes.folders(tmp_path / "src", 30, rgb=True)
-    spec = replace(catalog["retina-vessels"], subset_size=20)
+    spec = catalog["retina-vessels"].model_copy(update={"subset_size": 20})
     a = prepare_dataset(spec, tmp_path / "a", source=source, seed=1)
     b = prepare_dataset(spec, tmp_path / "b", source=source, seed=1)
     c = prepare_dataset(spec, tmp_path / "c", source=source, seed=2)
@@ -181,7 +184,7 @@ def test_size_mismatch_and_colour_masks_are_named(tmp_path: Path, catalog) -> No
     colour[..., 0] = 255
     fakes.save(colour, source / "masks" / "4.png")
     with pytest.raises(DatasetSourceError) as info:
-        prepare_dataset(replace(catalog["bolus"], subset_size=None), tmp_path / "out", source=source)
+        prepare_dataset(catalog["bolus"].model_copy(update={"subset_size": None}), tmp_path / "out", source=source)
     message = str(info.value)
     assert "1 mask(s) of a different size than the image: 2.png (16, 16) vs image (32, 32)" in message
     assert "1 colour mask(s)" in message and "4.png" in message and "--skip-invalid" in message
@@ -191,7 +194,7 @@ def test_skip_invalid_leaves_out_bad_pairs_refills_the_subset_and_says_so(tmp_pa
     source = fakes.folders(tmp_path / "src", 12)
     (source / "images" / "3.png").write_bytes(b"broken")
     fakes.save(np.full((32, 32), 7, np.uint8), source / "masks" / "5.png")
-    spec = replace(catalog["bolus"], subset_size=10)
+    spec = catalog["bolus"].model_copy(update={"subset_size": 10})
     prepared = prepare_dataset(spec, tmp_path / "out", source=source, skip_invalid=True)
     assert prepared.n_pool + prepared.n_heldout == 10  # refilled from the pairs left over
     stems = {i.stem for i, _ in prepared.pool_pairs() + prepared.heldout_pairs()}
@@ -212,7 +215,7 @@ def test_ambiguous_mask_folders_ask_which_one(tmp_path: Path, catalog) -> None:
 
 
 def test_memory_does_not_grow_with_the_number_of_images(tmp_path: Path, catalog) -> None:
-    spec = replace(catalog["retina-vessels"], subset_size=None)
+    spec = catalog["retina-vessels"].model_copy(update={"subset_size": None})
 
     def peak(n: int) -> int:
         source = fakes.folders(tmp_path / f"src{n}", n, rgb=True, seed=n)
@@ -235,8 +238,8 @@ def test_memory_does_not_grow_with_the_number_of_images(tmp_path: Path, catalog)
 def test_patients_from_file_names_never_straddle_the_split(tmp_path: Path, catalog) -> None:
     names = [f"p{p}_frame{f}" for p in range(8) for f in range(5)]
     source = fakes.folders(tmp_path / "src", 0, names=names)
-    spec = replace(catalog["bolus"], subset_size=None)
-    spec = replace(spec, source=replace(spec.source, group_pattern=r"^(p\d+)_"))
+    spec = catalog["bolus"].model_copy(update={"subset_size": None})
+    spec = spec.model_copy(update={"source": spec.source.model_copy(update={"group_pattern": r"^(p\d+)_"})})
     prepared = prepare_dataset(spec, tmp_path / "out", source=source)
     patients = {
         side: {i.stem.split("_")[0] for i, _ in pairs}

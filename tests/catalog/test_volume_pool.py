@@ -4,7 +4,6 @@ what is scored, the sandbox's label volumes are placeholders, and the prompt and
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -29,7 +28,9 @@ def volumes_spec():
         patch.setenv("LLMSEG_HOME", "/nonexistent-llmseg-home")
         myoma = load_datasets()["uterine-myoma"]
     # What `datasets add` writes for a user's NIfTI folder: normalize false (the built-in entry slices).
-    return replace(myoma, key="my-volumes", normalize=False, heldout_fraction=0.3, prompt_overrides=())
+    return myoma.model_copy(
+        update={"key": "my-volumes", "normalize": False, "heldout_fraction": 0.3, "prompt_overrides": ()}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_switching_to_normalize_reprepares_slices_on_the_same_split(tmp_path, vo
     held = {k for k, *_ in volumes.heldout_volumes()}
     scored = {img.name for img, _ in volumes.heldout_pairs()}
     said: list[str] = []
-    sliced = prepare_dataset(replace(volumes_spec, normalize=True), tmp_path, progress=said.append)
+    sliced = prepare_dataset(volumes_spec.model_copy(update={"normalize": True}), tmp_path, progress=said.append)
     assert any("re-preparing" in s and "normalize" in s for s in said)
     assert not sliced.volumes and list(sliced.pool.rglob("*.png")) and not list(sliced.root.rglob("*.nii.gz"))
     assert {img.name for img, _ in sliced.heldout_pairs()} == scored

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -78,7 +77,9 @@ def volumes(tmp_path_factory):
         patch.delenv("LLMSEG_DATASETS_FILE", raising=False)
         patch.setenv("LLMSEG_HOME", "/nonexistent-llmseg-home")
         spec = load_datasets()["uterine-myoma"]
-    spec = replace(spec, key="umd-volumes", normalize=False, heldout_fraction=0.3, prompt_overrides=())
+    spec = spec.model_copy(
+        update={"key": "umd-volumes", "normalize": False, "heldout_fraction": 0.3, "prompt_overrides": ()}
+    )
     return prepare_dataset(spec, root / "data", source=source)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,8 @@ from llmseg_mlflow.evaluation.evaluator import EvalSettings, evaluate_attempt
 def spec() -> DatasetSpec:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(ENV_VAR, raising=False)
-        return replace(load_datasets()["bolus"], subset_size=None)  # images/ + masks/, PNG: files kept as they are
+        # images/ + masks/, PNG: files kept as they are
+        return load_datasets()["bolus"].model_copy(update={"subset_size": None})
 
 
 def _prepared(spec: DatasetSpec, tmp_path: Path):
