@@ -15,7 +15,7 @@ setup: $(STAMP) bwrap chromium
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[test,pipeline]' $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test,pipeline,postgres]' $(TORCH_SPEC)
 	touch $(STAMP)
 
 # Generated code only runs inside bubblewrap; install it when we can (root with apt), else say how.

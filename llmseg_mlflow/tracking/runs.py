@@ -23,13 +23,24 @@ _MAX_PARAM = 6000  # MLflow's limit on a param value; longer text belongs in art
 _BATCH = 900  # log_batch accepts at most 1000 metrics per call
 
 
+# Drivers named by the `postgres` extra; any other database driver is named as itself.
+_EXTRA_DRIVERS = {"psycopg": "llmseg-mlflow[postgres]", "psycopg2": "psycopg2-binary"}
+_DATABASES = ("postgresql", "mysql", "mssql")
+
+
 def check_tracking_server(timeout_s: float = 5.0) -> None:
-    """Fail fast (OSError naming the URI) when an http tracking server does not answer."""
+    """Fail fast (OSError naming the URI) when the tracking server or database does not answer.
+
+    MLflow itself retries an unreachable store for minutes: right for a store that goes away
+    mid-study, wrong for a mistyped URI before the first job starts.
+    """
     import urllib.request
 
     import mlflow
 
     uri = mlflow.get_tracking_uri()
+    if uri.startswith(_DATABASES):
+        _probe_database(uri, timeout_s)
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -40,6 +51,36 @@ def check_tracking_server(timeout_s: float = 5.0) -> None:
             f"the MLflow tracking server at {uri} {OUTAGE_MARKER} ({exc}); start it "
             "(`mlflow server --host 127.0.0.1 --port 5000`) or point MLFLOW_TRACKING_URI elsewhere"
         ) from exc
+
+
+def _probe_database(uri: str, timeout_s: float) -> None:
+    """One connection with a short timeout; a missing driver is named with what to install."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    shown = url.render_as_string(hide_password=True)
+    try:
+        url.get_dialect().import_dbapi()
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").split(".")[0]
+        raise ValueError(
+            f"the tracking URI {shown} needs the database driver {module!r}, which is not installed: "
+            f"pip install '{_EXTRA_DRIVERS.get(module, module)}'"
+        ) from None
+    args = {"connect_timeout": max(1, int(timeout_s))} if url.get_backend_name() in ("postgresql", "mysql") else {}
+    engine = sqlalchemy.create_engine(url, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            return
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ConnectionError(
+            f"the tracking database at {shown} {OUTAGE_MARKER} ({reason}); start it, or check the host, "
+            "port, user and password in MLFLOW_TRACKING_URI"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
