@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from llmseg_mlflow.tracking.outage import OUTAGE_MARKER
 from llmseg_mlflow.tracking.schema import Cohort, Kind
@@ -83,14 +83,32 @@ def _probe_database(uri: str, timeout_s: float) -> None:
         engine.dispose()
 
 
+# MLflow 3's UI infers a GenAI (agent) project from the LLM traces and opens on trace charts; a study
+# is model development: this opens it on the training runs. A kind the user set is kept.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+SOURCE_TAGS = {MLFLOW_SOURCE_NAME: "llmseg-mlflow", MLFLOW_SOURCE_TYPE: "LOCAL"}  # the UI's Source column
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
-    """The id of the study's experiment, created on first use."""
+    """The id of the study's experiment, created on first use, marked as model development."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    if exp is None:
+        return client.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}
+        )
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    mark_experiment(client, exp.experiment_id, exp.tags)
+    return exp.experiment_id
+
+
+def mark_experiment(client: MlflowClient, experiment_id: str, tags: Mapping[str, str] | None = None) -> None:
+    """Set the experiment's kind to model development unless it has one."""
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    if EXPERIMENT_KIND not in tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
 
 
 @dataclass
@@ -188,10 +206,11 @@ class RunTree:
         user's request), which would collide with the root's `epochs` = the LLM's choice; so that run
         becomes a `kind=launch` parent and the pipeline root is nested under it, in its experiment.
         """
-        tags = {**cohort.tags(Kind.PIPELINE), MLFLOW_RUN_NAME: cohort.run_name}
+        tags = {**cohort.tags(Kind.PIPELINE), MLFLOW_RUN_NAME: cohort.run_name, **SOURCE_TAGS}
         launch = os.environ.get("MLFLOW_RUN_ID")
         if launch:
             exp_id = client.get_run(launch).info.experiment_id
+            mark_experiment(client, exp_id)
             tags[MLFLOW_PARENT_RUN_ID] = launch
         else:
             exp_id = ensure_experiment(client, cohort.study, artifact_location)
