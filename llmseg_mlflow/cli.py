@@ -500,6 +500,7 @@ def _keys(value: str | None) -> tuple[str, ...]:
     help="YAML of the cohort comparisons (default: 2024 vs 2025, non-reasoning vs reasoning); see docs/analysis.md.",
 )
 @_field(AnalyzeConfig, "alpha")
+@_field(AnalyzeConfig, "bootstrap_resamples")
 @click.option(
     "--bonferroni", is_flag=True, help="Bonferroni-correct the cohort tests (over all datasets x comparisons)."
 )
@@ -528,6 +529,7 @@ def analyze(**opts) -> None:
             models=_keys(opts["models"]),
             cohorts_file=opts["cohorts"],
             alpha=opts["alpha"],
+            bootstrap_resamples=opts["bootstrap_resamples"],
             bonferroni=opts["bonferroni"],
             variability_models=_keys(opts["variability_models"]),
             data_root=opts["data_root"],

@@ -17,6 +17,7 @@ from llmseg_mlflow.analysis import tables as tb
 from llmseg_mlflow.analysis.cache import RunCache
 from llmseg_mlflow.analysis.config import AnalyzeConfig, Cohorts
 from llmseg_mlflow.analysis.outputs import Outputs
+from llmseg_mlflow.analysis.paired import section_paired
 from llmseg_mlflow.analysis.stats import COHORT_TEST_COLUMNS, cohort_tests, in_group, variability_test
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
 from llmseg_mlflow.catalog.datasets import load_datasets
@@ -36,6 +37,13 @@ RULES = [
     "The nnU-Net baseline (tag baseline=true) is drawn on top of plots and is in no cohort and no test; "
     "forced-budget reruns (tag budget) appear only in the constant-budget section; roots a sweep retried "
     "(tag superseded_by) are ignored.",
+    "Paired comparison with nnU-Net: per held-out image, the LLM pipeline's Dice minus nnU-Net's on the same "
+    "image (model rows average repeats per image, cohort rows average models); two-sided Wilcoxon signed-rank "
+    "test (scipy.stats.wilcoxon), 95% percentile bootstrap CI of the median difference (2000 resamples, seeded), "
+    "share of images won; rows with fewer than 6 pairs get no test ('n too small').",
+    "Validation-loss plots put every curve (baseline included) on one axis: log while all values are positive, "
+    "else symmetric-log (nnU-Net's Dice + CE loss is negative); the lower row shows each curve relative to its "
+    "first epoch, 1 + (y - y0)/|y0|.",
     "Per-image held-out Dice is the latest value logged per held-out index (a re-evaluation replaces the "
     "earlier scores). A model's curve is the mean over its repeats at each epoch.",
     "Every number comes from the tracking server (root runs' tags, params and metrics, the bulk metric history "
@@ -535,4 +543,4 @@ def section_data(c: Context) -> None:
 # (section_qualitative) also need their predictions downloaded (prefetch_grids).
 ROOT_SECTIONS = (section_overview, section_errors, section_architecture, section_beyond, section_tidy)
 CURVE_SECTIONS = (section_curves, section_budget)
-DICE_SECTIONS = (section_dice, section_cohorts, section_variability)
+DICE_SECTIONS = (section_dice, section_paired, section_cohorts, section_variability)

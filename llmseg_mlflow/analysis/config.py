@@ -146,6 +146,9 @@ class AnalyzeConfig(Strict):
     log_run: bool = True  # log the outputs as a kind=analysis run
     refresh: bool = False  # list every root again instead of only what changed since the last analyze
     curve_epochs: int = 20  # cohort mean +/- SD over the first N epochs (Fig. 8)
+    bootstrap_resamples: int = Field(
+        default=2000, ge=100, description="Bootstrap resamples behind every confidence interval (seeded)."
+    )
 
     @field_validator("alpha")
     @classmethod

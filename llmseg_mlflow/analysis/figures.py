@@ -17,6 +17,9 @@ from matplotlib.colors import to_rgba  # noqa: E402
 
 BLUE, RED, GRAY, BASE = "#1f77b4", "#d62728", "#7f7f7f", "#222222"
 DPI = 90
+# Part of every figure's cache key (outputs.py): raise it when a figure is drawn differently, or a cached PNG
+# drawn by the old code would be reused for unchanged data (2: baseline on a symlog axis, relative panel).
+STYLE = 2
 
 
 def colour_for(cohort: str) -> str:
@@ -84,29 +87,78 @@ def errors_figure(errors: pd.DataFrame, types: list[str], path: Path) -> None:
     _save(fig, path)
 
 
+def normalised(y: np.ndarray) -> np.ndarray:
+    """A curve relative to its first epoch: 1 + (y - y0) / |y0|, i.e. y / y0 when y0 > 0.
+
+    Written this way so a negative loss (nnU-Net's Dice + CE) that falls still falls, where y / y0 would
+    turn it upside down; a curve starting at 0 is scaled by its largest magnitude instead."""
+    y = np.asarray(y, dtype=float)
+    if not len(y):
+        return y
+    scale = abs(y[0]) if np.isfinite(y[0]) and y[0] != 0 else float(np.nanmax(np.abs(y)) or 1.0)
+    return 1.0 + (y - y[0]) / scale
+
+
+def _symlog_y(ax, values: np.ndarray) -> None:
+    """A symmetric log y axis for curves that reach zero or below (a log axis would drop them): linear within
+    the smallest non-zero magnitude's decade, logarithmic beyond, labels as plain numbers."""
+    mags = np.abs(values[np.isfinite(values) & (values != 0)])
+    thresh = 10.0 ** np.floor(np.log10(mags.min())) if len(mags) else 1.0
+    ax.set_yscale("symlog", linthresh=thresh, linscale=0.5)
+    ax.yaxis.set_major_locator(ticker.SymmetricalLogLocator(base=10, linthresh=thresh, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(ticker.NullLocator())
+
+
 def curves_figure(
-    panels: dict[str, list[Line]], baseline: Line | None, ylabel: str, title: str, path: Path, log: bool = True
+    panels: dict[str, list[Line]],
+    baseline: Line | None,
+    ylabel: str,
+    title: str,
+    path: Path,
+    log: bool = True,
+    relative: bool = True,
 ) -> None:
-    """Figs. 3, 11, 12 (and 4, 10): one panel per group of curves, the baseline in each panel."""
+    """Figs. 3, 11, 12 (and 4, 10): one panel per group of curves, the baseline in each panel; with `relative`,
+    a second row with every curve normalised to its first epoch (see normalised)."""
     names = list(panels) or ["(none)"]
-    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], names):
-        for line in panels.get(name, []):
-            ax.plot(line.x, line.y, lw=1.2, color=line.colour, label=line.label, alpha=0.85)
-            if line.mark is not None and line.mark in set(line.x.tolist()):
-                ax.plot([line.mark], [line.y[list(line.x).index(line.mark)]], "o", color=line.colour, ms=6)
-        if baseline is not None:
-            ax.plot(baseline.x, baseline.y, lw=2.2, color=BASE, ls="--", label=baseline.label)
-        if log and all((ln.y > 0).all() for ln in panels.get(name, []) if len(ln.y)):
-            _log_y(ax)
-        _title(ax, name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2 if len(panels.get(name, [])) > 8 else 1)
+    rows = 2 if relative else 1
+    fig, axes = plt.subplots(
+        rows, len(names), figsize=(6 * len(names), 4.2 + 3.4 * (rows - 1)), squeeze=False, sharey="row"
+    )
+    everything = [ln for name in names for ln in panels.get(name, [])] + ([baseline] if baseline else [])
+    values = np.concatenate([np.asarray(ln.y, dtype=float) for ln in everything] or [np.array([1.0])])
+    for row in range(rows):
+        rel = row == 1
+        for ax, name in zip(axes[row], names):
+            lines = [(ln, False) for ln in panels.get(name, [])] + ([(baseline, True)] if baseline else [])
+            for line, is_base in lines:
+                if not len(line.y):
+                    continue
+                y = normalised(line.y) if rel else np.asarray(line.y, dtype=float)
+                style = {"lw": 2.2, "color": BASE, "ls": "--"} if is_base else {"lw": 1.2, "color": line.colour}
+                ax.plot(line.x, y, label=line.label, alpha=1.0 if is_base else 0.85, **style)
+                if line.mark is not None and line.mark in set(line.x.tolist()):
+                    ax.plot([line.mark], [y[list(line.x).index(line.mark)]], "o", color=line.colour, ms=6)
+            # One scale per row over every curve, baseline included: nnU-Net's loss is negative, and a log
+            # axis chosen from the LLM curves alone left its curve off the plot (issue #17).
+            if rel:
+                ax.axhline(1.0, color=GRAY, lw=0.8, ls=":")
+            elif log and (values > 0).all():
+                _log_y(ax)
+            elif log:
+                _symlog_y(ax, values)
+            _title(ax, f"{name}, relative to epoch 1" if rel else name)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{ylabel} (first epoch = 1)" if rel else ylabel)
+            ax.grid(alpha=0.3)
+            if not rel and ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, ncol=2 if len(panels.get(name, [])) > 8 else 1)
     fig.suptitle(title)
-    fig.subplots_adjust(left=0.08 if len(names) > 1 else 0.13, right=0.98, top=0.85, bottom=0.12, wspace=0.06)
+    top = 0.85 if rows == 1 else 0.91
+    fig.subplots_adjust(
+        left=0.08 if len(names) > 1 else 0.13, right=0.98, top=top, bottom=0.12 / rows, wspace=0.06, hspace=0.3
+    )
     _save(fig, path)
 
 

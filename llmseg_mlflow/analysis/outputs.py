@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from llmseg_mlflow.analysis.cache import RunCache, digest_of
+from llmseg_mlflow.analysis.figures import STYLE
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Outputs:
     tables: list[TableOut] = field(default_factory=list)
     figures: list[FigureOut] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    section_notes: dict[str, list[str]] = field(default_factory=dict)  # shown at the top of their section
     pool: ProcessPoolExecutor | None = None  # renders while the analysis goes on (see render_pool)
     published: Callable[[Path], None] | None = None  # told of each file once it is final (Publisher.add)
     _jobs: list = field(default_factory=list)  # (digest, suffix, path, future or render) not stored yet
@@ -114,7 +116,7 @@ class Outputs:
         """figures/{name}.png = draw(*args, path, **kwargs), rendered in finish(); reused while the args are unchanged."""
         path = self.folder / "figures" / f"{name}.png"
         self._submit(
-            digest_of("png", name, draw.__name__, args, kwargs),
+            digest_of("png", name, getattr(draw, "__module__", ""), draw.__name__, STYLE, args, kwargs),
             ".png",
             path,
             functools.partial(_call_with_path, draw, args, kwargs),

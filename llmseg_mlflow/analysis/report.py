@@ -16,6 +16,7 @@ SECTIONS = (
     ("errors", "Errors and fix rounds (Fig. 2)"),
     ("curves", "Validation loss per epoch (Figs. 3, 8a/b, 11, 12)"),
     ("dice", "Held-out Dice (Figs. 5, 13)"),
+    ("paired", "Paired comparison with nnU-Net on the same images"),
     ("qualitative", "Qualitative comparison (Figs. 6, 7)"),
     ("architecture", "Architecture and hyperparameters (Tables 1, 2)"),
     ("cohorts", "Cohort tests (Table 3)"),
@@ -107,9 +108,10 @@ def write_report(out: Outputs, title: str, intro: list[str], rules: list[str], p
                     + "".join(f"<li>{html.escape(n)}</li>" for n in out.notes)
                     + "</ul>"
                 )
+        parts += [f'<p class="note">{html.escape(n)}</p>' for n in out.section_notes.get(key, [])]
         parts += [_figure_html(f) for f in figures]
         parts += [_table_html(t) for t in tables]
-        if not tables and not figures and key not in ("overview", "rules"):
+        if not tables and not figures and not out.section_notes.get(key) and key not in ("overview", "rules"):
             parts.append('<p class="note">Nothing in this study for this part.</p>')
         parts.append("</section>")
     parts.append("</body></html>")
