@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -151,6 +152,12 @@ def evaluate(**opts) -> None:
 @main.command()
 @_field(_TRAIN, "run_id")
 @_field(_TRAIN, "epochs", type=int)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    help="Retrain K times with seeds 0..K-1 (Python, NumPy, torch; a seed the code sets itself wins), "
+    "one root each: the variance between trainings of the same code.",
+)
 @_field(_TRAIN, "max_batches", type=int, default=UNSET, show_default=True, help="Cap batches per epoch; -1: no cap.")
 @_field(_TRAIN, "study")
 @_field(_TRAIN, "timeout_s")
@@ -158,17 +165,23 @@ def evaluate(**opts) -> None:
 @_DATA_ROOT
 @_WORK_ROOT
 @_UNSAFE
-def train(**opts) -> None:
-    """Re-train a pipeline's final code with a forced epoch budget, then evaluate it. Last line: JSON."""
+def train(seeds: int | None, **opts) -> None:
+    """Re-train a pipeline's final code (a forced epoch budget, K seeds, or both), then evaluate it.
+
+    Last line: JSON (with --seeds, a list: one object per seed)."""
     from llmseg_mlflow.train import run_train
 
-    def job():
-        cfg = _TRAIN(**{**opts, "max_batches": _none_if_negative(opts["max_batches"])})
+    def job(seed: int | None):
+        cfg = _TRAIN(**{**opts, "max_batches": _none_if_negative(opts["max_batches"]), "seed": seed})
         return run_train(cfg, progress=_say)
 
-    result = _guarded(job)
-    click.echo(json.dumps(result.as_dict()))
-    sys.exit(_exit_code(result.status))
+    results = [_guarded(partial(job, seed)) for seed in (range(seeds) if seeds else [None])]
+    if seeds:
+        click.echo(json.dumps([r.as_dict() for r in results]))
+    else:
+        click.echo(json.dumps(results[0].as_dict()))
+    failed = [r.status for r in results if r.status != "succeeded"]
+    sys.exit(_exit_code(failed[0] if failed else "succeeded"))
 
 
 def _exit_code(status: str) -> int:

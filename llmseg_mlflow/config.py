@@ -218,7 +218,10 @@ class TrainConfig(Strict):
     """`llmseg train`: which pipeline to re-run and with how many epochs."""
 
     run_id: str = Field(description="The pipeline whose final code is re-trained.")
-    epochs: int = Field(ge=1, description="The forced epoch budget (the paper used 120).")
+    epochs: int | None = Field(
+        default=None, ge=1, description="The forced epoch budget (the paper used 120); unset: the code's own."
+    )
+    seed: int | None = Field(default=None, ge=0)  # seeds Python, NumPy and torch first (the code's own seed wins)
     study: str | None = Field(default=None, description="Study of the new run (default: the source's).")
     max_batches: int | None = Field(default=None, ge=1, description="Cap batches per epoch.")
     timeout_s: float = Field(default=JOB_TIMEOUT_S, gt=0, description="Wall-clock limit of the training.")

@@ -1,7 +1,8 @@
-"""The `train` job: a logged pipeline's final code re-run with a forced epoch budget, then evaluated.
+"""The `train` job: a logged pipeline's final code re-run, then evaluated: with a forced epoch budget
+(the paper's constant-epoch experiment, Fig. 4), with a seed (training-to-training variance), or both.
 
 Everything else stays as the LLM chose; no LLM is called. The new pipeline root carries the source's
-cohort tags plus `budget=N` and `source_run=ID` (the paper's constant-epoch experiment, Fig. 4).
+cohort tags plus `source_run=ID`, and `budget=N` and/or `seed=S` with `seed_source` (harness or code).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from llmseg_mlflow.pipeline import sandbox
 from llmseg_mlflow.pipeline.execute import Budget, default_disk_gb, execute
 from llmseg_mlflow.pipeline.loop import LoopOutcome
 from llmseg_mlflow.pipeline.record import choices, log_training
+from llmseg_mlflow.pipeline.seeding import seed_calls
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import datasets as tracked_data
 from llmseg_mlflow.tracking.result import GenerateResult
@@ -44,9 +46,9 @@ def source_code(client: MlflowClient, run_id: str) -> dict[str, str]:
 
 
 def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None) -> GenerateResult:
-    """Train the source pipeline's final code for `cfg.epochs` epochs as a new pipeline run."""
-    if cfg.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {cfg.epochs}")
+    """Train the source pipeline's final code again (`cfg.epochs` epochs, `cfg.seed`) as a new pipeline run."""
+    if cfg.epochs is None and cfg.seed is None:
+        raise UsageError("give --epochs N (a forced budget) or --seeds K (retrain with K seeds), or both")
     client, source, _, data = open_logged_pipeline(cfg.run_id, cfg.unsafe_no_sandbox, cfg.data_root)
     with bad_input():
         files = source_code(client, cfg.run_id)
@@ -55,16 +57,24 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
     c = source.cohort
     cohort = Cohort(c.model, c.year, c.reasoning, c.dataset, c.repeat, cfg.study or c.study, c.provider)
     tree = RunTree.open(client, cohort)
-    name = f"{cohort.run_name}/e{cfg.epochs}"
-    tree.root.tags(
-        {MLFLOW_RUN_NAME: name, "budget": cfg.epochs, "source_run": cfg.run_id, "status": Status.RUNNING.value}
+    name = (
+        cohort.run_name + (f"/e{cfg.epochs}" if cfg.epochs else "") + (f"/s{cfg.seed}" if cfg.seed is not None else "")
     )
+    own_seeds = seed_calls(files)
+    tags: dict[str, object] = {MLFLOW_RUN_NAME: name, "source_run": cfg.run_id, "status": Status.RUNNING.value}
+    if cfg.epochs:
+        tags["budget"] = cfg.epochs
+    if cfg.seed is not None:  # the harness seeds first; a seed the code sets itself comes later and wins
+        tags |= {"seed": cfg.seed, "seed_source": "code" if own_seeds else "harness"}
+    tree.root.tags(tags)
     ws = Workspace(work_root(cfg.work_root) / tree.root.run_id)
     tree.root.tags({"workspace": str(ws.root)})
     tree.root.params(
         {
             **choices(files),
             "override.epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "code_seeds": "; ".join(own_seeds)[:500] or None,
             "override.max_batches": cfg.max_batches,
             "timeout_s": cfg.timeout_s,
             "memory_gb": cfg.memory_gb,
@@ -75,11 +85,18 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
     tracked_data.log_prepared(client, tree.root.run_id, data)
     tree.root.files(files, "code")
     ws.commit(files, f"from pipeline {cfg.run_id}")
-    progress(f"re-training {name} (run {tree.root.run_id}) for {cfg.epochs} epochs")
+    progress(f"re-training {name} (run {tree.root.run_id})" + (f" for {cfg.epochs} epochs" if cfg.epochs else ""))
     dice = None
     try:
         attempt = execute(
-            ws, files, data, 1, "full", Budget(limits, cfg.epochs, cfg.max_batches), cfg.unsafe_no_sandbox, progress
+            ws,
+            files,
+            data,
+            1,
+            "full",
+            Budget(limits, cfg.epochs, cfg.max_batches, cfg.seed),
+            cfg.unsafe_no_sandbox,
+            progress,
         )
         out = LoopOutcome(Status.SUCCEEDED if attempt.ok else Status.FAILED_TRAINING, files, [])
         metrics: dict[str, float] = {"errors_total": 0 if attempt.ok else 1}

@@ -27,6 +27,7 @@ class Budget:
     limits: sandbox.Limits
     epochs: int | None = None
     max_batches: int | None = None
+    seed: int | None = None  # Python, NumPy and torch seeded before the code runs (its own seed wins)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ def execute(
     ws.new_attempt(number, phase, patched)
     (folder / SAVE_DIR).mkdir(parents=True, exist_ok=True)
     env = {"LLMSEG_MAX_BATCHES": str(budget.max_batches)} if budget.max_batches else {}
+    if budget.seed is not None:
+        env |= {"LLMSEG_SEED": str(budget.seed), "PYTHONHASHSEED": str(budget.seed)}
     with training_slot() as slot_env:  # a sweep may allow fewer trainings than jobs at once
         result = sandbox.run(
             [sys.executable, ENTRY],

@@ -1,13 +1,16 @@
-"""Loaded by every Python in the sandbox: caps DataLoader batches per epoch when LLMSEG_MAX_BATCHES is set.
+"""Loaded by every Python in the sandbox: the harness's settings applied from outside the generated code.
 
-The cap is applied from outside the generated code (it never sees this file), after
-torch.utils.data is first imported, so Python starts without importing torch.
+LLMSEG_MAX_BATCHES caps DataLoader batches per epoch; LLMSEG_SEED seeds Python, NumPy and torch before
+the pipeline runs. Both act right after the module they touch is first imported (the code never sees
+this file), so Python starts without importing torch; a seed the code sets itself comes later and wins.
 """
 
 import os
+import random
 import sys
 
 _CAP = int(os.environ.get("LLMSEG_MAX_BATCHES", "0") or 0)
+_SEED = os.environ.get("LLMSEG_SEED", "")
 
 
 def _patch_dataloader(module):
@@ -27,15 +30,26 @@ def _patch_dataloader(module):
     loader.__iter__, loader.__len__, loader._llmseg_capped = __iter__, __len__, True
 
 
-class _AfterImport:
-    """A meta-path finder that patches torch.utils.data.dataloader right after it loads."""
+def _seed_numpy(module):
+    module.random.seed(int(_SEED))
 
-    target = "torch.utils.data.dataloader"
+
+def _seed_torch(module):
+    module.manual_seed(int(_SEED))  # every device, CUDA included
+
+
+class _AfterImport:
+    """A meta-path finder that calls a hook right after each target module loads."""
+
+    def __init__(self, hooks):
+        self.hooks = dict(hooks)
 
     def find_spec(self, name, path=None, target=None):
-        if name != self.target:
+        hook = self.hooks.pop(name, None)
+        if hook is None:
             return None
-        sys.meta_path.remove(self)
+        if not self.hooks:
+            sys.meta_path.remove(self)
         import importlib.util
 
         spec = importlib.util.find_spec(name)
@@ -45,11 +59,18 @@ class _AfterImport:
 
         def patched(module):
             exec_module(module)
-            _patch_dataloader(module)
+            hook(module)
 
         spec.loader.exec_module = patched
         return spec
 
 
+_hooks = {}
 if _CAP > 0:
-    sys.meta_path.insert(0, _AfterImport())
+    _hooks["torch.utils.data.dataloader"] = _patch_dataloader
+if _SEED:
+    random.seed(int(_SEED))
+    _hooks["numpy"] = _seed_numpy
+    _hooks["torch"] = _seed_torch
+if _hooks:
+    sys.meta_path.insert(0, _AfterImport(_hooks))
