@@ -33,32 +33,37 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of a sweep; its identity on the server is (study, model, dataset, repeat, budget)."""
+    """One unit of a sweep; its identity on the server is (study, model, dataset, repeat, budget, seed)."""
 
-    kind: str  # generate | budget | baseline
+    kind: str  # generate | budget | seed | baseline
     model: str  # the model key, as tagged on the runs
     dataset: str
     repeat: int
     budget: int | None = None  # forced epochs of a rerun (budget jobs, budget baselines)
+    seed: int | None = None  # seeded retraining of the same code (seed jobs)
 
     @property
-    def key(self) -> tuple[str, str, int, int | None]:
+    def key(self) -> tuple[str, str, int, int | None, int | None]:
         """Identity within the study."""
-        return (self.model, self.dataset, self.repeat, self.budget)
+        return (self.model, self.dataset, self.repeat, self.budget, self.seed)
 
     @property
     def source(self) -> Job | None:
-        """The generate job a budget rerun retrains."""
-        return Job("generate", self.model, self.dataset, self.repeat) if self.kind == "budget" else None
+        """The generate job a budget or seed rerun retrains."""
+        return Job("generate", self.model, self.dataset, self.repeat) if self.kind in ("budget", "seed") else None
 
     @property
     def label(self) -> str:
-        """Short human name: model/dataset/rN[/bN]."""
-        return f"{self.model}/{self.dataset}/r{self.repeat}" + (f"/b{self.budget}" if self.budget else "")
+        """Short human name: model/dataset/rN[/bN][/sN]."""
+        return (
+            f"{self.model}/{self.dataset}/r{self.repeat}"
+            + (f"/b{self.budget}" if self.budget else "")
+            + (f"/s{self.seed}" if self.seed is not None else "")
+        )
 
 
 def expand(study: Study) -> list[Job]:
-    """Every job of the study: generate, then budget reruns, then baselines (the order they are submitted)."""
+    """Every job of the study: generate, budget reruns, seed retrainings, baselines (the order they are submitted)."""
     jobs = [
         Job("generate", m.key, d, r)
         for d in study.datasets
@@ -73,6 +78,14 @@ def expand(study: Study) -> list[Job]:
         ]
         if rerun.baseline:
             jobs += [Job("baseline", BASELINE_MODEL, d, 1, rerun.epochs) for d in rerun.datasets]
+    if study.seeds is not None:
+        picked = study.seeds
+        jobs += [
+            Job("seed", j.model, j.dataset, j.repeat, seed=s)
+            for j in list(jobs)
+            if j.kind == "generate" and j.model in picked.models and j.dataset in picked.datasets
+            for s in range(picked.count)
+        ]
     jobs += [Job("baseline", BASELINE_MODEL, d, 1) for d in study.baselines.datasets]
     unique: dict[tuple, Job] = {}
     for job in jobs:
@@ -93,12 +106,18 @@ def retrying(fn: Callable[[], T], what: str, patience_s: float = 60.0) -> T:
             delay = min(delay * 2, 15.0)
 
 
-def root_key(run: Run) -> tuple[str, str, int, int | None] | None:
+def root_key(run: Run) -> tuple[str, str, int, int | None, int | None] | None:
     """A pipeline root's identity from its tags (None when the tags are incomplete)."""
     tags = run.data.tags
     try:
-        budget = tags.get("budget")
-        return (tags["model"], tags["dataset"], int(tags["repeat"]), int(budget) if budget else None)
+        budget, seed = tags.get("budget"), tags.get("seed")
+        return (
+            tags["model"],
+            tags["dataset"],
+            int(tags["repeat"]),
+            int(budget) if budget else None,
+            int(seed) if seed else None,
+        )
     except (KeyError, ValueError):
         return None
 

@@ -127,6 +127,11 @@ def plan(study: Study, client: MlflowClient | None) -> tuple[list[JobState], Stu
     return [runs.state(job) for job in expand(study)], runs
 
 
+def _rerun(job: Job) -> str:
+    """The budget column of the plan: epochs of a budget rerun, s<seed> of a seed retraining."""
+    return str(job.budget) if job.budget else f"s{job.seed}" if job.seed is not None else ""
+
+
 def _fmt_cost(value: float | None) -> str:
     return "?" if value is None else f"${value:,.2f}"
 
@@ -139,10 +144,11 @@ def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
     states, _ = plan(study, client)
     models = {m.key: m for m in study.models}
     estimates = token_estimates(client, list(models.values()))
-    kinds = {k: sum(s.job.kind == k for s in states) for k in ("generate", "budget", "baseline")}
+    kinds = {k: sum(s.job.kind == k for s in states) for k in ("generate", "budget", "seed", "baseline")}
     out(
         f"study {study.name} ({study.path}): {len(states)} jobs "
-        f"({kinds['generate']} generate, {kinds['budget']} budget reruns, {kinds['baseline']} baselines)"
+        f"({kinds['generate']} generate, {kinds['budget']} budget reruns, {kinds['seed']} seed retrainings, "
+        f"{kinds['baseline']} baselines)"
     )
     out(f"{'kind':9} {'model':22} {'dataset':22} {'rep':>3} {'budget':>6}  {'state':26} {'expected cost':>13}")
     total = 0.0
@@ -164,9 +170,7 @@ def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
             else "to run"
         )
         shown = "" if s.state == "done" else _fmt_cost(cost)
-        out(
-            f"{job.kind:9} {job.model:22} {job.dataset:22} {job.repeat:3d} {job.budget or '':>6}  {state:26} {shown:>13}"
-        )
+        out(f"{job.kind:9} {job.model:22} {job.dataset:22} {job.repeat:3d} {_rerun(job):>6}  {state:26} {shown:>13}")
     todo = [s for s in states if s.state != "done"]
     out(
         f"done: {len(states) - len(todo)}, to retry: {sum(s.state == 'retry' for s in states)}, "
@@ -268,9 +272,8 @@ class _Driver:
                 self.reports[job.key] = JobReport(
                     job, "skipped", s.done.data.tags.get("status", ""), s.done.info.run_id, "done earlier"
                 )
-            elif job.kind == "budget":
+            elif job.source is not None:  # a budget or seed rerun waits for the pipeline it retrains
                 source = job.source
-                assert source is not None  # every budget job has a source
                 src = by_key[source.key]
                 if src.done:
                     self.release(job, src.done.info.run_id, src.done.data.tags.get("status", ""))

@@ -44,6 +44,15 @@ class BudgetRerun:
 
 
 @dataclass(frozen=True)
+class SeedRetrains:
+    """Every pipeline of `models` on `datasets` trained again with seeds 0..count-1 (variance between trainings)."""
+
+    count: int
+    datasets: tuple[str, ...]
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Baselines:
     """nnU-Net v2 on these datasets at this budget."""
 
@@ -66,6 +75,7 @@ class Study:
     budget_reruns: tuple[BudgetRerun, ...]
     baselines: Baselines
     overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: SeedRetrains | None = None
     warnings: tuple[str, ...] = ()
 
     def repeats_for(self, model: str, dataset: str) -> int:
@@ -161,6 +171,14 @@ class RerunEntry(_Part):
     baseline: bool = False
 
 
+class SeedsEntry(_Part):
+    """The seeds section: `seeds: {count: 3, models: all, datasets: all}`."""
+
+    count: Count
+    datasets: Names = ["all"]
+    models: Names = ["all"]
+
+
 class BaselinesEntry(_Part):
     """The baselines section."""
 
@@ -208,6 +226,7 @@ class StudyFile(_Part):
     ] = 1
     budget_reruns: list[Annotated[RerunEntry, Item]] = []
     baselines: BaselinesEntry | None = None
+    seeds: SeedsEntry | None = None
     overrides: Overrides = Overrides()
 
 
@@ -375,6 +394,13 @@ def load_study(path: Path, models_file: Path | None = None) -> Study:
     base = raw.baselines or BaselinesEntry(datasets=[])  # no section: no baselines
     on = _names(errors, "baselines.datasets", base.datasets, datasets, "dataset")
     baselines = Baselines(on, base.epochs, base.iterations)
+    seeds = None
+    if raw.seeds is not None:
+        seeds = SeedRetrains(
+            raw.seeds.count,
+            _names(errors, "seeds.datasets", raw.seeds.datasets, datasets, "dataset"),
+            _names(errors, "seeds.models", raw.seeds.models, keys, "model"),
+        )
     if errors:
         raise _fail(path, errors)
     return Study(
@@ -389,4 +415,5 @@ def load_study(path: Path, models_file: Path | None = None) -> Study:
         baselines=baselines,
         overrides=raw.overrides.model_dump(exclude_none=True),
         warnings=tuple(warnings),
+        seeds=seeds,
     )

@@ -72,13 +72,14 @@ def _configs(spec: JobSpec):
             **limits,
             **{k: ov[k] for k in keys if k in ov},
         )
-    if job.kind == "budget":
+    if job.kind in ("budget", "seed"):
         from llmseg_mlflow.train import TrainConfig, run_train
 
-        assert spec.source_run is not None and job.budget is not None  # budget jobs retrain a run for N epochs
+        assert spec.source_run is not None  # reruns retrain a finished pipeline
         return run_train, TrainConfig(
             run_id=spec.source_run,
             epochs=job.budget,
+            seed=job.seed,
             study=spec.study,
             unsafe_no_sandbox=spec.unsafe_no_sandbox,
             max_batches=ov.get("max_batches"),

@@ -114,3 +114,48 @@ def test_each_job_kind_builds_the_config_its_module_takes(tmp_path):
     assert isinstance(base, BaselineConfig) and (base.epochs, base.iterations, base.dataset) == (50, 20, "bagls")
     _, rerun = _configs(spec(Job("baseline", "nnunet-v2", "bagls", 1, 120), baseline_epochs=50))
     assert rerun.epochs == 120  # the baseline at a budget-rerun budget
+
+
+def test_seed_retrainings_are_jobs_of_their_own_and_found_again_on_the_server(tracking, tmp_path):
+    from llmseg_mlflow.sweep.jobs import Job
+    from llmseg_mlflow.sweep.worker import JobSpec, _configs
+    from llmseg_mlflow.train import TrainConfig
+
+    path = write_study(
+        tmp_path,
+        "t-seeds-plan",
+        """\
+models: [demo-2024-a, demo-2025-a]
+datasets: [synthetic-gray-suffix]
+seeds: {count: 2, models: [demo-2024-a]}
+""",
+    )
+    study = load_study(path)
+    client = MlflowClient()
+    exp = ensure_experiment(client, study.name)
+    done = _root(client, exp, "succeeded", model="demo-2024-a")
+    seeded = _root(client, exp, "succeeded", model="demo-2024-a", seed=0, source_run=done)
+    states, _ = plan(study, client)
+    by_label = {(s.job.kind, s.job.label): s for s in states}
+    assert {label for kind, label in by_label if kind == "seed"} == {
+        "demo-2024-a/synthetic-gray-suffix/r1/s0",
+        "demo-2024-a/synthetic-gray-suffix/r1/s1",
+    }  # only the models asked for
+    assert by_label[("seed", "demo-2024-a/synthetic-gray-suffix/r1/s0")].done.info.run_id == seeded
+    assert by_label[("seed", "demo-2024-a/synthetic-gray-suffix/r1/s1")].state == "new"
+    assert by_label[("generate", "demo-2024-a/synthetic-gray-suffix/r1")].done.info.run_id == done  # not the seed root
+    lines: list[str] = []
+    dry_run(study, out=lines.append)
+    assert "2 seed retrainings" in "\n".join(lines)
+
+    spec = JobSpec(
+        job=Job("seed", "demo-2024-a", "synthetic-gray-suffix", 1, seed=1),
+        study="s",
+        model_arg="demo-2024-a",
+        overrides={"max_batches": 3},
+        env={},
+        log_file=str(tmp_path / "x.log"),
+        source_run=done,
+    )
+    _, cfg = _configs(spec)
+    assert isinstance(cfg, TrainConfig) and (cfg.run_id, cfg.seed, cfg.epochs, cfg.max_batches) == (done, 1, None, 3)
