@@ -621,5 +621,28 @@ def doctor(as_json: bool) -> None:
     click.echo(json.dumps(report) if as_json else "\n".join(probe.render_report(report)))
 
 
+@main.command("import-chat")
+@click.argument("transcript", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New replay folder to write.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "poe", "chatgpt", "gemini", "copilot", "plain"]),
+    default="auto",
+    show_default=True,
+    help="The chat interface the transcript was copied from.",
+)
+def import_chat_cmd(transcript: Path, out: Path, fmt: str) -> None:
+    """Turn a pasted chat transcript into a replay folder (use it as --model replay:OUT)."""
+    from llmseg_mlflow.catalog.chat_import import import_chat
+
+    result = _guarded(lambda: import_chat(transcript, out, fmt))
+    for reply in result.replies:
+        user = reply["user_turn"]
+        before = f"after {user['kind']}" if user else "no user turn before it"
+        _say(f"{reply['file']}: {', '.join(reply['files']) or 'no files'} ({before})")
+    click.echo(json.dumps({"folder": str(result.folder), "format": result.format, "replies": len(result.replies)}))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,326 @@
+"""`llmseg import-chat`: transcripts pasted from Poe, ChatGPT, Gemini, Copilot and plain logs become replay folders.
+
+The transcripts are written here in each interface's shape (lost fences, button labels, timestamps, model
+headers, reasoning, traceback user turns), around code whose recovery is checked byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmseg_mlflow.catalog.chat_import import detect_format, import_chat
+from llmseg_mlflow.catalog.models import get_model
+from llmseg_mlflow.cli import main
+from llmseg_mlflow.errors import UsageError
+from llmseg_mlflow.llm.base import Message
+from llmseg_mlflow.llm.replay import ReplayProvider
+from llmseg_mlflow.pipeline.extract import extract_files, merge_reply
+
+DATASET = '''import os
+
+from torch.utils.data import Dataset
+
+
+class SegDataset(Dataset):
+    """Images and their masks."""
+
+    def __init__(self, root):
+        self.files = sorted(
+            f for f in os.listdir(root) if f.endswith(".png")
+        )
+
+    def __len__(self):
+        return len(self.files)
+'''
+
+MODEL = """import torch.nn as nn
+
+
+class UNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+"""
+
+TRAIN = '''import torch
+
+
+def train_one_epoch(model, loader, optimizer):
+    model.train()
+    for images, masks in loader:
+        optimizer.zero_grad()
+    return 0.0
+
+
+def validate(model, loader):
+    """Mean loss over the loader.
+
+Some models write docstrings flush left."""
+    return 0.0
+'''
+
+MAIN = """from dataset import SegDataset
+from model import UNet
+from train import train_one_epoch
+
+BATCH_SIZE = 8
+config = dict(
+    lr=1e-3,
+)
+
+if __name__ == "__main__":
+    model = UNet()
+    print("ready")
+"""
+
+MAIN_FIXED = "import numpy as np\n" + MAIN
+
+TRAIN_FIXED = TRAIN.replace(
+    "    return 0.0\n\n\ndef validate", '    print("loss", 0.0)\n    return 0.0\n\n\ndef validate'
+)
+
+TRACEBACK = """Traceback (most recent call last):
+  File "D:\\\\runs\\\\main.py", line 12, in <module>
+    x = np.zeros(3)
+NameError: name 'np' is not defined
+
+Process finished with exit code 1"""
+
+PROMPT = """provide a complete ready-to-run Python implementation for a U-Net architecture using PyTorch.
+The directory structure should only be:
+unet_segmentation/
+├── dataset.py
+├── model.py
+├── train.py
+├── main.py
+"""
+
+
+def chatgpt_transcript() -> str:
+    def block(code: str) -> str:
+        return f"python\nCopy\nEdit\n{code}"
+
+    return (
+        f"{PROMPT}\n\nChatGPT said:\n\nThought for 12s\nThe user wants four modules; keep the U-Net small.\nDone\n"
+        "Below is a complete implementation. The layout is:\n\ncss\nCopy\nEdit\nunet_segmentation/\n├── dataset.py\n"
+        "├── model.py\nEach file is shown in turn.\n\ndataset.py\n"
+        f"{block(DATASET)}model.py\n{block(MODEL)}train.py\n{block(TRAIN)}main.py\n{block(MAIN)}"
+        "How to run\nbash\nCopy\nEdit\npython main.py \\\n  --data /path\nThat's all.\n\n\n\n"
+        f"You said:\n{TRACEBACK}\n\n\nChatGPT said:\n\nThought for 4s\nIt seems numpy is missing. "
+        f"Replace your main.py with this corrected version:\n\n{block(MAIN_FIXED)}Key changes:\n\nAdded the import.\n\n"
+        "You said:\nThanks! Can you also print the loss in train_one_epoch?\n\n"
+        f"ChatGPT said:\nSure, here is train.py:\n\n{block(TRAIN_FIXED)}Let me know how it goes.\n"
+    )
+
+
+def poe_transcript() -> str:
+    def block(code: str) -> str:
+        return f"python\n\nRun\n\nCopy\n{code}"
+
+    bot = "Claude-3.7-Sonnet-Reasoning"
+    return (
+        f"{PROMPT}\nView more\n1:29 PM\n\n{bot}\nThinking...\n\n> The user wants four files.\n> Keep the model small.\n\n"
+        "Here is the implementation.\n\nDirectory Structure\nmarkdown\n\nCopy\nunet_segmentation/\n├── dataset.py\n"
+        f"dataset.py\n{block(DATASET)}model.py\n{block(MODEL)}train.py\n{block(TRAIN)}main.py\n{block(MAIN)}"
+        f"Make sure to replace the paths.\n\n1:29 PM\nYesterday\n\n{TRACEBACK}\n\n1:53 AM\n\n{bot}\n\n"
+        f"The error is due to a missing import. Here is the corrected main.py:\n\n{block(MAIN_FIXED)}1:53 AM\n"
+    )
+
+
+def gemini_transcript() -> str:
+    def section(n: int, name: str, code: str) -> str:
+        return f"{n}. {name}\nThis script holds the {name[:-3]} code.\n\nPython\n\n# unet_segmentation/{name}\n\n{code}"
+
+    return (
+        f"{PROMPT}\n\n\nShow thinking\n> Planning the modules.\n> Each file gets a path comment.\n\n"
+        "Of course. Here is a complete, ready-to-run implementation.\n\n"
+        f"{section(1, 'dataset.py', DATASET)}{section(2, 'model.py', MODEL)}"
+        f"{section(3, 'train.py', TRAIN)}{section(4, 'main.py', MAIN)}"
+        f"You said\n{TRACEBACK}\n\nShow thinking\nYou are right, numpy is not imported.\n\n"
+        f"Python\n\n# unet_segmentation/main.py\n\n{MAIN_FIXED}This resolves the NameError.\n"
+    )
+
+
+def copilot_transcript() -> str:
+    def fenced(name: str, code: str) -> str:
+        return f"#### `{name}`\n```python\n{code}```\n\nCopy\n\n"
+
+    return (
+        f"You said\n{PROMPT}\nCopilot said\nReasoned for 9 seconds\n> Four modules, fenced.\n\n"
+        "### Code Implementation\n\n"
+        f"{fenced('dataset.py', DATASET)}{fenced('model.py', MODEL)}{fenced('train.py', TRAIN)}"
+        f"{fenced('main.py', MAIN)}### Directory Structure\n```\nunet_segmentation/\n├── dataset.py\n```\n\n"
+        f"You said\n{TRACEBACK}\nCopilot said\nAdd the missing import:\n\n{fenced('main.py', MAIN_FIXED)}"
+    )
+
+
+def plain_transcript() -> str:
+    return (
+        f"User:\n{PROMPT}\nAssistant:\nThinking...\n> Plain logs quote the reasoning.\n\n"
+        f"Here are the files.\n\n# dataset.py\n{DATASET}\n# model.py\n{MODEL}\n# train.py\n{TRAIN}\n# main.py\n{MAIN}\n"
+        f"Run main.py to train.\n\nUser:\n{TRACEBACK}\n\nAssistant:\nHere is main.py again:\n\n# main.py\n{MAIN_FIXED}"
+    )
+
+
+def _comment(name: str, code: str) -> str:
+    return f"# unet_segmentation/{name}\n\n{code}"
+
+
+CASES = {
+    "chatgpt": (
+        chatgpt_transcript,
+        [
+            {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN},
+            {"main.py": MAIN_FIXED},
+            {"train.py": TRAIN_FIXED},
+        ],
+        ["prompt", "traceback", "other"],
+    ),
+    "poe": (
+        poe_transcript,
+        [{"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}, {"main.py": MAIN_FIXED}],
+        ["prompt", "traceback"],
+    ),
+    "gemini": (
+        gemini_transcript,
+        [
+            {n: _comment(n, c) for n, c in {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN}.items()}
+            | {"main.py": _comment("main.py", MAIN)},
+            {"main.py": _comment("main.py", MAIN_FIXED)},
+        ],
+        ["prompt", "traceback"],
+    ),
+    "copilot": (
+        copilot_transcript,
+        [{"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}, {"main.py": MAIN_FIXED}],
+        ["prompt", "traceback"],
+    ),
+    "plain": (
+        plain_transcript,
+        [
+            {f"{n}": f"# {n}\n{c}" for n, c in {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN}.items()}
+            | {"main.py": f"# main.py\n{MAIN}"},
+            {"main.py": f"# main.py\n{MAIN_FIXED}"},
+        ],
+        ["prompt", "traceback"],
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(CASES))
+def test_each_format_recovers_the_files_written(tmp_path: Path, fmt: str):
+    make, expected, kinds = CASES[fmt]
+    source = tmp_path / "chat.txt"
+    source.write_text(make(), encoding="utf-8")
+    assert detect_format(make()) == fmt
+    out = tmp_path / "replay"
+    result = import_chat(source, out, "auto")
+    assert result.format == fmt and len(result.replies) == len(expected)
+
+    # The replay reads exactly what import.json promises, through the pipeline's own extractor.
+    provider = ReplayProvider(get_model(f"replay:{out}"), dataset="bagls", repeat=1)
+    messages = [Message("user", "prompt")]
+    current: dict[str, str] = {}
+    for k, files in enumerate(expected):
+        reply = provider.complete(messages)
+        current = extract_files(reply.text) if k == 0 else merge_reply(current, reply.text)
+        assert {n: current[n] for n in files} == files
+        messages += [Message("assistant", reply.text), Message("user", "error")]
+        if k == 0:
+            assert reply.reasoning and "Thinking" not in reply.reasoning and ">" not in reply.reasoning
+
+    manifest = json.loads((out / "import.json").read_text())
+    assert manifest["format"] == fmt and manifest["source"] == str(source)
+    records = manifest["replies"]
+    assert [r["files"] for r in records] == [sorted(f) for f in expected]
+    assert [r["user_turn"]["kind"] for r in records] == kinds
+    assert records[0]["reasoning_file"] == "01.reasoning.md" and (out / "01.reasoning.md").is_file()
+    assert records[0]["missing_after"] == [] and records[0]["guessed_by_content"] == []
+    traceback = records[1]["user_turn"]
+    assert traceback["error"] == "NameError: name 'np' is not defined"
+    assert "Traceback (most recent call last)" in (out / traceback["file"]).read_text()
+    assert "PyTorch" in (out / "01.user.md").read_text()
+    text = (out / "01.md").read_text()
+    for noise in ("\nCopy\n", "\nRun\n", "\nEdit\n", "Show thinking", "ChatGPT said:", "1:29 PM"):
+        assert noise not in text
+
+
+def test_chatgpt_keeps_non_python_blocks_and_names_how(tmp_path: Path):
+    source = tmp_path / "chat.txt"
+    source.write_text(chatgpt_transcript(), encoding="utf-8")
+    records = import_chat(source, tmp_path / "out", "chatgpt").replies
+    assert {b["language"] for b in records[0]["other_blocks"]} == {"css", "bash"}
+    assert set(records[0]["named_by"].values()) == {"heading"}
+    assert records[2]["user_turn"]["error"] is None
+    assert "```css\nunet_segmentation/\n├── dataset.py\n├── model.py\n```" in (tmp_path / "out" / "01.md").read_text()
+    # A collapsed "Thought for 4s" has no reasoning to keep: the header goes, and import.json says so.
+    assert "Thought for" not in (tmp_path / "out" / "02.md").read_text()
+    assert records[1]["notes"] == [
+        "line 114: reasoning header 'Thought for 4s' dropped; no quoted or closed reasoning after it"
+    ]
+
+
+def test_no_code_is_a_usage_error(tmp_path: Path):
+    source = tmp_path / "chat.txt"
+    source.write_text(f"{PROMPT}\nChatGPT said:\nI cannot help with that.\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="none of the 1 assistant replies holds Python code"):
+        import_chat(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    source.write_text("just some notes\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="no assistant replies"):
+        import_chat(source, tmp_path / "out")
+
+
+def test_unnamed_code_stops_the_import_at_that_reply(tmp_path: Path):
+    good = chatgpt_transcript().split("\n\n\n\nYou said:")[0]
+    lines_before = good.count("\n") + 1
+    unnamed = "python\nCopy\nEdit\nx = compute()\nprint(x)\nThat should do it.\n"
+    source = tmp_path / "chat.txt"
+    source.write_text(f"{good}\nYou said:\n{TRACEBACK}\nChatGPT said:\nTry this:\n{unnamed}", encoding="utf-8")
+    with pytest.raises(UsageError) as caught:
+        import_chat(source, tmp_path / "out")
+    message = str(caught.value)
+    start = lines_before + 1 + TRACEBACK.count("\n") + 1 + 2 + 3 + 1  # the x = compute() line
+    assert message.startswith("reply 2 ") and f"lines {start}-{start + 1}" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_block_holding_two_files_is_not_guessed(tmp_path: Path):
+    both = f"python\nCopy\nEdit\n{DATASET}\n\n{MODEL}Done.\n"
+    source = tmp_path / "chat.txt"
+    source.write_text(f"{PROMPT}\nChatGPT said:\nHere you go:\n{both}", encoding="utf-8")
+    with pytest.raises(UsageError, match="one unnamed block holding dataset and model code"):
+        import_chat(source, tmp_path / "out")
+
+
+def test_out_folder_must_be_new_or_empty(tmp_path: Path):
+    source = tmp_path / "chat.txt"
+    source.write_text(poe_transcript(), encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "01.md").write_text("old")
+    with pytest.raises(UsageError, match="not an empty folder"):
+        import_chat(source, tmp_path / "out")
+
+
+def test_cli_end_to_end(tmp_path: Path):
+    source = tmp_path / "poe chat.txt"
+    source.write_text(poe_transcript(), encoding="utf-8")
+    out = tmp_path / "replay"
+    result = CliRunner().invoke(main, ["import-chat", str(source), "--out", str(out), "--format", "poe"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary == {"folder": str(out), "format": "poe", "replies": 2}
+    assert "02.md: main.py (after traceback)" in result.output
+    assert get_model(f"replay:{out}").provider == "replay"
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text(f"{PROMPT}\nChatGPT said:\nNo code today.\n", encoding="utf-8")
+    failed = CliRunner().invoke(main, ["import-chat", str(empty), "--out", str(tmp_path / "x")])
+    assert failed.exit_code == 2 and "holds Python code" in failed.output
