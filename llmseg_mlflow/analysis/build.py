@@ -15,10 +15,12 @@ from llmseg_mlflow.analysis import figures as fg
 from llmseg_mlflow.analysis import qualitative as ql
 from llmseg_mlflow.analysis import tables as tb
 from llmseg_mlflow.analysis.cache import RunCache
+from llmseg_mlflow.analysis.cohort_ci import section_cohorts
 from llmseg_mlflow.analysis.config import AnalyzeConfig, Cohorts
 from llmseg_mlflow.analysis.outputs import Outputs
 from llmseg_mlflow.analysis.paired import section_paired
-from llmseg_mlflow.analysis.stats import COHORT_TEST_COLUMNS, cohort_tests, in_group, variability_test
+from llmseg_mlflow.analysis.ranking import section_ranking
+from llmseg_mlflow.analysis.stats import in_group, variability_test
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
 from llmseg_mlflow.catalog.datasets import load_datasets
 
@@ -33,7 +35,15 @@ RULES = [
     "scores higher than group a' on per-model mean held-out Dice (a model's mean over its pipelines on that "
     "dataset, repeats averaged); U is group b's statistic; effect size is the rank-biserial r = 2U/(n_a n_b) - 1 "
     "(+1: every b model beats every a model). Medians (IQR) pool every per-image score of the group's pipelines. "
-    "Significant means p < alpha, or with --bonferroni p x m < alpha (m = the number of tests in the table).",
+    "Significant means p < alpha, or with --bonferroni p x m < alpha (m = the number of tests in the table). "
+    "Each row adds 95% percentile bootstrap CIs (seeded; the group's models resampled, the test's unit) of both "
+    "medians, of their delta and of the effect size (rank-biserial r, equal to Cliff's delta, also given), and "
+    "Holm (p_holm) and Benjamini-Hochberg (p_bh) adjusted p over the family of the table's tests that ran "
+    "(datasets x comparisons; not the paired or run-to-run tests). A group of fewer than 3 models gets no CI.",
+    "Ranking stability: per dataset, the held-out images every model scored are bootstrapped (the same images "
+    "for every model), each model's median Dice (repeats pooled) recomputed and the models ranked; the tables "
+    "give how often each model keeps its rank, is at each rank and scores above each other model. Fewer than 6 "
+    "such images or a single model: no bootstrap ('n too small').",
     "The nnU-Net baseline (tag baseline=true) is drawn on top of plots and is in no cohort and no test; "
     "forced-budget reruns (tag budget) appear only in the constant-budget section; roots a sweep retried "
     "(tag superseded_by) are ignored.",
@@ -339,28 +349,6 @@ def section_architecture(c: Context) -> None:
     )
 
 
-def section_cohorts(c: Context) -> pd.DataFrame:
-    tests = cohort_tests(c.study, c.data.dice_by_run, c.cohorts, c.cfg.alpha, c.cfg.bonferroni)
-    how = "Bonferroni-adjusted p (p_adjusted)" if c.cfg.bonferroni else "raw p"
-    c.out.table(
-        "cohort_tests",
-        "Cohort comparisons per dataset (Table 3)",
-        "cohorts",
-        tests,
-        f"One-sided Mann-Whitney U (b > a) on per-model mean held-out Dice; significant: {how} < "
-        f"{c.cfg.alpha}. effect_size: rank-biserial r. Bold rows are significant.",
-    )
-    if not tests.empty:
-        columns = [*COHORT_TEST_COLUMNS, "p_adjusted", "left_out_a", "left_out_b"]
-        tests[[col for col in tests.columns if col in columns]].to_csv(c.out.folder / "cohort_tests.csv", index=False)
-        for t in tests.itertuples():
-            c.say(
-                f"{t.dataset} {t.comparison}: {t.group_a} (n={t.n_a}) vs {t.group_b} (n={t.n_b}): "
-                f"U={t.U:.4f} p={t.p:.4f} r={t.effect_size:.4f}" + (" significant" if t.significant else "")
-            )
-    return tests
-
-
 def _pick_variability(c: Context) -> list[str]:
     if c.cfg.variability_models:
         return list(c.cfg.variability_models)
@@ -543,4 +531,4 @@ def section_data(c: Context) -> None:
 # (section_qualitative) also need their predictions downloaded (prefetch_grids).
 ROOT_SECTIONS = (section_overview, section_errors, section_architecture, section_beyond, section_tidy)
 CURVE_SECTIONS = (section_curves, section_budget)
-DICE_SECTIONS = (section_dice, section_paired, section_cohorts, section_variability)
+DICE_SECTIONS = (section_dice, section_ranking, section_paired, section_cohorts, section_variability)

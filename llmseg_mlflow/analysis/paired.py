@@ -16,10 +16,9 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from llmseg_mlflow.analysis import figures as fg
-from llmseg_mlflow.analysis.config import AnalyzeConfig
+from llmseg_mlflow.analysis.bootstrap import LEVEL, N_BOOT, SEED, bootstrap_median_cis
 from llmseg_mlflow.analysis.stats import in_group
 from llmseg_mlflow.analysis.table import BASELINE, IMAGE_DICE, StudyData
-from llmseg_mlflow.config import default_of
 
 if TYPE_CHECKING:  # build.py imports this module: the type alone, no import cycle at run time
     from llmseg_mlflow.analysis.build import Context
@@ -27,9 +26,6 @@ if TYPE_CHECKING:  # build.py imports this module: the type alone, no import cyc
 # With 5 pairs the smallest exact two-sided Wilcoxon p is 2/2^5 = 0.0625: fewer pairs can never reach 0.05,
 # so such rows get no test at all rather than a p that only looks like one.
 MIN_PAIRS = 6
-N_BOOT = default_of(AnalyzeConfig, "bootstrap_resamples")  # resamples of the median difference
-SEED = 0
-LEVEL = 0.95
 BASELINE_LABEL = "nnU-Net v2 (baseline)"
 COLUMNS = [
     "dataset",
@@ -75,48 +71,6 @@ def image_matrix(data: StudyData, run_ids: list[str]) -> tuple[np.ndarray, np.nd
         if g is not None:
             m[i, np.searchsorted(index, np.asarray(g[0], dtype=int))] = g[1]
     return index, m
-
-
-_POSITIONS: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _middle_positions(n: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """For n_boot resamples of n items (seeded), the positions in the sorted data of each resample's middle
-    one(s): indexing sorted data with sorted positions gives each resample in order, so its median is read
-    off there, with no sort per resample and per row; the positions depend on n alone, so they are drawn once."""
-    key = (n, n_boot, seed)
-    if key not in _POSITIONS:
-        pos = np.sort(np.random.default_rng(seed).integers(0, n, size=(n_boot, n)), axis=1)
-        _POSITIONS[key] = (pos[:, (n - 1) // 2].copy(), pos[:, n // 2].copy())
-    return _POSITIONS[key]
-
-
-def bootstrap_median_cis(
-    diffs: list[np.ndarray], n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
-) -> list[tuple[float, float]]:
-    """Percentile bootstrap CI of the median of each array (n_boot resamples, seeded), arrays of one length
-    in one numpy operation."""
-    out: list[tuple[float, float]] = [(np.nan, np.nan)] * len(diffs)
-    by_n: dict[int, list[int]] = {}
-    for i, d in enumerate(diffs):
-        if len(d):
-            by_n.setdefault(len(d), []).append(i)
-    tail = (1 - level) / 2 * 100
-    for n, idx in by_n.items():
-        lo_pos, hi_pos = _middle_positions(n, n_boot, seed)
-        d = np.sort(np.vstack([np.asarray(diffs[i], dtype=float) for i in idx]), axis=1)
-        medians = (d[:, lo_pos] + d[:, hi_pos]) / 2  # (arrays, resamples)
-        lo, hi = np.percentile(medians, [tail, 100 - tail], axis=1)
-        for i, a, b in zip(idx, lo, hi):
-            out[i] = (float(a), float(b))
-    return out
-
-
-def bootstrap_median_ci(
-    d: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the median of `d` (n_boot resamples, seeded), vectorised with numpy."""
-    return bootstrap_median_cis([np.asarray(d, dtype=float)], n_boot, seed, level)[0]
 
 
 def wilcoxon_tests(diffs: list[np.ndarray]) -> list[tuple[float, float]]:

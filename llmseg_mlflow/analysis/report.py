@@ -16,6 +16,7 @@ SECTIONS = (
     ("errors", "Errors and fix rounds (Fig. 2)"),
     ("curves", "Validation loss per epoch (Figs. 3, 8a/b, 11, 12)"),
     ("dice", "Held-out Dice (Figs. 5, 13)"),
+    ("ranking", "Ranking stability over bootstrap resamples of the held-out images"),
     ("paired", "Paired comparison with nnU-Net on the same images"),
     ("qualitative", "Qualitative comparison (Figs. 6, 7)"),
     ("architecture", "Architecture and hyperparameters (Tables 1, 2)"),

@@ -1,4 +1,5 @@
-"""Statistics: one-sided Mann-Whitney U, rank-biserial effect size, Bonferroni, and the cohort tests (Table 3)."""
+"""Statistics: one-sided Mann-Whitney U, rank-biserial r and Cliff's delta, Bonferroni, Holm and Benjamini-Hochberg,
+and the cohort tests (Table 3)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,42 @@ def bonferroni(p: np.ndarray) -> np.ndarray:
     p = np.asarray(p, dtype=float)
     m = int(np.sum(~np.isnan(p)))
     return np.minimum(1.0, p * max(m, 1))
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p values over one family (NaN for tests that could not run)."""
+    p = np.asarray(p, dtype=float)
+    out, ok = np.full(p.shape, np.nan), ~np.isnan(p)
+    q = p[ok]
+    order = np.argsort(q, kind="stable")
+    # k-th smallest times (m - k + 1), made monotone: a larger p never gets a smaller adjusted p
+    adj = np.minimum(1.0, np.maximum.accumulate((len(q) - np.arange(len(q))) * q[order]))
+    res = np.empty(len(q))
+    res[order] = adj
+    out[ok] = res
+    return out
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg (FDR) adjusted p values over one family (NaN for tests that could not run)."""
+    p = np.asarray(p, dtype=float)
+    out, ok = np.full(p.shape, np.nan), ~np.isnan(p)
+    q = p[ok]
+    order = np.argsort(q, kind="stable")
+    # k-th smallest times m/k, then the running minimum from the largest down (step-up)
+    adj = np.minimum(1.0, np.minimum.accumulate((q[order] * len(q) / np.arange(1, len(q) + 1))[::-1])[::-1])
+    res = np.empty(len(q))
+    res[order] = adj
+    out[ok] = res
+    return out
+
+
+def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float:
+    """Cliff's delta of b vs a, P(b > a) - P(b < a) over all pairs: +1 when every b beats every a."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not len(a) or not len(b):
+        return np.nan
+    return float(np.sign(b[:, None] - a[None, :]).mean())
 
 
 def quartiles(values: np.ndarray) -> tuple[float, float, float]:

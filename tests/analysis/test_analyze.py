@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 from scipy.stats import mannwhitneyu
 
 from llmseg_mlflow.analysis import AnalyzeConfig, run_analyze
+from llmseg_mlflow.analysis.cohort_ci import CI_COLUMNS
+from llmseg_mlflow.analysis.stats import holm
 from llmseg_mlflow.analysis.synthetic_study import reevaluate
 from llmseg_mlflow.cli import main
 from tests.analysis.conftest import KNOWN, MODELS, OFF_DISK, ON_DISK
@@ -72,6 +74,15 @@ def test_cohort_tests_equal_scipy_on_known_dice_and_every_output_is_written(on_s
         "effect_size",
     ]
     assert len(tests) == 4  # 2 datasets x (year, reasoning)
+    assert list(tests.columns[17:]) == ["p_adjusted", "left_out_a", "left_out_b", *CI_COLUMNS]
+    assert tests.p_holm.tolist() == pytest.approx(holm(tests.p.to_numpy()).tolist())
+    # 2 models in 2024 and 2 reasoning models: every row runs its test and says why it has no CI
+    assert tests.note.str.startswith("n too small: ").all() and tests.delta_ci_low.isna().all()
+    ranks = pd.read_csv(out / "tables" / "ranking_stability.csv")
+    assert set(ranks[ranks.dataset == OFF_DISK].model) == set(YEAR)  # a24 ran once there: it is ranked
+    assert ranks[ranks.dataset == OFF_DISK].note.str.startswith("n too small: 3 image(s)").all()
+    on = ranks[ranks.dataset == ON_DISK]
+    assert len(on) == len(YEAR) and on.note.isna().all() and on.keep_rank.between(0, 1).all()
     for comparison in ("year", "reasoning"):
         row = tests[(tests.dataset == OFF_DISK) & (tests.comparison == comparison)].iloc[0]
         U, p = _expected(comparison)
@@ -93,6 +104,7 @@ def test_cohort_tests_equal_scipy_on_known_dice_and_every_output_is_written(on_s
             f"variability_dice_{ds}",
             f"variability_loss_{ds}",
         } <= figures
+    assert f"ranking_{ON_DISK}" in figures and f"ranking_{OFF_DISK}" not in figures
     assert {"errors_by_type", f"budget_{ON_DISK}", "cost"} <= figures
     for table in (
         "errors_by_model",
@@ -111,6 +123,8 @@ def test_cohort_tests_equal_scipy_on_known_dice_and_every_output_is_written(on_s
         "never_ran",
         "pipelines",
         "dice_per_model",
+        "ranking_stability",
+        "ranking_pairs",
     ):
         for ext in ("csv", "xlsx", "md"):
             assert (out / "tables" / f"{table}.{ext}").is_file(), (table, ext)

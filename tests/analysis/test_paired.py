@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 
+from llmseg_mlflow.analysis import bootstrap, paired
 from llmseg_mlflow.analysis import figures as fg
-from llmseg_mlflow.analysis import paired
 from llmseg_mlflow.analysis.build import Context
 from llmseg_mlflow.analysis.cache import RunCache
 from llmseg_mlflow.analysis.config import AnalyzeConfig, load_cohorts
@@ -86,11 +86,11 @@ def test_too_few_pairs_give_no_test_and_say_why():
 
 def test_bootstrap_is_the_plain_resampled_median_and_is_seeded():
     d = np.random.default_rng(3).normal(0.02, 0.1, 37)
-    got = paired.bootstrap_median_ci(d, n_boot=500, seed=7)
+    got = bootstrap.bootstrap_median_ci(d, n_boot=500, seed=7)
     pos = np.random.default_rng(7).integers(0, len(d), size=(500, len(d)))
     medians = np.median(np.sort(d)[pos], axis=1)  # one median per resample, the slow way
     assert got == pytest.approx(tuple(np.percentile(medians, [2.5, 97.5])))
-    assert paired.bootstrap_median_ci(d, n_boot=500, seed=7) == got
+    assert bootstrap.bootstrap_median_ci(d, n_boot=500, seed=7) == got
 
 
 def test_batched_wilcoxon_equals_one_scipy_call_per_array():
