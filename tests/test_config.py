@@ -68,7 +68,9 @@ def test_cli_defaults_and_help_come_from_the_job_config():
 def test_a_bad_option_value_exits_2_naming_the_field():
     result = CliRunner().invoke(main, ["generate", "--model", "gpt-4o", "--dataset", "bagls", "--repeat", "0"])
     assert result.exit_code == 2
-    assert "GenerateConfig has 1 problem(s)" in result.output and "repeat: expected a number >= 1, got 0" in result.output
+    assert (
+        "GenerateConfig has 1 problem(s)" in result.output and "repeat: expected a number >= 1, got 0" in result.output
+    )
 
 
 def _entrypoint_args():
@@ -101,4 +103,4 @@ def test_mlproject_leaves_the_job_defaults_to_the_config():
             field = model.model_fields.get(name)
             if field is None or field.is_required() or default in (None, "", -1):
                 continue
-            pytest.fail(f"MLproject {entry}.{name} repeats config.py's default {default!r}; write \"\"")
+            pytest.fail(f'MLproject {entry}.{name} repeats config.py\'s default {default!r}; write ""')

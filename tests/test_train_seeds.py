@@ -22,7 +22,13 @@ SELF_SEEDING = FILES["main.py"].replace("import torch\n", "import torch\ntorch.m
 def _generate(tmp_path, files: dict[str, str], study: str) -> str:
     replies = write_replies(tmp_path, [as_reply(files)])
     cfg = GenerateConfig(
-        model=f"replay:{replies}", dataset=DATASET, study=study, epochs=1, max_batches=2, preflight=False, evaluate=False
+        model=f"replay:{replies}",
+        dataset=DATASET,
+        study=study,
+        epochs=1,
+        max_batches=2,
+        preflight=False,
+        evaluate=False,
     )
     result = run_generate(cfg)
     assert result.status == "succeeded", result
