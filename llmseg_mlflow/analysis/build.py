@@ -22,6 +22,7 @@ from llmseg_mlflow.analysis.paired import section_paired
 from llmseg_mlflow.analysis.ranking import section_ranking
 from llmseg_mlflow.analysis.stats import in_group, variability_test
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
+from llmseg_mlflow.analysis.variance import section_variance
 from llmseg_mlflow.catalog.datasets import load_datasets
 
 RULES = [
@@ -531,4 +532,11 @@ def section_data(c: Context) -> None:
 # (section_qualitative) also need their predictions downloaded (prefetch_grids).
 ROOT_SECTIONS = (section_overview, section_errors, section_architecture, section_beyond, section_tidy)
 CURVE_SECTIONS = (section_curves, section_budget)
-DICE_SECTIONS = (section_dice, section_ranking, section_paired, section_cohorts, section_variability)
+DICE_SECTIONS = (
+    section_dice,
+    section_ranking,
+    section_paired,
+    section_cohorts,
+    section_variability,
+    section_variance,
+)

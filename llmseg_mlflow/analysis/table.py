@@ -15,8 +15,9 @@ from llmseg_mlflow.tracking.schema import CURVES, HYPERPARAMETERS
 IMAGE_DICE = "heldout_image_dice"
 SERIES_KEYS = (*CURVES, IMAGE_DICE)
 
-# Roles of a root: the study proper, the nnU-Net reference, forced-budget reruns (Fig. 4 only).
-PIPELINE, BASELINE, BUDGET = "pipeline", "baseline", "budget"
+# Roles of a root: the study proper, the nnU-Net reference, forced-budget reruns (Fig. 4 only), seeded
+# retrainings of the same code (the variance between trainings only).
+PIPELINE, BASELINE, BUDGET, SEED = "pipeline", "baseline", "budget", "seed"
 
 ID_COLUMNS = [
     "run_id",
@@ -32,6 +33,7 @@ ID_COLUMNS = [
     "status",
     "run_status",
     "budget",
+    "seed",
     "source_run",
     "evaluation_run_id",
     "evaluation_error",
@@ -130,7 +132,7 @@ class StudyData:
         return np.nonzero(have)[0] + base, mean, np.sqrt(np.maximum(var, 0)), len(curves), n[have]
 
     def study(self) -> pd.DataFrame:
-        """The pipelines proper: no baseline, no budget reruns."""
+        """The pipelines proper: no baseline, no budget reruns, no seeded retrainings."""
         return self.pipelines[self.pipelines.role == PIPELINE]
 
     def of_role(self, role: str) -> pd.DataFrame:
@@ -143,6 +145,8 @@ def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
 
 
 def _role(tags: dict[str, str]) -> str:
+    if tags.get("seed"):
+        return SEED
     if tags.get("budget"):
         return BUDGET
     if tags.get("baseline", "").lower() == "true":
@@ -181,6 +185,7 @@ def build_study(
             "repeat": int(float(tags["repeat"])) if tags.get("repeat", "").strip() else 0,
             "run_status": run.status,
             "budget": _number(tags.get("budget")),
+            "seed": _number(tags.get("seed")),
             "source_run": tags.get("source_run", ""),
             "evaluation_run_id": tags.get("evaluation_run_id", ""),
             "evaluation_error": tags.get("evaluation_error", ""),
@@ -197,7 +202,7 @@ def build_study(
         (superseded if tags.get("superseded_by") else rows).append(row)
     pipelines = pd.DataFrame(rows)
     if pipelines.empty:
-        pipelines = pd.DataFrame(columns=ID_COLUMNS)
+        pipelines = pd.DataFrame(columns=[*ID_COLUMNS, "start_time"])
     for col in ("errors_total", "debug_iterations", "heldout_dice_mean", "train_time_s", "epochs_trained", "cost_usd"):
         if col not in pipelines:
             pipelines[col] = np.nan
