@@ -634,7 +634,7 @@ def doctor(as_json: bool) -> None:
 )
 def import_chat_cmd(transcript: Path, out: Path, fmt: str) -> None:
     """Turn a pasted chat transcript into a replay folder (use it as --model replay:OUT)."""
-    from llmseg_mlflow.catalog.chat_import import import_chat
+    from llmseg_mlflow.pipeline.chat_import import import_chat
 
     result = _guarded(lambda: import_chat(transcript, out, fmt))
     for reply in result.replies:

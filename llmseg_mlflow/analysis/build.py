@@ -17,10 +17,12 @@ from llmseg_mlflow.analysis import tables as tb
 from llmseg_mlflow.analysis.cache import RunCache
 from llmseg_mlflow.analysis.cohort_ci import section_cohorts
 from llmseg_mlflow.analysis.config import AnalyzeConfig, Cohorts
+from llmseg_mlflow.analysis.efficiency import section_efficiency
 from llmseg_mlflow.analysis.outputs import Outputs
 from llmseg_mlflow.analysis.paired import section_paired
 from llmseg_mlflow.analysis.ranking import section_ranking
 from llmseg_mlflow.analysis.stats import in_group, variability_test
+from llmseg_mlflow.analysis.study_model import section_study_model
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
 from llmseg_mlflow.analysis.variance import section_variance
 from llmseg_mlflow.catalog.datasets import load_datasets
@@ -539,4 +541,6 @@ DICE_SECTIONS = (
     section_cohorts,
     section_variability,
     section_variance,
+    section_efficiency,
+    section_study_model,
 )

@@ -24,6 +24,8 @@ SECTIONS = (
     ("variability", "Run-to-run variability (Tables 4, 5; Figs. 9, 10)"),
     ("budget", "Constant budget (Fig. 4)"),
     ("beyond", "Beyond the paper: compliance, cost, tokens"),
+    ("cost", "Cost and time as results: Dice per dollar and minute, Pareto, pass@k"),
+    ("study_model", "A model of the whole study: year and reasoning across datasets"),
     ("data", "Data"),
     ("rules", "Rules"),
 )

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from llmseg_mlflow.catalog.chat_import import detect_format, import_chat
 from llmseg_mlflow.catalog.models import get_model
 from llmseg_mlflow.cli import main
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.llm.base import Message
 from llmseg_mlflow.llm.replay import ReplayProvider
+from llmseg_mlflow.pipeline.chat_import import detect_format, import_chat
 from llmseg_mlflow.pipeline.extract import extract_files, merge_reply
 
 DATASET = '''import os
