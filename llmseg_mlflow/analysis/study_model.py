@@ -54,6 +54,14 @@ def _design(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
     return f, terms, notes
 
 
+def _confounded(f: pd.DataFrame, terms: list[str]) -> bool:
+    """Whether the second fixed effect is a copy (or the mirror) of the first, which makes the design singular."""
+    if len(terms) < 2:
+        return False
+    a, b = f[terms[0]].astype(float), f[terms[1]].astype(float)
+    return bool(a.nunique() == 2 and b.nunique() == 2 and abs(np.corrcoef(a, b)[0, 1]) > 0.999)
+
+
 def mixed_model(frame: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
     """Coefficients (logit scale) with Wald CIs of logit(Dice) ~ year + reasoning, random dataset and model."""
     import statsmodels.formula.api as smf  # imported here: only this section needs it, and it is slow to load
@@ -67,6 +75,9 @@ def mixed_model(frame: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
             f"{MIN_DATASETS})" + (f"; {'; '.join(notes)}" if notes else "")
         )
         return pd.DataFrame([{"term": "(not fitted)", **base, "note": why}], columns=COEF_COLUMNS)
+    if _confounded(f, terms):
+        notes.append(f"{terms[1]} equals {terms[0]} for every model here (confounded): only {terms[0]} is fitted")
+        terms = terms[:1]
     # Crossed random intercepts in statsmodels: one group holding every row, each factor a variance component.
     model = smf.mixedlm(
         "y ~ " + " + ".join(terms),
@@ -75,9 +86,13 @@ def mixed_model(frame: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
         re_formula="0",
         vc_formula={"dataset": "0 + C(dataset)", "model": "0 + C(model)"},
     )
-    with warnings.catch_warnings():  # convergence chatter goes to the note, not the console
-        warnings.simplefilter("ignore")
-        fit = model.fit(reml=True, method=["lbfgs", "powell"])
+    try:
+        with warnings.catch_warnings():  # convergence chatter goes to the note, not the console
+            warnings.simplefilter("ignore")
+            fit = model.fit(reml=True, method=["lbfgs", "powell"])
+    except (np.linalg.LinAlgError, ValueError) as exc:  # e.g. a singular design on a tiny study
+        why = f"the fit failed ({exc})" + (f"; {'; '.join(notes)}" if notes else "")
+        return pd.DataFrame([{"term": "(not fitted)", **base, "note": why}], columns=COEF_COLUMNS)
     ci = fit.conf_int(alpha=1 - level)
     note = "; ".join(notes + ([] if fit.converged else ["did not converge: read with care"]))
     rows = [

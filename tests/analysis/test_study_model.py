@@ -85,3 +85,12 @@ def test_too_few_models_or_datasets_are_not_fitted():
     assert "year" not in set(coefs.term) and "every model has the same year" in coefs.note.iloc[0]
     check = rank_check(same_year).set_index("factor")
     assert "no test" in check.loc["year"].note
+
+
+def test_reasoning_confounded_with_year_fits_year_alone_as_on_the_demo():
+    """The demo's four fixtures: the 2025 ones are the reasoning ones, so the design would be singular."""
+    frame = _simulated(n_models=4, n_datasets=2, repeats=1)
+    frame["reasoning"] = np.where(frame.year == "2025", "true", "false")
+    coefs = mixed_model(frame)
+    assert "reasoning" not in set(coefs.term) and "year" in set(coefs.term)
+    assert "confounded" in coefs.note.iloc[0]
