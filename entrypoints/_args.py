@@ -14,6 +14,7 @@ INT_OPTIONS = {
     "--stuck-after",
     "--iterations",
     "--workers",
+    "--seeds",
 }
 FLAG_OPTIONS = {"--bonferroni", "--dry-run"}
 

@@ -86,6 +86,7 @@ def test_mlproject_arguments_become_cli_arguments():
     argv = ["--epochs", "2.0", "--max-batches", "-1.0", "--study", "", "--dry-run", "true", "--bonferroni", "false"]
     assert normalise(argv) == ["--epochs", "2", "--dry-run"]
     assert normalise(["--model", "gpt-4o", "--workers", "3.0"]) == ["--model", "gpt-4o", "--workers", "3"]
+    assert normalise(["--run-id", "r", "--epochs", "-1", "--seeds", "-1"]) == ["--run-id", "r"]  # train unset
 
 
 def test_mlproject_leaves_the_job_defaults_to_the_config():

@@ -56,7 +56,7 @@ def test_demo_sweeps_the_demo_study_and_ends_with_the_report(tmp_path, monkeypat
     result = run_demo(
         tmp_path / "demo",
         study_file=study,
-        overrides={"epochs": 1, "max_batches": 2},
+        overrides={"epochs": 1, "max_batches": 2, "preflight": False},  # a preflight would repeat that run
         baseline_budget=(1, 4),
         progress=lines.append,
     )
@@ -88,7 +88,7 @@ def test_demo_sweeps_the_demo_study_and_ends_with_the_report(tmp_path, monkeypat
     again = run_demo(
         tmp_path / "demo",
         study_file=study,
-        overrides={"epochs": 1, "max_batches": 2},
+        overrides={"epochs": 1, "max_batches": 2, "preflight": False},
         baseline_budget=(1, 4),
         analyze=False,
         progress=lines.append,

@@ -16,6 +16,7 @@ from llmseg_mlflow.generate import GenerateConfig, run_generate
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
 from llmseg_mlflow.tracking.schema import COHORT_TAGS
 from tests.replies import FILES, as_reply, with_bug, write_replies
+from tests.subprocesses import finish
 
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap")
 DATASET = "synthetic-gray-suffix"
@@ -29,10 +30,19 @@ def _children(client: MlflowClient, root) -> list:
     )
 
 
-def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
-    buggy = with_bug(FILES, "train.py", "import time\n", "")  # NameError: time is not defined
+@pytest.fixture(scope="module")
+def fixed(mlflow_server, shared_home, tmp_path_factory):
+    """One pipeline through the fix loop, preflight and held-out evaluation included (shared: it is minutes of
+    sandboxed runs). Its code sets every knob of Tables 1-2, weight decay too, so its root logs every name."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mp.setenv("LLMSEG_HOME", str(shared_home))
+    mp.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(mlflow_server)
+    every_knob = with_bug(FILES, "main.py", "lr=LEARNING_RATE)", "lr=LEARNING_RATE, weight_decay=1e-5)")
+    buggy = with_bug(every_knob, "train.py", "import time\n", "")  # NameError: time is not defined
     replies = write_replies(
-        tmp_path / "replies",
+        tmp_path_factory.mktemp("fix") / "replies",
         [
             as_reply(buggy),
             "Apologies, `time` was not imported. Here is the corrected file:\n\n```python\n# train.py\n"
@@ -40,7 +50,12 @@ def test_fix_loop_end_to_end(tracking, llmseg_home, tmp_path):
             + "```\n",
         ],
     )
-    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-fix", epochs=2))
+    yield run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-fix", epochs=2))
+    mp.undo()
+
+
+def test_fix_loop_end_to_end(fixed, tracking, tmp_path):
+    result = fixed
     client = MlflowClient()
     root = client.get_run(result.run_id)
     assert result.status == "succeeded" and result.errors_total == 1
@@ -125,6 +140,16 @@ def _cli(*args: str, env=None) -> subprocess.CompletedProcess:
     )
 
 
+def _start(*args: str, env=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmseg_mlflow.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
 def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
     import os
 
@@ -140,6 +165,7 @@ def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
         "1",
         "--max-batches",
         "2",
+        "--no-preflight",  # a preflight of the same 1 epoch x 2 batches would only repeat the run
         "--study",
         "t-cli",
         env=env,
@@ -150,22 +176,25 @@ def test_cli_prints_json_last_and_exit_codes(tracking, llmseg_home, tmp_path):
     history = MlflowClient().get_metric_history(last["run_id"], "train_loss")
     assert len(history) == 1
 
-    unknown = _cli("generate", "--model", "gpt-17", "--dataset", DATASET, env=env)
-    assert unknown.returncode == 2 and "claude-4-sonnet" in unknown.stderr and "replay:" in unknown.stderr
-    bad_data = _cli("generate", "--model", f"replay:{replies}", "--dataset", "no-such-set", env=env)
-    assert bad_data.returncode == 2 and "synthetic-gray-suffix" in bad_data.stderr
+    # The refusals below are independent processes (each seconds of imports): started together, checked after.
     empty = tmp_path / "empty"
     empty.mkdir()
-    no_replies = _cli("generate", "--model", f"replay:{empty}", "--dataset", DATASET, env=env)
-    assert no_replies.returncode == 2 and str(empty) in no_replies.stderr
     bin_dir = tmp_path / "bin"  # a PATH with git but without bwrap
     bin_dir.mkdir()
     (bin_dir / "git").symlink_to(shutil.which("git"))
-    no_bwrap = _cli("generate", "--model", f"replay:{replies}", "--dataset", DATASET, env={**env, "PATH": str(bin_dir)})
-    assert no_bwrap.returncode == 2 and "bubblewrap" in no_bwrap.stderr
-
     broken = write_replies(tmp_path / "b", ["no code here"])
-    gave_up = _cli("generate", "--model", f"replay:{broken}", "--dataset", DATASET, "--max-fix-rounds", "0", env=env)
+    started = [
+        _start("generate", "--model", "gpt-17", "--dataset", DATASET, env=env),
+        _start("generate", "--model", f"replay:{replies}", "--dataset", "no-such-set", env=env),
+        _start("generate", "--model", f"replay:{empty}", "--dataset", DATASET, env=env),
+        _start("generate", "--model", f"replay:{replies}", "--dataset", DATASET, env={**env, "PATH": str(bin_dir)}),
+        _start("generate", "--model", f"replay:{broken}", "--dataset", DATASET, "--max-fix-rounds", "0", env=env),
+    ]
+    unknown, bad_data, no_replies, no_bwrap, gave_up = [finish(p) for p in started]
+    assert unknown.returncode == 2 and "claude-4-sonnet" in unknown.stderr and "replay:" in unknown.stderr
+    assert bad_data.returncode == 2 and "synthetic-gray-suffix" in bad_data.stderr
+    assert no_replies.returncode == 2 and str(empty) in no_replies.stderr
+    assert no_bwrap.returncode == 2 and "bubblewrap" in no_bwrap.stderr
     assert gave_up.returncode == 3 and json.loads(gave_up.stdout.strip().splitlines()[-1])["status"] == "no_code"
 
 
@@ -179,7 +208,15 @@ def test_a_trained_pipeline_whose_evaluation_fails_says_so_on_the_root(tracking,
     )
     replies = write_replies(tmp_path / "replies", [as_reply(no_model)])
     result = run_generate(
-        GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-evalfail", epochs=1, max_fix_rounds=0)
+        GenerateConfig(
+            model=f"replay:{replies}",
+            dataset=DATASET,
+            study="t-evalfail",
+            epochs=1,
+            max_batches=2,
+            max_fix_rounds=0,
+            preflight=False,  # the evaluation is the point
+        )
     )
     client = MlflowClient()
     root = client.get_run(result.run_id)
@@ -214,7 +251,9 @@ def test_loop_hint_sends_one_supplementary_message_and_counts_it(tracking, llmse
             dataset=DATASET,
             study="t-hint",
             epochs=1,
+            max_batches=2,
             loop_hint="Look at how torch.nn is imported.",
+            preflight=False,  # the repeated error comes from the full run just the same
             evaluate=False,
         )
     )
@@ -230,15 +269,13 @@ def test_loop_hint_sends_one_supplementary_message_and_counts_it(tracking, llmse
     assert root.data.params["loop_hint"] == "custom"
 
 
-def test_the_synthetic_study_logs_nothing_a_real_pipeline_lacks(tracking, llmseg_home, tmp_path):
-    """Analysis is tested on the synthetic study: every name it writes must come from a real `generate`."""
+def test_the_synthetic_study_logs_nothing_a_real_pipeline_lacks(fixed, tracking, tmp_path):
+    """Analysis is tested on the synthetic study: every name it writes must come from a real `generate`
+    (the fix loop's pipeline: every knob set, one error so that errors.{Type} exists, evaluated)."""
     from llmseg_mlflow.analysis.synthetic_study import SynthModel, SynthStudySpec, write_synthetic_study
     from llmseg_mlflow.tracking.schema import HYPERPARAMETERS, SUMMARY_METRICS
 
-    every_knob = with_bug(FILES, "main.py", "lr=LEARNING_RATE)", "lr=LEARNING_RATE, weight_decay=1e-5)")
-    buggy = with_bug(every_knob, "train.py", "import time\n", "")  # one error, so errors.{Type} exists
-    replies = write_replies(tmp_path / "r", [as_reply(buggy), as_reply(every_knob)])
-    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-schema", epochs=1))
+    result = fixed
     client = MlflowClient()
     real = client.get_run(result.run_id).data
     assert result.status == "succeeded"

@@ -33,8 +33,17 @@ def test_generate_fix_train_through_each_sdk_family(model, protocol, fake_llm, t
         reply(BUGGY, "The user wants a U-Net...", tokens_in=1500, tokens_out=3000),
         reply(FIX, "The traceback says os is missing.", tokens_in=4800, tokens_out=400),
     )
+    # The SDKs, the fix loop and the training are the point: the bug surfaces in the (1-epoch, 2-batch) full
+    # run without a preflight of the same size before it, and the held-out evaluation is tested elsewhere.
     cfg = GenerateConfig(
-        model=model, dataset=DATASET, study=f"t-api-{model}", epochs=1, max_batches=2, cache_dir=tmp_path / "cache"
+        model=model,
+        dataset=DATASET,
+        study=f"t-api-{model}",
+        epochs=1,
+        max_batches=2,
+        cache_dir=tmp_path / "cache",
+        preflight=False,
+        evaluate=False,
     )
     result = run_generate(cfg)
     client = MlflowClient()
@@ -63,18 +72,18 @@ def test_generate_fix_train_through_each_sdk_family(model, protocol, fake_llm, t
 
 
 def test_repeats_do_not_share_replies_and_no_cache_calls_again(fake_llm, tracking, llmseg_home, tmp_path):
-    good = as_reply(FILES)
-    fake_llm.script(ANTHROPIC, reply(good), reply(good), reply(good))
+    # Only the calls matter here: a reply without code (and no fix round) ends each pipeline before any
+    # sandboxed run; the cache stores and answers it like any other reply.
+    words = "I would rather describe the U-Net than write it."
+    fake_llm.script(ANTHROPIC, reply(words), reply(words), reply(words))
     base = dict(
         model="claude-4-sonnet",
         dataset=DATASET,
         study="t-api-repeat",
-        epochs=1,
-        max_batches=2,
         cache_dir=tmp_path / "cache",
-        preflight=False,
+        max_fix_rounds=0,
     )
-    run_generate(GenerateConfig(**base, repeat=1))
+    assert run_generate(GenerateConfig(**base, repeat=1)).status == "no_code"
     run_generate(GenerateConfig(**base, repeat=2))
     assert len(fake_llm.requests(ANTHROPIC)) == 2
     run_generate(GenerateConfig(**base, repeat=1, no_cache=True))
@@ -114,6 +123,7 @@ def test_chat_log_keeps_the_whole_conversation(fake_llm, tracking, llmseg_home, 
             epochs=1,
             max_batches=2,
             preflight=False,
+            evaluate=False,
             cache_dir=tmp_path / "cache",
         )
     )

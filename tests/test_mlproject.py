@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
 from tests.replies import FILES, as_reply, write_replies
+from tests.subprocesses import finish
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap")
@@ -64,9 +65,9 @@ def test_mlflow_run_generate_nests_the_pipeline_under_the_launch_run(tracking, l
     kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}'")
     assert sorted(r.data.tags["kind"] for r in kids) == ["evaluation", "generation", "training"]
 
-    def mlflow_run(entry: str, *params: str) -> subprocess.CompletedProcess:
+    def mlflow_run(entry: str, *params: str) -> subprocess.Popen:
         args = [a for p in params for a in ("-P", p)]
-        return subprocess.run(
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -81,21 +82,22 @@ def test_mlflow_run_generate_nests_the_pipeline_under_the_launch_run(tracking, l
                 "t-mlproject",
                 *args,
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=env,
-            timeout=900,
         )
 
-    # the user's re-scoring and constant-budget commands
-    proc = mlflow_run("evaluate", f"run_id={root.info.run_id}", "preprocessing=generic")
+    # the user's re-scoring and constant-budget commands; both only read the pipeline, so they run side by side
+    scoring = mlflow_run("evaluate", f"run_id={root.info.run_id}", "preprocessing=generic")
+    training = mlflow_run("train", f"run_id={root.info.run_id}", "epochs=2", "max_batches=2")
+    proc, trained = finish(scoring, 900), finish(training, 900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     evals = client.search_runs(
         [exp.experiment_id], f"tags.mlflow.parentRunId = '{root.info.run_id}' AND tags.kind = 'evaluation'"
     )
     assert sorted(r.data.tags["eval_preprocessing"] for r in evals) == ["generic", "own"]
-    proc = mlflow_run("train", f"run_id={root.info.run_id}", "epochs=2", "max_batches=2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert trained.returncode == 0, trained.stderr[-3000:]
     (rerun,) = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline' AND tags.budget = '2'")
     assert rerun.data.tags["source_run"] == root.info.run_id and rerun.data.tags["status"] == "succeeded"
     assert client.get_run(rerun.data.tags["mlflow.parentRunId"]).data.tags["mlflow.project.entryPoint"] == "train"

@@ -5,7 +5,8 @@ The weights are set by hand (no training), so each test knows what a correct eva
 
 from __future__ import annotations
 
-import subprocess
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -143,7 +144,8 @@ def make_attempt(
     }
     for name, text in files.items():
         (folder / name).write_text(text)
-    (folder / "_save.py").write_text(
+    run_save_script(
+        folder,
         SAVE_PY.format(
             channels=3 if rgb else 1,
             sigmoid=sigmoid,
@@ -152,8 +154,27 @@ def make_attempt(
             bias=bias,
             file=file,
             what="m" if save == "whole" else "m.state_dict()",
-        )
+        ),
     )
-    subprocess.run([sys.executable, "_save.py"], cwd=folder, check=True, capture_output=True)
-    (folder / "_save.py").unlink()
     return folder
+
+
+def run_save_script(folder: Path, script: str) -> None:
+    """Run a model-saving script as `python _save.py` in the attempt folder would, but in this process (a
+    fresh interpreter costs seconds of imports): from the folder, with its model.py imported as `model`, so a
+    pickled whole model refers to `model.<Class>` just as the pipeline's own run leaves it."""
+    saved = sys.modules.pop("model", None)
+    spec = importlib.util.spec_from_file_location("model", folder / "model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["model"] = module
+    cwd = os.getcwd()
+    try:
+        spec.loader.exec_module(module)
+        os.chdir(folder)
+        exec(compile(script, str(folder / "_save.py"), "exec"), {"__name__": "__main__"})
+    finally:
+        os.chdir(cwd)
+        sys.modules.pop("model", None)
+        if saved is not None:
+            sys.modules["model"] = saved

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, co
 from llmseg_mlflow.evaluation.record import score_heldout
 from llmseg_mlflow.pipeline.record import choices
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
-from tests.evaluation.pipelines import make_attempt
+from tests.evaluation.pipelines import make_attempt, run_save_script
 
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap")
 
@@ -35,8 +36,23 @@ def _evaluate(attempt: Path, data, tmp_path: Path, preprocessing: str = "auto"):
     return out, score_heldout(data, out.predictions)
 
 
-def test_whole_model_and_state_dict_score_the_same(gray, tmp_path):
-    whole, s_whole = _evaluate(make_attempt(tmp_path / "whole"), gray, tmp_path / "w")
+def _evaluate_both(first: tuple, second: tuple) -> list:
+    """Two independent evaluations (each a sandboxed Python: seconds of imports on one core) side by side."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [pool.submit(_evaluate, *args) for args in (first, second)]
+        return [job.result() for job in jobs]
+
+
+@pytest.fixture(scope="module")
+def plain(gray, tmp_path_factory):
+    """The default hand-made pipeline (whole model, logits, full size) evaluated once: the reference that
+    each variant below is compared with."""
+    tmp = tmp_path_factory.mktemp("plain")
+    return _evaluate(make_attempt(tmp / "attempt"), gray, tmp)
+
+
+def test_whole_model_and_state_dict_score_the_same(gray, plain, tmp_path):
+    whole, s_whole = plain
     state, s_state = _evaluate(make_attempt(tmp_path / "sd", save="state_dict"), gray, tmp_path / "s")
     assert whole.info["eval_load"] == "whole_model" and state.info["eval_load"] == "state_dict"
     assert state.info["eval_checkpoint"] == "results/model.pth"
@@ -54,15 +70,15 @@ def test_argparse_pipelines_get_their_own_preprocessing(gray, tmp_path):
     assert scores.summary()["heldout_dice_mean"] > 0.3
 
 
-def test_sigmoid_outputs_are_not_squashed_twice(gray, tmp_path):
-    logits, s_logits = _evaluate(make_attempt(tmp_path / "l"), gray, tmp_path / "l")
+def test_sigmoid_outputs_are_not_squashed_twice(gray, plain, tmp_path):
+    logits, s_logits = plain
     probs, s_probs = _evaluate(make_attempt(tmp_path / "p", sigmoid=True), gray, tmp_path / "p")
     assert logits.info["eval_output"] == "logits" and probs.info["eval_output"] == "probabilities"
     np.testing.assert_allclose(s_logits.dice, s_probs.dice)  # sigmoid twice would threshold at 0.73
 
 
-def test_half_size_outputs_are_brought_to_the_ground_truth(gray, tmp_path):
-    full, s_full = _evaluate(make_attempt(tmp_path / "f"), gray, tmp_path / "f")
+def test_half_size_outputs_are_brought_to_the_ground_truth(gray, plain, tmp_path):
+    full, s_full = plain
     half, s_half = _evaluate(make_attempt(tmp_path / "h", half=True), gray, tmp_path / "h")
     assert all(m.shape == (64, 64) for m in half.predictions.values())
     assert abs(s_half.summary()["heldout_dice_mean"] - s_full.summary()["heldout_dice_mean"]) < 0.1
@@ -71,8 +87,7 @@ def test_half_size_outputs_are_brought_to_the_ground_truth(gray, tmp_path):
 def test_rgb_pipeline_reads_three_channels(rgb, tmp_path):
     # lesions are darker than skin: foreground where the channel mean is below ~0.45
     attempt = make_attempt(tmp_path / "rgb", rgb=True, suffix="", weight=-10.0, bias=4.5)
-    own, s_own = _evaluate(attempt, rgb, tmp_path)
-    generic, s_generic = _evaluate(attempt, rgb, tmp_path, "generic")
+    (own, s_own), (generic, s_generic) = _evaluate_both((attempt, rgb, tmp_path), (attempt, rgb, tmp_path, "generic"))
     assert own.info["eval_preprocessing"] == "own" and generic.info["eval_preprocessing"] == "generic"
     assert s_own.summary()["heldout_dice_mean"] > 0.3
     np.testing.assert_allclose(s_own.dice, s_generic.dice, atol=0.05)  # same [0, 1] inputs either way
@@ -80,8 +95,7 @@ def test_rgb_pipeline_reads_three_channels(rgb, tmp_path):
 
 def test_own_preprocessing_wins_for_a_z_scoring_pipeline(gray, tmp_path):
     attempt = make_attempt(tmp_path / "z", zscore=True, weight=4.0, bias=-4.0)  # foreground where z > 1
-    own, s_own = _evaluate(attempt, gray, tmp_path)
-    generic, s_generic = _evaluate(attempt, gray, tmp_path, "generic")
+    (own, s_own), (generic, s_generic) = _evaluate_both((attempt, gray, tmp_path), (attempt, gray, tmp_path, "generic"))
     assert own.info["eval_preprocessing"] == "own"
     assert s_own.summary()["heldout_dice_mean"] > s_generic.summary()["heldout_dice_mean"] + 0.2
 
@@ -149,9 +163,9 @@ def test_a_plain_dataset_over_split_file_lists_with_workers_is_captured(gray, tm
     attempt = make_attempt(tmp_path / "lists", save="state_dict")
     (attempt / "dataset.py").write_text(SPLIT_LISTS_DATASET)
     (attempt / "main.py").write_text(SPLIT_LISTS_MAIN)
-    own, s_own = _evaluate(attempt, gray, tmp_path)
+    other = make_attempt(tmp_path / "plain", save="state_dict")
+    (own, s_own), (_, s_generic) = _evaluate_both((attempt, gray, tmp_path), (other, gray, tmp_path, "generic"))
     assert own.info["eval_preprocessing"] == "own", own.info.get("eval_fallback_reason")
-    _, s_generic = _evaluate(make_attempt(tmp_path / "plain", save="state_dict"), gray, tmp_path, "generic")
     # ToTensor is the same [0, 1] scaling; generic resizes to 256 and back, so edges differ a little
     np.testing.assert_allclose(s_own.dice, s_generic.dice, atol=0.05)
     assert s_own.summary()["heldout_dice_mean"] > 0.3
@@ -185,14 +199,9 @@ torch.save(m, "results/model.pth")
 
 
 def test_generic_fallback_feeds_the_channels_of_the_first_convolution_that_runs(rgb, tmp_path):
-    import subprocess
-    import sys
-
     attempt = make_attempt(tmp_path / "dec", rgb=True, suffix="")
     (attempt / "model.py").write_text(DECODER_FIRST_MODEL)
-    (attempt / "_save.py").write_text(DECODER_FIRST_SAVE)
-    subprocess.run([sys.executable, "_save.py"], cwd=attempt, check=True, capture_output=True)
-    (attempt / "_save.py").unlink()
+    run_save_script(attempt, DECODER_FIRST_SAVE)
     out, scores = _evaluate(attempt, rgb, tmp_path)  # its Dataset gives RGB, the network wants gray
     assert out.info["eval_preprocessing"] == "generic" and out.info["eval_input_channels"] == 1
     assert "3 channels, the model wants 1" in out.info["eval_fallback_reason"]

@@ -44,7 +44,9 @@ def pipeline(mlflow_server, shared_home, tmp_path_factory):
     probe = f'\nprint("HELDOUT_VISIBLE", os.path.exists({str(data.heldout)!r}), os.path.exists("/data/heldout"))\n'
     main = FILES["main.py"].replace('if __name__ == "__main__":', probe + 'if __name__ == "__main__":')
     replies = write_replies(tmp_path_factory.mktemp("replies"), [as_reply({**FILES, "main.py": main})])
-    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-eval", epochs=2))
+    result = run_generate(  # the evaluation is the point here, not the preflight
+        GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-eval", epochs=2, preflight=False)
+    )
     yield result, data
     mp.undo()
 

@@ -4,8 +4,6 @@ where its items name a volume and a slice, the slice images otherwise; nnU-Net i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from llmseg_mlflow.evaluation.worker import slice_item_names
 from llmseg_mlflow.pipeline.record import choices
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
 from tests.catalog import fakes
-from tests.evaluation.pipelines import MODEL_PY, SAVE_PY
+from tests.evaluation.pipelines import MODEL_PY, SAVE_PY, run_save_script
 
 NIFTI_DATASET = '''\
 import os
@@ -93,11 +91,10 @@ def _attempt(folder: Path, keep_names: bool) -> Path:
     }
     for name, text in files.items():
         (folder / name).write_text(text)
-    (folder / "_save.py").write_text(
-        SAVE_PY.format(channels=1, sigmoid=False, half=False, weight=10.0, bias=-6.0, file="model.pth", what="m")
+    run_save_script(
+        folder,
+        SAVE_PY.format(channels=1, sigmoid=False, half=False, weight=10.0, bias=-6.0, file="model.pth", what="m"),
     )
-    subprocess.run([sys.executable, "_save.py"], cwd=folder, check=True, capture_output=True)
-    (folder / "_save.py").unlink()
     return folder
 
 

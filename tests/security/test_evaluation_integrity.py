@@ -4,6 +4,7 @@ and the logs the host reads back lie outside everything it may write."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -115,10 +116,12 @@ def _evaluate(attempt: Path, data, dest: Path):
 
 
 def test_a_pipeline_cannot_read_or_submit_the_heldout_masks(gray, tmp_path, monkeypatch):
-    honest, s_honest = _evaluate(make_attempt(tmp_path / "honest"), gray, tmp_path / "eval-honest")
     forger = make_attempt(tmp_path / "forger")
     (forger / "main.py").write_text(FORGER_MAIN.format(host=str(gray.heldout)))
-    forged, s_forged = _evaluate(forger, gray, tmp_path / "eval-forged")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent sandboxed evaluations, side by side
+        by_honest = pool.submit(_evaluate, make_attempt(tmp_path / "honest"), gray, tmp_path / "eval-honest")
+        by_forger = pool.submit(_evaluate, forger, gray, tmp_path / "eval-forged")
+        (honest, s_honest), (forged, s_forged) = by_honest.result(), by_forger.result()
 
     report = json.loads((forged.folder / "scratch" / "seen.json").read_text())
     assert report.get("forger_ran") and forged.info["eval_preprocessing"] == "own"

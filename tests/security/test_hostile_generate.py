@@ -50,9 +50,14 @@ def test_hostile_pipeline_leaks_nothing_and_ends(tracking, llmseg_home, tmp_path
         tmp_path / "replies", [as_reply(first), "Fixed:\n\n```python\n# main.py\n" + hostile_main + "```\n"]
     )
     start = time.monotonic()
-    result = run_generate(
+    result = run_generate(  # no preflight: the environment dump fails the (1-epoch, 2-batch) full run instead
         GenerateConfig(
-            model=f"replay:{replies}", dataset="synthetic-gray-suffix", study="t-hostile", epochs=1, max_batches=2
+            model=f"replay:{replies}",
+            dataset="synthetic-gray-suffix",
+            study="t-hostile",
+            epochs=1,
+            max_batches=2,
+            preflight=False,
         )
     )
     assert time.monotonic() - start < 300

@@ -25,7 +25,8 @@ def write_study(folder: Path, name: str, body: str) -> Path:
 
 
 # Two real pipelines, one reply without code, two jobs on a dataset that is not prepared (they fail
-# before any run exists), and a budget rerun that depends on the generate jobs.
+# before any run exists), and a budget rerun that depends on the generate jobs. No preflight: at 1 epoch
+# x 2 batches it would run the very same training twice per pipeline.
 SMALL_STUDY = """\
 models: [replay:fast, replay:nocode]
 datasets: [synthetic-gray-suffix, bagls]
@@ -35,5 +36,5 @@ repeats:
     replay:fast: {count: 2, datasets: [synthetic-gray-suffix]}
 budget_reruns:
   - {epochs: 2, datasets: [synthetic-gray-suffix]}
-overrides: {epochs: 1, max_batches: 2, max_fix_rounds: 1, timeout_s: 300, memory_gb: 4}
+overrides: {epochs: 1, max_batches: 2, max_fix_rounds: 1, timeout_s: 300, memory_gb: 4, preflight: false}
 """

@@ -49,7 +49,7 @@ def test_mlflow_run_sweep(tracking, llmseg_home, replay_models):
         """\
 models: [replay:fast]
 datasets: [synthetic-gray-suffix]
-overrides: {epochs: 1, max_batches: 2}
+overrides: {epochs: 1, max_batches: 2, preflight: false}
 """,
     )
     dry = _mlflow_run(study, "dry_run=true")

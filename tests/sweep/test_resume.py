@@ -21,7 +21,7 @@ STUDY = """\
 models: [replay:fast]
 datasets: [synthetic-gray-suffix]
 repeats: 2
-overrides: {epochs: 1, max_batches: 2, timeout_s: 300, memory_gb: 4}
+overrides: {epochs: 1, max_batches: 2, timeout_s: 300, memory_gb: 4, preflight: false}
 """
 
 
@@ -86,7 +86,7 @@ def test_ctrl_c_marks_the_running_pipeline_and_the_rerun_replaces_it(tracking, l
     logs = tmp_path / "logs"
     driver = _sweep(path, logs, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
-    while not any("preflight" in f.read_text() for f in logs.glob("generate-*.log")):
+    while not any("attempt 1: training" in f.read_text() for f in logs.glob("generate-*.log")):
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[0]
         time.sleep(0.5)
     driver.send_signal(signal.SIGINT)

@@ -45,9 +45,15 @@ def test_a_missing_driver_is_named_with_what_to_install(tmp_path):
 
 
 def test_the_postgres_extra_is_named_when_psycopg_is_missing(monkeypatch):
+    import mlflow
+
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql+psycopg://lab@127.0.0.1:{_free_port()}/mlflow")
-    with pytest.raises(
-        ValueError, match=r"needs the database driver 'psycopg'.*pip install 'llmseg-mlflow\[postgres\]'"
-    ):
-        check_tracking_server()
+    before = mlflow.get_tracking_uri()  # an earlier test may have set the URI in-process, over the environment
+    mlflow.set_tracking_uri(f"postgresql+psycopg://lab@127.0.0.1:{_free_port()}/mlflow")
+    try:
+        with pytest.raises(
+            ValueError, match=r"needs the database driver 'psycopg'.*pip install 'llmseg-mlflow\[postgres\]'"
+        ):
+            check_tracking_server()
+    finally:
+        mlflow.set_tracking_uri(before)
