@@ -17,14 +17,14 @@ from scipy.stats import rankdata
 
 from llmseg_mlflow.analysis import figures as fg
 from llmseg_mlflow.analysis.bootstrap import LEVEL, N_BOOT, SEED, cluster_medians, resample_counts
-from llmseg_mlflow.analysis.paired import image_matrix
+from llmseg_mlflow.analysis.paired import MIN_PAIRS, image_matrix
 from llmseg_mlflow.analysis.table import StudyData
 
 if TYPE_CHECKING:  # build.py imports this module: the type alone, no import cycle at run time
     from llmseg_mlflow.analysis.build import Context
 
 # As the paired section's minimum: a median resampled from fewer images takes a handful of values at most.
-MIN_IMAGES = 6
+MIN_IMAGES = MIN_PAIRS
 COLUMNS = [
     "dataset",
     "model",

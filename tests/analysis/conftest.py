@@ -12,6 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from llmseg_mlflow.analysis import AnalyzeConfig, run_analyze
+from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.analysis.synthetic_study import SynthModel, SynthPipeline, SynthStudySpec, write_synthetic_study
 
 ON_DISK = "synthetic-gray-suffix"  # prepared under LLMSEG_HOME/data: the grid shows image and ground truth
@@ -95,3 +97,35 @@ def on_server(study, monkeypatch, shared_home) -> Study:
     mlflow.set_tracking_uri(study.uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     return study
+
+
+@pytest.fixture(scope="session")
+def default_report(study, shared_home, tmp_path_factory) -> Path:
+    """One analyze of the study with the defaults (no analysis run logged), for tests that only read its outputs."""
+    out = tmp_path_factory.mktemp("default-report")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", study.uri)
+        mp.setenv("LLMSEG_HOME", str(shared_home))
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mlflow.set_tracking_uri(study.uri)
+        cfg = AnalyzeConfig(
+            study=study.name, output=out / "r", data_root=study.data_root, cache_dir=out / "c", log_run=False
+        )
+        return run_analyze(cfg, progress=lambda _: None)
+
+
+def make_root(run_id: str, metrics: dict[str, float], **tags: str) -> Root:
+    """A pipeline root as analysis fetches it, for tests that build the tidy table without a server."""
+    base = {"kind": "pipeline", "model": "m", "dataset": "d", "repeat": "1", "status": "succeeded"}
+    return Root(
+        run_id=run_id,
+        run_name=run_id,
+        experiment_id="1",
+        status="FINISHED",
+        start_time=0,
+        end_time=0,
+        artifact_uri="",
+        tags={**base, **tags},
+        params={},
+        metrics=metrics,
+    )

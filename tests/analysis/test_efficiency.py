@@ -18,25 +18,12 @@ from llmseg_mlflow.analysis.efficiency import (
 )
 from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.analysis.table import build_study
+from tests.analysis.conftest import make_root
 
 
 def _root(run_id: str, model: str, dice: float | None, cost: float | None, secs: float | None = 600, **tags) -> Root:
-    base = {"kind": "pipeline", "model": model, "dataset": "d", "repeat": run_id[-1], "status": "succeeded"}
-    metrics = {
-        k: v for k, v in (("heldout_dice_mean", dice), ("cost_usd", cost), ("train_time_s", secs)) if v is not None
-    }
-    return Root(
-        run_id=run_id,
-        run_name=run_id,
-        experiment_id="1",
-        status="FINISHED",
-        start_time=0,
-        end_time=0,
-        artifact_uri="",
-        tags={**base, **tags},
-        params={},
-        metrics=metrics,
-    )
+    measured = (("heldout_dice_mean", dice), ("cost_usd", cost), ("train_time_s", secs))
+    return make_root(run_id, {k: v for k, v in measured if v is not None}, model=model, repeat=run_id[-1], **tags)
 
 
 def _brute_pass_at_k(n: int, c: int, k: int) -> float:

@@ -166,18 +166,10 @@ def test_a_negative_baseline_loss_is_drawn_and_the_relative_panel_starts_at_one(
     assert np.asarray(rel.get_ydata())[-1] < 1.0
 
 
-def test_analyze_writes_the_paired_table_and_section_from_the_server(on_server, tmp_path):
-    from llmseg_mlflow.analysis import run_analyze
+def test_analyze_writes_the_paired_table_and_section_from_the_server(on_server, default_report):
     from tests.analysis.conftest import OFF_DISK
 
-    cfg = AnalyzeConfig(
-        study=on_server.name,
-        output=tmp_path / "r",
-        data_root=on_server.data_root,
-        cache_dir=tmp_path / "c",
-        log_run=False,
-    )
-    report = run_analyze(cfg, progress=lambda m: None)
+    report = default_report
     table = pd.read_csv(report.parent / "tables" / "paired_baseline.csv")
     off = table[table.dataset == OFF_DISK]
     # 3 known per-image scores per pipeline there: every row too small, none tested

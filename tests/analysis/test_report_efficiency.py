@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from llmseg_mlflow.analysis import AnalyzeConfig, run_analyze
 from tests.analysis.conftest import OFF_DISK, ON_DISK
 
 
-def test_report_has_the_cost_and_study_model_sections(on_server, tmp_path):
-    cfg = AnalyzeConfig(
-        study=on_server.name,
-        output=tmp_path / "report",
-        data_root=on_server.data_root,
-        cache_dir=tmp_path / "cache",
-        log_run=False,
-    )
-    report = run_analyze(cfg, progress=lambda _: None)
+def test_report_has_the_cost_and_study_model_sections(default_report):
+    report = default_report
     html = report.read_text()
     out = report.parent
     for anchor in ('id="cost"', 'id="study_model"', 'id="table-efficiency"', 'id="table-pass_at_k"'):

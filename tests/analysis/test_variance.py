@@ -9,22 +9,11 @@ import pytest
 from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.analysis.table import SEED, build_study
 from llmseg_mlflow.analysis.variance import variance_sources
+from tests.analysis.conftest import make_root
 
 
 def _root(run_id: str, dice: float, repeat: int, **tags: str) -> Root:
-    base = {"kind": "pipeline", "model": "m", "dataset": "d", "repeat": str(repeat), "status": "succeeded"}
-    return Root(
-        run_id=run_id,
-        run_name=run_id,
-        experiment_id="1",
-        status="FINISHED",
-        start_time=0,
-        end_time=0,
-        artifact_uri="",
-        tags={**base, **tags},
-        params={},
-        metrics={"heldout_dice_mean": dice},
-    )
+    return make_root(run_id, {"heldout_dice_mean": dice}, repeat=str(repeat), **tags)
 
 
 def test_code_and_training_variance_from_repeats_and_seeds():
