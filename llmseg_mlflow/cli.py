@@ -512,6 +512,12 @@ def _keys(value: str | None) -> tuple[str, ...]:
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="YAML of the cohort comparisons (default: 2024 vs 2025, non-reasoning vs reasoning); see docs/analysis.md.",
 )
+@click.option(
+    "--recorded-errors",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="CSV (model,errors[,source]) of the error counts a source recorded, e.g. the paper's Fig. 2: shown beside "
+    "the platform's (imported chats).",
+)
 @_field(AnalyzeConfig, "alpha")
 @_field(AnalyzeConfig, "bootstrap_resamples")
 @click.option(
@@ -541,6 +547,7 @@ def analyze(**opts) -> None:
             datasets=_keys(opts["datasets_"]),
             models=_keys(opts["models"]),
             cohorts_file=opts["cohorts"],
+            recorded_errors=opts["recorded_errors"],
             alpha=opts["alpha"],
             bootstrap_resamples=opts["bootstrap_resamples"],
             bonferroni=opts["bonferroni"],

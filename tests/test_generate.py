@@ -50,6 +50,11 @@ def fixed(mlflow_server, shared_home, tmp_path_factory):
             + "```\n",
         ],
     )
+    # As import-chat keeps it: what the person pasted before reply 2, the same error in another environment.
+    (replies / "02.user.md").write_text(
+        'Traceback (most recent call last):\n  File "/content/main.py", line 40, in <module>\n'
+        "NameError: name 'time' is not defined\n"
+    )
     yield run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-fix", epochs=2))
     mp.undo()
 
@@ -88,6 +93,9 @@ def test_fix_loop_end_to_end(fixed, tracking, tmp_path):
     assert text.startswith("Traceback (most recent call last):") and text.rstrip().endswith(
         "NameError: name 'time' is not defined"
     )
+    assert debug.data.tags["replay_divergence"] == "false"  # the recorded chat hit the same error
+    assert (root.data.metrics["replay_compared"], root.data.metrics["replay_divergences"]) == (1, 0)
+    assert debug.data.params["recorded_error"] == "NameError: name 'time' is not defined"
     diff = open(client.download_artifacts(debug.info.run_id, "fix.diff", str(tmp_path))).read()
     assert "+import time" in diff
 
@@ -112,6 +120,7 @@ def test_fix_loop_end_to_end(fixed, tracking, tmp_path):
 def test_gives_up_after_max_fix_rounds(tracking, llmseg_home, tmp_path):
     broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))
     replies = write_replies(tmp_path / "r", [broken, broken])
+    (replies / "02.user.md").write_text("ModuleNotFoundError: No module named 'cv2'\n")  # the authors' error
     result = run_generate(
         GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-giveup", max_fix_rounds=1)
     )
@@ -119,7 +128,14 @@ def test_gives_up_after_max_fix_rounds(tracking, llmseg_home, tmp_path):
     assert result.status == "gave_up" and result.errors_total == 2
     assert root.data.metrics["errors.NameError"] == 2 and root.data.metrics["debug_iterations"] == 1
     kids = _children(MlflowClient(), root)
-    assert [r.data.tags.get("answered") for r in kids if r.data.tags["kind"] == "debug"] == ["true", "false"]
+    debug = [r for r in kids if r.data.tags["kind"] == "debug"]
+    assert [r.data.tags.get("answered") for r in debug] == ["true", "false"]
+    # replaying a chat whose author met another error: both are on the debug run that answered
+    assert debug[0].data.tags["replay_divergence"] == "true" and "replay_divergence" not in debug[1].data.tags
+    assert debug[0].data.params["recorded_error"] == "ModuleNotFoundError: No module named 'cv2'"
+    assert (root.data.metrics["replay_compared"], root.data.metrics["replay_divergences"]) == (1, 1)
+    recorded = MlflowClient().download_artifacts(debug[0].info.run_id, "recorded_user_turn.md", str(tmp_path))
+    assert open(recorded).read() == "ModuleNotFoundError: No module named 'cv2'\n"
     assert "training" not in [r.data.tags["kind"] for r in kids]
 
 

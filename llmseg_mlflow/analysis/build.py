@@ -21,6 +21,7 @@ from llmseg_mlflow.analysis.efficiency import section_efficiency
 from llmseg_mlflow.analysis.outputs import Outputs
 from llmseg_mlflow.analysis.paired import section_paired
 from llmseg_mlflow.analysis.ranking import section_ranking
+from llmseg_mlflow.analysis.recorded import section_recorded
 from llmseg_mlflow.analysis.stats import in_group, variability_test
 from llmseg_mlflow.analysis.study_model import section_study_model
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
@@ -532,7 +533,7 @@ def section_data(c: Context) -> None:
 # The report's sections by what they are built from: the root runs alone (tags, params, summary metrics),
 # then also the validation-loss curves, then also the per-image Dice (see analysis/series.py); the grids
 # (section_qualitative) also need their predictions downloaded (prefetch_grids).
-ROOT_SECTIONS = (section_overview, section_errors, section_architecture, section_beyond, section_tidy)
+ROOT_SECTIONS = (section_overview, section_errors, section_recorded, section_architecture, section_beyond, section_tidy)
 CURVE_SECTIONS = (section_curves, section_budget)
 DICE_SECTIONS = (
     section_dice,

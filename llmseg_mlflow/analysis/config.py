@@ -138,6 +138,9 @@ class AnalyzeConfig(Strict):
     datasets: Keys = ()  # empty: all
     models: Keys = ()  # empty: all (the baseline is always kept)
     cohorts_file: LoosePath | None = None
+    recorded_errors: LoosePath | None = (
+        None  # CSV model,errors[,source]: counts a source recorded (analysis/recorded.py)
+    )
     alpha: float = Field(default=0.05, description="Significance level of the U tests.")
     bonferroni: bool = False
     variability_models: Keys = ()  # two models for the run-to-run U test; empty: picked

@@ -32,6 +32,7 @@ from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.analysis.listing import list_roots
 from llmseg_mlflow.analysis.outputs import Outputs, render_pool
 from llmseg_mlflow.analysis.publish import Publisher
+from llmseg_mlflow.analysis.recorded import load_recorded
 from llmseg_mlflow.analysis.report import write_report
 from llmseg_mlflow.analysis.series import SeriesFetch
 from llmseg_mlflow.analysis.table import StudyData, build_study, summaries_need_series
@@ -102,6 +103,8 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
     client = MlflowClient()
     uri = mlflow.get_tracking_uri()
     cohorts = load_cohorts(cfg.cohorts_file)
+    if cfg.recorded_errors is not None:  # a bad CSV fails here, before minutes of fetching
+        load_recorded(cfg.recorded_errors)
     cache = RunCache(cfg.cache_dir or default_cache_dir(uri, cfg.study))
     roots, how = list_roots(client, cfg.study, cache.folder, refresh=cfg.refresh)
     progress(how)

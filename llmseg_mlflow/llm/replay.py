@@ -46,6 +46,12 @@ class ReplayProvider:
             )
         reply = self.replies[turn]
         prompt_chars = sum(len(m.content) for m in messages)
+        raw: dict = {"estimated_tokens": True, "replay_file": str(reply.source), "reply_number": turn + 1}
+        # An imported chat keeps what the person sent before this reply (NN.user.md): the loop compares it
+        # with what the harness sent, so a reader sees where the two environments parted.
+        user_turn = self.folder / f"{turn + 1:02d}.user.md"
+        if turn > 0 and user_turn.is_file():
+            raw["recorded_user_turn"] = str(user_turn)
         return Reply(
             text=reply.text,
             reasoning=reply.reasoning,
@@ -54,5 +60,5 @@ class ReplayProvider:
             tokens_reasoning=len(reply.reasoning or "") // _CHARS_PER_TOKEN,
             latency_s=time.perf_counter() - start,
             cost_usd=0.0,
-            raw={"estimated_tokens": True, "replay_file": str(reply.source), "reply_number": turn + 1},
+            raw=raw,
         )

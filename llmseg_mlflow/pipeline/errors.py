@@ -12,6 +12,8 @@ from llmseg_mlflow.tracking.schema import DISK_QUOTA, KILLED, OUT_OF_MEMORY, TIM
 _TRACEBACK = "Traceback (most recent call last):"
 # The exception line closing a traceback: "pkg.mod.ErrorName: message" or a bare "ErrorName".
 _EXC_LINE = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*)(?::\s?(?P<msg>.*))?$")
+# A pasted error without its traceback: "KeyError: 'image'" (chat users often copy only the last line).
+_PASTED_ERROR = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s?(?P<msg>.*))?$")
 _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
 MAX_FEEDBACK_CHARS = 12_000  # keeps a runaway traceback from flooding the context window
 
@@ -54,6 +56,24 @@ def exception_line(traceback: str) -> tuple[str, str]:
         if match and (match["msg"] is not None or line.strip()[0].isupper()):
             return match["qual"], (match["msg"] or "").strip()
     return "UnknownError", traceback.strip().splitlines()[-1] if traceback.strip() else ""
+
+
+def recorded_error(text: str) -> tuple[str, str] | None:
+    """(error type, message) of the error a person pasted into a chat, or None when the text holds none."""
+    tb = last_traceback(text)
+    if tb is not None:
+        qual, message = exception_line(tb)
+        return qual.rsplit(".", 1)[-1], message
+    for line in reversed(_clean(text).splitlines()):
+        match = _PASTED_ERROR.match(line.strip())
+        if match:
+            return match["qual"].rsplit(".", 1)[-1], (match["msg"] or "").strip()
+    return None
+
+
+def same_error(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether two (type, message) pairs name the same error, whitespace aside."""
+    return a[0] == b[0] and " ".join(a[1].split()) == " ".join(b[1].split())
 
 
 def _is_oom(qualname: str, message: str) -> bool:

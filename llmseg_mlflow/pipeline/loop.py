@@ -6,11 +6,12 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.llm.base import Message, Provider, Reply
 from llmseg_mlflow.llm.tracing import traced_complete
-from llmseg_mlflow.pipeline.errors import ExecError
+from llmseg_mlflow.pipeline.errors import ExecError, recorded_error, same_error
 from llmseg_mlflow.pipeline.execute import Attempt, Budget, execute
 from llmseg_mlflow.pipeline.extract import NoCodeError, extract_files, merge_reply
 from llmseg_mlflow.pipeline.sandbox import Limits
@@ -52,6 +53,8 @@ class LoopOutcome:
     usage: Counter = field(default_factory=Counter)  # tokens_in, tokens_out, tokens_reasoning, calls
     cost_usd: float = 0.0
     interventions: int = 0  # supplementary messages sent after a repeated error (the paper's additional interactions)
+    replay_compared: int = 0  # fix replies replayed from an imported chat whose user turn was compared
+    replay_divergences: int = 0  # ... of which the person had pasted another error than the harness sent
 
 
 def _log_call(run: RunLogger, reply: Reply) -> None:
@@ -74,6 +77,22 @@ def _log_call(run: RunLogger, reply: Reply) -> None:
     run.text(reply.text, "reply.md")
     if reply.reasoning:
         run.text(reply.reasoning, "reasoning.md")
+
+
+def _compare_recorded(run: RunLogger, reply: Reply, error: ExecError) -> bool | None:
+    """Replaying an imported chat: tag whether the person had pasted another error than the harness just sent."""
+    path = reply.raw.get("recorded_user_turn")
+    if not path or not Path(path).is_file():
+        return None
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    run.text(text, "recorded_user_turn.md")
+    recorded = recorded_error(text)
+    diverged = recorded is None or not same_error(recorded, (error.error_type, error.message))
+    run.tags({"replay_divergence": str(diverged).lower()})
+    run.params(
+        {"recorded_error": f"{recorded[0]}: {recorded[1]}"[:500] if recorded else "(no error in the recorded turn)"}
+    )
+    return diverged
 
 
 def _no_code(exc: NoCodeError) -> ExecError:
@@ -216,6 +235,10 @@ class AttemptLoop:
             self.out.fix_rounds = iteration
             reply = self._ask(feedback, run)
             _log_call(run, reply)
+            diverged = _compare_recorded(run, reply, error)
+            if diverged is not None:
+                self.out.replay_compared += 1
+                self.out.replay_divergences += int(diverged)
             try:
                 merged = merge_reply(self.out.files, reply.text) if self.out.files else extract_files(reply.text)
             except NoCodeError as exc:

@@ -121,6 +121,8 @@ def log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str,
     """Root summary: status, error counts, usage, the LLM's choices, chat and code history."""
     root = tree.root
     root.tags({"status": out.status.value})
+    if out.replay_compared:  # an imported chat: how often its recorded user turns matched what the harness sent
+        extra = {**extra, "replay_compared": out.replay_compared, "replay_divergences": out.replay_divergences}
     root.metrics(
         {**summary.loop_metrics(out.errors, out.fix_rounds, out.usage, out.cost_usd, out.interventions), **extra}
     )

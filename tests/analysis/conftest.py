@@ -39,6 +39,8 @@ KNOWN = {
     ("e25", 2): (0.80, 0.78, 0.69),
 }
 FAILED = (("a24", OFF_DISK, 2),)
+# Error counts "a source recorded" for two study models and one that is not in it (analysis/recorded.py).
+RECORDED = "model,errors,source\na24,3,paper text\nc25,0,paper Fig. 2\nnot-in-study,13,paper text\n"
 
 
 @dataclass
@@ -101,15 +103,22 @@ def on_server(study, monkeypatch, shared_home) -> Study:
 
 @pytest.fixture(scope="session")
 def default_report(study, shared_home, tmp_path_factory) -> Path:
-    """One analyze of the study with the defaults (no analysis run logged), for tests that only read its outputs."""
+    """One analyze of the study with the defaults (no analysis run logged), for tests that only read its outputs;
+    plus the recorded error counts of RECORDED (an option that adds one section and changes nothing else)."""
     out = tmp_path_factory.mktemp("default-report")
+    (out / "recorded.csv").write_text(RECORDED)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", study.uri)
         mp.setenv("LLMSEG_HOME", str(shared_home))
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         mlflow.set_tracking_uri(study.uri)
         cfg = AnalyzeConfig(
-            study=study.name, output=out / "r", data_root=study.data_root, cache_dir=out / "c", log_run=False
+            study=study.name,
+            output=out / "r",
+            data_root=study.data_root,
+            cache_dir=out / "c",
+            log_run=False,
+            recorded_errors=out / "recorded.csv",
         )
         return run_analyze(cfg, progress=lambda _: None)
 

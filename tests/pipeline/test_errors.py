@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmseg_mlflow.pipeline.errors import classify, exception_line, last_traceback
+from llmseg_mlflow.pipeline.errors import classify, exception_line, last_traceback, recorded_error, same_error
 from llmseg_mlflow.pipeline.sandbox import ExecResult
 
 TQDM_THEN_TRACEBACK = (
@@ -90,3 +90,12 @@ def test_timeout_and_plain_exit(tmp_path):
     assert plain.error_type == "SystemExit" and "--data_dir" in plain.feedback
     segv = classify(_result(tmp_path, "", returncode=-11), 60, 16)
     assert segv.error_type == "Killed" and "SIGSEGV" in segv.feedback
+
+
+def test_the_error_a_person_pasted_is_read_from_a_traceback_or_a_last_line():
+    pasted = 'I got this:\nTraceback (most recent call last):\n  File "x.py", line 1\ntorch.cuda.OutOfMemoryError: CUDA out\n'
+    assert recorded_error(pasted) == ("OutOfMemoryError", "CUDA out")
+    assert recorded_error("still failing:\nKeyError: 'image'\nwhat now?") == ("KeyError", "'image'")
+    assert recorded_error("Dice is only 0.4, can you improve the model?") is None
+    assert same_error(("KeyError", "'image'  "), ("KeyError", "'image'"))
+    assert not same_error(("KeyError", "'image'"), ("KeyError", "'mask'"))
