@@ -5,6 +5,8 @@ VENV       ?= .venv
 # e.g. TORCH_SPEC="torch==2.9.1 torchvision==0.24.1" on aarch64, or a CUDA build of your choice.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR   ?= demo-work
+# pytest-xdist workers: most tests wait on subprocesses (sandboxed trainings, servers), so 2 fit 2 cores.
+TEST_WORKERS ?= 2
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
@@ -44,7 +46,7 @@ lint: setup
 
 # Everything CI runs; `.venv/bin/python -m pytest -m "not slow"` is the quick tier while you work.
 test: setup lint
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q --durations=15
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 ui:
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(DEMO_DIR))/mlflow.db --port 5000

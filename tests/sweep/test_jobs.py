@@ -19,7 +19,8 @@ def _root(client, exp_id, status, run_status="FINISHED", **tags):
     return run.info.run_id
 
 
-def test_done_retry_and_new_jobs_from_the_server(tracking, tmp_path):
+def test_done_retry_and_new_jobs_from_the_server(own_tracking, tmp_path):
+    # its own server: the price estimate reads finished pipelines of every study, and other tests finish gpt-4o ones
     path = write_study(
         tmp_path,
         "t-ident",
