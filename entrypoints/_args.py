@@ -15,8 +15,9 @@ INT_OPTIONS = {
     "--iterations",
     "--workers",
     "--seeds",
+    "--rounds",
 }
-FLAG_OPTIONS = {"--bonferroni", "--dry-run"}
+FLAG_OPTIONS = {"--bonferroni", "--dry-run", "--show-baseline"}
 
 
 def normalise(argv: list[str]) -> list[str]:

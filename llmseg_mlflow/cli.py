@@ -184,6 +184,46 @@ def train(seeds: int | None, **opts) -> None:
     sys.exit(_exit_code(failed[0] if failed else "succeeded"))
 
 
+_REFINE = config.RefineConfig
+
+
+@main.command()
+@_field(_REFINE, "run_id")
+@_field(_REFINE, "rounds", type=click.IntRange(min=1))
+@_field(_REFINE, "budget_minutes", type=float)
+@_field(_REFINE, "feedback")
+@_field(_REFINE, "model")
+@click.option(
+    "--show-baseline", is_flag=True, help="Tell the LLM nnU-Net's validation Dice on the same pool (never held-out)."
+)
+@click.option("--no-preflight", is_flag=True, help="Skip the 1-epoch, 2-batch check before each round's full run.")
+@click.option("--no-cache", is_flag=True, help="Call the LLM even when the reply is cached (it is stored again).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Response cache (default $LLMSEG_HOME/cache).")
+@_MODELS_FILE
+@_DATA_ROOT
+@_WORK_ROOT
+@_UNSAFE
+def refine(**opts) -> None:
+    """Feed a pipeline's own results back to its LLM, in rounds under its root; the best round by validation
+    Dice. Last line: JSON."""
+    from llmseg_mlflow.refine import run_refine
+
+    def job():
+        feedback = opts["feedback"]
+        if feedback != "default" and not Path(feedback).is_file():
+            raise click.BadParameter(
+                f"{feedback} is not a file (give a template file or 'default')", param_hint="--feedback"
+            )
+        cfg = _REFINE(
+            **{k: v for k, v in opts.items() if k != "no_preflight"},
+            preflight=not opts["no_preflight"],
+        )
+        return run_refine(cfg, progress=_say)
+
+    result = _guarded(job)
+    click.echo(json.dumps(result.as_dict()))
+
+
 def _exit_code(status: str) -> int:
     """0: a working pipeline; 1: the platform failed (harness_error); 3: the pipeline did not work."""
     return EXIT_OK if status == "succeeded" else EXIT_HARNESS if status == "harness_error" else EXIT_NO_PIPELINE

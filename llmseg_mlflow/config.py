@@ -233,6 +233,30 @@ class TrainConfig(Strict):
     eval_preprocessing: Preprocessing = "auto"
 
 
+class RefineConfig(Strict):
+    """`llmseg refine`: rounds of results fed back into a pipeline's conversation (same limits as its root)."""
+
+    run_id: str = Field(description="The pipeline root whose conversation continues.")
+    rounds: int = Field(
+        default=1, ge=1, description="Rounds the pipeline should have in all: a second refine continues from the last."
+    )
+    budget_minutes: float | None = Field(default=None, gt=0, description="Start no new round after this many minutes.")
+    model: str | None = Field(
+        default=None, description="The model that continues (default: the root's; a moved replay folder: replay:DIR)."
+    )
+    feedback: str = Field(default="default", description="default (prompts/refine_feedback.md) or a template file.")
+    show_baseline: bool = False  # put nnU-Net's validation Dice on the same pool into the feedback
+    preflight: bool = True
+    models_file: LoosePath | None = None
+    data_root: LoosePath | None = None
+    work_root: LoosePath | None = None
+    cache_dir: LoosePath | None = None
+    no_cache: bool = False
+    unsafe_no_sandbox: bool = False
+    evaluate: bool = True
+    eval_preprocessing: Preprocessing = "auto"
+
+
 class EvaluateConfig(Strict):
     """`llmseg evaluate`: which pipeline, how."""
 

@@ -15,9 +15,9 @@ from llmseg_mlflow.config import GenerateConfig
 from llmseg_mlflow.errors import bad_input
 from llmseg_mlflow.evaluation.run import eval_timeout, evaluate_trained
 from llmseg_mlflow.llm import tracing
-from llmseg_mlflow.llm.base import LLMError, Provider, make_provider
-from llmseg_mlflow.llm.cache import CachedProvider
-from llmseg_mlflow.paths import cache_root, data_root, work_root
+from llmseg_mlflow.llm.base import LLMError
+from llmseg_mlflow.llm.cache import build_provider
+from llmseg_mlflow.paths import data_root, work_root
 from llmseg_mlflow.pipeline import prompt, sandbox
 from llmseg_mlflow.pipeline.execute import default_disk_gb
 from llmseg_mlflow.pipeline.loop import AttemptLoop, LoopConfig
@@ -27,14 +27,6 @@ from llmseg_mlflow.tracking import datasets as tracked_data
 from llmseg_mlflow.tracking.result import GenerateResult
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Cohort, Status
-
-
-def build_provider(model: ModelSpec, cfg: GenerateConfig) -> Provider:
-    """The model's provider; API providers answer through the response cache (replays need none)."""
-    provider = make_provider(model, dataset=cfg.dataset, repeat=cfg.repeat)
-    if model.provider == "replay":
-        return provider
-    return CachedProvider(provider, model, cfg.repeat, cache_root(cfg.cache_dir), read=not cfg.no_cache)
 
 
 def _cohort(model: ModelSpec, cfg: GenerateConfig) -> Cohort:
@@ -64,7 +56,7 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
         spec = get_dataset(cfg.dataset)
         if not cfg.unsafe_no_sandbox:
             sandbox.check_available()
-        provider = build_provider(model, cfg)
+        provider = build_provider(model, cfg.dataset, cfg.repeat, cfg.cache_dir, cfg.no_cache)
         data = ensure_prepared(spec, data_root(cfg.data_root), progress)
         data.verify_heldout()  # cheap when unchanged; checked again before the evaluation
         template = prompt.load_template()
@@ -99,6 +91,7 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
         tree.root.params(
             {
                 "llm.api_model": model.api_model,
+                "llm.replay_dir": str(model.replay_dir) if model.provider == "replay" else None,
                 "llm.settings": model.settings or None,
                 "prompt_uri": registered.uri,
                 "max_fix_rounds": cfg.max_fix_rounds,

@@ -7,13 +7,9 @@ cohort tags plus `source_run=ID`, and `budget=N` and/or `seed=S` with `seed_sour
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
-from mlflow.artifacts import download_artifacts
-from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from llmseg_mlflow.config import TrainConfig
@@ -28,21 +24,8 @@ from llmseg_mlflow.pipeline.seeding import seed_calls
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import datasets as tracked_data
 from llmseg_mlflow.tracking.result import GenerateResult
-from llmseg_mlflow.tracking.runs import RunTree
+from llmseg_mlflow.tracking.runs import RunTree, logged_code
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
-
-
-def source_code(client: MlflowClient, run_id: str) -> dict[str, str]:
-    """The source pipeline's final code (its root's `code/` artifacts)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            folder = Path(download_artifacts(run_id=run_id, artifact_path="code", dst_path=tmp))
-        except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing path
-            raise UsageError(
-                f"pipeline {run_id} has no final code (`code/` artifact): it never produced a "
-                f"pipeline, so there is nothing to re-train ({type(exc).__name__})"
-            ) from None
-        return {p.name: p.read_text() for p in sorted(folder.glob("*.py"))}
 
 
 def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None) -> GenerateResult:
@@ -51,7 +34,7 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
         raise UsageError("give --epochs N (a forced budget) or --seeds K (retrain with K seeds), or both")
     client, source, _, data = open_logged_pipeline(cfg.run_id, cfg.unsafe_no_sandbox, cfg.data_root)
     with bad_input():
-        files = source_code(client, cfg.run_id)
+        files = logged_code(client, cfg.run_id)
 
     limits = sandbox.Limits(cfg.timeout_s, cfg.memory_gb, disk_gb=default_disk_gb(data))
     c = source.cohort

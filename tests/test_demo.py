@@ -26,7 +26,7 @@ def test_the_demo_study_expands_to_every_kind_of_job():
     jobs = expand(load_study(DEMO_STUDY_FILE))
     kinds = Counter(j.kind for j in jobs)
     # 4 fixtures x 2 datasets + a repeat; the repeated fixture's 2 pipelines x 2 seeds
-    assert kinds == {"generate": 4 * 2 + 1, "budget": 3, "baseline": 2, "seed": 4}
+    assert kinds == {"generate": 4 * 2 + 1, "budget": 3, "baseline": 2, "seed": 4, "refine": 1}
     assert {(j.model, j.repeat, j.seed) for j in jobs if j.kind == "seed"} == {
         ("demo-2025-a", r, s) for r in (1, 2) for s in (0, 1)
     }
@@ -47,6 +47,7 @@ def _trimmed_study(tmp_path):
         budget_reruns=[{"epochs": 3, "datasets": [DATASET], "models": ["demo-2025-a"]}],
     )
     study.pop("seeds")  # seeded retraining is a train job like the budget rerun; tests/test_train_seeds.py runs it
+    study.pop("refine")  # a refine job is tests/test_refine.py's (demo-2024-b, whose second reply it is, is trimmed)
     path = tmp_path / "demo-trimmed.yaml"
     path.write_text(yaml.safe_dump(study))
     return path

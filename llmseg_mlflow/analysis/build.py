@@ -22,6 +22,7 @@ from llmseg_mlflow.analysis.outputs import Outputs
 from llmseg_mlflow.analysis.paired import section_paired
 from llmseg_mlflow.analysis.ranking import section_ranking
 from llmseg_mlflow.analysis.recorded import section_recorded
+from llmseg_mlflow.analysis.refinement import section_refinement
 from llmseg_mlflow.analysis.stats import in_group, variability_test
 from llmseg_mlflow.analysis.study_model import section_study_model
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
@@ -544,4 +545,5 @@ DICE_SECTIONS = (
     section_variance,
     section_efficiency,
     section_study_model,
+    section_refinement,
 )

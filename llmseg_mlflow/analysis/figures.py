@@ -314,3 +314,19 @@ def bars_figure(frame: pd.DataFrame, label: str, columns: list[str], title: str,
     fig.suptitle(title)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.33, wspace=0.25)
     _save(fig, path)
+
+
+def rounds_figure(part: pd.DataFrame, baseline: float | None, dataset: str, path: Path) -> None:
+    """Held-out Dice per refinement round, a line per model; nnU-Net's as a dashed line."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for model, rows in part.groupby("model"):
+        ax.plot(rows["round"], rows.heldout_dice_mean, marker="o", label=str(model))
+    if baseline is not None:
+        ax.axhline(baseline, color=BASE, linestyle="--", label="nnU-Net v2 (baseline)")
+    ax.set_xlabel("round (0: as generated)")
+    ax.set_ylabel("held-out Dice")
+    ax.set_xticks(sorted(part["round"].unique()))
+    _title(ax, f"{dataset}: refinement rounds")
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.12)
+    _save(fig, path)

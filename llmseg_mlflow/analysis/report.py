@@ -26,6 +26,7 @@ SECTIONS = (
     ("beyond", "Beyond the paper: compliance, cost, tokens"),
     ("cost", "Cost and time as results: Dice per dollar and minute, Pareto, pass@k"),
     ("study_model", "A model of the whole study: year and reasoning across datasets"),
+    ("refine", "Refinement rounds: the pipeline's own results fed back (llmseg refine)"),
     ("data", "Data"),
     ("rules", "Rules"),
 )

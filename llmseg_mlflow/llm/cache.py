@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from llmseg_mlflow.llm.base import Message, Provider, Reply
+from llmseg_mlflow.llm.base import Message, Provider, Reply, make_provider
+from llmseg_mlflow.paths import cache_root
 
 if TYPE_CHECKING:
     from llmseg_mlflow.catalog.models import ModelSpec
@@ -87,3 +88,13 @@ class CachedProvider:
         tmp.write_text(json.dumps(entry, indent=2, ensure_ascii=False, default=str))
         tmp.replace(path)  # atomic: a crash never leaves half an entry
         return reply
+
+
+def build_provider(
+    model: ModelSpec, dataset: str, repeat: int, cache_dir: Path | None = None, no_cache: bool = False
+) -> Provider:
+    """The model's provider; API providers answer through the response cache (replays need none)."""
+    provider = make_provider(model, dataset=dataset, repeat=repeat)
+    if model.provider == "replay":
+        return provider
+    return CachedProvider(provider, model, repeat, cache_root(cache_dir), read=not no_cache)

@@ -147,15 +147,22 @@ class AttemptLoop:
         if diff:
             run.text(diff, "fix.diff")
 
+    def resume(self, messages: list[Message], files: dict[str, str]) -> None:
+        """Continue an earlier conversation (refine): its messages so far and the code it is at."""
+        self.out.messages, self.out.files = list(messages), dict(files)
+
     def generate(self, prompt: str, prompt_uri: str) -> ExecError | None:
-        """The first call: the prompt in, four files out (or a NoCodeError to feed back)."""
+        """The first call: the prompt in, four files out (or a NoCodeError to feed back).
+
+        In a resumed conversation the reply may hold only the files it changes: they replace those files."""
         with self.tree.child(Kind.GENERATION, "generation", {"prompt_uri": prompt_uri}) as run:
-            self.say("asking the LLM for the pipeline")
+            self.say("asking the LLM for the pipeline" if not self.out.files else "asking the LLM to refine")
             run.text(prompt, "prompt.md")
             reply = self._ask(prompt, run)
             _log_call(run, reply)
             try:
-                self._adopt(extract_files(reply.text), "generation: first reply", run)
+                files = merge_reply(self.out.files, reply.text) if self.out.files else extract_files(reply.text)
+                self._adopt(files, "generation: first reply", run)
             except NoCodeError as exc:
                 run.tags({"no_code": "true"})
                 return _no_code(exc)

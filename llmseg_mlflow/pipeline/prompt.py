@@ -52,7 +52,12 @@ class RegisteredPrompt:
         return f"prompts:/{self.name}/{self.version}"
 
 
-def register(template: str, name: str = PROMPT_NAME) -> RegisteredPrompt:
+def register(
+    template: str,
+    name: str = PROMPT_NAME,
+    message: str = "Appendix D prompt template",
+    source: str = "Arjomandi et al. 2026, Appendix D",
+) -> RegisteredPrompt:
     """Register the template unless the latest version already holds this exact text."""
     import mlflow.genai
     from mlflow.exceptions import MlflowException
@@ -68,8 +73,8 @@ def register(template: str, name: str = PROMPT_NAME) -> RegisteredPrompt:
             version = mlflow.genai.register_prompt(
                 name,
                 template,
-                commit_message="Appendix D prompt template",
-                tags={"source": "Arjomandi et al. 2026, Appendix D"},
+                commit_message=message,
+                tags={"source": source},
             )
             return RegisteredPrompt(name, int(version.version), template)
         except MlflowException as exc:

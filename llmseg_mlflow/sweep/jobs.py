@@ -35,22 +35,25 @@ T = TypeVar("T")
 class Job:
     """One unit of a sweep; its identity on the server is (study, model, dataset, repeat, budget, seed)."""
 
-    kind: str  # generate | budget | seed | baseline
+    kind: str  # generate | budget | seed | refine | baseline
     model: str  # the model key, as tagged on the runs
     dataset: str
     repeat: int
     budget: int | None = None  # forced epochs of a rerun (budget jobs, budget baselines)
     seed: int | None = None  # seeded retraining of the same code (seed jobs)
+    rounds: int | None = None  # refinement rounds the source pipeline should have (refine jobs: no root of their own)
 
     @property
-    def key(self) -> tuple[str, str, int, int | None, int | None]:
+    def key(self) -> tuple[str, str, int, int | None, int | None, int | None]:
         """Identity within the study."""
-        return (self.model, self.dataset, self.repeat, self.budget, self.seed)
+        return (self.model, self.dataset, self.repeat, self.budget, self.seed, self.rounds)
 
     @property
     def source(self) -> Job | None:
-        """The generate job a budget or seed rerun retrains."""
-        return Job("generate", self.model, self.dataset, self.repeat) if self.kind in ("budget", "seed") else None
+        """The generate job a budget or seed rerun retrains, or a refine job continues."""
+        if self.kind in ("budget", "seed", "refine"):
+            return Job("generate", self.model, self.dataset, self.repeat)
+        return None
 
     @property
     def label(self) -> str:
@@ -59,6 +62,7 @@ class Job:
             f"{self.model}/{self.dataset}/r{self.repeat}"
             + (f"/b{self.budget}" if self.budget else "")
             + (f"/s{self.seed}" if self.seed is not None else "")
+            + (f"/refine{self.rounds}" if self.rounds else "")
         )
 
 
@@ -86,6 +90,13 @@ def expand(study: Study) -> list[Job]:
             if j.kind == "generate" and j.model in picked.models and j.dataset in picked.datasets
             for s in range(picked.count)
         ]
+    if study.refine is not None:
+        picked_r = study.refine
+        jobs += [
+            Job("refine", j.model, j.dataset, j.repeat, rounds=picked_r.rounds)
+            for j in list(jobs)
+            if j.kind == "generate" and j.model in picked_r.models and j.dataset in picked_r.datasets
+        ]
     jobs += [Job("baseline", BASELINE_MODEL, d, 1) for d in study.baselines.datasets]
     unique: dict[tuple, Job] = {}
     for job in jobs:
@@ -106,7 +117,7 @@ def retrying(fn: Callable[[], T], what: str, patience_s: float = 60.0) -> T:
             delay = min(delay * 2, 15.0)
 
 
-def root_key(run: Run) -> tuple[str, str, int, int | None, int | None] | None:
+def root_key(run: Run) -> tuple[str, str, int, int | None, int | None, None] | None:
     """A pipeline root's identity from its tags (None when the tags are incomplete)."""
     tags = run.data.tags
     try:
@@ -117,6 +128,7 @@ def root_key(run: Run) -> tuple[str, str, int, int | None, int | None] | None:
             int(tags["repeat"]),
             int(budget) if budget else None,
             int(seed) if seed else None,
+            None,  # refine jobs add rounds under a root; no root is a refine job's own
         )
     except (KeyError, ValueError):
         return None
@@ -180,7 +192,13 @@ class StudyRuns:
                 return out
 
     def state(self, job: Job) -> JobState:
-        """Done, to retry, or new; for the baseline only roots tagged baseline=true count."""
+        """Done, to retry, or new; for the baseline only roots tagged baseline=true count; a refine job is done
+        when its source root has the rounds asked for."""
+        if job.kind == "refine":
+            assert job.source is not None and job.rounds is not None
+            src = self.state(job.source).done
+            rounds = src.data.metrics.get("refine_rounds", 0) if src else 0
+            return JobState(job, done=src if src and rounds >= job.rounds else None)
         runs = [
             r
             for r in self.roots.get(job.key, [])

@@ -128,7 +128,9 @@ def plan(study: Study, client: MlflowClient | None) -> tuple[list[JobState], Stu
 
 
 def _rerun(job: Job) -> str:
-    """The budget column of the plan: epochs of a budget rerun, s<seed> of a seed retraining."""
+    """The budget column of the plan: epochs of a budget rerun, s<seed> of a seed retraining, r<rounds> of a refine."""
+    if job.rounds:
+        return f"r{job.rounds}"
     return str(job.budget) if job.budget else f"s{job.seed}" if job.seed is not None else ""
 
 
@@ -144,11 +146,11 @@ def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
     states, _ = plan(study, client)
     models = {m.key: m for m in study.models}
     estimates = token_estimates(client, list(models.values()))
-    kinds = {k: sum(s.job.kind == k for s in states) for k in ("generate", "budget", "seed", "baseline")}
+    kinds = {k: sum(s.job.kind == k for s in states) for k in ("generate", "budget", "seed", "refine", "baseline")}
     out(
         f"study {study.name} ({study.path}): {len(states)} jobs "
         f"({kinds['generate']} generate, {kinds['budget']} budget reruns, {kinds['seed']} seed retrainings, "
-        f"{kinds['baseline']} baselines)"
+        f"{kinds['refine']} refinements, {kinds['baseline']} baselines)"
     )
     out(f"{'kind':9} {'model':22} {'dataset':22} {'rep':>3} {'budget':>6}  {'state':26} {'expected cost':>13}")
     total = 0.0
@@ -156,11 +158,12 @@ def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
     cost: float | None
     for s in states:
         job, cost = s.job, 0.0
-        if s.state != "done" and job.kind == "generate":
+        if s.state != "done" and job.kind in ("generate", "refine"):
             cost = pipeline_cost(models[job.model], estimates[job.model])
             if cost is None:
                 unknown.add(job.model)
             else:
+                cost *= job.rounds or 1  # a round is roughly another conversation of the same length: an upper guess
                 total += cost
         state = (
             f"done ({s.done.data.tags.get('status')})"
@@ -178,7 +181,7 @@ def dry_run(study: Study, out: Callable[[str], None] = print) -> list[JobState]:
     )
     out(
         f"expected API cost of what is left: {_fmt_cost(total)} (catalog list prices; budget reruns and "
-        "baselines call no LLM; cached replies cost nothing)"
+        "baselines call no LLM; a refinement round is counted as one more pipeline; cached replies cost nothing)"
     )
     for key in sorted({s.job.model for s in todo if s.job.kind == "generate"}):
         est, cost = estimates[key], pipeline_cost(models[key], estimates[key])
@@ -320,7 +323,7 @@ class _Driver:
                 retrying(lambda: self.client.set_tag(run_id, "budget", str(job.budget)), "tag run")
             rep.superseded = self.runs.supersede(job, run_id)
             rep.status = rep.status or run.data.tags.get("status", "")
-            rep.dice = run.data.metrics.get("heldout_dice_mean")
+            rep.dice = run.data.metrics.get("heldout_dice_best" if job.kind == "refine" else "heldout_dice_mean")
             rep.cost = run.data.metrics.get("cost_usd")
             if not outcome.ok and not rep.reason:
                 rep.reason = run.data.tags.get("error", "")

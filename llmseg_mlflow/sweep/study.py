@@ -53,6 +53,15 @@ class SeedRetrains:
 
 
 @dataclass(frozen=True)
+class RefineRounds:
+    """Every pipeline of `models` on `datasets` refined until it has `rounds` rounds (`llmseg refine`)."""
+
+    rounds: int
+    datasets: tuple[str, ...]
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Baselines:
     """nnU-Net v2 on these datasets at this budget."""
 
@@ -76,6 +85,7 @@ class Study:
     baselines: Baselines
     overrides: dict[str, Any] = field(default_factory=dict)
     seeds: SeedRetrains | None = None
+    refine: RefineRounds | None = None
     warnings: tuple[str, ...] = ()
 
     def repeats_for(self, model: str, dataset: str) -> int:
@@ -179,6 +189,14 @@ class SeedsEntry(_Part):
     models: Names = ["all"]
 
 
+class RefineEntry(_Part):
+    """The refine section: `refine: {rounds: 2, models: all, datasets: all}`."""
+
+    rounds: Count
+    datasets: Names = ["all"]
+    models: Names = ["all"]
+
+
 class BaselinesEntry(_Part):
     """The baselines section."""
 
@@ -227,6 +245,7 @@ class StudyFile(_Part):
     budget_reruns: list[Annotated[RerunEntry, Item]] = []
     baselines: BaselinesEntry | None = None
     seeds: SeedsEntry | None = None
+    refine: RefineEntry | None = None
     overrides: Overrides = Overrides()
 
 
@@ -401,6 +420,13 @@ def load_study(path: Path, models_file: Path | None = None) -> Study:
             _names(errors, "seeds.datasets", raw.seeds.datasets, datasets, "dataset"),
             _names(errors, "seeds.models", raw.seeds.models, keys, "model"),
         )
+    refine = None
+    if raw.refine is not None:
+        refine = RefineRounds(
+            raw.refine.rounds,
+            _names(errors, "refine.datasets", raw.refine.datasets, datasets, "dataset"),
+            _names(errors, "refine.models", raw.refine.models, keys, "model"),
+        )
     if errors:
         raise _fail(path, errors)
     return Study(
@@ -416,4 +442,5 @@ def load_study(path: Path, models_file: Path | None = None) -> Study:
         overrides=raw.overrides.model_dump(exclude_none=True),
         warnings=tuple(warnings),
         seeds=seeds,
+        refine=refine,
     )

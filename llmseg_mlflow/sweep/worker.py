@@ -87,6 +87,20 @@ def _configs(spec: JobSpec):
             work_root=work_root,
             **limits,
         )
+    if job.kind == "refine":
+        from llmseg_mlflow.config import RefineConfig
+        from llmseg_mlflow.refine import run_refine
+
+        assert spec.source_run is not None and job.rounds is not None  # a refine continues a finished pipeline
+        return run_refine, RefineConfig(
+            run_id=spec.source_run,
+            rounds=job.rounds,
+            unsafe_no_sandbox=spec.unsafe_no_sandbox,
+            models_file=Path(spec.models_file) if spec.models_file else None,
+            data_root=data_root,
+            work_root=work_root,
+            **{k: ov[k] for k in ("preflight", "no_cache") if k in ov},
+        )
     if job.kind == "baseline":
         from llmseg_mlflow.baseline.run import BaselineConfig, run_baseline
 

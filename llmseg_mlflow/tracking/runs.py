@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow.artifacts
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
+from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.tracking.outage import OUTAGE_MARKER
 from llmseg_mlflow.tracking.schema import Cohort, Kind
 from llmseg_mlflow.untrusted import Caps, Skipped, copy_tree
@@ -275,3 +277,16 @@ class RunTree:
             except Exception:  # noqa: BLE001 - best effort: the caller still reports the reason
                 pass
         return reason
+
+
+def logged_code(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """A pipeline's final code (the run's `code/` artifacts); UsageError when it has none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="code", dst_path=tmp))
+        except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a missing path
+            raise UsageError(
+                f"pipeline {run_id} has no final code (`code/` artifact): it never produced a "
+                f"pipeline, so there is no code to re-train or refine ({type(exc).__name__})"
+            ) from None
+        return {p.name: p.read_text() for p in sorted(folder.glob("*.py"))}

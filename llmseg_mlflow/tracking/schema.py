@@ -15,6 +15,7 @@ class Kind(str, Enum):
     DEBUG = "debug"
     TRAINING = "training"
     EVALUATION = "evaluation"
+    REFINEMENT = "refinement"  # one round of `refine`: its own generation, debug, training, evaluation children
     ANALYSIS = "analysis"
 
 

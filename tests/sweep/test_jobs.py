@@ -160,3 +160,49 @@ seeds: {count: 2, models: [demo-2024-a]}
     )
     _, cfg = _configs(spec)
     assert isinstance(cfg, TrainConfig) and (cfg.run_id, cfg.seed, cfg.epochs, cfg.max_batches) == (done, 1, None, 3)
+
+
+def test_refine_jobs_continue_the_pipeline_and_are_done_when_it_has_the_rounds(tracking, tmp_path):
+    from llmseg_mlflow.config import RefineConfig
+    from llmseg_mlflow.sweep.jobs import Job
+    from llmseg_mlflow.sweep.worker import JobSpec, _configs
+
+    path = write_study(
+        tmp_path,
+        "t-refine-plan",
+        """\
+models: [demo-2024-a, demo-2024-b]
+datasets: [synthetic-gray-suffix]
+refine: {rounds: 2, models: [demo-2024-b]}
+""",
+    )
+    study = load_study(path)
+    client = MlflowClient()
+    exp = ensure_experiment(client, study.name)
+    refined = _root(client, exp, "succeeded", model="demo-2024-b")
+    client.log_metric(refined, "refine_rounds", 1)  # one round of the two asked for
+    states, _ = plan(study, client)
+    by_label = {(s.job.kind, s.job.label): s for s in states}
+    label = "demo-2024-b/synthetic-gray-suffix/r1/refine2"
+    assert [lbl for kind, lbl in by_label if kind == "refine"] == [label]  # only the models asked for
+    assert by_label[("refine", label)].state == "new"
+    assert by_label[("generate", "demo-2024-b/synthetic-gray-suffix/r1")].done.info.run_id == refined
+    client.log_metric(refined, "refine_rounds", 2)
+    states, _ = plan(study, client)
+    assert {s.job.label: s for s in states}[label].done.info.run_id == refined
+    lines: list[str] = []
+    dry_run(study, out=lines.append)
+    assert "1 refinements" in "\n".join(lines) and "r2" in "\n".join(lines)
+
+    job = Job("refine", "demo-2024-b", "synthetic-gray-suffix", 1, rounds=2)
+    spec = JobSpec(
+        job=job,
+        study="s",
+        model_arg="demo-2024-b",
+        overrides={"preflight": False, "max_batches": 3},
+        env={},
+        log_file=str(tmp_path / "x.log"),
+        source_run=refined,
+    )
+    _, cfg = _configs(spec)
+    assert isinstance(cfg, RefineConfig) and (cfg.run_id, cfg.rounds, cfg.preflight) == (refined, 2, False)
