@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,18 @@ class RunCache:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(store, dst)
         return True
+
+    def text(self, digest: str, suffix: str, render: Callable[[], str]) -> str:
+        """A rendered text (a table's HTML) from an earlier analyze of the same inputs, else rendered and kept."""
+        store = self.folder / "rendered" / f"{digest}{suffix}"
+        if store.is_file():
+            return store.read_text(encoding="utf-8")
+        text = render()
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(store)
+        return text
 
     def store(self, digest: str, suffix: str, src: Path) -> None:
         """Keep a rendered file for the next analyze."""

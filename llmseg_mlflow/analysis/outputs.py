@@ -27,6 +27,7 @@ class TableOut:
     section: str
     frame: pd.DataFrame
     note: str = ""
+    digest: str = ""  # of name, title, note and frame: the key of its rendered .md, .xlsx and HTML
 
 
 @dataclass(frozen=True)
@@ -82,18 +83,17 @@ class Outputs:
             return None
         base = self.folder / "tables"
         base.mkdir(parents=True, exist_ok=True)
+        digest = digest_of("table", name, title, note, frame)
         frame.to_csv(base / f"{name}.csv", index=False)
-        (base / f"{name}.md").write_text(to_markdown(frame, title, note))
+        md = base / f"{name}.md"
+        if not self.cache.restore(digest, ".md", md):  # formatting every cell costs seconds at study scale
+            md.write_text(to_markdown(frame, title, note))
+            self.cache.store(digest, ".md", md)
         self._final(base / f"{name}.csv")
-        self._final(base / f"{name}.md")
+        self._final(md)
         if xlsx:  # openpyxl is the slow part: rendered aside, reused while the table is unchanged
-            self._submit(
-                digest_of("xlsx", name, frame),
-                ".xlsx",
-                base / f"{name}.xlsx",
-                functools.partial(_xlsx, frame, title=title),
-            )
-        out = TableOut(name, title, section, frame, note)
+            self._submit(digest, ".xlsx", base / f"{name}.xlsx", functools.partial(_xlsx, frame, title=title))
+        out = TableOut(name, title, section, frame, note, digest)
         self.tables.append(out)
         return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -114,7 +115,9 @@ def write_report(out: Outputs, title: str, intro: list[str], rules: list[str], p
                 )
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in out.section_notes.get(key, [])]
         parts += [_figure_html(f) for f in figures]
-        parts += [_table_html(t) for t in tables]
+        parts += [
+            out.cache.text(t.digest, ".html", partial(_table_html, t)) if t.digest else _table_html(t) for t in tables
+        ]
         if not tables and not figures and not out.section_notes.get(key) and key not in ("overview", "rules"):
             parts.append('<p class="note">Nothing in this study for this part.</p>')
         parts.append("</section>")

@@ -50,6 +50,7 @@ class StudyData:
     superseded: pd.DataFrame  # roots a sweep retried (ignored), listed for the record
     series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)  # run -> key -> (x, y)
     versions: dict[str, str] = field(default_factory=dict)  # run -> fingerprint of what its series came from
+    _study: pd.DataFrame | None = field(default=None, init=False, repr=False)
 
     def series_digest(self) -> str:
         """A key that changes whenever any run's series may have (for outputs built from the series alone)."""
@@ -133,7 +134,11 @@ class StudyData:
 
     def study(self) -> pd.DataFrame:
         """The pipelines proper: no baseline, no budget reruns, no seeded retrainings."""
-        return self.pipelines[self.pipelines.role == PIPELINE]
+        # Asked for by every section (~70 times an analyze): filtered once; a shallow copy each time, so a
+        # section that adds a column adds it to its own frame (pandas copies on write).
+        if self._study is None:
+            self._study = self.pipelines[self.pipelines.role == PIPELINE]
+        return self._study.copy(deep=False)
 
     def of_role(self, role: str) -> pd.DataFrame:
         """Roots of one role."""

@@ -413,20 +413,16 @@ def load_study(path: Path, models_file: Path | None = None) -> Study:
     base = raw.baselines or BaselinesEntry(datasets=[])  # no section: no baselines
     on = _names(errors, "baselines.datasets", base.datasets, datasets, "dataset")
     baselines = Baselines(on, base.epochs, base.iterations)
-    seeds = None
-    if raw.seeds is not None:
-        seeds = SeedRetrains(
-            raw.seeds.count,
-            _names(errors, "seeds.datasets", raw.seeds.datasets, datasets, "dataset"),
-            _names(errors, "seeds.models", raw.seeds.models, keys, "model"),
+
+    def picked(where: str, entry: SeedsEntry | RefineEntry) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The (datasets, models) a section names, checked against the study's."""
+        return (
+            _names(errors, f"{where}.datasets", entry.datasets, datasets, "dataset"),
+            _names(errors, f"{where}.models", entry.models, keys, "model"),
         )
-    refine = None
-    if raw.refine is not None:
-        refine = RefineRounds(
-            raw.refine.rounds,
-            _names(errors, "refine.datasets", raw.refine.datasets, datasets, "dataset"),
-            _names(errors, "refine.models", raw.refine.models, keys, "model"),
-        )
+
+    seeds = SeedRetrains(raw.seeds.count, *picked("seeds", raw.seeds)) if raw.seeds is not None else None
+    refine = RefineRounds(raw.refine.rounds, *picked("refine", raw.refine)) if raw.refine is not None else None
     if errors:
         raise _fail(path, errors)
     return Study(

@@ -56,6 +56,13 @@ def _configs(spec: JobSpec):
     data_root = Path(spec.data_root) if spec.data_root else None
     work_root = Path(spec.work_root) if spec.work_root else None
     limits = {k: ov[k] for k in ("timeout_s", "memory_gb") if k in ov}
+    # what every job that runs LLM code takes from the sweep
+    code: dict[str, Any] = {
+        "unsafe_no_sandbox": spec.unsafe_no_sandbox,
+        "models_file": Path(spec.models_file) if spec.models_file else None,
+        "data_root": data_root,
+        "work_root": work_root,
+    }
     if job.kind == "generate":
         from llmseg_mlflow.generate import GenerateConfig, run_generate
 
@@ -65,10 +72,7 @@ def _configs(spec: JobSpec):
             dataset=job.dataset,
             repeat=job.repeat,
             study=spec.study,
-            unsafe_no_sandbox=spec.unsafe_no_sandbox,
-            models_file=Path(spec.models_file) if spec.models_file else None,
-            data_root=data_root,
-            work_root=work_root,
+            **code,
             **limits,
             **{k: ov[k] for k in keys if k in ov},
         )
@@ -95,10 +99,7 @@ def _configs(spec: JobSpec):
         return run_refine, RefineConfig(
             run_id=spec.source_run,
             rounds=job.rounds,
-            unsafe_no_sandbox=spec.unsafe_no_sandbox,
-            models_file=Path(spec.models_file) if spec.models_file else None,
-            data_root=data_root,
-            work_root=work_root,
+            **code,
             **{k: ov[k] for k in ("preflight", "no_cache") if k in ov},
         )
     if job.kind == "baseline":
