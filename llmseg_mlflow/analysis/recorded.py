@@ -8,6 +8,7 @@ person had pasted another error than the one the harness sent.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +21,13 @@ if TYPE_CHECKING:  # build.py imports this module: the type alone, no import cyc
     from llmseg_mlflow.analysis.build import Context
 
 REQUIRED = ("model", "errors")
+_RANGE = re.compile(r"(?P<low>\d+)(?:\s*-\s*(?P<high>\d+))?")  # "15", or "1-3" where a source gives a range
 EXAMPLE = "model,errors,source\ngemini-1.5-pro,15,paper text\nclaude-4-sonnet,0,paper Fig. 2"
 COLUMNS = [
     "model",
     "recorded_errors",
+    "recorded_low",
+    "recorded_high",
     "source",
     "pipelines",
     "platform_errors_mean",
@@ -53,12 +57,18 @@ def load_recorded(path: Path) -> pd.DataFrame:
     for line, row in enumerate(rows, start=2):
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
         model, count = row["model"], row["errors"]
+        bounds = _RANGE.fullmatch(count)
         if not model:
             problems.append(f"line {line}: the model is empty")
-        elif not count.isdigit():
-            problems.append(f"line {line} ({model}): errors must be a whole number >= 0, got {count!r}")
+        elif bounds is None or int(bounds["low"]) > int(bounds["high"] or bounds["low"]):
+            problems.append(
+                f"line {line} ({model}): errors must be a whole number >= 0 or a range such as 1-3, got {count!r}"
+            )
         else:
-            records.append({"model": model, "recorded_errors": int(count), "source": row.get("source", "")})
+            low, high = int(bounds["low"]), int(bounds["high"] or bounds["low"])
+            records.append(
+                {"model": model, "recorded_errors": count, "low": low, "high": high, "source": row.get("source", "")}
+            )
     dupes = sorted({r["model"] for r in records if sum(o["model"] == r["model"] for o in records) > 1})
     problems += [f"model {m} is listed more than once" for m in dupes]
     if problems:
@@ -73,7 +83,13 @@ def compare_recorded(recorded: pd.DataFrame, study: pd.DataFrame) -> pd.DataFram
     rows = []
     for rec in recorded.itertuples(index=False):
         mine = study[study.model == rec.model]
-        row = {"model": rec.model, "recorded_errors": rec.recorded_errors, "source": rec.source}
+        row = {
+            "model": rec.model,
+            "recorded_errors": rec.recorded_errors,
+            "recorded_low": rec.low,
+            "recorded_high": rec.high,
+            "source": rec.source,
+        }
         if mine.empty:
             rows.append({**row, "pipelines": 0, "note": "no pipeline of this model in the study"})
             continue
@@ -86,7 +102,8 @@ def compare_recorded(recorded: pd.DataFrame, study: pd.DataFrame) -> pd.DataFram
                 "platform_errors_mean": errors.mean(),
                 "platform_errors_min": errors.min(),
                 "platform_errors_max": errors.max(),
-                "difference": errors.mean() - rec.recorded_errors,
+                # 0 inside a recorded range; else the distance to its nearer end, signed like platform - recorded
+                "difference": errors.mean() - min(max(errors.mean(), rec.low), rec.high),
                 "replay_divergences": mine["replay_divergences"].sum() if compared else None,
                 "note": "" if compared else "not a replayed chat: no recorded user turns to compare",
             }
@@ -104,7 +121,7 @@ def section_recorded(c: Context) -> None:
         "Errors until the code ran: recorded (your CSV) vs this platform",
         "errors",
         table,
-        "difference = platform_errors_mean - recorded_errors. replay_divergences: fix replies whose recorded user "
+        "difference = platform_errors_mean - recorded_errors (0 inside a recorded range such as 1-3, else the distance to its nearer end). replay_divergences: fix replies whose recorded user "
         "turn held another error than the harness sent (tag replay_divergence on the debug runs).",
     )
     shown = table[table.pipelines > 0]
@@ -116,7 +133,7 @@ def section_recorded(c: Context) -> None:
             fg.bars_figure,
             shown,
             "model",
-            ["recorded_errors", "platform_errors_mean"],
+            ["recorded_low", "recorded_high", "platform_errors_mean"],
             "errors until the code ran",
             ylabel="errors",
         )

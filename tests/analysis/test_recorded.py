@@ -24,7 +24,10 @@ def test_platform_counts_and_divergences_beside_the_recorded_ones(tmp_path):
         make_root("g2", {"errors_total": 6.0, "replay_divergences": 3.0, **replayed}, model="gemini", repeat="2"),
         make_root("c1", {"errors_total": 0.0}, model="claude"),
     ]
-    recorded = load_recorded(_csv(tmp_path, "model,errors,source\ngemini,15,paper\nclaude,0,Fig. 2\nllama,13,paper\n"))
+    recorded = load_recorded(
+        _csv(tmp_path, "model,errors,source\ngemini,15,paper\nclaude,0,Fig. 2\nllama,13,paper\nmistral,1-3,paper\n")
+    )
+    roots.append(make_root("m1", {"errors_total": 4.0}, model="mistral"))
     table = compare_recorded(recorded, build_study(roots, {}).study()).set_index("model")
     assert table.loc["gemini", "pipelines"] == 2 and table.loc["gemini", "platform_errors_mean"] == 5.0
     assert (table.loc["gemini", "platform_errors_min"], table.loc["gemini", "platform_errors_max"]) == (4.0, 6.0)
@@ -34,13 +37,18 @@ def test_platform_counts_and_divergences_beside_the_recorded_ones(tmp_path):
         table.loc["llama", "pipelines"] == 0 and table.loc["llama", "note"] == "no pipeline of this model in the study"
     )
     assert table.loc["llama", "source"] == "paper"
+    assert table.loc["mistral", "recorded_errors"] == "1-3" and table.loc["mistral", "difference"] == 1.0  # 4 vs 3
 
 
 @pytest.mark.parametrize(
     ("text", "says"),
     [
         ("model,count\ngemini,15\n", "missing column(s) errors (found: model, count)"),
-        ("model,errors\ngemini,many\n", "line 2 (gemini): errors must be a whole number >= 0, got 'many'"),
+        (
+            "model,errors\ngemini,many\n",
+            "line 2 (gemini): errors must be a whole number >= 0 or a range such as 1-3, got 'many'",
+        ),
+        ("model,errors\ngemini,3-1\n", "got '3-1'"),
         ("model,errors\n,3\ngemini,-1\n", "line 2: the model is empty; line 3 (gemini)"),
         ("model,errors\ngemini,1\ngemini,2\n", "model gemini is listed more than once"),
         ("model,errors\n", "no rows under the header"),
