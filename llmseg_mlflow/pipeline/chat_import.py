@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llmseg_mlflow.errors import UsageError
-from llmseg_mlflow.pipeline.extract import CODE_FILES, find_blocks, merge_reply
+from llmseg_mlflow.pipeline.extract import CODE_FILES, find_blocks, match_existing, merge_reply
+from llmseg_mlflow.pipeline.splice import is_partial
 
 FORMATS = ("auto", "poe", "chatgpt", "gemini", "copilot", "plain")
 
@@ -163,6 +164,9 @@ def _poe_turns(lines: list[Line]) -> list[Turn]:
             segments[-1].append((number, text))
     firsts = [next((t.strip() for _, t in seg if t.strip() and not _NOISE.match(t.strip())), "") for seg in segments]
     bot = next((f for f in firsts[1:] if _BOT_NAME.match(f)), None)
+    if bot is not None and firsts[0] == bot:
+        segments[0] = _without_page_header(segments[0], bot)
+        firsts[0] = ""  # what is left is the user's first message (Poe chats open with it)
     turns = []
     for seg, first in zip(segments, firsts):
         if bot is not None and first == bot:
@@ -173,6 +177,23 @@ def _poe_turns(lines: list[Line]) -> list[Turn]:
         else:
             turns.append(Turn("user", seg))
     return turns
+
+
+def _without_page_header(seg: list[Line], bot: str) -> list[Line]:
+    """The first segment without Poe's page header (bot name, "By", @handle, followers, description up to
+    "View more", an "OFFICIAL" badge): copied with the page, it is no one's message (its @handle reads as a
+    decorator)."""
+    texts = [t.strip() for _, t in seg]
+    filled = [i for i, t in enumerate(texts) if t]
+    if len(filled) < 2 or texts[filled[0]] != bot or texts[filled[1]] != "By":
+        return seg
+    end = next((i for i in filled[:40] if texts[i] == "View more"), None)
+    if end is None:
+        return seg
+    after = [i for i in filled if i > end]
+    if after and texts[after[0]] == "OFFICIAL":
+        end = after[0]
+    return seg[end + 1 :]
 
 
 def _take_reasoning(lines: list[Line]) -> tuple[str | None, list[Line], list[str]]:
@@ -337,7 +358,9 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
             other.append({"language": block.language or "none", "lines": block.span})
             continue
         for code in named:
-            if code.name is None:
+            if code.name is None and (target := match_existing(code, current)) is not None:
+                guessed[target] = "definitions"  # it redefines functions or classes of that file: spliced in
+            elif code.name is None:
                 unplaced.append(f"lines {block.span[0]}-{block.span[1]}")
             elif code.how == "content":
                 if len(_kinds(code.code)) > 1:
@@ -354,8 +377,12 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
     markdown = "\n".join(parts).strip() + "\n"
     pieces = find_blocks(markdown)
     merged = merge_reply(current, markdown) if any(p.name for p in pieces) else dict(current)
-    carried = sorted(n for n, c in merged.items() if any(p.code == c for p in pieces))
     superseded = [p.name for p in pieces if p.name and p.code not in merged.values()]
+    # a piece that is only part of the file it fixes (a function, some imports) was spliced into it
+    spliced = sorted(
+        {n for p in pieces if (n := p.name or match_existing(p, current)) in current and is_partial(p.code, current[n])}
+    )
+    carried = sorted({n for n, c in merged.items() if any(p.code == c for p in pieces)} | set(spliced))
     named_by = {p.name: p.how for p in pieces if p.name in carried}
     return {
         "markdown": markdown,
@@ -369,6 +396,7 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
             "files": carried,
             "named_by": named_by,
             "guessed_by_content": sorted(guessed),
+            "spliced": spliced,
             "superseded_blocks": superseded,
             "other_blocks": other,
             "missing_after": sorted(n for n in CODE_FILES if n not in merged),

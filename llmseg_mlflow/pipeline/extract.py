@@ -6,6 +6,8 @@ import ast
 import re
 from dataclasses import dataclass
 
+from llmseg_mlflow.pipeline.splice import is_partial, splice
+
 CODE_FILES: tuple[str, ...] = ("dataset.py", "model.py", "train.py", "main.py")
 
 
@@ -226,7 +228,7 @@ def _top_level_names(code: str) -> set[str]:
     return set(_TOP_DEF.findall(code))
 
 
-def _match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
+def match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
     """The current file that defines most of the same top-level names as an unnamed block."""
     names = _top_level_names(block.code)
     best, best_overlap = None, 0
@@ -238,17 +240,23 @@ def _match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
 
 
 def _assign(blocks: list[CodeBlock], current: dict[str, str]) -> dict[str, str]:
-    """Files from blocks: named blocks first (last wins), unnamed ones fill the rest."""
+    """Files from blocks: named blocks first (last wins), unnamed ones fill the rest; a block that is only part
+    of a current file (a function, some imports) is spliced into it, as a person would paste it."""
+
+    def put(files: dict[str, str], name: str, code: str) -> None:
+        base = files.get(name, current.get(name))
+        files[name] = splice(code, base) if base is not None and is_partial(code, base) else code
+
     files: dict[str, str] = {}
     for block in blocks:
         if block.how != "content" and block.name:
-            files[block.name] = block.code
+            put(files, block.name, block.code)
     guessed: dict[str, str] = {}
     for block in blocks:
         if block.how == "content":
-            target = _match_existing(block, current) or block.name
+            target = match_existing(block, current) or block.name
             if target and target not in files:
-                guessed[target] = block.code
+                put(guessed, target, block.code)
     return {**files, **guessed}
 
 

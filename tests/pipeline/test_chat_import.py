@@ -324,3 +324,17 @@ def test_cli_end_to_end(tmp_path: Path):
     empty.write_text(f"{PROMPT}\nChatGPT said:\nNo code today.\n", encoding="utf-8")
     failed = CliRunner().invoke(main, ["import-chat", str(empty), "--out", str(tmp_path / "x")])
     assert failed.exit_code == 2 and "holds Python code" in failed.output
+
+
+def test_poe_page_header_is_dropped_and_the_prompt_is_the_first_user_turn(tmp_path: Path):
+    bot = "Claude-3.7-Sonnet-Reasoning"
+    header = f"\n{bot}\nBy\n\n@anthropic\n681 followers\n·\n907+ points\nHistory\n\nRates\n\nShare app\n"
+    header += "Anthropic's hybrid reasoning model.\nView more\nOFFICIAL\nThursday\n\n"
+    source = tmp_path / "chat.txt"
+    source.write_text(header + poe_transcript(), encoding="utf-8")
+    result = import_chat(source, tmp_path / "out", "auto")
+    assert result.format == "poe" and len(result.replies) == 2
+    assert [r["user_turn"]["kind"] for r in result.replies] == ["prompt", "traceback"]
+    prompt = (tmp_path / "out" / "01.user.md").read_text()
+    assert "PyTorch" in prompt and "@anthropic" not in prompt and "followers" not in prompt
+    assert "@anthropic" not in (tmp_path / "out" / "01.md").read_text()

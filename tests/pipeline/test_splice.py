@@ -1,0 +1,92 @@
+"""A fix reply that resends part of a file is pasted into it, as a person would (found in the study's own chats)."""
+
+from __future__ import annotations
+
+import ast
+
+from llmseg_mlflow.pipeline.extract import merge_reply
+from llmseg_mlflow.pipeline.splice import is_partial, splice
+
+TRAIN = """import torch
+import matplotlib.pyplot as plt
+
+
+def train_one_epoch(model, loader):
+    return 0.5
+
+
+@torch.no_grad()
+def visualize_predictions(model, data):
+    plt.imshow(data[0])
+
+
+def test_model(model, loader):
+    return [0.9]
+"""
+FIXED = """import random
+
+
+@torch.no_grad()
+def visualize_predictions(model, data, n=5):
+    for i in random.sample(range(len(data)), n):
+        plt.imshow(data[i])
+"""
+
+
+def test_a_resent_function_replaces_only_that_function_and_adds_its_imports():
+    merged = merge_reply(
+        {"train.py": TRAIN, "main.py": "import train\n"},
+        f"You need to fix the visualize_predictions function in train.py:\n\n```python\n{FIXED}```\n",
+    )
+    train = merged["train.py"]
+    ast.parse(train)
+    assert "def train_one_epoch" in train and "def test_model" in train  # the rest of the file is kept
+    assert "random.sample" in train and train.count("def visualize_predictions") == 1
+    assert train.count("@torch.no_grad()") == 1  # the decorator went with its function
+    assert train.index("import random") < train.index("def train_one_epoch")
+    assert merged["main.py"] == "import train\n"
+
+
+def test_a_named_block_of_imports_only_adds_the_missing_imports():
+    main = (
+        "import os\nimport torch\n\n\ndef main():\n    print(os.getcwd())\n\n\nif __name__ == '__main__':\n    main()\n"
+    )
+    reply = "Here's how the top of your main.py file should look:\n\n```python\n# main.py\nimport os\nimport numpy as np\nimport torch\n```\n"
+    merged = merge_reply({"main.py": main}, reply)["main.py"]
+    assert merged.startswith("import os\nimport torch\nimport numpy as np\n") and "def main():" in merged
+    assert "if __name__ == '__main__':" in merged
+
+
+def test_a_whole_file_still_replaces_the_file():
+    whole = "import torch\n\n\ndef visualize_predictions(model, data):\n    pass\n\n\nprint('done')\n"
+    assert not is_partial(whole, TRAIN)  # module-level code: the reply is the file
+    every = TRAIN.replace("return 0.5", "return 0.25")
+    assert not is_partial(every, TRAIN)  # it defines every name the file has
+    merged = merge_reply({"train.py": TRAIN}, f"```python\n# train.py\n{whole}```\n")
+    assert merged["train.py"].endswith(whole) and "def train_one_epoch" not in merged["train.py"]
+
+
+def test_a_snippet_that_does_not_parse_is_taken_as_written():
+    broken = "def visualize_predictions(model, data:\n    pass\n"
+    assert not is_partial(broken, TRAIN)  # the run then reports its SyntaxError, verbatim, as it would have
+    assert merge_reply({"train.py": TRAIN}, f"```python\n# train.py\n{broken}```\n")["train.py"].endswith(broken)
+
+
+def test_splice_keeps_everything_around_the_replaced_definitions():
+    spliced = splice("def test_model(model, loader):\n    return [1.0]\n", TRAIN)
+    assert spliced == TRAIN.replace("    return [0.9]", "    return [1.0]")
+
+
+def test_a_method_resent_at_module_level_replaces_that_method_in_its_class():
+    dataset = (
+        "import torch\n\n\nclass Seg(torch.utils.data.Dataset):\n    def __init__(self, files):\n"
+        "        self.files = files\n\n    def __getitem__(self, idx):\n        return self.files[idx]\n\n"
+        "    def __len__(self):\n        return len(self.files)\n\n\ndef helper():\n    return 1\n"
+    )
+    snippet = "def __getitem__(self, idx):\n    image = self.files[idx]\n    return image, image\n"
+    assert is_partial(snippet, dataset)
+    spliced = splice(snippet, dataset)
+    tree = ast.parse(spliced)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
+    assert [m.name for m in cls.body] == ["__init__", "__getitem__", "__len__"]
+    assert "        return image, image" in spliced and "def helper" in spliced
