@@ -16,30 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from llmseg_mlflow.errors import UsageError
+from llmseg_mlflow.pipeline.chat_turns import FORMATS, NOISE, Line, Turn, detect_format, split_turns
 from llmseg_mlflow.pipeline.extract import CODE_FILES, find_blocks, match_existing, merge_reply
 from llmseg_mlflow.pipeline.splice import is_partial
 
-FORMATS = ("auto", "poe", "chatgpt", "gemini", "copilot", "plain")
+__all__ = ["FORMATS", "detect_format", "import_chat", "split_turns"]  # the turn reading is re-exported
 
-Line = tuple[int, str]  # (1-based line number in the transcript, text)
-
-# Turn markers, one line each. Poe has none: its messages end with a timestamp (see _poe_turns).
-_MARKERS: dict[str, tuple[str, str]] = {
-    "chatgpt": (r"You said:", r"ChatGPT said:"),
-    "gemini": (r"You said:?", r"Gemini said:?|Show thinking"),
-    "copilot": (r"You said:?|You", r"Copilot said:?|Copilot|GitHub Copilot:?"),
-    "plain": (r"(?:#+\s*)?(?:User|You|Human|Prompt)\s*:?", r"(?:#+\s*)?(?:Assistant|AI|Model|Bot)\s*:?"),
-}
-_TIMESTAMP = re.compile(r"^\d{1,2}:\d{2}(?:\s?[AaPp]\.?[Mm]\.?)?$")
-_DAY = re.compile(
-    r"^(?:Today|Yesterday|(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day|[A-Z][a-z]{2,8} \d{1,2}(?:, \d{4})?)$"
-)
-_BOT_NAME = re.compile(r"^[A-Za-z][\w.\-]{1,40}$")
-# Whole lines that are interface chrome, never content: buttons, markers, thinking toggles.
-_NOISE = re.compile(
-    r"^(?:Copy|Copy code|Edit|Run|View more|Share|Retry|Sources|You said:?|ChatGPT said:|Copilot said:?"
-    r"|Gemini said:?|Show thinking|Hide thinking|Bot image for .+|profile|Poe)$"
-)
 _REASONING_HEAD = re.compile(r"^(?:Thinking(?:\.\.\.|…)?|Thought for .+|Reasoned for .+|Show thinking|Hide thinking)$")
 _REASONING_END = re.compile(r"^(?:Done|End of thinking)$")
 _LANG_TAG = re.compile(
@@ -65,14 +47,6 @@ _KINDS = {
     "model": re.compile(r"^class\s+\w*(?:U-?Net|Net)\w*\s*\([^)]*Module\s*\)", re.M | re.I),
     "train": re.compile(r"^def\s+(?:train|valid|evaluate)\w*\s*\(", re.M),
 }
-
-
-@dataclass
-class Turn:
-    """One message of the conversation with its transcript lines."""
-
-    role: str  # "user" | "assistant"
-    lines: list[Line]
 
 
 @dataclass
@@ -109,91 +83,6 @@ class ImportResult:
             "replies": self.replies,
             "trailing_user_turn": self.trailing_user_turn,
         }
-
-
-def detect_format(text: str) -> str:
-    """The interface a transcript was copied from, by its markers; "plain" when none is recognised."""
-    lines = {line.strip() for line in text.splitlines()}
-    if "ChatGPT said:" in lines:
-        return "chatgpt"
-    if {"Copilot said:", "Copilot said", "GitHub Copilot", "GitHub Copilot:"} & lines:
-        return "copilot"
-    if {"Show thinking", "Gemini said:", "Gemini said"} & lines:
-        return "gemini"
-    if any(_TIMESTAMP.match(line) for line in lines) and {"Copy", "Run"} & lines:
-        return "poe"
-    return "plain"
-
-
-def split_turns(text: str, fmt: str) -> list[Turn]:
-    """The transcript's messages in order; same-role neighbours are merged."""
-    numbered = [(i + 1, line.rstrip()) for i, line in enumerate(text.splitlines())]
-    turns = _poe_turns(numbered) if fmt == "poe" else _marked_turns(numbered, fmt)
-    merged: list[Turn] = []
-    for turn in turns:
-        if not any(t.strip() for _, t in turn.lines):
-            continue
-        if merged and merged[-1].role == turn.role:
-            merged[-1].lines.extend(turn.lines)
-        else:
-            merged.append(turn)
-    return merged
-
-
-def _marked_turns(lines: list[Line], fmt: str) -> list[Turn]:
-    user, assistant = (re.compile(rf"^(?:{p})$") for p in _MARKERS[fmt])
-    # Text before the first marker is the prompt: interfaces label the user's first message, if at all, above it.
-    turns = [Turn("user", [])]
-    for number, text in lines:
-        if assistant.match(text.strip()):
-            turns.append(Turn("assistant", [(number, text)]))  # the marker stays: it may open reasoning
-        elif user.match(text.strip()):
-            turns.append(Turn("user", []))
-        else:
-            turns[-1].lines.append((number, text))
-    return turns
-
-
-def _poe_turns(lines: list[Line]) -> list[Turn]:
-    """Poe ends every message with a timestamp line; the bot's messages start with its name."""
-    segments: list[list[Line]] = [[]]
-    for number, text in lines:
-        if _TIMESTAMP.match(text.strip()):
-            segments.append([])
-        elif not _DAY.match(text.strip()):
-            segments[-1].append((number, text))
-    firsts = [next((t.strip() for _, t in seg if t.strip() and not _NOISE.match(t.strip())), "") for seg in segments]
-    bot = next((f for f in firsts[1:] if _BOT_NAME.match(f)), None)
-    if bot is not None and firsts[0] == bot:
-        segments[0] = _without_page_header(segments[0], bot)
-        firsts[0] = ""  # what is left is the user's first message (Poe chats open with it)
-    turns = []
-    for seg, first in zip(segments, firsts):
-        if bot is not None and first == bot:
-            body = list(seg)
-            while body and body[0][1].strip() != bot:
-                body.pop(0)
-            turns.append(Turn("assistant", body[1:]))
-        else:
-            turns.append(Turn("user", seg))
-    return turns
-
-
-def _without_page_header(seg: list[Line], bot: str) -> list[Line]:
-    """The first segment without Poe's page header (bot name, "By", @handle, followers, description up to
-    "View more", an "OFFICIAL" badge): copied with the page, it is no one's message (its @handle reads as a
-    decorator)."""
-    texts = [t.strip() for _, t in seg]
-    filled = [i for i, t in enumerate(texts) if t]
-    if len(filled) < 2 or texts[filled[0]] != bot or texts[filled[1]] != "By":
-        return seg
-    end = next((i for i in filled[:40] if texts[i] == "View more"), None)
-    if end is None:
-        return seg
-    after = [i for i in filled if i > end]
-    if after and texts[after[0]] == "OFFICIAL":
-        end = after[0]
-    return seg[end + 1 :]
 
 
 def _take_reasoning(lines: list[Line]) -> tuple[str | None, list[Line], list[str]]:
@@ -285,7 +174,7 @@ def _segments(lines: list[Line]) -> list[Block]:
         elif not has_fences and (_CODE_START.match(text) or _file_comment_above_code(lines, k)):
             start = k
         if start is None:
-            if not _NOISE.match(text.strip()):
+            if not NOISE.match(text.strip()):
                 prose.append(text)
             k += 1
             continue

@@ -338,3 +338,32 @@ def test_poe_page_header_is_dropped_and_the_prompt_is_the_first_user_turn(tmp_pa
     prompt = (tmp_path / "out" / "01.user.md").read_text()
     assert "PyTorch" in prompt and "@anthropic" not in prompt and "followers" not in prompt
     assert "@anthropic" not in (tmp_path / "out" / "01.md").read_text()
+
+
+def test_an_older_poe_page_marks_only_the_bot_and_the_pasted_run_opens_the_users_turn(tmp_path: Path):
+    bot = "Llama-3.1-405B"
+    header = "The pinnacle of Meta's Llama 3.1 family.\n\n350per message\n·\nView details\nOFFICIAL\n"
+    first = "\n".join(f"{name}\n\n{code}" for name, code in (("dataset.py", DATASET), ("model.py", MODEL)))
+    first += "\n" + "\n".join(f"{name}\n\n{code}" for name, code in (("train.py", TRAIN), ("main.py", MAIN)))
+    run = (
+        'C:\\Users\\me\\envs\\seg\\python.exe "D:/seg/main.py"\n'
+        + TRACEBACK
+        + "\n\nProcess finished with exit code 1\n"
+    )
+    text = (
+        f"{header}{PROMPT}\n\n{bot}\n\nPoe\nBelow is the implementation.\n\n{first}\nThat is all.\n\n{run}\n\n"
+        f"{bot}\n\nPoe\nThe error means numpy was not imported. Here is main.py:\n\nmain.py\n\n{MAIN_FIXED}\n"
+    )
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    assert detect_format(text) == "poe"
+    result = import_chat(source, tmp_path / "out", "auto")
+    assert [r["files"] for r in result.replies] == [
+        sorted(["dataset.py", "model.py", "train.py", "main.py"]),
+        ["main.py"],
+    ]
+    assert [r["user_turn"]["kind"] for r in result.replies] == ["prompt", "traceback"]
+    assert result.replies[1]["user_turn"]["error"] == "NameError: name 'np' is not defined"
+    prompt = (tmp_path / "out" / "01.user.md").read_text()
+    assert "PyTorch" in prompt and "per message" not in prompt
+    assert "python.exe" not in (tmp_path / "out" / "01.md").read_text()
