@@ -139,6 +139,17 @@ def test_gives_up_after_max_fix_rounds(tracking, llmseg_home, tmp_path):
     assert "training" not in [r.data.tags["kind"] for r in kids]
 
 
+def test_a_replay_that_runs_out_of_replies_gives_up_as_its_author_did(tracking, llmseg_home, tmp_path):
+    broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))
+    replies = write_replies(tmp_path / "r", [broken])  # an imported chat whose author stopped after one error
+    result = run_generate(GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-ended", evaluate=False))
+    root = MlflowClient().get_run(result.run_id)
+    assert result.status == "gave_up" and root.info.status == "FINISHED" and "error" not in root.data.tags
+    debug = [r for r in _children(MlflowClient(), root) if r.data.tags["kind"] == "debug"]
+    assert [(r.data.tags["answered"], r.data.tags.get("recording_ended")) for r in debug] == [("false", "true")]
+    assert root.data.metrics["debug_iterations"] == 0 and root.data.metrics["errors_total"] == 1
+
+
 def test_reply_without_code_is_fed_back_as_no_code_error(tracking, llmseg_home, tmp_path):
     replies = write_replies(tmp_path / "r", ["I cannot help with that.", "Sure! First install PyTorch."])
     result = run_generate(

@@ -38,6 +38,10 @@ class LLMError(RuntimeError):
     """An LLM call that failed for good (after retries), or a provider that cannot be used."""
 
 
+class RecordingEnded(LLMError):
+    """A replay was asked for a reply its recording does not have: the recorded conversation ends there."""
+
+
 class Provider(Protocol):
     """Anything that answers a conversation."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmseg_mlflow.catalog.replay_folder import FOLDER_LAYOUT, recorded_replies
-from llmseg_mlflow.llm.base import LLMError, Message, Reply
+from llmseg_mlflow.llm.base import LLMError, Message, RecordingEnded, Reply
 
 _CHARS_PER_TOKEN = 4  # rough rule of thumb for English and code; replies carry no real token counts
 
@@ -40,7 +40,7 @@ class ReplayProvider:
         start = time.perf_counter()
         turn = sum(1 for m in messages if m.role == "assistant")
         if turn >= len(self.replies):
-            raise LLMError(
+            raise RecordingEnded(
                 f"replay folder {self.folder} has {len(self.replies)} replies; the pipeline asked for reply "
                 f"{turn + 1}. Add {turn + 1:02d}.md with the next answer to replay further."
             )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
-from llmseg_mlflow.llm.base import Message, Provider, Reply
+from llmseg_mlflow.llm.base import Message, Provider, RecordingEnded, Reply
 from llmseg_mlflow.llm.tracing import traced_complete
 from llmseg_mlflow.pipeline.errors import ExecError, recorded_error, same_error
 from llmseg_mlflow.pipeline.execute import Attempt, Budget, execute
@@ -239,8 +239,15 @@ class AttemptLoop:
                 f"fix round {iteration}: {error.error_type}: {error.message[:80]}"
                 + (" (repeated: supplementary message sent)" if feedback != error.feedback else "")
             )
+            try:
+                reply = self._ask(feedback, run)
+            except RecordingEnded as exc:  # a replayed chat ends here, as it did for its author: a result
+                self.out.messages.pop()  # the fix request no reply answered
+                run.tags({"answered": "false", "recording_ended": "true"})
+                self.out.status = Status.GAVE_UP
+                self.say(f"the recording ends here: {exc}")
+                return None
             self.out.fix_rounds = iteration
-            reply = self._ask(feedback, run)
             _log_call(run, reply)
             diverged = _compare_recorded(run, reply, error)
             if diverged is not None:
@@ -271,6 +278,8 @@ class AttemptLoop:
             iteration += 1
             last = pending
             pending = self._debug(iteration, pending, attempt)
+            if self.out.status == Status.GAVE_UP:  # the replayed recording ended
+                return self.out
             if self.out.status == Status.STUCK_LOOP:
                 self.say(f"the same {last.error_type} {self.cfg.stuck_after} times in a row: stuck in a loop")
                 return self.out
