@@ -12,6 +12,7 @@ import click
 
 from llmseg_mlflow import config
 from llmseg_mlflow.analysis.config import AnalyzeConfig
+from llmseg_mlflow.pipeline.chat_turns import FORMATS
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the client would otherwise call an outside host
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout ends with our JSON line
@@ -674,7 +675,7 @@ def doctor(as_json: bool) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "poe", "chatgpt", "gemini", "copilot", "plain"]),
+    type=click.Choice(FORMATS),
     default="auto",
     show_default=True,
     help="The chat interface the transcript was copied from.",

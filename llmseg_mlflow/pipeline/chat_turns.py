@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-FORMATS = ("auto", "poe", "chatgpt", "gemini", "copilot", "plain")
+FORMATS = ("auto", "poe", "chatgpt", "gemini", "copilot", "claude", "plain")
 
 Line = tuple[int, str]  # (1-based line number in the transcript, text)
 
@@ -20,6 +20,9 @@ _MARKERS: dict[str, tuple[str, str]] = {
     "gemini": (r"You said:?", r"Gemini said:?|Show thinking"),
     "copilot": (r"You said:?|You", r"Copilot said:?|Copilot|GitHub Copilot:?"),
     "plain": (r"(?:#+\s*)?(?:User|You|Human|Prompt)\s*:?", r"(?:#+\s*)?(?:Assistant|AI|Model|Bot)\s*:?"),
+    # claude.ai: the person's message ends with its "Edit" button; nothing marks where a later one starts, so
+    # only a transcript of one reply is read whole (a second user message would stay in the reply).
+    "claude": (r"(?!)", r"Edit"),
 }
 _TIMESTAMP = re.compile(r"^\d{1,2}:\d{2}(?:\s?[AaPp]\.?[Mm]\.?)?$")
 _DAY = re.compile(
@@ -52,6 +55,8 @@ def detect_format(text: str) -> str:
         return "gemini"
     if any(_TIMESTAMP.match(line) for line in lines) and {"Copy", "Run"} & lines:
         return "poe"
+    if "Edit" in lines and not _bot_marks([(0, line) for line in text.splitlines()]):
+        return "claude"
     if _bot_marks([(0, line) for line in text.splitlines()]):
         return "poe"  # an older Poe page: each bot message opens with its name and "Poe"
     return "plain"

@@ -367,3 +367,15 @@ def test_an_older_poe_page_marks_only_the_bot_and_the_pasted_run_opens_the_users
     prompt = (tmp_path / "out" / "01.user.md").read_text()
     assert "PyTorch" in prompt and "per message" not in prompt
     assert "python.exe" not in (tmp_path / "out" / "01.md").read_text()
+
+
+def test_a_claude_page_ends_the_prompt_at_its_edit_button(tmp_path: Path):
+    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    reply = "\n".join(f"{name}:\n\n{code}" for name, code in files.items())
+    text = f"{PROMPT}\nEdit\nI'll create a complete U-Net implementation.\n\n{reply}\nRetry\n"
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    assert detect_format(text) == "claude"
+    result = import_chat(source, tmp_path / "out", "auto")
+    assert [r["files"] for r in result.replies] == [sorted(files)]
+    assert "PyTorch" in (tmp_path / "out" / "01.user.md").read_text()
