@@ -84,5 +84,7 @@ def run_demo(
             ),
             progress=progress,
         )
-    progress(f"open the runs: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000)")
+    exp = MlflowClient(uri).get_experiment_by_name(study.name)
+    where = f"/#/experiments/{exp.experiment_id}/runs" if exp else ""  # MLflow 3 opens experiments on GenAI charts
+    progress(f"open the runs: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000{where})")
     return DemoResult(summary, report, uri)
