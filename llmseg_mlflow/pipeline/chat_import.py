@@ -9,6 +9,7 @@ by content, superseded block or undelimited reasoning is listed in import.json.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, field
@@ -225,6 +226,17 @@ def _classify_user(turn: Turn | None, first: bool) -> dict[str, Any] | None:
     }
 
 
+def _fragment(code: str) -> bool:
+    """A line or two that is not Python on its own (a signature quoted in prose): no file's code."""
+    if len([line for line in code.splitlines() if line.strip()]) > 2:
+        return False
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return True
+    return False
+
+
 def _kinds(code: str) -> list[str]:
     return [kind for kind, pattern in _KINDS.items() if pattern.search(code)]
 
@@ -249,6 +261,8 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
         for code in named:
             if code.name is None and (target := match_existing(code, current)) is not None:
                 guessed[target] = "definitions"  # it redefines functions or classes of that file: spliced in
+            elif code.name is None and _fragment(code.code):  # e.g. `def forward(x):` quoted in reasoning prose
+                other.append({"language": "fragment", "lines": block.span})
             elif code.name is None:
                 unplaced.append(f"lines {block.span[0]}-{block.span[1]}")
             elif code.how == "content":

@@ -379,3 +379,13 @@ def test_a_claude_page_ends_the_prompt_at_its_edit_button(tmp_path: Path):
     result = import_chat(source, tmp_path / "out", "auto")
     assert [r["files"] for r in result.replies] == [sorted(files)]
     assert "PyTorch" in (tmp_path / "out" / "01.user.md").read_text()
+
+
+def test_a_signature_quoted_in_prose_is_a_fragment_not_unplaced_code(tmp_path: Path):
+    quoted = "Here is the implementation.\n\npython\n\nRun\n\nCopy\ndef forward(self, x):\nThat is the signature.\n"
+    text = poe_transcript().replace("Here is the implementation.\n", quoted, 1)
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    record = import_chat(source, tmp_path / "out", "poe").replies[0]
+    assert record["files"] == sorted(["dataset.py", "model.py", "train.py", "main.py"])
+    assert "fragment" in [b["language"] for b in record["other_blocks"]]
