@@ -340,7 +340,7 @@ class _Driver:
         dice = "-" if rep.dice is None else f"{rep.dice:.3f}"
         cost = "-" if rep.cost is None else f"${rep.cost:.2f}"
         bar.write(
-            f"{job.model:22} {job.dataset:22} r{job.repeat:<2} {('b' + str(job.budget)) if job.budget else '':5} "
+            f"{job.model:22} {job.dataset:22} r{job.repeat:<2} {('b' + str(job.budget)) if job.budget else _rerun(job):5} "
             f"{rep.status or rep.state:16} dice {dice:6} {rep.minutes:6.1f} min {cost:>8}"
             + (f"  FAILED: {outcome.reason[:160]}" if not outcome.ok else "")
         )
