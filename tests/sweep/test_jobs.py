@@ -19,6 +19,14 @@ def _root(client, exp_id, status, run_status="FINISHED", **tags):
     return run.info.run_id
 
 
+def _on_server(tmp_path, name: str, second_model: str, section: str):
+    """A study of demo-2024-a and another fixture on the gray set with one extra section, its experiment made."""
+    body = f"models: [demo-2024-a, {second_model}]\ndatasets: [synthetic-gray-suffix]\n{section}\n"
+    study = load_study(write_study(tmp_path, name, body))
+    client = MlflowClient()
+    return study, client, ensure_experiment(client, study.name)
+
+
 def test_done_retry_and_new_jobs_from_the_server(own_tracking, tmp_path):
     # its own server: the price estimate reads finished pipelines of every study, and other tests finish gpt-4o ones
     path = write_study(
@@ -122,18 +130,7 @@ def test_seed_retrainings_are_jobs_of_their_own_and_found_again_on_the_server(tr
     from llmseg_mlflow.sweep.worker import JobSpec, _configs
     from llmseg_mlflow.train import TrainConfig
 
-    path = write_study(
-        tmp_path,
-        "t-seeds-plan",
-        """\
-models: [demo-2024-a, demo-2025-a]
-datasets: [synthetic-gray-suffix]
-seeds: {count: 2, models: [demo-2024-a]}
-""",
-    )
-    study = load_study(path)
-    client = MlflowClient()
-    exp = ensure_experiment(client, study.name)
+    study, client, exp = _on_server(tmp_path, "t-seeds-plan", "demo-2025-a", "seeds: {count: 2, models: [demo-2024-a]}")
     done = _root(client, exp, "succeeded", model="demo-2024-a")
     seeded = _root(client, exp, "succeeded", model="demo-2024-a", seed=0, source_run=done)
     states, _ = plan(study, client)
@@ -167,18 +164,9 @@ def test_refine_jobs_continue_the_pipeline_and_are_done_when_it_has_the_rounds(t
     from llmseg_mlflow.sweep.jobs import Job
     from llmseg_mlflow.sweep.worker import JobSpec, _configs
 
-    path = write_study(
-        tmp_path,
-        "t-refine-plan",
-        """\
-models: [demo-2024-a, demo-2024-b]
-datasets: [synthetic-gray-suffix]
-refine: {rounds: 2, models: [demo-2024-b]}
-""",
+    study, client, exp = _on_server(
+        tmp_path, "t-refine-plan", "demo-2024-b", "refine: {rounds: 2, models: [demo-2024-b]}"
     )
-    study = load_study(path)
-    client = MlflowClient()
-    exp = ensure_experiment(client, study.name)
     refined = _root(client, exp, "succeeded", model="demo-2024-b")
     client.log_metric(refined, "refine_rounds", 1)  # one round of the two asked for
     states, _ = plan(study, client)
