@@ -21,13 +21,13 @@ from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.models import REPLAY_PREFIX, ModelSpec, get_model
 from llmseg_mlflow.catalog.prepare import PreparedDataset
-from llmseg_mlflow.catalog.replay_folder import recorded_replies
 from llmseg_mlflow.config import RefineConfig
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.run import eval_timeout, evaluate_trained, open_logged_pipeline
 from llmseg_mlflow.llm import tracing
 from llmseg_mlflow.llm.base import LLMError, Message, Provider
 from llmseg_mlflow.llm.cache import build_provider
+from llmseg_mlflow.llm.replay import ReplayProvider
 from llmseg_mlflow.paths import work_root
 from llmseg_mlflow.pipeline import prompt, sandbox
 from llmseg_mlflow.pipeline.feedback import FEEDBACK_NAME, RoundResults, feedback_path, render_feedback
@@ -125,18 +125,16 @@ def best_of(rounds: list[Round]) -> Round:
     return max(scored, key=lambda r: (r.results.score, -r.number)) if scored else rounds[0]
 
 
-def _check_replay(model: ModelSpec, dataset: str, history: list[Message]) -> None:
+def _check_replay(provider: Provider, history: list[Message]) -> None:
     """A replay needs one more recorded reply than the conversation has used: say which file to write."""
-    if model.provider != "replay" or model.replay_dir is None:
+    if not isinstance(provider, ReplayProvider):
         return
-    root = Path(model.replay_dir)
-    folder = root / dataset if (root / dataset).is_dir() else root
     used = sum(1 for m in history if m.role == "assistant")
-    if len(recorded_replies(folder)) <= used:
+    if len(provider.replies) <= used:
         raise UsageError(
-            f"model {model.key} replays recorded replies and the conversation has used all {used} of {folder}; "
-            f"record the refinement reply as {used + 1:02d}.md (the answer to the feedback message, "
-            f"prompts/refine_feedback.md) to refine it"
+            f"model {provider.spec.key} replays recorded replies and the conversation has used all {used} of "
+            f"{provider.folder}; record the refinement reply as {used + 1:02d}.md (the answer to the feedback "
+            "message, prompts/refine_feedback.md) to refine it"
         )
 
 
@@ -261,8 +259,8 @@ def run_refine(cfg: RefineConfig, progress: Callable[[str], None] = lambda _: No
             return RefineResult(cfg.run_id, done, 0, best.number, best.heldout_dice, 0)
         model = get_model(cfg.model or _model_key(root), cfg.models_file)
         history = _history(client, rounds[-1].run_id)
-        _check_replay(model, tags["dataset"], history)
         provider = build_provider(model, tags["dataset"], int(tags.get("repeat", 1)), cfg.cache_dir, cfg.no_cache)
+        _check_replay(provider, history)
         template = Path(feedback_path() if cfg.feedback == "default" else cfg.feedback).read_text(encoding="utf-8")
         baseline = _baseline_val_dice(client, root) if cfg.show_baseline else None
         loop_cfg, eval_limits = _loop_config(root, cfg, model)

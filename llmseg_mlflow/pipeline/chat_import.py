@@ -18,6 +18,7 @@ from typing import Any
 
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.pipeline.chat_turns import FORMATS, NOISE, Line, Turn, detect_format, split_turns
+from llmseg_mlflow.pipeline.errors import error_text, recorded_error
 from llmseg_mlflow.pipeline.extract import CODE_FILES, find_blocks, match_existing, merge_reply
 from llmseg_mlflow.pipeline.splice import is_partial
 
@@ -40,8 +41,6 @@ _CODE_LINE = re.compile(
     r"|[\w.\[\]'\"]+(?:\s*,\s*[\w.\[\]'\"]+)*\s*(?:[-+*/%&|^@]|//|\*\*|<<|>>)?=(?!=)|[\w.]+\()"
 )
 _FILE_COMMENT = re.compile(r"^#\s*\S*\.py\b")
-_TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*[\w.]*(?:Error|Exception)\b:", re.M)
-_ERROR_LINE = re.compile(r"^\s*([\w.]*(?:Error|Exception)\b.*)$")
 # What a block defines, to tell when one unnamed block holds more than one pipeline file.
 _KINDS = {
     "dataset": re.compile(r"^class\s+\w+\s*\([^)]*Dataset\s*\)", re.M),
@@ -216,12 +215,11 @@ def _classify_user(turn: Turn | None, first: bool) -> dict[str, Any] | None:
     if turn is None:
         return None
     text = "\n".join(t for _, t in turn.lines).strip()
-    kind = "prompt" if first else "traceback" if _TRACEBACK.search(text) else "other"
-    errors = [m.group(1).strip() for line in text.splitlines() if (m := _ERROR_LINE.match(line))]
+    error = None if first else recorded_error(text)  # read as the replay's comparison reads it (loop.py)
     return {
-        "kind": kind,
+        "kind": "prompt" if first else "traceback" if error else "other",
         "lines": [turn.lines[0][0], turn.lines[-1][0]],
-        "error": errors[-1] if kind == "traceback" and errors else None,
+        "error": error_text(error) if error else None,
         "text": text + "\n",
     }
 

@@ -59,16 +59,24 @@ def exception_line(traceback: str) -> tuple[str, str]:
 
 
 def recorded_error(text: str) -> tuple[str, str] | None:
-    """(error type, message) of the error a person pasted into a chat, or None when the text holds none."""
-    tb = last_traceback(text)
-    if tb is not None:
-        qual, message = exception_line(tb)
-        return qual.rsplit(".", 1)[-1], message
+    """(error type, message) of the error a person pasted into a chat, or None when the text holds none.
+
+    The last line that names an error wins (chat copies lose a traceback's indentation, and people add words
+    after it); a traceback without such a line falls back to its closing line."""
     for line in reversed(_clean(text).splitlines()):
         match = _PASTED_ERROR.match(line.strip())
         if match:
             return match["qual"].rsplit(".", 1)[-1], (match["msg"] or "").strip()
+    tb = last_traceback(text)
+    if tb is not None:
+        qual, message = exception_line(tb)
+        return qual.rsplit(".", 1)[-1], message
     return None
+
+
+def error_text(error: tuple[str, str]) -> str:
+    """`Type: message`, or the bare type when there is no message."""
+    return f"{error[0]}: {error[1]}" if error[1] else error[0]
 
 
 def same_error(a: tuple[str, str], b: tuple[str, str]) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.llm.base import Message, Provider, RecordingEnded, Reply
 from llmseg_mlflow.llm.tracing import traced_complete
-from llmseg_mlflow.pipeline.errors import ExecError, recorded_error, same_error
+from llmseg_mlflow.pipeline.errors import ExecError, error_text, recorded_error, same_error
 from llmseg_mlflow.pipeline.execute import Attempt, Budget, execute
 from llmseg_mlflow.pipeline.extract import NoCodeError, extract_files, merge_reply
 from llmseg_mlflow.pipeline.sandbox import Limits
@@ -89,9 +89,7 @@ def _compare_recorded(run: RunLogger, reply: Reply, error: ExecError) -> bool | 
     recorded = recorded_error(text)
     diverged = recorded is None or not same_error(recorded, (error.error_type, error.message))
     run.tags({"replay_divergence": str(diverged).lower()})
-    run.params(
-        {"recorded_error": f"{recorded[0]}: {recorded[1]}"[:500] if recorded else "(no error in the recorded turn)"}
-    )
+    run.params({"recorded_error": error_text(recorded)[:500] if recorded else "(no error in the recorded turn)"})
     return diverged
 
 
