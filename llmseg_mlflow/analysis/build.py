@@ -18,6 +18,7 @@ from llmseg_mlflow.analysis.cache import RunCache
 from llmseg_mlflow.analysis.cohort_ci import section_cohorts
 from llmseg_mlflow.analysis.config import AnalyzeConfig, Cohorts
 from llmseg_mlflow.analysis.efficiency import section_efficiency
+from llmseg_mlflow.analysis.memo import SectionMemo
 from llmseg_mlflow.analysis.outputs import Outputs
 from llmseg_mlflow.analysis.paired import section_paired
 from llmseg_mlflow.analysis.ranking import section_ranking
@@ -78,10 +79,26 @@ class Context:
     cache: RunCache
     data_root: Path
     say: Callable[[str], None]
+    memo: SectionMemo | None = None  # replays sections of an unchanged study (None: compute every section)
 
     @property
     def study(self) -> pd.DataFrame:
         return self.data.study()
+
+    def build(self, section: Callable[[Context], None]) -> None:
+        """One section of the report, replayed from an earlier analyze of the same study when it can be."""
+        if self.memo is None:
+            section(self)
+            return
+
+        def compute(say: Callable[[str], None]) -> None:
+            saved, self.say = self.say, say
+            try:
+                section(self)
+            finally:
+                self.say = saved
+
+        self.memo.run(section.__name__, self.out, self.say, compute)
 
     def datasets(self) -> list[str]:
         return sorted(self.data.pipelines.dataset.unique())

@@ -92,6 +92,10 @@ class RunCache:
         """Where a run's downloaded artifacts are kept (finished evaluation runs do not change)."""
         return self.folder / "artifacts" / run_id
 
+    def has(self, digest: str, suffix: str) -> bool:
+        """Whether a rendering of these inputs is kept."""
+        return (self.folder / "rendered" / f"{digest}{suffix}").is_file()
+
     def restore(self, digest: str, suffix: str, dst: Path) -> bool:
         """Copy an earlier rendering of the same inputs to dst; False when there is none."""
         store = self.folder / "rendered" / f"{digest}{suffix}"

@@ -151,7 +151,7 @@ def section_cohorts(c: Context) -> pd.DataFrame:
     )
     if not tests.empty:
         columns = [*COHORT_TEST_COLUMNS, "p_adjusted", "left_out_a", "left_out_b", *CI_COLUMNS]
-        tests[[col for col in columns if col in tests.columns]].to_csv(c.out.folder / "cohort_tests.csv", index=False)
+        c.out.top_csv("cohort_tests.csv", tests[[col for col in columns if col in tests.columns]])
         for t in tests.itertuples():
             c.say(
                 f"{t.dataset} {t.comparison}: {t.group_a} (n={t.n_a}) vs {t.group_b} (n={t.n_b}): "

@@ -73,6 +73,7 @@ class Outputs:
     pool: ProcessPoolExecutor | None = None  # renders while the analysis goes on (see render_pool)
     published: Callable[[Path], None] | None = None  # told of each file once it is final (Publisher.add)
     _jobs: list = field(default_factory=list)  # (digest, suffix, path, future or render) not stored yet
+    recorder: list | None = None  # while a section is recorded (analysis/memo.py): the calls to repeat
 
     def table(
         self, name: str, title: str, section: str, frame: pd.DataFrame, note: str = "", xlsx: bool = True
@@ -81,6 +82,8 @@ class Outputs:
         if frame is None or frame.empty:
             self.notes.append(f"{title}: nothing to show in this study.")
             return None
+        if self.recorder is not None:
+            self.recorder.append(("table", (name, title, section, frame, note, xlsx)))
         base = self.folder / "tables"
         base.mkdir(parents=True, exist_ok=True)
         digest = digest_of("table", name, title, note, frame)
@@ -97,10 +100,21 @@ class Outputs:
         self.tables.append(out)
         return out
 
+    def top_csv(self, filename: str, frame: pd.DataFrame) -> Path:
+        """A CSV at the top of the output folder, for scripts that read one well-known file."""
+        if self.recorder is not None:
+            self.recorder.append(("top_csv", (filename, frame)))
+        path = self.folder / filename
+        frame.to_csv(path, index=False)
+        self._final(path)
+        return path
+
     def data(self, name: str, build: Callable[[], pd.DataFrame], key: str) -> Path:
         """data/{name}.csv of a long table (curves, per-image scores): CSV only, it is data rather than a table
         to read. Built and written only when `key` (what the table is made from) is new: at study scale
         the CSV costs more than anything else an unchanged study needs."""
+        if self.recorder is not None:  # built from a callable: nothing to keep for a replay
+            self.recorder.append(("unrecordable", (name,)))
         path = self.folder / "data" / f"{name}.csv"
         digest = digest_of("csv", name, key)
         if not self.cache.restore(digest, ".csv", path):
@@ -115,12 +129,20 @@ class Outputs:
     ) -> FigureOut:
         """figures/{name}.png = draw(*args, path, **kwargs), rendered in finish(); reused while the args are unchanged."""
         path = self.folder / "figures" / f"{name}.png"
-        self._submit(
-            digest_of("png", name, getattr(draw, "__module__", ""), draw.__name__, STYLE, args, kwargs),
-            ".png",
-            path,
-            functools.partial(_call_with_path, draw, args, kwargs),
-        )
+        digest = digest_of("png", name, getattr(draw, "__module__", ""), draw.__name__, STYLE, args, kwargs)
+        if self.recorder is not None:
+            self.recorder.append(("figure", (name, title, section, note, digest)))
+        self._submit(digest, ".png", path, functools.partial(_call_with_path, draw, args, kwargs))
+        out = FigureOut(name, title, section, path, note)
+        self.figures.append(out)
+        return out
+
+    def reuse_figure(self, name: str, title: str, section: str, note: str, digest: str) -> FigureOut:
+        """figures/{name}.png copied from an earlier rendering (the caller checked the cache has it)."""
+        path = self.folder / "figures" / f"{name}.png"
+        if not self.cache.restore(digest, ".png", path):
+            raise FileNotFoundError(f"the rendered figure {name} ({digest}) left the analysis cache")
+        self._final(path)
         out = FigureOut(name, title, section, path, note)
         self.figures.append(out)
         return out

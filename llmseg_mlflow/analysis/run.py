@@ -30,6 +30,7 @@ from llmseg_mlflow.analysis.cache import RunCache, default_cache_dir
 from llmseg_mlflow.analysis.config import AnalyzeConfig, load_cohorts
 from llmseg_mlflow.analysis.fetch import Root
 from llmseg_mlflow.analysis.listing import list_roots
+from llmseg_mlflow.analysis.memo import SectionMemo, study_key
 from llmseg_mlflow.analysis.outputs import Outputs, render_pool
 from llmseg_mlflow.analysis.publish import Publisher
 from llmseg_mlflow.analysis.recorded import load_recorded
@@ -145,7 +146,10 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
                 data_root(cfg.data_root),
                 progress,
             )
+            ctx.memo = SectionMemo(cache, study_key(roots, ctx.data.series_digest(), cfg, cohorts))
             _build_sections(ctx, fetch, done)
+            if ctx.memo.replayed:
+                progress(f"{ctx.memo.replayed} section(s) reused from an earlier analyze of this unchanged study")
         finally:
             fetch.close()
         section_data(ctx)  # data/curves.csv and per_image.csv, with every curve
@@ -179,6 +183,7 @@ def _analyze(cfg: AnalyzeConfig, progress: Callable[[str], None], pool, start: f
                     "never_ran": int(study.heldout_dice_mean.isna().sum()),
                     "runs_fetched": fetch.fetched,
                     "runs_cached": len(roots) - fetch.fetched,
+                    "sections_reused": ctx.memo.replayed,
                     **{f"time_{k}_s": v for k, v in laps.items()},
                 }
             )
@@ -218,7 +223,7 @@ def _build_sections(ctx: Context, fetch: SeriesFetch, done) -> None:
 
         def build(sections) -> None:
             for section in sections:
-                section(ctx)
+                ctx.build(section)
                 bar.update()
 
         build(ROOT_SECTIONS)
@@ -235,7 +240,8 @@ def _build_sections(ctx: Context, fetch: SeriesFetch, done) -> None:
         grids.add_done_callback(lambda _: fetch.start_rest())
         build(DICE_SECTIONS)
         grids.result()
-        build([section_qualitative])
+        section_qualitative(ctx)  # never replayed: it also reads the dataset's images under data_root
+        bar.update()
         done("dice")
     ctx.out.finish()  # the figures still being drawn, while the other curves arrive
     done("draw")

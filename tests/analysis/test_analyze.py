@@ -183,8 +183,18 @@ def test_second_analyze_fetches_nothing_and_a_reevaluation_is_fetched_again(on_s
     cache = tmp_path / "cache"
     _, cold = _analyze(on_server, tmp_path, "r1", cache_dir=cache, log_run=False)
     assert any("in bulk (0 cached)" in line for line in cold)
+    assert not any("section(s) reused" in line for line in cold)
     _, warm = _analyze(on_server, tmp_path, "r2", cache_dir=cache, log_run=False)
     assert any("unchanged since the last analyze" in line for line in warm), warm
+    # Nothing changed: the sections are replayed, and every table, figure and the report come out the same.
+    assert any(line.startswith("17 section(s) reused") for line in warm), warm
+    first, second = tmp_path / "r1", tmp_path / "r2"
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file() and p.suffix != ".xlsx")
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file() and p.suffix != ".xlsx")
+    for rel in files:
+        if rel.name != "index.html":  # it names its own folder
+            assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+    assert (first / "index.html").read_text().replace(str(first), str(second)) == (second / "index.html").read_text()
     target = next(p for p in on_server.pipelines if (p.model, p.dataset, p.repeat) == ("c25", OFF_DISK, 1))
     new = (0.11, 0.22, 0.33)
     try:
@@ -194,6 +204,11 @@ def test_second_analyze_fetches_nothing_and_a_reevaluation_is_fetched_again(on_s
         per_image = pd.read_csv(report.parent / "data" / "per_image.csv")
         got = per_image[per_image.run_id == target.run_id].sort_values("index").dice.round(6).tolist()
         assert got == list(new)  # the latest evaluation's scores, not both
+        # A changed run changes the study: no section is replayed from before, and the tables show the change.
+        assert not any("section(s) reused" in line for line in third), third
+        dice = pd.read_csv(report.parent / "tables" / "dice_per_model.csv")
+        before = pd.read_csv(tmp_path / "r2" / "tables" / "dice_per_model.csv")
+        assert not dice.equals(before)
     finally:
         reevaluate(MlflowClient(), target, KNOWN[("c25", 1)], on_server.name)  # other tests expect the known values
 
