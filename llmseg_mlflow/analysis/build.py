@@ -29,6 +29,7 @@ from llmseg_mlflow.analysis.study_model import section_study_model
 from llmseg_mlflow.analysis.table import BASELINE, StudyData
 from llmseg_mlflow.analysis.variance import section_variance
 from llmseg_mlflow.catalog.datasets import load_datasets
+from llmseg_mlflow.catalog.prepared import MANIFEST
 
 RULES = [
     "Pipelines that never ran (status gave_up, no_code, failed_training or harness_error, or no held-out "
@@ -85,7 +86,7 @@ class Context:
     def study(self) -> pd.DataFrame:
         return self.data.study()
 
-    def build(self, section: Callable[[Context], None]) -> None:
+    def build(self, section: Callable[[Context], None], extra: str = "") -> None:
         """One section of the report, replayed from an earlier analyze of the same study when it can be."""
         if self.memo is None:
             section(self)
@@ -98,7 +99,16 @@ class Context:
             finally:
                 self.say = saved
 
-        self.memo.run(section.__name__, self.out, self.say, compute)
+        self.memo.run(section.__name__, self.out, self.say, compute, extra)
+
+    def prepared_stamps(self) -> str:
+        """Which prepared copy of each dataset is under data_root (the grids show its images): manifest stamps."""
+        stamps = []
+        for dataset in self.datasets():
+            manifest = self.data_root / dataset / MANIFEST
+            st = manifest.stat() if manifest.is_file() else None
+            stamps.append(f"{manifest}:{st.st_mtime_ns}:{st.st_size}" if st else f"{manifest}:absent")
+        return "\n".join(stamps)
 
     def datasets(self) -> list[str]:
         return sorted(self.data.pipelines.dataset.unique())

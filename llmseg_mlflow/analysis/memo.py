@@ -76,13 +76,19 @@ class SectionMemo:
         self.replayed = 0
 
     def run(
-        self, name: str, out: Outputs, say: Callable[[str], None], compute: Callable[[Callable[[str], None]], None]
+        self,
+        name: str,
+        out: Outputs,
+        say: Callable[[str], None],
+        compute: Callable[[Callable[[str], None]], None],
+        extra: str = "",
     ) -> None:
-        """compute(say) for the section `name`, or its record replayed onto `out`."""
+        """compute(say) for the section `name`, or its record replayed onto `out`; `extra` keys what the
+        section reads beyond the study (e.g. the prepared datasets' manifests)."""
         if self.key is None:
             compute(say)
             return
-        path = self.folder / f"{name}-{self.key}.pkl"
+        path = self.folder / f"{name}-{digest_of(self.key, extra)}.pkl"
         record = self._load(path)
         if record is not None and self._replayable(record):
             self._replay(record, out, say)

@@ -240,7 +240,7 @@ def _build_sections(ctx: Context, fetch: SeriesFetch, done) -> None:
         grids.add_done_callback(lambda _: fetch.start_rest())
         build(DICE_SECTIONS)
         grids.result()
-        section_qualitative(ctx)  # never replayed: it also reads the dataset's images under data_root
+        ctx.build(section_qualitative, ctx.prepared_stamps())  # it also shows the prepared images
         bar.update()
         done("dice")
     ctx.out.finish()  # the figures still being drawn, while the other curves arrive
