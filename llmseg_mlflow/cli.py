@@ -151,6 +151,33 @@ def evaluate(**opts) -> None:
 
 
 @main.command()
+@_field(config.PredictConfig, "model")
+@_field(config.PredictConfig, "images", type=click.Path(path_type=Path))
+@_field(config.PredictConfig, "out", type=click.Path(path_type=Path))
+@_field(config.PredictConfig, "timeout_s")
+@_field(config.PredictConfig, "memory_gb")
+@click.option("--unsafe-no-sandbox", is_flag=True, help="Import the generated model WITHOUT bubblewrap.")
+def predict(**opts) -> None:
+    """Segment a folder of images with a logged pipeline, in the sandbox. Last line: JSON."""
+    from llmseg_mlflow.predict import run_predict
+
+    out = _guarded(lambda: run_predict(config.PredictConfig(**opts), progress=_say))
+    click.echo(json.dumps({"model": opts["model"], "out": str(out)}))
+
+
+@main.command()
+@click.option("--study", required=True, help="The study (experiment) whose pipelines compete.")
+@click.option("--dataset", required=True, help="Catalog key of the dataset.")
+@click.option("--by", default="heldout_dice_mean", show_default=True, help="Held-out metric that ranks the pipelines.")
+def promote(study: str, dataset: str, by: str) -> None:
+    """Register the dataset's best pipeline as llmseg-<dataset>, alias champion. Last line: JSON."""
+    from llmseg_mlflow.promote import promote as run_promote
+
+    done = _guarded(lambda: run_promote(study, dataset, by, progress=_say))
+    click.echo(json.dumps({"name": done.name, "version": done.version, "uri": done.uri, by: done.score}))
+
+
+@main.command()
 @_field(_TRAIN, "run_id")
 @_field(_TRAIN, "epochs", type=int)
 @click.option(

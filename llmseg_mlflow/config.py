@@ -270,6 +270,19 @@ class EvaluateConfig(Strict):
     memory_gb: float = Field(default=JOB_MEMORY_GB, gt=0, description="Memory cap of the inference.")
 
 
+class PredictConfig(Strict):
+    """`llmseg predict`: masks for a folder of images from a logged pipeline."""
+
+    model: str = Field(
+        description="models:/llmseg-<dataset>@champion, models:/<logged model id>, or a downloaded model folder."
+    )
+    images: LoosePath = Field(description="Folder of images to segment (png, jpg, tif, bmp).")
+    out: LoosePath = Field(description="Folder for the masks: one PNG (0/255) per image, same name.")
+    unsafe_no_sandbox: bool = False
+    timeout_s: float = Field(default=EVAL_TIMEOUT_S, gt=0, description="Wall-clock limit of the inference.")
+    memory_gb: float = Field(default=JOB_MEMORY_GB, gt=0, description="Memory cap of the inference.")
+
+
 # GPU default budget: 100 epochs x 250 iterations (nnU-Net's iterations per epoch, a tenth of its 1000
 # epochs): 25k steps at batch size ~12-50 is about half an hour of 2d training on one modern GPU, in
 # the range of what the LLM pipelines train for, while nnU-Net's poly schedule still decays to zero.

@@ -24,6 +24,8 @@ from llmseg_mlflow.pipeline.loop import AttemptLoop, LoopConfig
 from llmseg_mlflow.pipeline.record import log_network, log_summary, log_training
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import datasets as tracked_data
+from llmseg_mlflow.tracking import describe
+from llmseg_mlflow.tracking.outage import is_tracking_outage
 from llmseg_mlflow.tracking.result import GenerateResult
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Cohort, Status
@@ -88,6 +90,7 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
     dice = None
     try:  # from here on, whatever fails is the platform's failure: the root says so and the JSON line comes
         registered = prompt.register(template)
+        prompt.link(client, registered.uri, run_id)
         tree.root.params(
             {
                 "llm.api_model": model.api_model,
@@ -135,11 +138,14 @@ def run_generate(cfg: GenerateConfig, progress: Callable[[str], None] = lambda _
             except Exception:  # noqa: BLE001 - keep what can be kept; the reason below is what matters
                 pass
         reason = tree.fail_harness(exc)
+        if isinstance(exc, Exception) and not is_tracking_outage(exc):  # an outage would only be waited on again
+            describe.update(client, run_id, progress)
         if not isinstance(exc, Exception):  # Ctrl-C and the like: marked, then passed on
             raise
         progress(f"pipeline {tree.cohort.run_name}: harness_error: {reason}")
         return GenerateResult(run_id, Status.HARNESS_ERROR.value, sum(loop.out.errors.values()), None, reason)
     tracing.flush()
+    describe.update(client, run_id, progress)
     tree.finish(failed=out.status == Status.EVALUATION_FAILED)
     progress(f"pipeline {tree.cohort.run_name}: {out.status.value}")
     return GenerateResult(run_id, out.status.value, sum(out.errors.values()), dice)

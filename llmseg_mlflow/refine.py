@@ -34,6 +34,7 @@ from llmseg_mlflow.pipeline.feedback import FEEDBACK_NAME, RoundResults, feedbac
 from llmseg_mlflow.pipeline.loop import AttemptLoop, LoopConfig, LoopOutcome
 from llmseg_mlflow.pipeline.record import log_summary, log_training
 from llmseg_mlflow.pipeline.workspace import Workspace
+from llmseg_mlflow.tracking import describe
 from llmseg_mlflow.tracking.runs import RunTree, logged_code
 from llmseg_mlflow.tracking.schema import Kind, Status
 
@@ -213,6 +214,7 @@ class _Rounds:
             ws = Workspace(work_root(self.cfg.work_root) / run.run_id)
             ws.commit(files, f"refine round {number}: the code it starts from")
             run.tags({"workspace": str(ws.root)})
+            prompt.link(self.client, self.prompt_uri, run.run_id)  # the round's feedback prompt, as its generation's
             loop = AttemptLoop(sub, self.provider, self.data, ws, self.loop_cfg, self.progress)
             loop.resume(history, files)
             out = loop.run(feedback, self.prompt_uri)
@@ -317,6 +319,7 @@ def run_refine(cfg: RefineConfig, progress: Callable[[str], None] = lambda _: No
         {"refine_rounds": rounds[-1].number, "best_round": best.number, "heldout_dice_best": best.heldout_dice}
     )
     tree.root.tags({"best_round": best.number, **({"refine_stopped": stopped} if stopped else {})})
+    describe.update(client, cfg.run_id, progress)
     return RefineResult(
         cfg.run_id, rounds[-1].number, rounds[-1].number - done, best.number, best.heldout_dice, calls, stopped
     )

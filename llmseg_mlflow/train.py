@@ -23,6 +23,8 @@ from llmseg_mlflow.pipeline.record import choices, log_training
 from llmseg_mlflow.pipeline.seeding import seed_calls
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import datasets as tracked_data
+from llmseg_mlflow.tracking import describe
+from llmseg_mlflow.tracking.outage import is_tracking_outage
 from llmseg_mlflow.tracking.result import GenerateResult
 from llmseg_mlflow.tracking.runs import RunTree, logged_code
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
@@ -112,10 +114,13 @@ def run_train(cfg: TrainConfig, progress: Callable[[str], None] = lambda _: None
         tree.root.tags({"status": out.status.value})
     except BaseException as exc:
         reason = tree.fail_harness(exc)
+        if isinstance(exc, Exception) and not is_tracking_outage(exc):  # an outage would only be waited on again
+            describe.update(client, tree.root.run_id, progress)
         if not isinstance(exc, Exception):
             raise
         progress(f"{name}: harness_error: {reason}")
         return GenerateResult(tree.root.run_id, Status.HARNESS_ERROR.value, 0, None, reason)
+    describe.update(client, tree.root.run_id, progress)
     tree.finish(failed=out.status == Status.EVALUATION_FAILED)
     progress(f"{name}: {out.status.value}" + (f", held-out Dice {dice:.3f}" if dice is not None else ""))
     return GenerateResult(tree.root.run_id, out.status.value, int(metrics["errors_total"]), dice)

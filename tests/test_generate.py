@@ -116,6 +116,22 @@ def test_fix_loop_end_to_end(fixed, tracking, tmp_path):
     root_artifacts = {a.path for a in client.list_artifacts(root.info.run_id)}
     assert {"code", "chat", "code_history.bundle", "prompt.md"} <= root_artifacts
 
+    # the run explains itself in the UI: its Description, the prompt it used, its traces, its system metrics
+    note = root.data.tags["mlflow.note.content"]
+    assert note.startswith(f"# replay:replies on {DATASET}, repeat 1: succeeded\n")
+    assert f"- **Held-out Dice**: mean {root.data.metrics['heldout_dice_mean']:.3f}, " in note
+    assert "- **nnU-Net**: no nnU-Net baseline on this split yet" in note
+    assert "- **Errors**: 1 (NameError 1)" in note and "- **Fix rounds**: 1" in note
+    assert f"- training: [training](#/experiments/{root.info.experiment_id}/runs/{training.info.run_id})" in note
+    assert f"run_uuid={kids[3].info.run_id}" in note  # the evaluation's example figure
+    version = root.data.params["prompt_uri"].rsplit("/", 1)[1]
+    for run in (root, kids[0]):
+        assert json.loads(run.data.tags["mlflow.linkedPrompts"]) == [{"name": "llmseg-appendix-d", "version": version}]
+    system = {k for k in training.data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
+    steps = [m.step for m in client.get_metric_history(training.info.run_id, "system/cpu_utilization_percentage")]
+    assert steps == list(range(len(steps)))
+
 
 def test_gives_up_after_max_fix_rounds(tracking, llmseg_home, tmp_path):
     broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))

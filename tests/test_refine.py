@@ -103,6 +103,13 @@ def test_rounds_are_nested_runs_and_the_best_is_chosen_by_validation_dice(refine
     # the kept code is round 1's, as its run logged it
     code = client.download_artifacts(round1.info.run_id, "code/model.py")
     assert " + 10" in open(code).read() and "margin" not in open(code).read()
+    # each round shows its feedback prompt (and its generation too); the root's description lists the rounds
+    generation = _children(client, round1.info.run_id)[0]
+    for run in (round1, generation):
+        assert [p["name"] for p in json.loads(run.data.tags["mlflow.linkedPrompts"])] == ["llmseg-refine-feedback"]
+    note = root.data.tags["mlflow.note.content"]
+    assert "- **Refinement**: 2 rounds, best round 1" in note
+    assert f"- refinement: [round-1](#/experiments/{root.info.experiment_id}/runs/{round1.info.run_id})" in note
 
 
 def test_no_held_out_number_reaches_a_prompt(refined, tracking, tmp_path):

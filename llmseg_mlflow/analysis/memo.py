@@ -98,8 +98,13 @@ class SectionMemo:
         notes_before = len(out.notes)
         section_before = {k: len(v) for k, v in out.section_notes.items()}
         out.recorder = record.calls
+
+        def said(msg: str) -> None:
+            record.said.append(msg)
+            say(msg)
+
         try:
-            compute(lambda msg: (record.said.append(msg), say(msg)))
+            compute(said)
         finally:
             out.recorder = None
         record.notes = out.notes[notes_before:]

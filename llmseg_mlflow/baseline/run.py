@@ -29,10 +29,11 @@ from llmseg_mlflow.config import BaselineConfig
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation.record import log_evaluation
 from llmseg_mlflow.paths import baselines_root, data_root
-from llmseg_mlflow.pipeline import sandbox
+from llmseg_mlflow.pipeline import sandbox, usage_sampler
 from llmseg_mlflow.pipeline.execute import default_disk_gb
 from llmseg_mlflow.pipeline.slots import training_slot
 from llmseg_mlflow.tracking import datasets as tracked_data
+from llmseg_mlflow.tracking import describe
 from llmseg_mlflow.tracking.result import GenerateResult
 from llmseg_mlflow.tracking.runs import RunLogger, RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Cohort, Kind, Status
@@ -136,8 +137,11 @@ def worker_logs(work: Path) -> Path:
     return work.with_name(f"{work.name}.logs")
 
 
-def _run_worker(job: Job, work: Path, limits: sandbox.Limits, progress: Callable[[str], None]) -> dict:
+def _run_worker(
+    job: Job, work: Path, limits: sandbox.Limits, progress: Callable[[str], None]
+) -> tuple[dict, list[usage_sampler.Sample]]:
     """Run nnU-Net's process in the sandbox to the end; its output goes to <work>.logs/nnunet.log.
+    Returns the worker's result and what it used over time (the training run's system metrics).
 
     nnU-Net is not generated code, but it gets the same guarantees: no keys, no network, capped memory,
     processes and disk. NnUNetFailed on a crash.
@@ -178,6 +182,7 @@ def _run_worker(job: Job, work: Path, limits: sandbox.Limits, progress: Callable
                     "PYTHONPATH": f"{PACKAGE_ROOT}:{sandbox.scratch_env()['PYTHONPATH']}",
                 },
                 on_line=line,
+                sample_usage_s=usage_sampler.INTERVAL_S,
             )
         finally:
             shown.close()
@@ -192,7 +197,7 @@ def _run_worker(job: Job, work: Path, limits: sandbox.Limits, progress: Callable
             else f"exited with code {result.returncode}"
         )
         raise NnUNetFailed(f"nnU-Net {why}; last lines of {log_dir / 'nnunet.log'}:\n" + "\n".join(tail))
-    return json.loads(result_file.read_text())
+    return json.loads(result_file.read_text()), result.usage
 
 
 def _log_training(tree: RunTree, run: RunLogger, result: dict, raw: nnraw.RawDataset, log_checkpoint: bool) -> None:
@@ -296,22 +301,25 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
         )
         with tree.child(Kind.TRAINING, "training", {"trainer": TRAINER, "device": device}) as run:
             try:
-                result = _run_worker(job, work, _limits(cfg, data), progress)
+                result, usage = _run_worker(job, work, _limits(cfg, data), progress)
             finally:
                 run.artifact(worker_logs(work) / "nnunet.log", "logs")
             _log_training(tree, run, result, raw, cfg.log_checkpoint)
+            run.points(usage_sampler.as_metrics(usage))  # planning, preprocessing, training and prediction
         predictions = _heldout_predictions(data, Path(result["predictions"]))
         scores = log_evaluation(
             tree, data, predictions, tags=EVAL_TAGS, metrics={"predict_time_s": result["predict_time_s"]}
         )
     except NnUNetFailed as exc:
         _fail(tree, Status.FAILED_TRAINING, exc)
+        describe.update(client, run_id, progress)
         progress(f"baseline {cohort.run_name}: nnU-Net failed; see logs/nnunet.log of run {run_id}")
         return GenerateResult(run_id, Status.FAILED_TRAINING.value, 0)
     except BaseException as exc:  # the platform failed, not nnU-Net: the same one-line reason as generate's
         tree.fail_harness(exc)
         raise
     tree.root.tags({"status": Status.SUCCEEDED.value})
+    describe.update(client, run_id, progress)
     tree.finish()
     dice = scores.summary()["heldout_dice_mean"]
     progress(f"baseline {cohort.run_name}: held-out Dice {dice:.4f}")

@@ -14,7 +14,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -28,7 +28,7 @@ from llmseg_mlflow.catalog.volume_pool import SLICES
 from llmseg_mlflow.config import EVAL_TIMEOUT_S
 from llmseg_mlflow.evaluation.predictions import PredictionsError, load_predictions
 from llmseg_mlflow.pipeline import knobs, sandbox
-from llmseg_mlflow.pipeline.execute import knob_values
+from llmseg_mlflow.pipeline.execute import layout_knobs
 from llmseg_mlflow.pipeline.slots import training_slot
 from llmseg_mlflow.untrusted import code_files
 
@@ -80,59 +80,97 @@ class _HeldoutSlice(_HeldoutItem):
     slice: int
 
 
+@dataclass(frozen=True)
+class Inference:
+    """One sandboxed run of worker.py: a pipeline's code and saved model on images laid out as its Dataset
+    expects them (with blank masks), each predicted at its `size`."""
+
+    checkpoints: Path  # host folder searched for the saved model (read-only at /pipeline)
+    code: dict[str, str]  # the pipeline's files as run; their data knobs are pointed at `images`
+    images: Path  # host folder of the images and blank masks (read-only at /data/heldout)
+    layout: tuple[str, str]  # the images' and the masks' folder relative to `images`
+    items: Callable[[Callable[[Path], Path]], Sequence[_HeldoutItem]]  # given where a host folder appears
+    readonly: tuple[tuple[Path, Path], ...] = ()  # more folders (host, inside)
+    save_model: bool = False  # also torch.save the loaded module to out/model.pth (a logged model's flavor)
+
+
 def evaluate_attempt(
     attempt: Path,
     data: PreparedDataset,
     dest: Path,
     settings: EvalSettings,
     hyperparameters: dict[str, str] | None = None,
+    save_model: bool = False,
 ) -> EvalOutput:
     """Predict every held-out image with the model saved in `attempt`; work in `dest` (recreated).
 
-    The sandbox writes only to dest/sandbox (returned as `folder`); its logs go to dest/logs, outside it,
-    so what the host reads back cannot be swapped for links. It sees the held-out images with blank masks
-    (`blind_heldout`): the real masks never enter it. PreparedDataModifiedError, before anything runs, when
-    a held-out file no longer matches the manifest.
+    It sees the held-out images with blank masks (`blind_heldout`): the real masks never enter it.
+    PreparedDataModifiedError, before anything runs, when a held-out file no longer matches the manifest.
     """
-    if settings.preprocessing not in PREPROCESSING:
-        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {settings.preprocessing!r}")
     data.verify_heldout()
     blind = data.blind_heldout()
+    images, masks = (
+        str(d.relative_to(data.heldout))
+        for d in (data.spec.images_dir(data.heldout), data.spec.masks_dir(data.heldout))
+    )
+    slice_images = data.heldout_slices / "images"  # images only: never the masks beside them
+    readonly = ((slice_images, SLICES_INSIDE),) if data.volumes else ()
+    job = Inference(
+        attempt,
+        code_files(attempt),
+        blind,
+        (images, masks),
+        lambda at: _heldout_items(data, at(blind), at(slice_images) if data.volumes else slice_images),
+        readonly,
+        save_model,
+    )
+    return run_inference(job, dest, settings, hyperparameters)
+
+
+def run_inference(
+    job: Inference, dest: Path, settings: EvalSettings, hyperparameters: dict[str, str] | None = None
+) -> EvalOutput:
+    """Run worker.py in the sandbox on `job`; work in `dest` (recreated). The sandbox writes only to
+    dest/sandbox (returned as `folder`); its logs go to dest/logs, outside it, so what the host reads back
+    cannot be swapped for links."""
+    if settings.preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {settings.preprocessing!r}")
     if dest.exists():
         shutil.rmtree(dest)
     logs = dest / "logs"
     dest = dest / "sandbox"  # from here on: the one folder the sandbox may write (at /workspace)
     (dest / "out").mkdir(parents=True)
     unsafe = settings.unsafe_no_sandbox
-    pipeline_at, heldout_at, work_at = (
-        (attempt, blind, dest) if unsafe else (PIPELINE_INSIDE, HELDOUT_INSIDE, WORK_INSIDE)
-    )
-    slice_images = data.heldout_slices / "images"  # images only: never the masks beside them
-    slices_at = slice_images if unsafe else SLICES_INSIDE
-    # The code's data knobs point at the held-out split, so its own Dataset reads those files.
-    values = knob_values(data, heldout_at, work_at / "scratch", 1, split="heldout")
-    patched, _ = knobs.apply_overrides(code_files(attempt), values)
+    inside = {job.checkpoints: PIPELINE_INSIDE, job.images: HELDOUT_INSIDE, dest: WORK_INSIDE, **dict(job.readonly)}
+
+    def at(host: Path) -> Path:  # where the worker sees a host folder
+        return host if unsafe else inside[host]
+
+    # The code's data knobs point at the images, so its own Dataset reads those files.
+    values = layout_knobs(at(job.images), *job.layout, at(dest) / "scratch", 1)
+    patched, _ = knobs.apply_overrides(job.code, values)
     code = dest / "code"
     code.mkdir()
     (dest / "scratch").mkdir()
     for name, text in patched.items():
         (code / name).write_text(text)
     shutil.copy(WORKER, dest / "worker.py")
-    heldout = _heldout_items(data, heldout_at, slices_at)
+    items = job.items(at)
     hp = hyperparameters or {}
     config = {
-        "code_dir": str(work_at / "code"),
-        "out_dir": str(work_at / "out"),
-        "checkpoints_dir": str(pipeline_at),
-        "heldout": heldout,
+        "code_dir": str(at(dest) / "code"),
+        "out_dir": str(at(dest) / "out"),
+        "checkpoints_dir": str(at(job.checkpoints)),
+        "heldout": items,
         "preprocessing": settings.preprocessing,
-        "input_size": _int_or_none(hp.get("input_size")),
+        "input_size": int_or_none(hp.get("input_size")),
         "batch_size": settings.batch_size,
         "final_activation": hp.get("final_activation", "none"),
+        "save_model": str(at(dest) / "out" / "model.pth") if job.save_model else None,
     }
     (dest / "config.json").write_text(json.dumps(config, indent=2))
-    readonly = ((attempt, pipeline_at), (blind, heldout_at)) + (((slice_images, slices_at),) if data.volumes else ())
-    mounts = sandbox.Mounts(dest, readonly=readonly, workdir_at=None if unsafe else work_at)
+    readonly = ((job.checkpoints, PIPELINE_INSIDE), (job.images, HELDOUT_INSIDE), *job.readonly)
+    mounts = sandbox.Mounts(dest, readonly=readonly, workdir_at=None if unsafe else WORK_INSIDE)
     start = time.monotonic()
     with training_slot() as slot_env:  # inference uses the GPU too
         result = sandbox.run(
@@ -151,7 +189,7 @@ def evaluate_attempt(
         raise EvaluationError(f"held-out inference {why} (exit {result.returncode}):\n{tail}")
     try:  # what the sandbox wrote is checked by header before any array is loaded
         predictions = load_predictions(
-            dest / "out" / "predictions.npz", {h["name"]: (h["size"][0], h["size"][1]) for h in heldout}
+            dest / "out" / "predictions.npz", {h["name"]: (h["size"][0], h["size"][1]) for h in items}
         )
         info = json.loads(untrusted.read_bytes(dest / "out" / "info.json", 1024**2))
     except (PredictionsError, untrusted.UntrustedFileError, ValueError, RecursionError) as exc:  # '['*1e5 recurses
@@ -191,7 +229,7 @@ def _heldout_items(data: PreparedDataset, heldout_at: Path, slices_at: Path) -> 
     return items
 
 
-def _int_or_none(value: object) -> int | None:
+def int_or_none(value: object) -> int | None:
     """An input size param such as '256', '(256, 256)' or '[128, 128]' as one int."""
     if value is None:
         return None

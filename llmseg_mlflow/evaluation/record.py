@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.evaluation.logged_model import PipelineModel
 from llmseg_mlflow.evaluation.metrics import ImageScores, score_masks
 from llmseg_mlflow.tracking.runs import RunLogger, RunTree
 from llmseg_mlflow.tracking.schema import Kind
@@ -62,12 +63,20 @@ def examples_figure(
 
 
 def log_scores(
-    run: RunLogger, data: PreparedDataset, scores: ImageScores, predictions: Mapping[str, np.ndarray]
+    run: RunLogger,
+    data: PreparedDataset,
+    scores: ImageScores,
+    predictions: Mapping[str, np.ndarray],
+    model: PipelineModel | None = None,
 ) -> None:
-    """Summary metrics, the per-image series, table, masks and example figure on one run."""
+    """Summary metrics (the model's, when it is logged), the per-image series, table, masks and example
+    figure on one run."""
     import pandas as pd
 
-    run.metrics(scores.summary())
+    if model is None:
+        run.metrics(scores.summary())
+    else:
+        run.metrics(scores.summary(), model_id=model.model_id, dataset=model.dataset)
     run.curve(PER_IMAGE_SERIES, scores.dice.tolist(), first_step=0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp, "heldout")
@@ -87,12 +96,13 @@ def log_evaluation(
     predictions: Mapping[str, np.ndarray],
     tags: Mapping[str, object],
     metrics: Mapping[str, float | None] | None = None,
+    model: PipelineModel | None = None,
 ) -> ImageScores:
     """A new evaluation child with the scores; the root gets the summary and points to it."""
     start = time.monotonic()
     scores = score_heldout(data, predictions)
     with tree.child(Kind.EVALUATION, "evaluation", tags) as run:
-        log_scores(run, data, scores, predictions)
+        log_scores(run, data, scores, predictions, model)
         run.metrics({**(metrics or {}), "score_time_s": time.monotonic() - start})
     tree.root.metrics(scores.summary())
     tree.root.curve(PER_IMAGE_SERIES, scores.dice.tolist(), first_step=0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -17,8 +19,9 @@ from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset, ensure_prepared
 from llmseg_mlflow.config import EvaluateConfig
 from llmseg_mlflow.errors import UsageError, bad_input
-from llmseg_mlflow.evaluation import compliance
-from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
+from llmseg_mlflow.evaluation import compliance, logged_model
+from llmseg_mlflow.evaluation.evaluator import EvalOutput, EvalSettings, EvaluationError, code_files, evaluate_attempt
+from llmseg_mlflow.evaluation.logged_model import PipelineModel
 from llmseg_mlflow.evaluation.metrics import ImageScores
 from llmseg_mlflow.evaluation.record import log_evaluation
 from llmseg_mlflow.paths import data_root as data_root_of
@@ -26,11 +29,13 @@ from llmseg_mlflow.pipeline import sandbox
 from llmseg_mlflow.pipeline.loop import LoopOutcome
 from llmseg_mlflow.pipeline.record import choices
 from llmseg_mlflow.pipeline.workspace import Workspace, attempt_logs, attempt_path
+from llmseg_mlflow.tracking import describe
 from llmseg_mlflow.tracking.runs import RunTree, check_tracking_server
 from llmseg_mlflow.tracking.schema import Kind, Status
 from llmseg_mlflow.tracking.summary import compliance_metrics
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b.*")
+MODEL_TAGS = ("model", "provider", "year", "reasoning", "dataset", "repeat", "study", "seed", "budget")
 _TAGS = ("eval_preprocessing", "eval_load", "eval_checkpoint", "eval_output", "eval_fallback_reason", "device")
 
 
@@ -54,7 +59,7 @@ def evaluate_pipeline(
     """Evaluate on the held-out set and log a `kind=evaluation` run; a failure is logged, not raised."""
     progress(f"evaluating on {data.n_heldout} held-out images ({settings.preprocessing} preprocessing)")
     try:
-        out = evaluate_attempt(trained.attempt, data, work_dir, settings, trained.hyperparameters)
+        out = evaluate_attempt(trained.attempt, data, work_dir, settings, trained.hyperparameters, save_model=True)
     except EvaluationError as exc:
         reason = one_line_reason(exc)
         with tree.child(Kind.EVALUATION, "evaluation", {"eval_error": reason}) as run:
@@ -69,19 +74,64 @@ def evaluate_pipeline(
     )
     quality = compliance_metrics(items)
     tags = {k: str(out.info[k])[:250] for k in _TAGS if k in out.info}
+    model = _begin_model(tree, data, trained, out, progress)
     scores = log_evaluation(
         tree,
         data,
         out.predictions,
         tags,
         {"eval_time_s": out.duration_s, "forward_s": _number(out.info.get("forward_s")), **quality},
+        model[0] if model else None,
     )
     tree.root.metrics(quality)
+    if model:
+        _finish_model(tree, *model, progress)
     progress(
         f"held-out Dice mean {scores.summary()['heldout_dice_mean']:.3f} "
         f"({tags.get('eval_preprocessing')} preprocessing), compliance {quality['compliance_score']:.2f}"
     )
     return scores
+
+
+def _begin_model(
+    tree: RunTree, data: PreparedDataset, trained: TrainedPipeline, out: EvalOutput, progress: Callable[[str], None]
+) -> tuple[PipelineModel, Path] | None:
+    """The pipeline's LoggedModel, created before the scores are logged so that they are its metrics, and its
+    folder; None (said, never raised) when it cannot be made: the evaluation stands without it."""
+    try:
+        whole = out.info.get("model_saved") == "ok"
+        card = logged_model.card_for(data, out.info, trained.hyperparameters, whole)
+        weights = out.folder / "out" / "model.pth" if whole else trained.attempt / card.weights
+        folder = out.folder.parent / "logged_model"
+        shutil.rmtree(folder, ignore_errors=True)
+        code = code_files(trained.attempt)
+        logged_model.write_model_dir(folder, card, code, weights, logged_model.example_image(data, card.in_channels))
+        client = tree.root.client
+        training = find_training_run(client, tree)
+        root = client.get_run(tree.root.run_id).data.tags
+        tags = {k: root[k] for k in MODEL_TAGS if k in root} | {"pipeline_run_id": tree.root.run_id}
+        name = re.sub(r"[/:.%\"']+", "-", f"{root.get('model', 'pipeline')}-{card.dataset}-r{root.get('repeat', '0')}")
+        model = PipelineModel.create(client, tree.experiment_id, training.info.run_id, name, tags, card)
+        return model, folder
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be packaged must not cost the evaluation
+        progress(f"no logged model for this pipeline: {type(exc).__name__}: {str(exc)[:300]}")
+        return None
+
+
+def _finish_model(tree: RunTree, model: PipelineModel, folder: Path, progress: Callable[[str], None]) -> None:
+    """Upload the model folder and link the model to the root and its training run."""
+    try:
+        training = find_training_run(model.client, tree)
+        model.finish(folder, [tree.root.run_id, training.info.run_id])
+    except Exception as exc:  # noqa: BLE001 - metrics stay; the model says it failed
+        progress(f"logging the model failed: {type(exc).__name__}: {str(exc)[:300]}")
+        with contextlib.suppress(Exception):
+            model.fail()
+        return
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    tree.root.tags({"logged_model_id": model.model_id})
+    progress(f"logged model {model.model_id} (models:/{model.model_id})")
 
 
 def _checkpoint_kinds(info: dict[str, object]) -> dict[str, str]:
@@ -187,7 +237,9 @@ def run_evaluate(cfg: EvaluateConfig, progress: Callable[[str], None] = lambda _
     with ExitStack() as stack:
         trained = load_trained(client, tree, stack)
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmseg-eval-work-")))
-        return evaluate_pipeline(tree, data, trained, work / "evaluation", settings, progress)
+        scores = evaluate_pipeline(tree, data, trained, work / "evaluation", settings, progress)
+    describe.update(client, cfg.run_id, progress)
+    return scores
 
 
 def eval_timeout(timeout_s: float, eval_timeout_s: float | None) -> float:

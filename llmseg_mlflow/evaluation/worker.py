@@ -193,6 +193,16 @@ def load_model(checkpoints: Path, code_dir: Path) -> tuple[nn.Module, dict[str, 
     raise RuntimeError("no saved model could be loaded:\n" + "\n".join(errors))
 
 
+def save_whole(model: nn.Module, path: Path) -> str:
+    """torch.save of the module as loaded ("ok"), or why it cannot be pickled (lambdas, local classes)."""
+    try:
+        torch.save(model.eval(), path)
+    except Exception as exc:  # noqa: BLE001 - the model is still evaluated, only not saved whole
+        path.unlink(missing_ok=True)
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return "ok"
+
+
 class _FirstConv(Exception):
     """Raised by the hook on the first convolution a forward pass reaches."""
 
@@ -462,6 +472,8 @@ def main(config_path: str) -> None:
     sys.path.insert(0, str(code_dir))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, info = load_model(Path(cfg["checkpoints_dir"]), code_dir)
+    if cfg.get("save_model"):  # the whole module, on the CPU: the logged model's pytorch flavor
+        info["model_saved"] = save_whole(model, Path(cfg["save_model"]))
     model = model.to(device).eval()
 
     size = int(cfg.get("input_size") or 256)
@@ -490,6 +502,7 @@ def main(config_path: str) -> None:
         )
     else:
         info.update(eval_preprocessing="own")
+    info.setdefault("eval_input_channels", channels)
 
     predictions: dict[str, np.ndarray] = {}
     mode, forward_s, batch = None, 0.0, int(cfg.get("batch_size", 16))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
-from llmseg_mlflow.pipeline import knobs, sandbox
+from llmseg_mlflow.pipeline import knobs, sandbox, usage_sampler
 from llmseg_mlflow.pipeline.errors import ExecError, classify
 from llmseg_mlflow.pipeline.slots import training_slot
 from llmseg_mlflow.pipeline.workspace import Workspace, attempt_logs
@@ -71,10 +71,18 @@ def knob_values(
 ) -> dict[str, object]:
     """The harness's value for every path knob (and epochs when forced); the split appears at `pool_at`."""
     root = data.pool if split == "pool" else data.heldout
+    images, masks = data.spec.images_dir(root).relative_to(root), data.spec.masks_dir(root).relative_to(root)
+    return layout_knobs(pool_at, images, masks, save_dir, epochs)
+
+
+def layout_knobs(
+    at: Path, images: Path | str, masks: Path | str, save_dir: Path, epochs: int | None
+) -> dict[str, object]:
+    """The path knobs of a dataset laid out at `at` (images and masks relative to it), and epochs when forced."""
     values: dict[str, object] = {
-        "data_dir": str(pool_at),
-        "image_dir": str(pool_at / data.spec.images_dir(root).relative_to(root)),
-        "mask_dir": str(pool_at / data.spec.masks_dir(root).relative_to(root)),
+        "data_dir": str(at),
+        "image_dir": str(at / images),
+        "mask_dir": str(at / masks),
         "save_dir": str(save_dir),
     }
     if epochs is not None:
@@ -114,6 +122,7 @@ def execute(
             unsafe_no_sandbox=unsafe_no_sandbox,
             name=phase,
             on_tick=(lambda s, line: progress(f"{phase} {s:5.0f} s | {line[:100]}")) if progress else None,
+            sample_usage_s=usage_sampler.INTERVAL_S if phase == "full" else None,  # the training run's system metrics
         )
     lim = budget.limits
     error = None if result.ok else classify(result, lim.timeout_s, lim.memory_gb, lim.disk_gb, lim.max_processes)

@@ -11,6 +11,7 @@ from pathlib import Path
 from llmseg_mlflow.catalog.prepare import PreparedDataset
 from llmseg_mlflow.llm.base import Message, Provider, RecordingEnded, Reply
 from llmseg_mlflow.llm.tracing import traced_complete
+from llmseg_mlflow.pipeline import prompt as prompt_registry
 from llmseg_mlflow.pipeline.errors import ExecError, error_text, recorded_error, same_error
 from llmseg_mlflow.pipeline.execute import Attempt, Budget, execute
 from llmseg_mlflow.pipeline.extract import NoCodeError, extract_files, merge_reply
@@ -154,6 +155,7 @@ class AttemptLoop:
 
         In a resumed conversation the reply may hold only the files it changes: they replace those files."""
         with self.tree.child(Kind.GENERATION, "generation", {"prompt_uri": prompt_uri}) as run:
+            prompt_registry.link(self.tree.client, prompt_uri, run.run_id)
             self.say("asking the LLM for the pipeline" if not self.out.files else "asking the LLM to refine")
             run.text(prompt, "prompt.md")
             reply = self._ask(prompt, run)

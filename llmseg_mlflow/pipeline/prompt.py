@@ -6,6 +6,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 PROMPT_NAME = "llmseg-appendix-d"
 _VAR = re.compile(r"{{\s*(\w+)\s*}}")
@@ -82,3 +86,9 @@ def register(
             if "RESOURCE_ALREADY_EXISTS" not in str(exc) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def link(client: MlflowClient, uri: str, *run_ids: str) -> None:
+    """Link a registered prompt version to runs: their tag `mlflow.linkedPrompts`, the UI's "Registered prompts"."""
+    for run_id in run_ids:
+        client.link_prompt_version_to_run(run_id, uri)

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
-from llmseg_mlflow.pipeline import architecture, knobs, sandbox
+from llmseg_mlflow.pipeline import architecture, knobs, sandbox, usage_sampler
 from llmseg_mlflow.pipeline.loop import LoopOutcome, chat_json, chat_markdown
 from llmseg_mlflow.pipeline.results import ResultsError, read_results
 from llmseg_mlflow.pipeline.workspace import Workspace
@@ -42,6 +42,7 @@ def log_training(tree: RunTree, out: LoopOutcome) -> dict[str, float]:
                 "preflight_s": out.preflight.result.duration_s if out.preflight else None,
             }
         )
+        run.points(usage_sampler.as_metrics(attempt.result.usage))  # the UI's "System metrics" tab
         # the code as run (overrides applied) and all it wrote: links, FIFOs, huge files are left out
         run.untrusted_artifact(attempt.folder, "attempt")
         run.artifact(attempt.result.stdout_path, "logs")

@@ -25,6 +25,7 @@ import psutil
 from llmseg_mlflow import untrusted
 from llmseg_mlflow.config import JOB_MEMORY_GB, JOB_TIMEOUT_S
 from llmseg_mlflow.pipeline import cgroups
+from llmseg_mlflow.pipeline.usage_sampler import Sample, UsageSampler
 
 # What Python and its libraries need from /etc; nothing else of the host is bound.
 _ETC_FILES = (
@@ -114,6 +115,7 @@ class ExecResult:
     peak_rss_gb: float = 0.0
     peak_memory_gb: float | None = None  # the cgroup's peak (tmpfs and page cache included), where there is one
     truncated: list[str] = field(default_factory=list)
+    usage: list[Sample] = field(default_factory=list)  # CPU, memory, GPU over time, when asked (`sample_usage_s`)
 
     @property
     def ok(self) -> bool:
@@ -408,12 +410,14 @@ def run(
     on_tick: Callable[[float, str], None] | None = None,
     tick_s: float = 20.0,
     on_line: Callable[[str], None] | None = None,
+    sample_usage_s: float | None = None,
 ) -> ExecResult:
     """Run argv (e.g. [python, main.py]) confined to `mounts`; stdout/stderr go to log_dir/{name}.*.log.
 
     `log_dir` must lie outside every writable mount (the harness reads the logs back).
     `on_tick(elapsed_s, latest_output_line)` is called every `tick_s` seconds while it runs;
-    `on_line(text)` with each stdout line as it comes (from a reader thread).
+    `on_line(text)` with each stdout line as it comes (from a reader thread); `sample_usage_s`: record the
+    code's CPU, memory and the machine's GPUs every so many seconds (`ExecResult.usage`).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     full_env = scratch_env(env)
@@ -443,6 +447,7 @@ def run(
     ]
     for t in drains:
         t.start()
+    sampler = UsageSampler(sample_usage_s).start(proc.pid, cgroup) if sample_usage_s else None
     timed_out = oom = quota = False
     peak = 0
     root = psutil.Process(proc.pid)
@@ -479,6 +484,7 @@ def run(
             proc.wait()
         for t in drains:
             t.join(timeout=10)
+        usage = sampler.stop() if sampler else []
         facts = (cgroup.oom_killed(), cgroup.pids_refused(), cgroup.peak_memory()) if cgroup else (False, False, 0)
         if cgroup is not None:
             cgroup.remove()
@@ -495,4 +501,5 @@ def run(
         peak_rss_gb=peak / 1024**3,
         peak_memory_gb=facts[2] / 1024**3 if cgroup else None,
         truncated=truncated,
+        usage=usage,
     )

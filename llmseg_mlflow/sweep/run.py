@@ -18,6 +18,7 @@ from tqdm import tqdm
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.paths import llmseg_home, sweeps_root
 from llmseg_mlflow.pipeline import slots
+from llmseg_mlflow.promote import promote
 from llmseg_mlflow.sweep.cost import pipeline_cost, token_estimates
 from llmseg_mlflow.sweep.jobs import Job, JobState, StudyRuns, expand, retrying
 from llmseg_mlflow.sweep.study import Study
@@ -407,7 +408,20 @@ def run_sweep(
     reports = [driver.reports.get(s.job.key) or JobReport(s.job, "not run", reason="interrupted") for s in states]
     summary = SweepSummary(study.name, exp_id, reports, driver.log_dir, interrupted)
     print_table(summary, out)
+    if study.promote and not interrupted:
+        _promote_all(study, out)
     return summary
+
+
+def _promote_all(study: Study, out: Callable[[str], None]) -> None:
+    """Each dataset's best pipeline into the registry; a dataset without one is said, not an error."""
+    for dataset in study.datasets:
+        try:
+            done = promote(study.name, dataset, progress=lambda m: out(f"promote: {m}"))
+        except UsageError as exc:
+            out(f"promote {dataset}: {exc}")
+            continue
+        out(f"promote {dataset}: {done.uri} -> version {done.version}")
 
 
 def print_table(summary: SweepSummary, out: Callable[[str], None] = print) -> None:

@@ -86,6 +86,7 @@ class Study:
     overrides: dict[str, Any] = field(default_factory=dict)
     seeds: SeedRetrains | None = None
     refine: RefineRounds | None = None
+    promote: bool = False
     warnings: tuple[str, ...] = ()
 
     def repeats_for(self, model: str, dataset: str) -> int:
@@ -246,6 +247,7 @@ class StudyFile(_Part):
     baselines: BaselinesEntry | None = None
     seeds: SeedsEntry | None = None
     refine: RefineEntry | None = None
+    promote: bool = False  # at the end, register each dataset's best pipeline (llmseg promote)
     overrides: Overrides = Overrides()
 
 
@@ -439,4 +441,5 @@ def load_study(path: Path, models_file: Path | None = None) -> Study:
         warnings=tuple(warnings),
         seeds=seeds,
         refine=refine,
+        promote=bool(raw.promote),
     )

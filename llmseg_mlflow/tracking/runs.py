@@ -130,15 +130,33 @@ class RunLogger:
         items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items() if v is not None]
         self._batch(params=items)
 
-    def metrics(self, metrics: Mapping[str, float | None], step: int = 0) -> None:
-        """Log scalar metrics at one step; None values are skipped."""
+    def metrics(
+        self,
+        metrics: Mapping[str, float | None],
+        step: int = 0,
+        model_id: str | None = None,
+        dataset: tuple[str, str] | None = None,
+    ) -> None:
+        """Log scalar metrics at one step; None values are skipped. With model_id they are the LoggedModel's
+        metrics too, on the dataset (name, digest) when given (search_logged_models ranks by them)."""
         now = int(time.time() * 1000)
-        self._batch(metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None])
+        name, digest = dataset or (None, None)
+        self._batch(
+            metrics=[
+                Metric(k, float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
+                for k, v in metrics.items()
+                if v is not None
+            ]
+        )
 
     def curve(self, key: str, values: list[float], first_step: int = 1) -> None:
         """Log a per-epoch series with step = epoch (1-based by default)."""
         now = int(time.time() * 1000)
         self._batch(metrics=[Metric(key, float(v), now, first_step + i) for i, v in enumerate(values)])
+
+    def points(self, metrics: Sequence[Metric]) -> None:
+        """Log metrics that carry their own step and timestamp (a series sampled while the code ran)."""
+        self._batch(metrics=metrics)
 
     def text(self, text: str, artifact_file: str) -> None:
         """Store text as an artifact file."""

@@ -86,6 +86,9 @@ def _check_tree(client: MlflowClient, run_id: str, dataset: str, data, work: Pat
     for run in [root, *kids]:
         assert set(COHORT_TAGS) <= set(run.data.tags) and run.data.tags["study"] == "t-baseline"
     training, evaluation = kids
+    assert "system/cpu_utilization_percentage" in training.data.metrics  # sampled while nnU-Net's process ran
+    assert tags["mlflow.note.content"].startswith(f"# nnunet-v2 on {dataset}, repeat 1: succeeded\n")
+    assert "- **nnU-Net**: this run is the nnU-Net baseline of this split" in tags["mlflow.note.content"]
     for rid in (training.info.run_id, run_id):
         for key in ("train_loss", "val_loss", "val_dice"):
             assert [m.step for m in client.get_metric_history(rid, key)] == [1, 2, 3], key

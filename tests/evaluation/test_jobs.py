@@ -105,6 +105,7 @@ def test_evaluate_adds_a_new_evaluation_run(pipeline, tracking):
     root = client.get_run(result.run_id)
     assert root.data.tags["evaluation_run_id"] == runs[-1].info.run_id
     assert line["heldout_dice_mean"] == pytest.approx(runs[-1].data.metrics["heldout_dice_mean"])
+    assert f"run_uuid={runs[-1].info.run_id}" in root.data.tags["mlflow.note.content"]  # the new one's figure
 
 
 def test_train_reruns_the_final_code_with_a_forced_budget(pipeline, tracking):
@@ -122,6 +123,8 @@ def test_train_reruns_the_final_code_with_a_forced_budget(pipeline, tracking):
     assert new.data.params["epochs"] == "3" and new.data.params["override.epochs"] == "1"  # LLM's choice kept
     assert [m.step for m in client.get_metric_history(new.info.run_id, "train_loss")] == [1]
     assert _children(client, new.info.run_id, "evaluation") and "heldout_dice_mean" in new.data.metrics
+    link = f"[{result.run_id}](#/experiments/{source.info.experiment_id}/runs/{result.run_id}) (1 epoch)"
+    assert f"- **Retrained from**: {link}" in new.data.tags["mlflow.note.content"]
 
 
 def test_evaluate_refuses_a_run_that_is_not_a_pipeline(pipeline, tracking):

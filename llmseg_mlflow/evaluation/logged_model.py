@@ -1,0 +1,211 @@
+"""A trained pipeline as an MLflow LoggedModel: weights, the code as run, how the evaluator fed it, held-out metrics.
+
+The model folder (what `models:/...` downloads):
+
+    MLmodel                     python_function (sandboxed: llmseg_mlflow.predict) and, when the module
+                                could be pickled, pytorch (runs the generated code in the caller's process)
+    data/pipeline/llmseg.json   the ModelCard: dataset layout, input size, channels, output, preprocessing
+    data/pipeline/code/         dataset.py, model.py, train.py, main.py as the pipeline ran them
+    data/pipeline/weights/      model.pth (the whole module, pickled in the sandbox) or the checkpoint the
+                                evaluator loaded, at its path
+    input_example.json, requirements.txt, ...
+
+Everything in it was written by the harness except the weights, which the sandbox wrote and which are
+copied through `untrusted` with a size cap.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from llmseg_mlflow import untrusted
+from llmseg_mlflow.catalog.prepare import PreparedDataset
+
+CARD = "llmseg.json"
+PIPELINE = "data/pipeline"  # inside the model folder: the pyfunc flavor's data
+LOADER = "llmseg_mlflow.predict"  # the pyfunc loader module: predicts in the sandbox
+WEIGHTS_CAP = 4 * 1024**3  # a pickled module or checkpoint larger than this is not logged
+EXAMPLE_SIDE = 64  # the input example is the first held-out image, cut to at most this many pixels a side
+REQUIREMENTS = ("llmseg-mlflow", "torch", "numpy", "pillow")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What predicting with a logged pipeline needs besides its code and weights (`llmseg.json`)."""
+
+    kind: str  # "llm" (generated code, sandboxed) or "nnunet"
+    dataset: str
+    data_digest: str
+    images_dir: str  # where the pipeline's Dataset finds images, relative to the data folder ("." for suffix)
+    masks_dir: str
+    image_ext: str
+    mask_ext: str
+    mask_suffix: str
+    in_channels: int
+    input_size: int | None
+    final_activation: str
+    output: str  # what the network returns: logits or probabilities (as the evaluator found)
+    preprocessing: str  # own (the pipeline's Dataset) or generic (resize + [0, 1]), as the evaluator used
+    weights: str  # file under weights/: model.pth (whole module) or the checkpoint's own path
+    whole_module: bool  # weights/model.pth is a pickled nn.Module (the pytorch flavor is there)
+    volumes: bool = False  # trained on slices of volumes: `predict` on plain images is refused
+    version: int = 1
+
+    def to_json(self) -> str:
+        """The card as written into the model folder."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        """The card of a downloaded model folder; ValueError when it is not one of ours."""
+        card = path / PIPELINE / CARD
+        if not card.is_file():
+            raise ValueError(f"{path} is not an llmseg pipeline model (no {PIPELINE}/{CARD})")
+        fields = json.loads(card.read_text())
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
+
+def card_for(data: PreparedDataset, info: dict[str, object], hyper: dict[str, str], whole: bool) -> ModelCard:
+    """The card of an LLM pipeline from the evaluator's findings (info.json) and the code's hyperparameters."""
+    from llmseg_mlflow.evaluation.evaluator import int_or_none
+
+    spec, base = data.spec, data.heldout
+    return ModelCard(
+        kind="llm",
+        dataset=spec.key,
+        data_digest=data.digest,
+        images_dir=str(spec.images_dir(base).relative_to(base)),
+        masks_dir=str(spec.masks_dir(base).relative_to(base)),
+        image_ext=spec.image_ext,
+        mask_ext=spec.mask_ext,
+        mask_suffix=spec.mask_suffix,
+        in_channels=int(info.get("eval_input_channels") or 1),  # type: ignore[call-overload]
+        input_size=int_or_none(hyper.get("input_size")),
+        final_activation=hyper.get("final_activation", "none"),
+        output=str(info.get("eval_output", "logits")),
+        preprocessing="own" if info.get("eval_preprocessing") == "own" else "generic",
+        weights="model.pth" if whole else str(info.get("eval_checkpoint", "")),
+        whole_module=whole,
+        volumes=data.volumes,
+    )
+
+
+def write_model_dir(
+    dest: Path, card: ModelCard, code: dict[str, str], weights: Path, example: np.ndarray | None
+) -> Path:
+    """The MLflow model folder of a pipeline at dest (created); `weights` is copied as card.weights."""
+    import mlflow.pyfunc
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    stage = Path(tempfile.mkdtemp(prefix="llmseg-model-")) / "pipeline"
+    try:
+        (stage / "code").mkdir(parents=True)
+        for name, text in code.items():
+            (stage / "code" / name).write_text(text)
+        target = stage / "weights" / card.weights
+        target.parent.mkdir(parents=True)
+        target.write_bytes(untrusted.read_bytes(weights, WEIGHTS_CAP))
+        if card.whole_module:  # mlflow.pytorch.load_model reads the pickle module's name here
+            (stage / "weights" / "pickle_module_info.txt").write_text("pickle")
+        (stage / CARD).write_text(card.to_json())
+        channels = card.in_channels
+        signature = ModelSignature(
+            Schema([TensorSpec(np.dtype("uint8"), (-1, -1, -1, channels))]),  # unnamed: predict gets the array
+            Schema([TensorSpec(np.dtype("uint8"), (-1, -1, -1))]),
+        )
+        mlflow.pyfunc.save_model(
+            str(dest),
+            loader_module=LOADER,
+            data_path=str(stage),
+            signature=signature,
+            input_example=example,
+            pip_requirements=[_pinned(r) for r in REQUIREMENTS],
+        )
+    finally:
+        shutil.rmtree(stage.parent, ignore_errors=True)
+    if card.whole_module:
+        model = Model.load(dest / "MLmodel")
+        model.add_flavor(
+            "pytorch",
+            model_data=f"{PIPELINE}/weights",
+            pytorch_version=importlib.metadata.version("torch"),
+            code=f"{PIPELINE}/code",
+        )
+        model.save(dest / "MLmodel")
+    return dest
+
+
+def example_image(data: PreparedDataset, channels: int) -> np.ndarray | None:
+    """The first held-out image as a (1, H, W, C) uint8 batch, cut to EXAMPLE_SIDE pixels a side."""
+    pairs = data.heldout_pairs()
+    if not pairs:
+        return None
+    image = np.asarray(Image.open(pairs[0][0]))
+    if image.dtype != np.uint8:
+        return None  # 16-bit or float sources: no example rather than a lossy one
+    image = image[:EXAMPLE_SIDE, :EXAMPLE_SIDE]
+    image = image[..., None] if image.ndim == 2 else image
+    if image.shape[-1] != channels:
+        return None
+    return image[None]
+
+
+def _pinned(package: str) -> str:
+    try:
+        return f"{package}=={importlib.metadata.version(package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return package
+
+
+@dataclass
+class PipelineModel:
+    """A LoggedModel being logged for one evaluated pipeline: created first, so the held-out metrics can
+    name it, then given its files and finalized."""
+
+    client: MlflowClient
+    model_id: str
+    dataset: tuple[str, str]  # (name, digest) of the held-out dataset input the metrics are on
+
+    @classmethod
+    def create(
+        cls,
+        client: MlflowClient,
+        experiment_id: str,
+        training_run_id: str,
+        name: str,
+        tags: dict[str, str],
+        card: ModelCard,
+    ) -> PipelineModel:
+        """A PENDING LoggedModel linked to its training run, its params the card's."""
+        params = {k: str(v) for k, v in asdict(card).items() if v is not None}
+        model = client.create_logged_model(
+            experiment_id,
+            name=name,
+            source_run_id=training_run_id,
+            tags=tags,
+            params=params,
+            model_type="llm-pipeline" if card.kind == "llm" else "nnunet",
+        )
+        return cls(client, model.model_id, (f"{card.dataset}-heldout", f"{card.data_digest[:16]}-heldout"))
+
+    def finish(self, model_dir: Path, runs: list[str]) -> None:
+        """Upload the folder, mark the model READY and list it as an output of `runs` (the UI's 'Logged models')."""
+        self.client.log_model_artifacts(self.model_id, str(model_dir))
+        self.client.finalize_logged_model(self.model_id, LoggedModelStatus.READY)
+        for run_id in runs:
+            self.client.log_outputs(run_id, [LoggedModelOutput(self.model_id, 0)])
+
+    def fail(self) -> None:
+        """Mark the model FAILED (its metrics stay; nothing can load it)."""
+        self.client.finalize_logged_model(self.model_id, LoggedModelStatus.FAILED)
