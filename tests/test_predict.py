@@ -17,7 +17,9 @@ from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.prepare import ensure_prepared
 from llmseg_mlflow.generate import GenerateConfig, run_generate
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
+from tests.analysis.test_report_browser import _chromium
 from tests.replies import FILES, as_reply, write_replies
+from tests.tracking.test_ui_browser import _page_text
 
 pytestmark = pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap")
 DATASET = "synthetic-gray-suffix"
@@ -133,3 +135,15 @@ def test_predict_refuses_an_empty_folder_and_images_of_another_channel_count(pip
         "predict", "--model", "models:/no-such-model@champion", "--images", str(rgb), "--out", str(tmp_path / "o")
     )
     assert done.returncode == 2 and "cannot load the model" in done.stderr
+
+
+def test_the_pipeline_page_in_the_mlflow_ui_shows_its_logged_model_prompt_and_description(
+    pipeline, mlflow_server, tmp_path
+):
+    root, _, _ = pipeline
+    url = f"{mlflow_server}/#/experiments/{root.info.experiment_id}/runs/{root.info.run_id}"
+    text = _page_text(_chromium(), url, tmp_path / "profile")
+    model = MlflowClient().get_logged_model(root.data.tags["logged_model_id"])
+    assert "Logged models (1)" in text and model.name in text, text[:200]
+    assert any(t.startswith("llmseg-appendix-d (v") for t in text)  # "Registered prompts"
+    assert f"{root.data.tags['model']} on {DATASET}, repeat 1: succeeded" in text  # the Description's title

@@ -11,6 +11,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.prepare import PreparedDataModifiedError, PreparedDataset, ensure_prepared
 from llmseg_mlflow.config import BaselineConfig
 from llmseg_mlflow.errors import UsageError, bad_input
+from llmseg_mlflow.evaluation import logged_model
+from llmseg_mlflow.evaluation.logged_model import ModelCard, PipelineModel
 from llmseg_mlflow.evaluation.record import log_evaluation
 from llmseg_mlflow.paths import baselines_root, data_root
 from llmseg_mlflow.pipeline import sandbox, usage_sampler
@@ -306,10 +309,22 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
                 run.artifact(worker_logs(work) / "nnunet.log", "logs")
             _log_training(tree, run, result, raw, cfg.log_checkpoint)
             run.points(usage_sampler.as_metrics(usage))  # planning, preprocessing, training and prediction
+        model = _begin_model(tree, data, raw, cfg, run.run_id, progress)
         predictions = _heldout_predictions(data, Path(result["predictions"]))
         scores = log_evaluation(
-            tree, data, predictions, tags=EVAL_TAGS, metrics={"predict_time_s": result["predict_time_s"]}
+            tree,
+            data,
+            predictions,
+            tags=EVAL_TAGS,
+            metrics={"predict_time_s": result["predict_time_s"]},
+            model=model[0] if model else None,
         )
+        if model:
+            folder, extra = Path(result["model_folder"]), [Path(result["plans_file"]), raw.dataset_json]
+            build = partial(
+                logged_model.write_nnunet_dir, card=model[1], model_folder=folder, extra=extra, example=model[2]
+            )
+            logged_model.finish_logging(model[0], build, tree.root, progress)
     except NnUNetFailed as exc:
         _fail(tree, Status.FAILED_TRAINING, exc)
         describe.update(client, run_id, progress)
@@ -324,6 +339,26 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
     dice = scores.summary()["heldout_dice_mean"]
     progress(f"baseline {cohort.run_name}: held-out Dice {dice:.4f}")
     return GenerateResult(run_id, Status.SUCCEEDED.value, 0, dice)
+
+
+def _begin_model(
+    tree: RunTree, data: PreparedDataset, raw: nnraw.RawDataset, cfg: BaselineConfig, training_id: str, progress
+) -> tuple[PipelineModel, ModelCard, np.ndarray | None] | None:
+    """nnU-Net's LoggedModel, created before the scores so that they are its metrics (None, said, when it
+    cannot be made: the baseline stands without it)."""
+    try:
+        channels = len(json.loads(raw.dataset_json.read_text())["channel_names"])
+        card = logged_model.nnunet_card(data, channels, cfg.fold, CHECKPOINT)
+        tags = {"model": MODEL, "provider": PROVIDER, "dataset": cfg.dataset, "repeat": str(cfg.repeat)}
+        tags |= {"study": cfg.study, "baseline": "true", "pipeline_run_id": tree.root.run_id}
+        name = f"{MODEL}-{cfg.dataset}-r{cfg.repeat}".replace(".", "-")
+        model = PipelineModel.create(
+            tree.root.client, tree.experiment_id, training_id, name, tags, card, tree.root.run_id
+        )
+        return model, card, logged_model.example_image(data, channels)
+    except Exception as exc:  # noqa: BLE001
+        progress(f"no logged model for the baseline: {type(exc).__name__}: {str(exc)[:300]}")
+        return None
 
 
 def _fail(tree: RunTree, status: Status, exc: BaseException) -> None:

@@ -16,10 +16,12 @@ copied through `untrusted` with a size cap.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from PIL import Image
 
 from llmseg_mlflow import untrusted
 from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.tracking.runs import RunLogger
 
 CARD = "llmseg.json"
 PIPELINE = "data/pipeline"  # inside the model folder: the pyfunc flavor's data
@@ -100,10 +103,48 @@ def card_for(data: PreparedDataset, info: dict[str, object], hyper: dict[str, st
     )
 
 
+def nnunet_card(data: PreparedDataset, channels: int, fold: int | str, checkpoint: str) -> ModelCard:
+    """The card of an nnU-Net baseline: its own preprocessing (plans), label maps out."""
+    spec, base = data.spec, data.heldout
+    return ModelCard(
+        kind="nnunet",
+        dataset=spec.key,
+        data_digest=data.digest,
+        images_dir=str(spec.images_dir(base).relative_to(base)),
+        masks_dir=str(spec.masks_dir(base).relative_to(base)),
+        image_ext=spec.image_ext,
+        mask_ext=spec.mask_ext,
+        mask_suffix=spec.mask_suffix,
+        in_channels=channels,
+        input_size=None,
+        final_activation="softmax",
+        output="labels",
+        preprocessing="nnunet",
+        weights=f"fold_{fold}/{checkpoint}",
+        whole_module=False,
+        volumes=data.volumes,
+    )
+
+
+def write_nnunet_dir(
+    dest: Path, card: ModelCard, model_folder: Path, extra: list[Path], example: np.ndarray | None
+) -> Path:
+    """The MLflow model folder of a trained nnU-Net: its plans, dataset.json and the checkpoint it predicted
+    with, as nnU-Net's trained-model folder (nnUNetPredictor.initialize_from_trained_model_folder reads it)."""
+    files = {card.weights: model_folder / card.weights} | {p.name: p for p in extra}
+    return _write(dest, card, {}, files, example)
+
+
 def write_model_dir(
     dest: Path, card: ModelCard, code: dict[str, str], weights: Path, example: np.ndarray | None
 ) -> Path:
-    """The MLflow model folder of a pipeline at dest (created); `weights` is copied as card.weights."""
+    """The MLflow model folder of an LLM pipeline at dest (created); `weights` is copied as card.weights."""
+    return _write(dest, card, code, {card.weights: weights}, example)
+
+
+def _write(
+    dest: Path, card: ModelCard, code: dict[str, str], weights: dict[str, Path], example: np.ndarray | None
+) -> Path:
     import mlflow.pyfunc
     from mlflow.models import Model, ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
@@ -113,9 +154,10 @@ def write_model_dir(
         (stage / "code").mkdir(parents=True)
         for name, text in code.items():
             (stage / "code" / name).write_text(text)
-        target = stage / "weights" / card.weights
-        target.parent.mkdir(parents=True)
-        target.write_bytes(untrusted.read_bytes(weights, WEIGHTS_CAP))
+        for rel, src in weights.items():  # what the sandbox wrote is read with a cap and no links followed
+            target = stage / "weights" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(untrusted.read_bytes(src, WEIGHTS_CAP))
         if card.whole_module:  # mlflow.pytorch.load_model reads the pickle module's name here
             (stage / "weights" / "pickle_module_info.txt").write_text("pickle")
         (stage / CARD).write_text(card.to_json())
@@ -176,6 +218,7 @@ class PipelineModel:
     client: MlflowClient
     model_id: str
     dataset: tuple[str, str]  # (name, digest) of the held-out dataset input the metrics are on
+    runs: tuple[str, ...]  # the runs that list it under "Logged models" (the root and its training run)
 
     @classmethod
     def create(
@@ -186,6 +229,7 @@ class PipelineModel:
         name: str,
         tags: dict[str, str],
         card: ModelCard,
+        root_run_id: str,
     ) -> PipelineModel:
         """A PENDING LoggedModel linked to its training run, its params the card's."""
         params = {k: str(v) for k, v in asdict(card).items() if v is not None}
@@ -197,15 +241,38 @@ class PipelineModel:
             params=params,
             model_type="llm-pipeline" if card.kind == "llm" else "nnunet",
         )
-        return cls(client, model.model_id, (f"{card.dataset}-heldout", f"{card.data_digest[:16]}-heldout"))
+        dataset = (f"{card.dataset}-heldout", f"{card.data_digest[:16]}-heldout")  # the dataset input's name/digest
+        return cls(client, model.model_id, dataset, (root_run_id, training_run_id))
 
-    def finish(self, model_dir: Path, runs: list[str]) -> None:
-        """Upload the folder, mark the model READY and list it as an output of `runs` (the UI's 'Logged models')."""
+    def finish(self, model_dir: Path) -> None:
+        """Upload the folder, mark the model READY and list it as an output of its runs (the UI's 'Logged models')."""
         self.client.log_model_artifacts(self.model_id, str(model_dir))
         self.client.finalize_logged_model(self.model_id, LoggedModelStatus.READY)
-        for run_id in runs:
+        for run_id in self.runs:
             self.client.log_outputs(run_id, [LoggedModelOutput(self.model_id, 0)])
 
     def fail(self) -> None:
         """Mark the model FAILED (its metrics stay; nothing can load it)."""
         self.client.finalize_logged_model(self.model_id, LoggedModelStatus.FAILED)
+
+
+def finish_logging(
+    model: PipelineModel | None,
+    build: Callable[[Path], Path],
+    root: RunLogger,
+    progress: Callable[[str], None],
+) -> None:
+    """Build the model folder (in a temporary place), upload it, link the model to its runs and tag the root
+    with `logged_model_id`; on any failure the model is FAILED and the job goes on (its metrics stay)."""
+    if model is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="llmseg-logged-model-") as tmp:
+        try:
+            model.finish(build(Path(tmp) / "model"))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be packaged must not cost the evaluation
+            progress(f"logging the model failed: {type(exc).__name__}: {str(exc)[:300]}")
+            with contextlib.suppress(Exception):
+                model.fail()
+            return
+    root.tags({"logged_model_id": model.model_id})
+    progress(f"logged model {model.model_id} (models:/{model.model_id})")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -85,7 +83,7 @@ def evaluate_pipeline(
     )
     tree.root.metrics(quality)
     if model:
-        _finish_model(tree, *model, progress)
+        logged_model.finish_logging(*model, tree.root, progress)
     progress(
         f"held-out Dice mean {scores.summary()['heldout_dice_mean']:.3f} "
         f"({tags.get('eval_preprocessing')} preprocessing), compliance {quality['compliance_score']:.2f}"
@@ -95,43 +93,27 @@ def evaluate_pipeline(
 
 def _begin_model(
     tree: RunTree, data: PreparedDataset, trained: TrainedPipeline, out: EvalOutput, progress: Callable[[str], None]
-) -> tuple[PipelineModel, Path] | None:
-    """The pipeline's LoggedModel, created before the scores are logged so that they are its metrics, and its
-    folder; None (said, never raised) when it cannot be made: the evaluation stands without it."""
+) -> tuple[PipelineModel, Callable[[Path], Path]] | None:
+    """The pipeline's LoggedModel, created before the scores are logged so that they are its metrics, and how
+    to build its folder; None (said, never raised) when it cannot be made: the evaluation stands without it."""
     try:
         whole = out.info.get("model_saved") == "ok"
         card = logged_model.card_for(data, out.info, trained.hyperparameters, whole)
         weights = out.folder / "out" / "model.pth" if whole else trained.attempt / card.weights
-        folder = out.folder.parent / "logged_model"
-        shutil.rmtree(folder, ignore_errors=True)
         code = code_files(trained.attempt)
-        logged_model.write_model_dir(folder, card, code, weights, logged_model.example_image(data, card.in_channels))
+        example = logged_model.example_image(data, card.in_channels)
         client = tree.root.client
         training = find_training_run(client, tree)
         root = client.get_run(tree.root.run_id).data.tags
         tags = {k: root[k] for k in MODEL_TAGS if k in root} | {"pipeline_run_id": tree.root.run_id}
         name = re.sub(r"[/:.%\"']+", "-", f"{root.get('model', 'pipeline')}-{card.dataset}-r{root.get('repeat', '0')}")
-        model = PipelineModel.create(client, tree.experiment_id, training.info.run_id, name, tags, card)
-        return model, folder
-    except Exception as exc:  # noqa: BLE001 - a model that cannot be packaged must not cost the evaluation
+        model = PipelineModel.create(
+            client, tree.experiment_id, training.info.run_id, name, tags, card, tree.root.run_id
+        )
+        return model, lambda dest: logged_model.write_model_dir(dest, card, code, weights, example)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be made must not cost the evaluation
         progress(f"no logged model for this pipeline: {type(exc).__name__}: {str(exc)[:300]}")
         return None
-
-
-def _finish_model(tree: RunTree, model: PipelineModel, folder: Path, progress: Callable[[str], None]) -> None:
-    """Upload the model folder and link the model to the root and its training run."""
-    try:
-        training = find_training_run(model.client, tree)
-        model.finish(folder, [tree.root.run_id, training.info.run_id])
-    except Exception as exc:  # noqa: BLE001 - metrics stay; the model says it failed
-        progress(f"logging the model failed: {type(exc).__name__}: {str(exc)[:300]}")
-        with contextlib.suppress(Exception):
-            model.fail()
-        return
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    tree.root.tags({"logged_model_id": model.model_id})
-    progress(f"logged model {model.model_id} (models:/{model.model_id})")
 
 
 def _checkpoint_kinds(info: dict[str, object]) -> dict[str, str]:

@@ -77,6 +77,15 @@ def _check_tree(client: MlflowClient, run_id: str, dataset: str, data, work: Pat
     assert params["configuration"] == "2d" and params["fold"] == "0" and params["nnunet_version"].startswith("2.")
     assert params["data_digest"] == data.digest
     assert metrics["errors_total"] == 0 and metrics["params_total"] > 1e6 and metrics["train_time_s"] > 0
+    # nnU-Net is a LoggedModel like every pipeline: its trained-model folder, its held-out metrics
+    model = client.get_logged_model(tags["logged_model_id"])
+    assert model.status == "READY" and model.model_type == "nnunet" and model.tags["baseline"] == "true"
+    assert {m.key: m.value for m in model.metrics}["heldout_dice_mean"] == metrics["heldout_dice_mean"]
+    weights = {f.path for f in client.list_logged_model_artifacts(model.model_id, "data/pipeline/weights")}
+    assert {"data/pipeline/weights/plans.json", "data/pipeline/weights/dataset.json"} <= weights
+    assert "data/pipeline/weights/fold_0/checkpoint_best.pth" in {
+        f.path for f in client.list_logged_model_artifacts(model.model_id, "data/pipeline/weights/fold_0")
+    }
     # nnU-Net learns the task even in 3 x 10 steps (scored by the LLM pipelines' evaluator)
     assert metrics["heldout_dice_mean"] > 0.5 and metrics["heldout_n"] == 5
     assert {"nnunet/nnUNetPlans.json", "nnunet/dataset.json"} <= _artifacts(client, run_id, "nnunet")

@@ -127,7 +127,7 @@ def test_wrong_types_and_unknown_fields_are_named_with_what_was_expected(tmp_pat
     assert lines[0] == f"study file {path} has 4 problem(s):"
     assert lines[1:] == [
         "  model: unknown field (did you mean models?); allowed: "
-        "name, models, datasets, repeats, budget_reruns, baselines, seeds, refine, overrides",
+        "name, models, datasets, repeats, budget_reruns, baselines, seeds, refine, promote, overrides",
         "  models: expected a non-empty list of model keys, replay:DIR folders or selectors such as {year: 2025}, "
         "got []",
         "  repeats: expected a count or {default, per_model}, got '3'",
