@@ -118,8 +118,10 @@ def predict_arrays(
     model_dir: Path, card: ModelCard, images: dict[str, np.ndarray], work: Path, settings: EvalSettings
 ) -> Prediction:
     """Masks for named images with the model folder's code and weights, via the evaluation worker."""
+    if card.kind == "nnunet":
+        return _predict_nnunet(model_dir, card, images, work)
     if card.kind != "llm":
-        raise UsageError(f"predict runs LLM pipelines; this model is {card.kind!r} (use its own predictor)")
+        raise UsageError(f"predict runs LLM pipelines and nnU-Net baselines; this model is {card.kind!r}")
     if card.volumes:
         raise UsageError(f"this pipeline was trained on slices of volumes ({card.dataset}); predict takes 2D images")
     pipeline = model_dir / PIPELINE
@@ -140,6 +142,34 @@ def predict_arrays(
     except EvaluationError as exc:
         raise UsageError(f"the model could not predict these images: {exc}") from None
     return Prediction({names[n]: m for n, m in out.predictions.items()}, card, out.info)
+
+
+def _predict_nnunet(model_dir: Path, card: ModelCard, images: dict[str, np.ndarray], work: Path) -> Prediction:
+    """nnU-Net's own predictor on the images: library code, not generated, so it runs in this process."""
+    import os
+
+    import torch
+
+    from llmseg_mlflow.evaluation.nnunet_inference import predict as nnunet_predict
+
+    folder = work / "nnunet"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, array in images.items():  # the reader nnU-Net trained with reads PNGs: gray or RGB, as converted
+        paths[name] = folder / f"{Path(name).stem}_0000.png"
+        Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array).save(paths[name])
+    fold, checkpoint = card.weights.split("/", 1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    unset = [v for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results") if v not in os.environ]
+    os.environ.update({v: str(work / v) for v in unset})  # read when nnunetv2 is imported, unused from a folder
+    try:
+        masks = nnunet_predict(
+            model_dir / PIPELINE / "weights", int(fold.removeprefix("fold_")), paths, device, checkpoint
+        )
+    finally:
+        for var in unset:  # nothing of nnU-Net's is left in this process's environment
+            os.environ.pop(var, None)
+    return Prediction(masks, card, {"eval_preprocessing": "nnunet", "device": device})
 
 
 def _lay_out(card: ModelCard, images: dict[str, np.ndarray], root: Path) -> dict[str, str]:

@@ -21,7 +21,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from llmseg_mlflow.baseline import convert as nnraw
-from llmseg_mlflow.baseline.predict import CHECKPOINT
 from llmseg_mlflow.baseline.train import CONFIGURATION, TRAINER, Budget, nnunet_env
 from llmseg_mlflow.baseline.worker import PREFIX, RESULT, Job
 from llmseg_mlflow.catalog.datasets import get_dataset
@@ -30,6 +29,7 @@ from llmseg_mlflow.config import BaselineConfig
 from llmseg_mlflow.errors import UsageError, bad_input
 from llmseg_mlflow.evaluation import logged_model
 from llmseg_mlflow.evaluation.logged_model import ModelCard, PipelineModel
+from llmseg_mlflow.evaluation.nnunet_inference import CHECKPOINT
 from llmseg_mlflow.evaluation.record import log_evaluation
 from llmseg_mlflow.paths import baselines_root, data_root
 from llmseg_mlflow.pipeline import sandbox, usage_sampler
@@ -320,7 +320,8 @@ def run_baseline(cfg: BaselineConfig, progress: Callable[[str], None] = lambda _
             model=model[0] if model else None,
         )
         if model:
-            folder, extra = Path(result["model_folder"]), [Path(result["plans_file"]), raw.dataset_json]
+            folder = Path(result["model_folder"])  # nnU-Net's trained-model folder: plans.json, dataset.json, fold_k/
+            extra = [p for p in (folder / "plans.json", folder / "dataset.json") if p.is_file()]
             build = partial(
                 logged_model.write_nnunet_dir, card=model[1], model_folder=folder, extra=extra, example=model[2]
             )

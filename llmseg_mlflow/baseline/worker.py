@@ -56,7 +56,8 @@ def run(job: Job) -> dict[str, object]:
     """The whole nnU-Net cycle; returns what result.json holds."""
     import torch
 
-    from llmseg_mlflow.baseline import predict, train
+    from llmseg_mlflow.baseline import train
+    from llmseg_mlflow.evaluation import nnunet_inference as predict
 
     torch.set_num_threads(1)  # nnU-Net's CPU default (all cores) spins OpenMP threads: 10x slower steps here
     say("stage planning")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ from PIL import Image
 from llmseg_mlflow.baseline.run import BaselineConfig, run_baseline
 from llmseg_mlflow.catalog.datasets import get_dataset
 from llmseg_mlflow.catalog.prepare import ensure_prepared
+from llmseg_mlflow.config import PredictConfig
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.evaluation.record import score_heldout
+from llmseg_mlflow.predict import run_predict
 from llmseg_mlflow.tracking.schema import COHORT_TAGS
 
 # Tiny datasets: 20 pool + 5 held-out 64x64 images; the RGB one is stored as JPEG, which nnU-Net refuses.
@@ -86,6 +89,17 @@ def _check_tree(client: MlflowClient, run_id: str, dataset: str, data, work: Pat
     assert "data/pipeline/weights/fold_0/checkpoint_best.pth" in {
         f.path for f in client.list_logged_model_artifacts(model.model_id, "data/pipeline/weights/fold_0")
     }
+    # `llmseg predict` with the logged model gives the masks the evaluation scored
+    images = tmp_path / "predict-images"
+    images.mkdir()
+    for img, _ in data.heldout_pairs():
+        shutil.copy(img, images / img.name)
+    out = run_predict(PredictConfig(model=f"models:/{model.model_id}", images=images, out=tmp_path / "predict-out"))
+    scored = client.download_artifacts(tags["evaluation_run_id"], "heldout/predictions.npz", str(tmp_path))
+    with np.load(scored) as npz:
+        for name in npz.files:
+            written = np.asarray(Image.open(out / f"{Path(name).stem}.png"))
+            np.testing.assert_array_equal(written // 255, npz[name], err_msg=name)
     # nnU-Net learns the task even in 3 x 10 steps (scored by the LLM pipelines' evaluator)
     assert metrics["heldout_dice_mean"] > 0.5 and metrics["heldout_n"] == 5
     assert {"nnunet/nnUNetPlans.json", "nnunet/dataset.json"} <= _artifacts(client, run_id, "nnunet")
