@@ -92,7 +92,7 @@ def test_demo_sweeps_the_demo_study_and_ends_with_the_report(tmp_path, monkeypat
     # promote: true: the best LLM pipeline by held-out Dice is the registry's champion
     champion = client.get_model_version_by_alias(f"llmseg-{DATASET}", "champion")
     best = max(llm, key=lambda r: r.data.metrics["heldout_dice_mean"])
-    assert float(champion.tags["heldout_dice_mean"]) == pytest.approx(best.data.metrics["heldout_dice_mean"])
+    assert float(champion.tags["heldout_dice_mean"]) == pytest.approx(best.data.metrics["heldout_dice_mean"], abs=1e-6)
     assert any(line.startswith(f"promote {DATASET}: models:/llmseg-{DATASET}@champion") for line in lines)
 
     # a second demo finds everything done and runs nothing again
