@@ -84,6 +84,12 @@ def run_demo(
             ),
             progress=progress,
         )
+    if study.promote:  # the champion the sweep registered, used on new images
+        ds = study.datasets[0]
+        progress(
+            f"segment images with the best pipeline: MLFLOW_TRACKING_URI={uri} llmseg predict --model "
+            f"models:/llmseg-{ds}@champion --images {workdir / 'data' / ds / 'heldout'} --out {workdir / 'masks'}"
+        )
     exp = MlflowClient(uri).get_experiment_by_name(study.name)
     where = f"/#/experiments/{exp.experiment_id}/runs" if exp else ""  # MLflow 3 opens experiments on GenAI charts
     progress(f"open the runs: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000{where})")

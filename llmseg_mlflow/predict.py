@@ -47,6 +47,7 @@ def run_predict(cfg: PredictConfig, progress: Callable[[str], None] = lambda _: 
     with tempfile.TemporaryDirectory(prefix="llmseg-predict-") as tmp:
         model_dir = download_model(cfg.model, Path(tmp) / "model")
         card = ModelCard.read(model_dir)
+        images = _without_masks(images, card, progress)
         arrays = {p.name: _read(p, card) for p in tqdm(images, desc="reading images", unit="image")}
         progress(
             f"predicting {len(arrays)} image(s) with {cfg.model} ({card.dataset}, {card.preprocessing} preprocessing)"
@@ -82,6 +83,19 @@ def find_images(folder: Path) -> list[Path]:
     if dupes:
         raise UsageError(f"images in {folder} share a name with different extensions ({dupes[:3]}): masks would clash")
     return found
+
+
+def _without_masks(images: list[Path], card: ModelCard, progress: Callable[[str], None]) -> list[Path]:
+    """The images without the masks that sit beside them in the dataset's own layout (`x.png`, `x_mask.png`)."""
+    if not card.mask_suffix:
+        return images
+    ending = f"{card.mask_suffix}.{card.mask_ext}".lower()
+    kept = [p for p in images if not p.name.lower().endswith(ending)]
+    if len(kept) < len(images):
+        progress(f"skipped {len(images) - len(kept)} file(s) named like {card.dataset}'s masks (*{ending})")
+    if not kept:
+        raise UsageError(f"only masks (*{ending}) in {images[0].parent}; pass the folder holding the images")
+    return kept
 
 
 def download_model(uri: str, dest: Path) -> Path:

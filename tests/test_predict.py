@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -92,14 +91,12 @@ def test_promote_then_predict_gives_the_evaluators_masks_bit_for_bit(pipeline, t
     assert version.tags["model_id"] == root.data.tags["logged_model_id"]
     assert version.tags["model"] == root.data.tags["model"] and float(version.tags["heldout_dice_mean"]) > 0
 
-    images = tmp_path / "images"
-    images.mkdir()
-    for img, _ in data.heldout_pairs():
-        shutil.copy(img, images / img.name)
+    images = data.spec.images_dir(data.heldout)  # the dataset's own folder: images with their masks beside
     out = tmp_path / "masks"
     done = _cli("predict", "--model", line["uri"], "--images", str(images), "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert f"wrote {len(evaluator)} mask(s)" in done.stderr
+    assert f"skipped {len(evaluator)} file(s) named like {DATASET}'s masks" in done.stderr
+    assert f"wrote {len(evaluator)} mask(s)" in done.stderr and len(list(out.iterdir())) == len(evaluator)
     for name, mask in evaluator.items():
         written = np.asarray(Image.open(out / f"{name.rsplit('.', 1)[0]}.png"))
         assert set(np.unique(written)) <= {0, 255}
