@@ -289,6 +289,19 @@ def test_blocks_that_name_no_file_are_reported_as_such() -> None:
 # --- fix replies ---------------------------------------------------------------------------------
 
 
+def test_an_unnamed_block_of_imports_goes_to_the_one_file_that_has_most_of_them() -> None:
+    # A reply quoting train.py's imports and adding the one it forgot (the study's Grok 3 mini, NameError: os).
+    reply = "Add the missing import at the top:\n" + fence("import os\nimport pandas as pd\nfrom tqdm import tqdm\n")
+    merged = merge_reply(SOURCES, reply)
+    assert merged["train.py"] == TRAIN.replace("from tqdm import tqdm\n", "from tqdm import tqdm\nimport os\n", 1)
+    assert {k: v for k, v in merged.items() if k != "train.py"} == {k: v for k, v in SOURCES.items() if k != "train.py"}
+    # Imports no file has most of, or two files share equally: still unplaceable, never guessed.
+    with pytest.raises(NoCodeError):
+        merge_reply(SOURCES, "Try:\n" + fence("import numpy as np\nimport scipy\nimport os\n"))
+    with pytest.raises(NoCodeError):
+        merge_reply(SOURCES, "Try:\n" + fence("import torch\n"))  # model.py and main.py both have it
+
+
 def test_fix_reply_resending_one_file_replaces_only_that_file() -> None:
     fixed = TRAIN.replace("return 0.0", "return total / len(loader)")
     reply = "The error comes from `train.py`. Here is the corrected file:\n\n### train.py\n" + fence(fixed)
