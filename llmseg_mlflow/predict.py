@@ -53,7 +53,7 @@ def run_predict(cfg: PredictConfig, progress: Callable[[str], None] = lambda _: 
             f"predicting {len(arrays)} image(s) with {cfg.model} ({card.dataset}, {card.preprocessing} preprocessing)"
         )
         settings = EvalSettings(
-            "auto" if card.preprocessing == "own" else "generic",
+            card.eval_preprocessing,
             sandbox.Limits(cfg.timeout_s, cfg.memory_gb),
             unsafe_no_sandbox=cfg.unsafe_no_sandbox,
         )
@@ -226,7 +226,7 @@ class SandboxedSegmenter:
         images = {f"image_{i:05d}.png": batch[i].astype(np.uint8) for i in range(len(batch))}
         sandbox.check_available()
         with tempfile.TemporaryDirectory(prefix="llmseg-pyfunc-") as tmp:
-            settings = EvalSettings("auto" if self.card.preprocessing == "own" else "generic")
+            settings = EvalSettings(self.card.eval_preprocessing)
             result = predict_arrays(self.model_dir, self.card, images, Path(tmp), settings)
         return np.stack([result.masks[name] for name in sorted(images)])
 

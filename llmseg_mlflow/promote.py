@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.errors import UsageError
-from llmseg_mlflow.tracking.runs import check_tracking_server
+from llmseg_mlflow.tracking.runs import baseline_roots, check_tracking_server
 
 ALIAS = "champion"
 HELDOUT = "heldout_"  # the prefix of every metric the evaluator computed on the held-out split
@@ -139,11 +139,6 @@ def _version_of(
 
 def _baseline_score(client: MlflowClient, model: LoggedModel, by: str) -> float | None:
     """nnU-Net's held-out metric on the same split (its root in the same experiment with the same data_digest)."""
-    digest = model.params.get("data_digest")
-    runs = client.search_runs(
-        [model.experiment_id],
-        f"tags.baseline = 'true' AND tags.dataset = '{model.tags.get('dataset')}' AND params.data_digest = '{digest}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0].data.metrics.get(by) if runs else None
+    digest, dataset = model.params.get("data_digest"), model.tags.get("dataset")
+    runs = baseline_roots(client, model.experiment_id, dataset, digest) if digest and dataset else []
+    return next((r.data.metrics[by] for r in runs if by in r.data.metrics), None)

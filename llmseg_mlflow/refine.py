@@ -35,7 +35,7 @@ from llmseg_mlflow.pipeline.loop import AttemptLoop, LoopConfig, LoopOutcome
 from llmseg_mlflow.pipeline.record import log_summary, log_training
 from llmseg_mlflow.pipeline.workspace import Workspace
 from llmseg_mlflow.tracking import describe
-from llmseg_mlflow.tracking.runs import RunTree, logged_code
+from llmseg_mlflow.tracking.runs import RunTree, baseline_roots, logged_code
 from llmseg_mlflow.tracking.schema import Kind, Status
 
 # the root's param -> where the loop's setting comes from: a round runs under the root's own limits
@@ -150,13 +150,7 @@ def _model_key(root: Run) -> str:
 def _baseline_val_dice(client: MlflowClient, root: Run) -> float | None:
     """nnU-Net's validation Dice on the same prepared pool (data_digest), from its latest baseline root."""
     tags, digest = root.data.tags, root.data.params.get("data_digest")
-    found = client.search_runs(
-        [root.info.experiment_id],
-        f"tags.kind = 'pipeline' and tags.baseline = 'true' and tags.dataset = '{tags['dataset']}' "
-        "and tags.status = 'succeeded'",
-        order_by=["attributes.start_time DESC"],
-    )
-    same = [r for r in found if "budget" not in r.data.tags and r.data.params.get("data_digest") == digest]
+    same = baseline_roots(client, root.info.experiment_id, tags["dataset"], digest) if digest else []
     if not same:
         raise UsageError(
             f"--show-baseline: no finished nnU-Net baseline of dataset {tags['dataset']} on the same prepared data "

@@ -39,7 +39,9 @@ def test_promote_picks_heldout_dice_and_a_new_best_moves_the_alias_keeping_the_o
     _pipeline(client, exp, dataset, "flatters-itself", heldout=0.60, val=0.99)
     honest = _pipeline(client, exp, dataset, "honest", heldout=0.80, val=0.50)
     _pipeline(client, exp, "other-dataset", "elsewhere", heldout=0.99, val=0.99)
-    baseline = client.create_run(exp, tags={"baseline": "true", "dataset": dataset})
+    baseline = client.create_run(
+        exp, tags={"kind": "pipeline", "baseline": "true", "status": "succeeded", "dataset": dataset}
+    )
     client.log_param(baseline.info.run_id, "data_digest", DIGEST)
     client.log_metric(baseline.info.run_id, "heldout_dice_mean", 0.85)
 

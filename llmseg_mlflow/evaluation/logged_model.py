@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
@@ -32,6 +33,7 @@ from PIL import Image
 
 from llmseg_mlflow import untrusted
 from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.evaluation.evaluator import int_or_none
 from llmseg_mlflow.tracking.runs import RunLogger
 
 CARD = "llmseg.json"
@@ -64,6 +66,11 @@ class ModelCard:
     volumes: bool = False  # trained on slices of volumes: `predict` on plain images is refused
     version: int = 1
 
+    @property
+    def eval_preprocessing(self) -> str:
+        """The evaluator's setting that feeds the model as its evaluation did (`own` succeeds again under auto)."""
+        return "auto" if self.preprocessing == "own" else "generic"
+
     def to_json(self) -> str:
         """The card as written into the model folder."""
         return json.dumps(asdict(self), indent=2)
@@ -78,20 +85,36 @@ class ModelCard:
         return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
 
 
+class _DataFields(TypedDict):
+    dataset: str
+    data_digest: str
+    images_dir: str
+    masks_dir: str
+    image_ext: str
+    mask_ext: str
+    mask_suffix: str
+    volumes: bool
+
+
+def _data_fields(data: PreparedDataset) -> _DataFields:
+    """What a card says of the prepared dataset: its key, digest and how the held-out files are laid out."""
+    spec, base = data.spec, data.heldout
+    return {
+        "dataset": spec.key,
+        "data_digest": data.digest,
+        "images_dir": str(spec.images_dir(base).relative_to(base)),
+        "masks_dir": str(spec.masks_dir(base).relative_to(base)),
+        "image_ext": spec.image_ext,
+        "mask_ext": spec.mask_ext,
+        "mask_suffix": spec.mask_suffix,
+        "volumes": data.volumes,
+    }
+
+
 def card_for(data: PreparedDataset, info: dict[str, object], hyper: dict[str, str], whole: bool) -> ModelCard:
     """The card of an LLM pipeline from the evaluator's findings (info.json) and the code's hyperparameters."""
-    from llmseg_mlflow.evaluation.evaluator import int_or_none
-
-    spec, base = data.spec, data.heldout
     return ModelCard(
         kind="llm",
-        dataset=spec.key,
-        data_digest=data.digest,
-        images_dir=str(spec.images_dir(base).relative_to(base)),
-        masks_dir=str(spec.masks_dir(base).relative_to(base)),
-        image_ext=spec.image_ext,
-        mask_ext=spec.mask_ext,
-        mask_suffix=spec.mask_suffix,
         in_channels=int(info.get("eval_input_channels") or 1),  # type: ignore[call-overload]
         input_size=int_or_none(hyper.get("input_size")),
         final_activation=hyper.get("final_activation", "none"),
@@ -99,22 +122,14 @@ def card_for(data: PreparedDataset, info: dict[str, object], hyper: dict[str, st
         preprocessing="own" if info.get("eval_preprocessing") == "own" else "generic",
         weights="model.pth" if whole else str(info.get("eval_checkpoint", "")),
         whole_module=whole,
-        volumes=data.volumes,
+        **_data_fields(data),
     )
 
 
 def nnunet_card(data: PreparedDataset, channels: int, fold: int | str, checkpoint: str) -> ModelCard:
     """The card of an nnU-Net baseline: its own preprocessing (plans), label maps out."""
-    spec, base = data.spec, data.heldout
     return ModelCard(
         kind="nnunet",
-        dataset=spec.key,
-        data_digest=data.digest,
-        images_dir=str(spec.images_dir(base).relative_to(base)),
-        masks_dir=str(spec.masks_dir(base).relative_to(base)),
-        image_ext=spec.image_ext,
-        mask_ext=spec.mask_ext,
-        mask_suffix=spec.mask_suffix,
         in_channels=channels,
         input_size=None,
         final_activation="softmax",
@@ -122,7 +137,7 @@ def nnunet_card(data: PreparedDataset, channels: int, fold: int | str, checkpoin
         preprocessing="nnunet",
         weights=f"fold_{fold}/{checkpoint}",
         whole_module=False,
-        volumes=data.volumes,
+        **_data_fields(data),
     )
 
 

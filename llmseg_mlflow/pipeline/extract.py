@@ -228,29 +228,20 @@ def _top_level_names(code: str) -> set[str]:
     return set(_TOP_DEF.findall(code))
 
 
-def _imports_only(code: str) -> set[str] | None:
-    """The import statements of a block that holds nothing else (each as written by ast.unparse), else None."""
+def _imports(code: str) -> tuple[set[str], bool]:
+    """A block's import statements (each as ast.unparse writes it), and whether it holds nothing else."""
     try:
         body = ast.parse(code).body
     except (SyntaxError, ValueError):
-        return None
-    if not body or not all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in body):
-        return None
-    return {ast.unparse(node) for node in body}
-
-
-def _imports_of(code: str) -> set[str]:
-    try:
-        body = ast.parse(code).body
-    except (SyntaxError, ValueError):
-        return set()
-    return {ast.unparse(node) for node in body if isinstance(node, (ast.Import, ast.ImportFrom))}
+        return set(), False
+    nodes = [node for node in body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return {ast.unparse(node) for node in nodes}, bool(body) and len(nodes) == len(body)
 
 
 def _match_imports(imports: set[str], current: dict[str, str]) -> str | None:
     """The one current file that already has most of a block's imports (at least half): the block quotes or
     extends that file's import lines. None when no file does, or two do equally."""
-    overlaps = sorted(((len(imports & _imports_of(code)), name) for name, code in current.items()), reverse=True)
+    overlaps = sorted(((len(imports & _imports(code)[0]), name) for name, code in current.items()), reverse=True)
     if not overlaps or 2 * overlaps[0][0] < len(imports) or (len(overlaps) > 1 and overlaps[1][0] == overlaps[0][0]):
         return None
     return overlaps[0][1]
@@ -260,8 +251,10 @@ def match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
     """The current file that defines most of the same top-level names as an unnamed block; for a block of
     imports only, the one file that already has most of them."""
     names = _top_level_names(block.code)
-    if not names and (imports := _imports_only(block.code)):
-        return _match_imports(imports, current)
+    if not names:
+        imports, only = _imports(block.code)
+        if only:
+            return _match_imports(imports, current)
     best, best_overlap = None, 0
     for name, code in current.items():
         overlap = len(names & _top_level_names(code))

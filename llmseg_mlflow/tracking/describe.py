@@ -15,6 +15,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
+from llmseg_mlflow.tracking.runs import baseline_roots
 from llmseg_mlflow.tracking.schema import Kind, Status
 
 EXAMPLES = "heldout/examples.png"  # the evaluation run's figure of the hardest held-out images
@@ -212,15 +213,8 @@ def find_baseline(client: MlflowClient, root: Run) -> BaselineDice | None:
     tags, digest = root.data.tags, root.data.params.get("data_digest")
     if tags.get("baseline") == "true" or not digest or not tags.get("dataset"):
         return None
-    found = client.search_runs(
-        [root.info.experiment_id],
-        f"tags.kind = '{Kind.PIPELINE.value}' and tags.baseline = 'true' and tags.dataset = '{tags['dataset']}' "
-        f"and tags.status = '{Status.SUCCEEDED.value}' and params.data_digest = '{digest}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=100,
-    )
-    for run in found:
-        if run.data.tags.get("budget") == tags.get("budget") and "heldout_dice_mean" in run.data.metrics:
+    for run in baseline_roots(client, root.info.experiment_id, tags["dataset"], digest, tags.get("budget")):
+        if "heldout_dice_mean" in run.data.metrics:
             return BaselineDice(run.info.run_id, run.data.metrics["heldout_dice_mean"])
     return None
 

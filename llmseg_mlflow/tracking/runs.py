@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow.artifacts
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
@@ -295,6 +295,21 @@ class RunTree:
             except Exception:  # noqa: BLE001 - best effort: the caller still reports the reason
                 pass
         return reason
+
+
+def baseline_roots(
+    client: MlflowClient, experiment_id: str, dataset: str, data_digest: str, budget: str | None = None
+) -> list[Run]:
+    """The succeeded nnU-Net baseline roots of one split (dataset, prepared `data_digest`) in the experiment,
+    newest first; `budget`: those forced to that epoch budget (None: the baseline's own budget)."""
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.kind = '{Kind.PIPELINE.value}' and tags.baseline = 'true' and tags.dataset = '{dataset}' "
+        f"and tags.status = 'succeeded' and params.data_digest = '{data_digest}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=100,
+    )
+    return [r for r in found if r.data.tags.get("budget") == budget]
 
 
 def logged_code(client: MlflowClient, run_id: str) -> dict[str, str]:
