@@ -1,51 +1,30 @@
-"""A real `mlflow server` for benchmarks: sqlite store, 1 worker, free port (the setup DESIGN.md measured)."""
+"""A real `mlflow server` for benchmarks: sqlite with 1 worker (the setup DESIGN.md measured), or a
+PostgreSQL cluster under the same folder with several workers (a lab's setup, issue #20)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
+from llmseg_mlflow.tracking.local_server import THROWAWAY_SETTINGS, MlflowServer, Postgres, free_port
 
-def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    """Start the server with its store under root; returns (process, URI) once /health answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=(root / "server.log").open("a"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2)
-            return proc, uri
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}")
+
+@contextlib.contextmanager
+def running_server(root: Path, store: str = "sqlite", workers: int = 1) -> Iterator[str]:
+    """The server's URI while the block runs; its store (and cluster) stay under root for a later run."""
+    pg = None
+    if store == "postgres":
+        pg = Postgres(root / "postgres" / "data", free_port(), settings=THROWAWAY_SETTINGS)
+        pg.init()
+        pg.start()
+        backend = pg.create_database()
+    else:
+        backend = f"sqlite:///{root / 'mlflow.db'}"
+    server = MlflowServer(backend, root / "artifacts", workers=workers, log_file=root / "server.log")
+    try:
+        yield server.start().uri
+    finally:
+        server.stop()
+        if pg is not None:
+            pg.stop()

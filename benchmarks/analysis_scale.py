@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
+from _server import running_server  # benchmarks/_server.py (the script's folder is on sys.path)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -137,46 +137,54 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="Keep the server's store here (reused when it holds the study).")
     ap.add_argument("--models", type=int, default=19)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument(
+        "--pipelines", type=int, help="About this many pipelines: sets --repeats (11460 is ten times the paper)."
+    )
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--server-workers", type=int, default=1)
     ap.add_argument("--heldout", type=int, default=50, help="Held-out images per dataset.")
     ap.add_argument("--skip-naive", action="store_true")
     args = ap.parse_args()
+    if args.pipelines:
+        args.repeats = max(1, round(args.pipelines / (args.models * len(DATASETS))))
     tmp = tempfile.TemporaryDirectory()
     root = (args.keep or Path(tmp.name)).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    proc, uri = start_server(root)
+    with running_server(root, args.store, args.server_workers) as uri:
+        measure(args, root, uri)
+    tmp.cleanup()
+
+
+def measure(args: argparse.Namespace, root: Path, uri: str) -> None:
+    """Build the study unless it is there, then time cold, warm and naive analyze and print the ratios."""
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ.pop("MLFLOW_RUN_ID", None)
     os.environ["LLMSEG_HOME"] = str(root / "home")  # no prepared datasets: grids show predictions only
-    try:
-        import mlflow
-        from mlflow.tracking import MlflowClient
+    import mlflow
+    from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(uri)
-        n = build_study(MlflowClient(), args.models, args.repeats, args.heldout)
-        work = Path(tempfile.mkdtemp(dir=root))
-        print(f"\nanalyze, cold (empty cache), {n} pipelines:")
-        cold, cold_data = time_analyze(work / "cold", work / "cache")
-        print("\nanalyze, warm (nothing new since the last analyze):")
-        warm, warm_data = time_analyze(work / "warm", work / "cache")
-        naive = naive_data = None
-        if not args.skip_naive:
-            print("\nanalyze, naive (per-run history and artifact calls, empty cache):")
-            naive, naive_data = time_analyze(work / "naive", work / "naive-cache", naive=True)
-        print(f"\n{n} pipelines on {uri} (sqlite store, 1 worker)")
-        print(f"cold  {cold:7.1f} s   (target < 30 s)   waiting for data {cold_data:6.1f} s")
+    mlflow.set_tracking_uri(uri)
+    n = build_study(MlflowClient(), args.models, args.repeats, args.heldout)
+    work = Path(tempfile.mkdtemp(dir=root))
+    print(f"\nanalyze, cold (empty cache), {n} pipelines:")
+    cold, cold_data = time_analyze(work / "cold", work / "cache")
+    print("\nanalyze, warm (nothing new since the last analyze):")
+    warm, warm_data = time_analyze(work / "warm", work / "cache")
+    naive = naive_data = None
+    if not args.skip_naive:
+        print("\nanalyze, naive (per-run history and artifact calls, empty cache):")
+        naive, naive_data = time_analyze(work / "naive", work / "naive-cache", naive=True)
+    print(f"\n{n} pipelines on {uri} ({args.store} store, {args.server_workers} server workers)")
+    print(f"cold  {cold:7.1f} s   (target < 30 s)   waiting for data {cold_data:6.1f} s")
+    print(
+        f"warm  {warm:7.1f} s   (target < 5 s)    waiting for data {warm_data:6.1f} s   cold/warm = {cold / warm:.1f}x"
+    )
+    if naive is not None:
+        print(f"naive {naive:7.1f} s                     waiting for data {naive_data:6.1f} s")
         print(
-            f"warm  {warm:7.1f} s   (target < 5 s)    waiting for data {warm_data:6.1f} s   cold/warm = {cold / warm:.1f}x"
+            f"naive/cold = {naive / cold:.1f}x end to end (target >= 10x), {naive_data / cold_data:.1f}x waiting for "
+            f"data; naive/warm = {naive / warm:.1f}x"
         )
-        if naive is not None:
-            print(f"naive {naive:7.1f} s                     waiting for data {naive_data:6.1f} s")
-            print(
-                f"naive/cold = {naive / cold:.1f}x end to end (target >= 10x), {naive_data / cold_data:.1f}x waiting for "
-                f"data; naive/warm = {naive / warm:.1f}x"
-            )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        tmp.cleanup()
 
 
 if __name__ == "__main__":

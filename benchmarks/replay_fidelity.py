@@ -28,6 +28,7 @@ store, pipeline folders) lives in a temp folder that is kept and printed. Last l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -40,7 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
+from _server import running_server  # benchmarks/_server.py (the script's folder is on sys.path)
 from PIL import Image
 from tqdm import tqdm
 
@@ -469,7 +470,7 @@ def main() -> None:
     if args.code and not Path(origin).resolve().is_relative_to(code_root):
         sys.exit(f"--code {code_root} is not what imports: {origin}")
 
-    started, records, server = time.time(), [], None
+    started, records = time.time(), []
     if args.bare:
         site_dir = Path(origin).parent / "pipeline" / "sandbox_site"
         for folder in tqdm(folders, desc="bare", unit="pipeline"):
@@ -477,20 +478,14 @@ def main() -> None:
             tqdm.write(f"{folder.name}: {'ok' if rec['bare_ok'] else 'FAILED ' + rec.get('bare_error', '')}")
             records.append(rec)
     else:
-        uri = args.tracking_uri
-        if uri is None:
-            server, uri = start_server(work)
-        env["MLFLOW_TRACKING_URI"] = uri
-        try:
+        with contextlib.ExitStack() as stack:
+            uri = args.tracking_uri or stack.enter_context(running_server(work))
+            env["MLFLOW_TRACKING_URI"] = uri
             for folder in tqdm(folders, desc="pipelines", unit="pipeline"):
                 rec = run_pipeline(folder, work, args.python, env, uri, args.timeout_s, args.preflight, args.images)
                 seconds = rec.get("add_s", 0) + rec.get("generate_s", 0)
                 tqdm.write(f"{folder.name}: {rec.get('status')} ({seconds:.0f} s)")
                 records.append(rec)
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
     duration = time.time() - started
 
     print()

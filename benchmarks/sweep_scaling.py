@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _server import start_server  # benchmarks/_server.py (the script's folder is on sys.path)
+from _server import running_server  # benchmarks/_server.py (the script's folder is on sys.path)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -35,9 +35,8 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="llmseg-sweep-bench-"))
-    server, uri = start_server(work)
-    os.environ.update(MLFLOW_TRACKING_URI=uri, LLMSEG_HOME=str(work / "home"))
-    try:
+    with running_server(work) as uri:
+        os.environ.update(MLFLOW_TRACKING_URI=uri, LLMSEG_HOME=str(work / "home"))
         from llmseg_mlflow.catalog.datasets import get_dataset
         from llmseg_mlflow.catalog.prepare import ensure_prepared
         from llmseg_mlflow.sweep.local import LocalExecutor
@@ -102,9 +101,6 @@ def main() -> None:
                 f"ray overhead per job over local (2 workers): {extra:+.2f} s (target < 1 s); "
                 f"wall ratio ray/local-2: {results['ray-2'][0] / results['local-2'][0]:.2f}"
             )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -696,6 +696,33 @@ def doctor(as_json: bool) -> None:
     click.echo(json.dumps(report) if as_json else "\n".join(probe.render_report(report)))
 
 
+@main.command()
+@click.option(
+    "--dir",
+    "folder",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Everything of the server goes here: the store (mlflow.db or postgres/), artifacts, logs.",
+)
+@click.option(
+    "--store",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help="postgres: a PostgreSQL cluster in DIR/postgres, started and stopped with the server.",
+)
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 lets other machines log to it.")
+@click.option("--workers", type=int, default=4, show_default=True, help="Server worker processes.")
+@click.option("--pg-user", help="As root: the user who owns and runs PostgreSQL (default: postgres).")
+def server(folder: Path, store: str, port: int, host: str, workers: int, pg_user: str | None) -> None:
+    """A study's tracking server on this machine (sqlite, or PostgreSQL for a lab's many writers)."""
+    from llmseg_mlflow.tracking.local_server import serve_forever, study_server
+
+    srv, pg = _guarded(lambda: study_server(folder, store, port, workers, host, pg_user))
+    _guarded(lambda: serve_forever(srv, pg, say=_say))
+
+
 @main.command("import-chat")
 @click.argument("transcript", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="New replay folder to write.")

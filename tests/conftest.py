@@ -1,19 +1,20 @@
-"""Shared fixtures: a real `mlflow server` on 127.0.0.1 (sqlite store) and an isolated LLMSEG_HOME."""
+"""Shared fixtures: a real `mlflow server` on 127.0.0.1 (sqlite store, or PostgreSQL), an isolated LLMSEG_HOME."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import re
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
+
+from llmseg_mlflow.tracking.local_server import THROWAWAY_SETTINGS, MlflowServer, Postgres, free_port
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
@@ -33,57 +34,42 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def running_mlflow_server(root: Path) -> Iterator[str]:
-    """A real `mlflow server` on a free port with its store under root; its URI while the block runs."""
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}"
-                ) from None
-            time.sleep(0.5)
+def running_mlflow_server(root: Path, backend_uri: str | None = None, workers: int = 1) -> Iterator[str]:
+    """A real `mlflow server` on a free port, its artifacts (and sqlite store unless backend_uri is given)
+    under root; its URI while the block runs."""
+    root.mkdir(parents=True, exist_ok=True)
+    server = MlflowServer(
+        backend_uri or f"sqlite:///{root / 'mlflow.db'}",
+        root / "artifacts",
+        workers=workers,
+        log_file=root / "server.log",
+    ).start()
     try:
-        yield uri
+        yield server.uri
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster for the session (initdb/pg_ctl; as root, run by the `postgres` user)."""
+    folder = Path(tempfile.mkdtemp(prefix="llmseg-pg-"))  # under /tmp: the cluster's owner must reach it
+    cluster = Postgres(folder / "data", free_port(), settings=THROWAWAY_SETTINGS)
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_uri(postgres, request) -> str:
+    """A new, empty database in the session's cluster, named after the test."""
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    return postgres.create_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -97,19 +83,36 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
 def own_tracking(tmp_path_factory, monkeypatch) -> Iterator[str]:
     """A tracking server of this test alone, for what reads across every study (e.g. price estimates)."""
     with running_mlflow_server(tmp_path_factory.mktemp("own-server")) as uri:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-        mlflow.set_tracking_uri(uri)
+        yield point_at(uri, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_postgres(postgres, tmp_path_factory) -> Iterator[str]:
+    """URI of a real tracking server on PostgreSQL with 2 workers, for the whole session."""
+    database = postgres.create_database("session")
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server-pg"), database, workers=2) as uri:
         yield uri
+
+
+def point_at(uri: str, monkeypatch) -> str:
+    """Point MLflow in this process and in child processes at uri."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 @pytest.fixture
 def tracking(mlflow_server, monkeypatch) -> str:
     """Point MLflow (and child processes) at the session's server."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(mlflow_server)
-    return mlflow_server
+    return point_at(mlflow_server, monkeypatch)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def tracking_each_store(request, monkeypatch) -> str:
+    """The session's server on each store in turn (tests of what the store could change run on both)."""
+    server = "mlflow_server" if request.param == "sqlite" else "mlflow_server_postgres"
+    return point_at(request.getfixturevalue(server), monkeypatch)
 
 
 @pytest.fixture(scope="session")

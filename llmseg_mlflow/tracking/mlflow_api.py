@@ -14,6 +14,8 @@ real `mlflow server`; an MLflow upgrade that moves one of these fails that test 
 - `get_metric_history_bulk` of the SQLAlchemy store (a store method, no client API).
 - The artifact layout of runs, `{experiment location}/{run id}/artifacts`, and the `mlflow-artifacts:`
   scheme served by the server's proxy at `/api/2.0/mlflow-artifacts/artifacts/` (conventions, not API).
+- `mlflow.store.db.utils._get_schema_version` / `_get_latest_schema_revision`: a database store's alembic
+  revision and the one the installed MLflow expects (internal module; `mlflow db upgrade` is the public fix).
 - `POST /api/2.0/mlflow/runs/search` is the public REST API, but read as raw JSON through the internal
   `http_request_safe` (parsing protobuf entities costs more than the request at study scale).
 """
@@ -106,3 +108,10 @@ def get_artifact_response(creds: Any, run_id: str, path: str) -> Any:
 
     # One request, where the client's download would look the run up and list the folder first.
     return http_request(creds, GET_ARTIFACT_ENDPOINT, "GET", params={"path": path, "run_uuid": run_id}, stream=True)
+
+
+def schema_revisions(engine: Any) -> tuple[str | None, str]:
+    """(the database's MLflow schema revision or None when it has none yet, the revision MLflow expects)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
+
+    return _get_schema_version(engine), _get_latest_schema_revision()

@@ -42,7 +42,7 @@ def check_tracking_server(timeout_s: float = 5.0) -> None:
 
     uri = mlflow.get_tracking_uri()
     if uri.startswith(_DATABASES):
-        _probe_database(uri, timeout_s)
+        check_database(uri, timeout_s)
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -55,8 +55,9 @@ def check_tracking_server(timeout_s: float = 5.0) -> None:
         ) from exc
 
 
-def _probe_database(uri: str, timeout_s: float) -> None:
-    """One connection with a short timeout; a missing driver is named with what to install."""
+def check_database(uri: str, timeout_s: float = 5.0) -> None:
+    """One connection with a short timeout; a missing driver is named with what to install, a schema older
+    than the installed MLflow with the upgrade command (MLflow would only fail at the first write)."""
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
@@ -74,7 +75,8 @@ def _probe_database(uri: str, timeout_s: float) -> None:
     engine = sqlalchemy.create_engine(url, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect():
-            return
+            pass
+        _check_schema(engine, shown)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise ConnectionError(
@@ -83,6 +85,20 @@ def _probe_database(uri: str, timeout_s: float) -> None:
         ) from None
     finally:
         engine.dispose()
+
+
+def _check_schema(engine, uri: str) -> None:
+    """UsageError with `mlflow db upgrade` when the store was made by an older MLflow (an empty one is fine)."""
+    import mlflow
+
+    from llmseg_mlflow.tracking.mlflow_api import schema_revisions
+
+    found, head = schema_revisions(engine)
+    if found is not None and found != head:  # None: a new database, whose tables MLflow creates on first use
+        raise UsageError(
+            f"the tracking database's schema is older than MLflow {mlflow.__version__} expects (revision {found}, "
+            f"not {head}): back it up, then run `mlflow db upgrade '{uri}'` and start again"
+        )
 
 
 # MLflow 3's UI infers a GenAI (agent) project from the LLM traces and opens on trace charts; a study

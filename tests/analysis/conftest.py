@@ -61,17 +61,16 @@ def _heldout(data_root: Path) -> list[tuple[str, np.ndarray]]:
     return [(img.name, np.asarray(Image.open(mask)) > 127) for img, mask in prepared.heldout_pairs()]
 
 
-@pytest.fixture(scope="session")
-def study(mlflow_server, shared_home) -> Study:
-    """5 models x 2 datasets x 2 repeats, a baseline, budget reruns, one pipeline that never ran."""
-    name = "analysis-study"
+def write_study(uri: str, home: Path, name: str = "analysis-study", threads: int = 4) -> Study:
+    """5 models x 2 datasets x 2 repeats, a baseline, budget reruns, one pipeline that never ran; written with
+    `threads` writers at once."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        mp.setenv("LLMSEG_HOME", str(shared_home))
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("LLMSEG_HOME", str(home))
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         mp.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        mlflow.set_tracking_uri(mlflow_server)
-        data_root = shared_home / "data"
+        mlflow.set_tracking_uri(uri)
+        data_root = home / "data"
         gts = _heldout(data_root)
         spec = SynthStudySpec(
             study=name,
@@ -84,10 +83,16 @@ def study(mlflow_server, shared_home) -> Study:
             failures=FAILED,
             gt_masks={ON_DISK: gts},
             dice_override={(m, OFF_DISK, r): v for (m, r), v in KNOWN.items()},
-            threads=4,
+            threads=threads,
         )
         pipelines = write_synthetic_study(MlflowClient(), spec)
-    return Study(name, mlflow_server, pipelines, data_root)
+    return Study(name, uri, pipelines, data_root)
+
+
+@pytest.fixture(scope="session")
+def study(mlflow_server, shared_home) -> Study:
+    """The study on the session's sqlite server."""
+    return write_study(mlflow_server, shared_home)
 
 
 @pytest.fixture
@@ -105,11 +110,16 @@ def on_server(study, monkeypatch, shared_home) -> Study:
 def default_report(study, shared_home, tmp_path_factory) -> Path:
     """One analyze of the study with the defaults (no analysis run logged), for tests that only read its outputs;
     plus the recorded error counts of RECORDED (an option that adds one section and changes nothing else)."""
-    out = tmp_path_factory.mktemp("default-report")
+    return analyze_defaults(study, shared_home, tmp_path_factory.mktemp("default-report"))
+
+
+def analyze_defaults(study: Study, home: Path, out: Path) -> Path:
+    """Analyze the study with the defaults and RECORDED into out/r; the report's folder."""
+    out.mkdir(parents=True, exist_ok=True)
     (out / "recorded.csv").write_text(RECORDED)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", study.uri)
-        mp.setenv("LLMSEG_HOME", str(shared_home))
+        mp.setenv("LLMSEG_HOME", str(home))
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         mlflow.set_tracking_uri(study.uri)
         cfg = AnalyzeConfig(
