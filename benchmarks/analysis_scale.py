@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--server-workers", type=int, default=1)
     ap.add_argument("--heldout", type=int, default=50, help="Held-out images per dataset.")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--build-only", action="store_true", help="Write the study into --keep and stop (time it later).")
     args = ap.parse_args()
     if args.pipelines:
         args.repeats = max(1, round(args.pipelines / (args.models * len(DATASETS))))
@@ -165,6 +166,8 @@ def measure(args: argparse.Namespace, root: Path, uri: str) -> None:
 
     mlflow.set_tracking_uri(uri)
     n = build_study(MlflowClient(), args.models, args.repeats, args.heldout)
+    if args.build_only:
+        return
     work = Path(tempfile.mkdtemp(dir=root))
     print(f"\nanalyze, cold (empty cache), {n} pipelines:")
     cold, cold_data = time_analyze(work / "cold", work / "cache")

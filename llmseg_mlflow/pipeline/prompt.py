@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmseg_mlflow.tracking.runs import lost_creation_race
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
@@ -70,7 +72,7 @@ def register(
         try:
             latest = mlflow.genai.load_prompt(f"prompts:/{name}@latest", link_to_model=False)
             if latest.template == template:
-                return RegisteredPrompt(name, int(latest.version), template)
+                return RegisteredPrompt(name, _first_of_run(name, template, int(latest.version)), template)
         except MlflowException:
             pass  # first registration
         try:
@@ -80,12 +82,41 @@ def register(
                 commit_message=message,
                 tags={"source": source},
             )
-            return RegisteredPrompt(name, int(version.version), template)
+            return RegisteredPrompt(name, _first_of_run(name, template, int(version.version), own=True), template)
         except MlflowException as exc:
             # Parallel sweep workers on a fresh server: another one created the prompt first; look again.
-            if "RESOURCE_ALREADY_EXISTS" not in str(exc) or attempt == 2:
+            if not lost_creation_race(exc) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def _first_of_run(name: str, template: str, version: int, own: bool = False) -> int:
+    """The first of the unbroken run of versions holding template that ends at `version` (deleted ones skipped).
+
+    Parallel writers on a fresh server each register the same text: all of them use the first version,
+    and a writer whose own new version (`own`) is a later one deletes it.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    first = version
+    for earlier in range(version - 1, 0, -1):
+        try:
+            held = client.get_prompt_version(name, earlier)
+        except MlflowException:  # deleted by its writer
+            continue
+        if held is None:
+            continue
+        if held.template != template:
+            break
+        first = earlier
+    if own and first < version:
+        try:
+            client.delete_prompt_version(name, str(version))
+        except Exception:  # noqa: BLE001 - a duplicate left behind is harmless: every writer uses `first`
+            pass
+    return first
 
 
 def link(client: MlflowClient, uri: str, *run_ids: str) -> None:

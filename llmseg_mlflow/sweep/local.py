@@ -147,6 +147,7 @@ class LocalExecutor:
                     w.spec.job,
                     ok=False,
                     reason=f"worker process died ({why}); see {w.spec.log_file}",
+                    retryable=True,  # the OOM killer or a person, not the pipeline: its sandbox died with it
                     started_ms=int((time.time() - (time.monotonic() - w.submitted)) * 1000),
                 )
                 w.conn.close()

@@ -76,6 +76,7 @@ class JobReport:
     observed_s: float | None = None
     inner_s: float | None = None
     superseded: list[str] = field(default_factory=list)
+    retries: int = 0  # times the job ran again because the platform failed under it
 
 
 @dataclass
@@ -331,9 +332,14 @@ class _Driver:
         n = self.attempts[job.key] = self.attempts.get(job.key, 0) + 1
         if outcome.retryable and n <= len(self.opts.retry_delays_s):
             delay = self.opts.retry_delays_s[n - 1]
-            bar.write(f"  {job.label}: tracking server away ({outcome.reason[:120]}); again in {delay:.0f} s")
+            bar.write(
+                f"  {job.label}: {outcome.reason[:160]}; retry {n} of {len(self.opts.retry_delays_s)} in {delay:.0f} s"
+            )
             self.ready.append((time.monotonic() + delay, job, self.spec_source.get(job.key)))
             return
+        rep.retries = n - 1
+        if rep.retries and run_id:  # the run says how often the platform failed under it
+            retrying(lambda: self.client.set_tag(run_id, "sweep_retries", str(rep.retries)), "tag run")
         if not outcome.ok:
             rep.reason = f"{rep.reason} (log: {self.log_dir / _log_name(job)})"
         self.reports[job.key] = rep
@@ -435,6 +441,8 @@ def print_table(summary: SweepSummary, out: Callable[[str], None] = print) -> No
         note = r.run_id + (f" {r.reason}" if r.reason else "")
         if r.superseded:
             note += f" (retry of {', '.join(r.superseded)})"
+        if r.retries:
+            note += f" ({r.retries} {'retry' if r.retries == 1 else 'retries'} after platform failures)"
         out(
             f"{r.job.kind[:4] + ' ' + r.job.label:52} {r.state:8} {r.status:16} {dice:>6} {minutes:>6} {cost:>8}  {note}"
         )

@@ -45,7 +45,7 @@ class Outcome:
     run_id: str | None = None
     status: str | None = None
     reason: str = ""
-    retryable: bool = False  # the tracking server was away before anything was logged
+    retryable: bool = False  # the platform failed, not the pipeline: the tracking server was away, or the worker died
     started_ms: int = 0
     inner_s: float = 0.0  # seconds inside the job (executor overhead = observed - inner)
 

@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.catalog.prepare import PreparedDataset
+from llmseg_mlflow.tracking.runs import lost_creation_race
 
 
 def _split_frame(manifest: dict, split: str) -> pd.DataFrame:
@@ -40,7 +41,7 @@ def log_prepared(client: MlflowClient, run_id: str, data: PreparedDataset) -> No
     except MlflowException as exc:
         # Parallel sweep workers logging the same new dataset: the loser hits the store's unique key;
         # the dataset exists now, so the second call only links it to this run.
-        if "UNIQUE constraint" not in str(exc) and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+        if not lost_creation_race(exc):
             raise
         time.sleep(0.2)
         client.log_inputs(run_id, datasets=inputs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import mlflow.artifacts
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from llmseg_mlflow.errors import UsageError
-from llmseg_mlflow.tracking.outage import OUTAGE_MARKER
+from llmseg_mlflow.tracking.outage import OUTAGE_MARKER, server_error
 from llmseg_mlflow.tracking.schema import Cohort, Kind
 from llmseg_mlflow.untrusted import Caps, Skipped, copy_tree
 
@@ -108,13 +110,28 @@ MODEL_DEVELOPMENT = "custom_model_development"
 SOURCE_TAGS = {MLFLOW_SOURCE_NAME: "llmseg-mlflow", MLFLOW_SOURCE_TYPE: "LOCAL"}  # the UI's Source column
 
 
+# How each store words "another writer created it first": MLflow's code, sqlite's and PostgreSQL's.
+_DUPLICATE = re.compile(r"RESOURCE_ALREADY_EXISTS|already exists|unique constraint|duplicate key", re.IGNORECASE)
+
+
+def lost_creation_race(exc: BaseException) -> bool:
+    """True when a create failed because a parallel writer created the same thing first (on any store)."""
+    return _DUPLICATE.search(str(exc)) is not None
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """The id of the study's experiment, created on first use, marked as model development."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(
-            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}
-        )
+        try:
+            return client.create_experiment(
+                name, artifact_location=artifact_location, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}
+            )
+        except MlflowException as exc:  # two jobs of a new study at once: the other one created it
+            if not lost_creation_race(exc):
+                raise
+            exp = client.get_experiment_by_name(name)
+            assert exp is not None, f"experiment {name!r} was created and is gone"
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
     mark_experiment(client, exp.experiment_id, exp.tags)
@@ -299,7 +316,7 @@ class RunTree:
         """
         import traceback
 
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:250]
+        reason = server_error(exc) or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:250]
         steps = (
             lambda: self.root.tags({"status": "harness_error", "error": reason}),
             lambda: self.root.text("".join(traceback.format_exception(exc)), "harness_error.txt"),

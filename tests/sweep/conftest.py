@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,3 +42,34 @@ budget_reruns:
   - {epochs: 2, datasets: [synthetic-gray-suffix]}
 overrides: {epochs: 1, max_batches: 2, max_fix_rounds: 1, timeout_s: 300, memory_gb: 4, preflight: false}
 """
+
+
+def start_sweep(path: Path, log_dir: Path, workers: int = 2, **popen) -> subprocess.Popen:
+    """`llmseg sweep` in a process of its own (so a test can kill it), stdout and stderr merged as text."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmseg_mlflow.cli",
+            "sweep",
+            str(path),
+            "--workers",
+            str(workers),
+            "--log-dir",
+            str(log_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def wait_for(condition: Callable[[], object], driver: subprocess.Popen, timeout_s: float = 300) -> object:
+    """Poll condition until it is true while the sweep runs; its value."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert driver.poll() is None, driver.communicate()[0]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+    return value

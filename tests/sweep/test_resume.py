@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -13,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
-from tests.sweep.conftest import write_study
+from tests.sweep.conftest import start_sweep, write_study
 
 pytestmark = [pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap"), pytest.mark.slow]
 
@@ -25,16 +23,6 @@ overrides: {epochs: 1, max_batches: 2, timeout_s: 300, memory_gb: 4, preflight: 
 """
 
 
-def _sweep(path, log_dir, **popen):
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmseg_mlflow.cli", "sweep", str(path), "--workers", "2", "--log-dir", str(log_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **popen,
-    )
-
-
 def _roots(client, exp_id):
     return client.search_runs([exp_id], "tags.kind = 'pipeline'")
 
@@ -42,7 +30,7 @@ def _roots(client, exp_id):
 def test_sigkill_then_rerun_finishes_everything_once(tracking, llmseg_home, replay_models, tmp_path):
     path = write_study(replay_models, "t-sweep-kill", STUDY)
     client = MlflowClient()
-    driver = _sweep(path, tmp_path / "logs")
+    driver = start_sweep(path, tmp_path / "logs")
     deadline = time.monotonic() + 300
     while True:  # wait until both workers have a pipeline root RUNNING
         exp = client.get_experiment_by_name("t-sweep-kill")
@@ -58,7 +46,7 @@ def test_sigkill_then_rerun_finishes_everything_once(tracking, llmseg_home, repl
     interrupted = {r.info.run_id for r in _roots(client, exp.experiment_id) if r.info.status == "RUNNING"}
     assert interrupted == {r.info.run_id for r in running}
 
-    again = _sweep(path, tmp_path / "logs")
+    again = start_sweep(path, tmp_path / "logs")
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out
     assert "2 jobs, 0 done earlier, 2 to retry" in out and "done 2, skipped 0, failed 0" in out
@@ -75,7 +63,7 @@ def test_sigkill_then_rerun_finishes_everything_once(tracking, llmseg_home, repl
         assert run.data.tags["superseded_by"] == by_key[run.data.tags["repeat"]]
         assert run.info.run_id in out  # the table says which run each retry replaced
 
-    third = _sweep(path, tmp_path / "logs")
+    third = start_sweep(path, tmp_path / "logs")
     out, _ = third.communicate(timeout=300)
     assert third.returncode == 0 and "2 jobs, 2 done earlier, 0 to retry, 0 to run" in out
     assert len(_roots(client, exp.experiment_id)) == 4
@@ -84,7 +72,7 @@ def test_sigkill_then_rerun_finishes_everything_once(tracking, llmseg_home, repl
 def test_ctrl_c_marks_the_running_pipeline_and_the_rerun_replaces_it(tracking, llmseg_home, replay_models, tmp_path):
     path = write_study(replay_models, "t-sweep-ctrl-c", STUDY.replace("repeats: 2", "repeats: 1"))
     logs = tmp_path / "logs"
-    driver = _sweep(path, logs, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    driver = start_sweep(path, logs, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not any("attempt 1: training" in f.read_text() for f in logs.glob("generate-*.log")):
         assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[0]
@@ -97,7 +85,7 @@ def test_ctrl_c_marks_the_running_pipeline_and_the_rerun_replaces_it(tracking, l
     [stopped] = _roots(client, exp.experiment_id)
     assert stopped.info.status == "FAILED" and stopped.data.tags["status"] == "harness_error"
 
-    again = _sweep(path, logs)
+    again = start_sweep(path, logs)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0 and f"(retry of {stopped.info.run_id})" in out
     assert client.get_run(stopped.info.run_id).data.tags["superseded_by"] in out

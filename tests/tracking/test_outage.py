@@ -10,7 +10,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from llmseg_mlflow.tracking.outage import is_tracking_outage
+from llmseg_mlflow.tracking.outage import is_tracking_outage, server_error
 from llmseg_mlflow.tracking.runs import check_tracking_server
 
 
@@ -102,3 +102,25 @@ def test_outage_reasons(text):
 )
 def test_other_reasons(text):
     assert not is_tracking_outage(text)
+
+
+FULL_DISK = (
+    "MlflowException: API request to http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/1/f6de9ad6/artifacts/"
+    "heldout/examples.png failed with exception HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries "
+    "exceeded with url: /api/2.0/mlflow-artifacts/artifacts/1/f6de9ad6/artifacts/heldout/examples.png (Caused by "
+    "ResponseError('too many 500 error responses'))"
+)
+
+
+def test_a_server_that_answers_500_to_every_try_is_failing_not_away():
+    assert not is_tracking_outage(FULL_DISK) and not is_tracking_outage(RuntimeError(FULL_DISK))
+    assert server_error(FULL_DISK) == (
+        "the tracking server could not store the artifact heldout/examples.png (HTTP 500 on every try): its "
+        "artifact store is likely full or read-only; the server's log has the cause"
+    )
+    other = FULL_DISK.replace(
+        "mlflow-artifacts/artifacts/1/f6de9ad6/artifacts/heldout/examples.png failed", "mlflow/runs/log-batch failed"
+    )
+    assert "failed on http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch" in server_error(other)
+    assert server_error("ConnectionError: Max retries exceeded (Caused by NewConnectionError)") is None
+    assert is_tracking_outage(FULL_DISK.replace("500 error", "503 error"))  # a gateway while it restarts
