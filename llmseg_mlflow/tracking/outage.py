@@ -20,24 +20,31 @@ _SIGNS = re.compile(
 )
 
 
-# MLflow's client after its retries when the server kept answering 500: up, but failing (a full or
-# read-only artifact store, a broken database). Not an outage: waiting would not help.
-_SERVER_ERROR = re.compile(r"API request to (\S+) failed with exception .*too many 500 error responses")
+# MLflow's client after its retries, when the server is up but fails the request: it answered 500 to every
+# try, or it aborted an upload it could not store (the client then only sees the connection reset). A full
+# or read-only artifact store, a broken database: waiting would not help, so this is not an outage.
+_REQUEST = re.compile(r"API request to (\S+) failed with exception")
+_ALL_500 = "too many 500 error responses"
 _ARTIFACT_PATH = re.compile(r"/mlflow-artifacts/artifacts/[^/]+/[^/]+/artifacts/(\S+)")
 
 
-def server_error(failure: BaseException | str) -> str | None:
-    """A clear line when the tracking server answered HTTP 500 to every try of a request, else None."""
-    found = _SERVER_ERROR.search(str(failure))
+def server_error(failure: BaseException | str, server_answers: bool = False) -> str | None:
+    """A clear line when the tracking server is up but failed a request, else None: it answered HTTP 500 to
+    every try, or (server_answers: its /health answers now) it aborted an artifact upload."""
+    text = str(failure)
+    found = _REQUEST.search(text)
     if found is None:
         return None
     artifact = _ARTIFACT_PATH.search(found.group(1))
+    how = "HTTP 500 on every try" if _ALL_500 in text else "the server aborted the upload" if server_answers else None
+    if how is None or (artifact is None and _ALL_500 not in text):
+        return None
     if artifact:
         return (
-            f"the tracking server could not store the artifact {artifact.group(1)} (HTTP 500 on every try): "
+            f"the tracking server could not store the artifact {artifact.group(1)} ({how}): "
             "its artifact store is likely full or read-only; the server's log has the cause"
         )
-    return f"the tracking server failed on {found.group(1)} (HTTP 500 on every try); the server's log has the cause"
+    return f"the tracking server failed on {found.group(1)} ({how}); the server's log has the cause"
 
 
 def is_tracking_outage(failure: BaseException | str | None) -> bool:

@@ -316,7 +316,7 @@ class RunTree:
         """
         import traceback
 
-        reason = server_error(exc) or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:250]
+        reason = _server_failed(exc) or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:250]
         steps = (
             lambda: self.root.tags({"status": "harness_error", "error": reason}),
             lambda: self.root.text("".join(traceback.format_exception(exc)), "harness_error.txt"),
@@ -328,6 +328,18 @@ class RunTree:
             except Exception:  # noqa: BLE001 - best effort: the caller still reports the reason
                 pass
         return reason
+
+
+def _server_failed(exc: BaseException) -> str | None:
+    """server_error's line, asking the server whether it is up when the failure alone cannot tell."""
+    found = server_error(exc)
+    if found is None and server_error(exc, server_answers=True):
+        try:
+            check_tracking_server(timeout_s=3)
+        except Exception:  # noqa: BLE001 - it is away: an outage after all
+            return None
+        found = server_error(exc, server_answers=True)
+    return found
 
 
 def baseline_roots(

@@ -107,7 +107,7 @@ def test_other_reasons(text):
 FULL_DISK = (
     "MlflowException: API request to http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/1/f6de9ad6/artifacts/"
     "heldout/examples.png failed with exception HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries "
-    "exceeded with url: /api/2.0/mlflow-artifacts/artifacts/1/f6de9ad6/artifacts/heldout/examples.png (Caused by "
+    "exceeded with url:\n/api/2.0/mlflow-artifacts/artifacts/1/f6de9ad6/artifacts/heldout/examples.png (Caused by "
     "ResponseError('too many 500 error responses'))"
 )
 
@@ -124,3 +124,15 @@ def test_a_server_that_answers_500_to_every_try_is_failing_not_away():
     assert "failed on http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch" in server_error(other)
     assert server_error("ConnectionError: Max retries exceeded (Caused by NewConnectionError)") is None
     assert is_tracking_outage(FULL_DISK.replace("500 error", "503 error"))  # a gateway while it restarts
+
+
+def test_an_aborted_upload_is_a_server_error_only_while_the_server_answers():
+    reset = FULL_DISK.replace("ResponseError('too many 500 error responses')", "ProtocolError('Connection aborted.')")
+    assert server_error(reset) is None and is_tracking_outage(reset)  # alone, it reads as an outage
+    assert "could not store the artifact heldout/examples.png (the server aborted the upload)" in server_error(
+        reset, server_answers=True
+    )
+    not_upload = reset.replace(
+        "mlflow-artifacts/artifacts/1/f6de9ad6/artifacts/heldout/examples.png failed", "x failed"
+    )
+    assert server_error(not_upload, server_answers=True) is None
