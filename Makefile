@@ -10,9 +10,9 @@ TEST_WORKERS ?= 2
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo test lint ui bwrap chromium clean
+.PHONY: setup demo test lint ui bwrap chromium postgres clean
 
-setup: $(STAMP) bwrap chromium
+setup: $(STAMP) bwrap chromium postgres
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ chromium:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium is missing (the report's browser test is skipped): sudo apt-get install -y chromium" >&2; fi; }
+
+# `llmseg server --store postgres` and the tests of the PostgreSQL store start clusters with initdb/pg_ctl
+# (Debian keeps them in /usr/lib/postgresql/N/bin); install the server when we can.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "PostgreSQL is missing: sudo apt-get install -y postgresql" >&2; exit 1; fi; }
 
 demo: setup
 	$(VENV)/bin/llmseg demo --workdir $(DEMO_DIR)

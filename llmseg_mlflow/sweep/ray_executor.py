@@ -82,7 +82,8 @@ class RayExecutor:
                 outcome = Outcome(
                     spec.job,
                     ok=False,
-                    reason=f"ray task failed: {type(exc).__name__}: {exc}"[:800],
+                    reason=f"ray task failed: {type(exc).__name__}: {str(exc).strip()[:600]}",
+                    retryable=True,  # execute_job never raises: the worker or its node died; run it elsewhere
                     started_ms=int((time.time() - (time.monotonic() - submitted)) * 1000),
                 )
             out.append((outcome, time.monotonic() - submitted))
