@@ -83,9 +83,16 @@ class Postgres:
 
     def _run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         # As root: the owner's uid/gid and none of root's groups; a neutral cwd the owner can enter.
-        ids = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []} if self.owner else {}
+        owner = self.owner
         done = subprocess.run(
-            cmd, cwd="/", capture_output=True, text=True, env={**os.environ, "LC_ALL": "C.UTF-8"}, **ids
+            cmd,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LC_ALL": "C.UTF-8"},
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            extra_groups=[] if owner else None,
         )
         if check and done.returncode != 0:
             tail = (done.stderr or done.stdout).strip()[-1500:]
