@@ -7,21 +7,13 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from llmseg_mlflow.tracking.local_server import THROWAWAY_SETTINGS, MlflowServer, Postgres, free_port
+from llmseg_mlflow.tracking.local_server import THROWAWAY_SETTINGS, free_port, study_server
 
 
 @contextlib.contextmanager
 def running_server(root: Path, store: str = "sqlite", workers: int = 1) -> Iterator[str]:
     """The server's URI while the block runs; its store (and cluster) stay under root for a later run."""
-    pg = None
-    if store == "postgres":
-        pg = Postgres(root / "postgres" / "data", free_port(), settings=THROWAWAY_SETTINGS)
-        pg.init()
-        pg.start()
-        backend = pg.create_database()
-    else:
-        backend = f"sqlite:///{root / 'mlflow.db'}"
-    server = MlflowServer(backend, root / "artifacts", workers=workers, log_file=root / "server.log")
+    server, pg = study_server(root, store, free_port(), workers, settings=THROWAWAY_SETTINGS)
     try:
         yield server.start().uri
     finally:

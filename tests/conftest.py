@@ -51,9 +51,9 @@ def running_mlflow_server(root: Path, backend_uri: str | None = None, workers: i
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """A throwaway PostgreSQL cluster for the session (initdb/pg_ctl; as root, run by the `postgres` user)."""
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[Postgres]:
+    """A started PostgreSQL cluster (initdb/pg_ctl; as root, run by the `postgres` user), gone after the block."""
     folder = Path(tempfile.mkdtemp(prefix="llmseg-pg-"))  # under /tmp: the cluster's owner must reach it
     cluster = Postgres(folder / "data", free_port(), settings=THROWAWAY_SETTINGS)
     cluster.init()
@@ -63,6 +63,13 @@ def postgres() -> Iterator[Postgres]:
     finally:
         cluster.stop("immediate")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster for the session."""
+    with throwaway_postgres() as cluster:
+        yield cluster
 
 
 @pytest.fixture

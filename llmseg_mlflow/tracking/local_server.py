@@ -103,7 +103,7 @@ class Postgres:
         path.mkdir(parents=True, exist_ok=True)
         if self.owner:
             os.chown(path, self.owner.pw_uid, self.owner.pw_gid)
-            if not self._run("test", "-w", str(path), check=False).returncode == 0:
+            if self._run("test", "-w", str(path), check=False).returncode != 0:
                 raise UsageError(
                     f"{path} is not reachable by the user {self.owner.pw_name!r}, who runs PostgreSQL (a parent "
                     "folder is private to root): choose a folder under /srv or /tmp, or another --pg-user"
@@ -169,10 +169,10 @@ class MlflowServer:
     def start(self, timeout_s: float = 120) -> MlflowServer:
         """Start it and wait until /health answers."""
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        log = self.log_file.open("a") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        with self.log_file.open("a") if self.log_file else open(os.devnull, "w") as log:  # the child keeps its copy
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -210,9 +210,10 @@ class MlflowServer:
 
 def study_server(
     folder: Path, store: str = "sqlite", port: int = 5000, workers: int = 4, host: str = "127.0.0.1",
-    pg_user: str | None = None,
+    pg_user: str | None = None, settings: dict[str, str] | None = None,
 ) -> tuple[MlflowServer, Postgres | None]:  # fmt: skip
-    """A study's tracking server with everything under folder (store, artifacts, logs), not yet started."""
+    """A study's tracking server with everything under folder (store, artifacts, logs), not yet started;
+    `settings`: the cluster's (THROWAWAY_SETTINGS for benchmarks)."""
     from llmseg_mlflow.tracking.runs import check_database
 
     folder = Path(folder).absolute()
@@ -221,7 +222,7 @@ def study_server(
     if store == "sqlite":
         backend = f"sqlite:///{folder / 'mlflow.db'}"
     elif store == "postgres":
-        pg = Postgres(folder / "postgres" / "data", free_port(), user=pg_user)
+        pg = Postgres(folder / "postgres" / "data", free_port(), user=pg_user, settings=settings or {})
         pg.init()
         pg.stop()  # a cluster an earlier server left running (its port is unknown): start it afresh on ours
         pg.start()

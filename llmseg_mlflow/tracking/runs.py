@@ -333,13 +333,15 @@ class RunTree:
 def _server_failed(exc: BaseException) -> str | None:
     """server_error's line, asking the server whether it is up when the failure alone cannot tell."""
     found = server_error(exc)
-    if found is None and server_error(exc, server_answers=True):
-        try:
-            check_tracking_server(timeout_s=3)
-        except Exception:  # noqa: BLE001 - it is away: an outage after all
-            return None
-        found = server_error(exc, server_answers=True)
-    return found
+    if found is not None:
+        return found
+    if (if_up := server_error(exc, server_answers=True)) is None:
+        return None
+    try:
+        check_tracking_server(timeout_s=3)
+    except Exception:  # noqa: BLE001 - it is away: an outage after all
+        return None
+    return if_up
 
 
 def baseline_roots(

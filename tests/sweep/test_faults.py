@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,8 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from llmseg_mlflow.pipeline.sandbox import bwrap_path
-from llmseg_mlflow.tracking.local_server import THROWAWAY_SETTINGS, MlflowServer, Postgres, free_port
-from tests.conftest import point_at
+from llmseg_mlflow.tracking.local_server import MlflowServer
+from tests.conftest import point_at, throwaway_postgres
 from tests.sweep.conftest import start_sweep, wait_for, write_study
 
 pytestmark = [pytest.mark.skipif(bwrap_path() is None, reason="needs bubblewrap"), pytest.mark.slow]
@@ -68,18 +66,13 @@ def _descendants(pid: int) -> dict[int, str]:
 @pytest.fixture
 def lab_server(tmp_path, monkeypatch):
     """A cluster and a 2-worker server of this test alone (the test kills and restarts them)."""
-    folder = Path(tempfile.mkdtemp(prefix="llmseg-pg-"))  # the cluster's owner must reach it
-    cluster = Postgres(folder / "data", free_port(), settings=THROWAWAY_SETTINGS)
-    cluster.init()
-    cluster.start()
-    server = MlflowServer(
-        cluster.create_database(), tmp_path / "artifacts", workers=2, log_file=tmp_path / "server.log"
-    )
-    point_at(server.start().uri, monkeypatch)
-    yield server, cluster
-    server.stop()
-    cluster.stop("immediate")
-    shutil.rmtree(folder, ignore_errors=True)
+    with throwaway_postgres() as cluster:
+        server = MlflowServer(
+            cluster.create_database(), tmp_path / "artifacts", workers=2, log_file=tmp_path / "server.log"
+        )
+        point_at(server.start().uri, monkeypatch)
+        yield server, cluster
+        server.stop()
 
 
 def test_tracking_server_killed_and_database_restarted_mid_sweep(lab_server, llmseg_home, replay_models, tmp_path):
