@@ -211,11 +211,15 @@ def build_study(
     for col in ("errors_total", "debug_iterations", "heldout_dice_mean", "train_time_s", "epochs_trained", "cost_usd"):
         if col not in pipelines:
             pipelines[col] = np.nan
-    pipelines = pipelines.sort_values(["role", "dataset", "model", "repeat"], kind="stable").reset_index(drop=True)
+    pipelines = pipelines.sort_values(["role", "dataset", "model", "repeat", "start_time", "run_id"], kind="stable").reset_index(drop=True)
     error_cols = sorted(c for c in pipelines.columns if c.startswith("errors."))
     pipelines[error_cols] = pipelines[error_cols].fillna(0)
     front = ID_COLUMNS + ["start_time"]
-    pipelines = pipelines[front + [c for c in pipelines.columns if c not in front]]
+    # Metric columns in name order, not in the order runs happened to list them: a study reads the same
+    # from every store (PostgreSQL and sqlite list runs with equal start times differently).
+    metric_cols = sorted({k for run in roots for k in run.metrics if k not in SERIES_KEYS} - set(front))
+    fixed = [c for c in pipelines.columns if c not in front and c not in metric_cols]
+    pipelines = pipelines[front + fixed + [c for c in metric_cols if c in pipelines.columns]]
     # Plain Python strings, not pandas' Arrow-backed default: the sections group, index and iterate these
     # columns thousands of times, and each Arrow access costs a conversion (a third of a warm analyze).
     text = [c for c in pipelines.columns if isinstance(pipelines[c].dtype, pd.StringDtype)]

@@ -47,6 +47,21 @@ def test_a_root_without_a_dice_summary_gets_the_mean_of_its_per_image_scores():
     assert table.heldout_dice_mean["b"] == pytest.approx(scores.mean())
 
 
+def test_the_tables_columns_do_not_depend_on_the_order_runs_were_listed_in():
+    # Stores list runs with equal start times in different orders; pipelines.csv must read the same.
+    roots = [
+        _root("a", {"errors.ValueError": 1, "errors_total": 1, "heldout_dice_mean": 0.5}),
+        _root("b", {"errors.ImportError": 2, "errors_total": 2}),
+        _root("c", {"errors.NameError": 1, "compliance_score": 0.9, "errors_total": 1}),
+    ]
+    forward = build_study(roots, {}).pipelines
+    backward = build_study(roots[::-1], {}).pipelines
+    assert list(forward.columns) == list(backward.columns)
+    errors = [c for c in forward.columns if c.startswith("errors.")]
+    assert errors == ["errors.ImportError", "errors.NameError", "errors.ValueError"]
+    assert forward.set_index("run_id")["errors.ValueError"].to_dict() == {"a": 1, "b": 0, "c": 0}
+
+
 def test_boxplots_draw_matplotlibs_quartiles_whiskers_and_medians_top_to_bottom(monkeypatch, tmp_path):
     drawn = []
     monkeypatch.setattr(fg, "_save", lambda fig, path: drawn.append(fig))
