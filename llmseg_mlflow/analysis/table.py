@@ -211,7 +211,9 @@ def build_study(
     for col in ("errors_total", "debug_iterations", "heldout_dice_mean", "train_time_s", "epochs_trained", "cost_usd"):
         if col not in pipelines:
             pipelines[col] = np.nan
-    pipelines = pipelines.sort_values(["role", "dataset", "model", "repeat", "start_time", "run_id"], kind="stable").reset_index(drop=True)
+    pipelines = pipelines.sort_values(
+        ["role", "dataset", "model", "repeat", "start_time", "run_id"], kind="stable"
+    ).reset_index(drop=True)
     error_cols = sorted(c for c in pipelines.columns if c.startswith("errors."))
     pipelines[error_cols] = pipelines[error_cols].fillna(0)
     front = ID_COLUMNS + ["start_time"]
