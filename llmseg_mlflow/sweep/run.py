@@ -15,8 +15,10 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from tqdm import tqdm
 
+from llmseg_mlflow.catalog.datasets import get_dataset
+from llmseg_mlflow.catalog.prepared import load_prepared
 from llmseg_mlflow.errors import UsageError
-from llmseg_mlflow.paths import llmseg_home, sweeps_root
+from llmseg_mlflow.paths import data_root, llmseg_home, sweeps_root
 from llmseg_mlflow.pipeline import slots
 from llmseg_mlflow.promote import promote
 from llmseg_mlflow.sweep.cost import pipeline_cost, token_estimates
@@ -250,6 +252,7 @@ class _Driver:
         self.waiting: dict[tuple, list[Job]] = {}  # source key -> budget jobs waiting for it
         self.attempts: dict[tuple, int] = {}
         self.spec_source: dict[tuple, str | None] = {}  # budget jobs: the source run they were given
+        self.digests: dict[str, str | None] = {}
 
     def spec(self, job: Job, source_run: str | None) -> JobSpec:
         base = self.study.baselines
@@ -267,7 +270,19 @@ class _Driver:
             work_root=str(self.opts.work_root) if self.opts.work_root else None,
             models_file=str(self.opts.models_file) if self.opts.models_file else None,
             unsafe_no_sandbox=self.opts.unsafe_no_sandbox,
+            dataset_digest=self.digest(job.dataset),
         )
+
+    def digest(self, dataset: str) -> str | None:
+        """The manifest digest of this machine's copy of a dataset (None when it has none): each worker checks
+        its own copy against it, so nodes with their own data roots cannot train on different splits."""
+        if dataset not in self.digests:
+            try:
+                prepared = load_prepared(get_dataset(dataset), data_root(self.opts.data_root))
+            except Exception:  # noqa: BLE001 - an unknown or broken dataset fails its jobs with the reason
+                prepared = None
+            self.digests[dataset] = prepared.digest if prepared else None
+        return self.digests[dataset]
 
     def schedule(self, states: list[JobState]) -> None:
         by_key = {s.job.key: s for s in states}

@@ -34,6 +34,7 @@ class JobSpec:
     models_file: str | None = None
     unsafe_no_sandbox: bool = False
     threads: int | None = None  # torch threads in this worker (CPU runs)
+    dataset_digest: str | None = None  # the manifest digest of the driver's copy of the job's dataset
 
 
 @dataclass
@@ -116,6 +117,30 @@ def _configs(spec: JobSpec):
     raise ValueError(f"unknown job kind {job.kind!r}")
 
 
+def check_node_data(spec: JobSpec) -> None:
+    """Stop a job whose node holds other data than the driver (a per-node data root prepared differently)."""
+    if not spec.dataset_digest:
+        return
+    import socket
+
+    from llmseg_mlflow.catalog.datasets import get_dataset
+    from llmseg_mlflow.catalog.prepare import ensure_prepared
+    from llmseg_mlflow.paths import data_root
+
+    prepared = ensure_prepared(get_dataset(spec.job.dataset), data_root(spec.data_root))
+    if prepared.digest != spec.dataset_digest:
+        raise DataMismatchError(
+            f"dataset {spec.job.dataset!r} on {socket.gethostname()} ({prepared.root}) has manifest digest "
+            f"{prepared.digest[:16]}, the sweep driver's copy {spec.dataset_digest[:16]}: the splits would differ. "
+            "Share one data root between the machines, or prepare the same source with the same seed on each "
+            "(`llmseg datasets prepare`)"
+        )
+
+
+class DataMismatchError(RuntimeError):
+    """A node's prepared dataset is not the driver's."""
+
+
 @contextmanager
 def _output_to(path: Path) -> Iterator[Any]:
     """Send this process's stdout/stderr (fd level: children too) to the job's log file, then restore them."""
@@ -149,6 +174,7 @@ def execute_job(spec: JobSpec) -> Outcome:
     with _output_to(Path(spec.log_file)) as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.job.kind} {spec.job.label} (pid {os.getpid()})\n")
         try:
+            check_node_data(spec)
             run, cfg = _configs(spec)
             result = run(cfg, lambda msg: log.write(msg.rstrip() + "\n"))
             out.ok, out.run_id, out.status = True, result.run_id, result.status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,7 @@ overrides: {epochs: 1, max_batches: 2, max_fix_rounds: 1, timeout_s: 300, memory
 """
 
 
-def start_sweep(path: Path, log_dir: Path, workers: int = 2, **popen) -> subprocess.Popen:
+def start_sweep(path: Path, log_dir: Path, workers: int = 2, args: Sequence[str] = (), **popen) -> subprocess.Popen:
     """`llmseg sweep` in a process of its own (so a test can kill it), stdout and stderr merged as text."""
     return subprocess.Popen(
         [
@@ -57,6 +57,7 @@ def start_sweep(path: Path, log_dir: Path, workers: int = 2, **popen) -> subproc
             str(workers),
             "--log-dir",
             str(log_dir),
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
