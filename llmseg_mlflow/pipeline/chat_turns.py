@@ -71,6 +71,8 @@ def split_turns(text: str, fmt: str) -> list[Turn]:
         turns = _marked_poe_turns(numbered, marks) if marks and not timed else _poe_turns(numbered)
     else:
         turns = _marked_turns(numbered, fmt)
+        if fmt == "plain" and not any(t.role == "assistant" for t in turns):
+            turns = _unmarked_turns(numbered) or turns
     merged: list[Turn] = []
     for turn in turns:
         if not any(t.strip() for _, t in turn.lines):
@@ -136,6 +138,42 @@ def _without_page_header(seg: list[Line], bot: str) -> list[Line]:
     if after and texts[after[0]] == "OFFICIAL":
         end = after[0]
     return seg[end + 1 :]
+
+
+# A line of the prompt's directory tree (`|-- main.py`, `├── main.py`, `└── main.py`): the tree closes the prompt.
+_TREE_FILE = re.compile(r"^[\s|│├└─\-+`]*(dataset|model|train|main)\.py\s*$")
+# The last line of a pasted traceback: the exception, flush left.
+_RUN_END = re.compile(r"^(?:Process finished with exit code \d+)?$")
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b")
+
+
+def _unmarked_turns(lines: list[Line]) -> list[Turn]:
+    """A copy with no turn markers at all (DeepSeek's web page): the prompt ends with its directory tree of the
+    four files, the reply follows; a pasted traceback (from its first line to the exception) is the person's
+    turn and the next reply starts after it. No tree, no turns: nothing is guessed."""
+    end = None
+    for k in range(len(lines)):
+        names = [m.group(1) for _, t in lines[k : k + 4] if (m := _TREE_FILE.match(t))]
+        if sorted(names) == ["dataset", "main", "model", "train"]:
+            end = k + 4
+            break
+    if end is None:
+        return []
+    turns = [Turn("user", lines[:end]), Turn("assistant", [])]
+    in_traceback = False
+    for number, text in lines[end:]:
+        if not in_traceback and _PASTED_RUN.match(text.strip()):
+            in_traceback = True
+            turns.append(Turn("user", []))
+        if in_traceback and _ERROR_LINE.match(text):
+            in_traceback = False
+            turns[-1].lines.append((number, text))
+            turns.append(Turn("assistant", []))
+        elif turns[-2].role == "user" and not turns[-1].lines and _RUN_END.match(text.strip()):
+            turns[-2].lines.append((number, text))  # the IDE's last word on the run is the person's paste too
+        else:
+            turns[-1].lines.append((number, text))
+    return turns
 
 
 # Where a person's pasted run starts on an older Poe page (nothing else marks their turn): the command line

@@ -389,3 +389,33 @@ def test_a_signature_quoted_in_prose_is_a_fragment_not_unplaced_code(tmp_path: P
     record = import_chat(source, tmp_path / "out", "poe").replies[0]
     assert record["files"] == sorted(["dataset.py", "model.py", "train.py", "main.py"])
     assert "fragment" in [b["language"] for b in record["other_blocks"]]
+
+
+def test_a_copy_without_any_turn_markers_ends_the_prompt_at_its_directory_tree(tmp_path: Path):
+    # DeepSeek's web page: the prompt, then its reasoning and answer with no marker between; fences lost.
+    def block(n: int, name: str, code: str) -> str:
+        return f"{n}. {name}\npython\n{code}"
+
+    reasoning = "We are going to create 4 files: dataset.py, model.py, train.py, main.py\n\nmask = (mask > 0).float()\n"
+    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    answer = "".join(block(i + 1, n, c) for i, (n, c) in enumerate(files.items()))
+    text = (
+        f"\t{PROMPT}{reasoning}\nHere's the complete implementation:\n\n{answer}Run main.py.\n"
+        f"{TRACEBACK}\nThe import is missing; here is main.py:\n\npython\n{MAIN_FIXED}"
+    )
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    assert detect_format(text) == "plain"
+    result = import_chat(source, tmp_path / "out", "auto")
+    assert [r["files"] for r in result.replies] == [sorted(files), ["main.py"]]
+    assert [r["user_turn"]["kind"] for r in result.replies] == ["prompt", "traceback"]
+    assert result.replies[1]["user_turn"]["error"] == "NameError: name 'np' is not defined"
+    prompt = (tmp_path / "out" / "01.user.md").read_text()
+    assert prompt.rstrip().endswith("├── main.py") and "We are going" not in prompt
+    assert "exit code 1" in (tmp_path / "out" / "02.user.md").read_text()
+    assert "exit code" not in (tmp_path / "out" / "02.md").read_text()
+    assert merge_reply({}, (tmp_path / "out" / "02.md").read_text())["main.py"].strip() == MAIN_FIXED.strip()
+
+    source.write_text(text.replace("├── main.py", "and a main script"), encoding="utf-8")
+    with pytest.raises(UsageError, match="no assistant replies found"):  # no tree: no guess where the prompt ends
+        import_chat(source, tmp_path / "out2", "auto")
