@@ -19,7 +19,12 @@ _MARKERS: dict[str, tuple[str, str]] = {
     "chatgpt": (r"You said:", r"ChatGPT said:"),
     "gemini": (r"You said:?", r"Gemini said:?|Show thinking"),
     "copilot": (r"You said:?|You", r"Copilot said:?|Copilot|GitHub Copilot:?"),
-    "plain": (r"(?:#+\s*)?(?:User|You|Human|Prompt)\s*:?", r"(?:#+\s*)?(?:Assistant|AI|Model|Bot)\s*:?"),
+    # A role alone, with a colon, or as a heading; a one-`#` line without a colon is a Python comment
+    # (`# Model` above a model's construction), never a marker.
+    "plain": (
+        r"(?:#{2,6}\s*|#\s*(?=\w+\s*:))?(?:User|You|Human|Prompt)\s*:?",
+        r"(?:#{2,6}\s*|#\s*(?=\w+\s*:))?(?:Assistant|AI|Model|Bot)\s*:?",
+    ),
     # claude.ai: the person's message ends with its "Edit" button; nothing marks where a later one starts, so
     # only a transcript of one reply is read whole (a second user message would stay in the reply).
     "claude": (r"(?!)", r"Edit"),

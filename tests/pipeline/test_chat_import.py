@@ -397,7 +397,8 @@ def test_a_copy_without_any_turn_markers_ends_the_prompt_at_its_directory_tree(t
         return f"{n}. {name}\npython\n{code}"
 
     reasoning = "We are going to create 4 files: dataset.py, model.py, train.py, main.py\n\nmask = (mask > 0).float()\n"
-    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    main_py = MAIN.replace("    model = UNet()", "    # Model\n    model = UNet()")  # a comment, not a turn marker
+    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": main_py}
     answer = "".join(block(i + 1, n, c) for i, (n, c) in enumerate(files.items()))
     text = (
         f"\t{PROMPT}{reasoning}\nHere's the complete implementation:\n\n{answer}Run main.py.\n"
@@ -410,6 +411,7 @@ def test_a_copy_without_any_turn_markers_ends_the_prompt_at_its_directory_tree(t
     assert [r["files"] for r in result.replies] == [sorted(files), ["main.py"]]
     assert [r["user_turn"]["kind"] for r in result.replies] == ["prompt", "traceback"]
     assert result.replies[1]["user_turn"]["error"] == "NameError: name 'np' is not defined"
+    assert merge_reply({}, (tmp_path / "out" / "01.md").read_text())["main.py"].strip() == main_py.strip()
     prompt = (tmp_path / "out" / "01.user.md").read_text()
     assert prompt.rstrip().endswith("├── main.py") and "We are going" not in prompt
     assert "exit code 1" in (tmp_path / "out" / "02.user.md").read_text()
