@@ -54,8 +54,8 @@ def detect_format(text: str) -> str:
     lines = {line.strip() for line in text.splitlines()}
     if "ChatGPT said:" in lines:
         return "chatgpt"
-    if {"Copilot said:", "Copilot said", "GitHub Copilot", "GitHub Copilot:"} & lines:
-        return "copilot"
+    if {"Copilot said:", "Copilot said", "GitHub Copilot", "GitHub Copilot:"} & lines or {"You", "Copilot"} <= lines:
+        return "copilot"  # Bing's page marks the turns with a bare `You` and `Copilot`
     if {"Show thinking", "Gemini said:", "Gemini said"} & lines:
         return "gemini"
     if any(_TIMESTAMP.match(line) for line in lines) and {"Copy", "Run"} & lines:
@@ -76,8 +76,8 @@ def split_turns(text: str, fmt: str) -> list[Turn]:
         turns = _marked_poe_turns(numbered, marks) if marks and not timed else _poe_turns(numbered)
     else:
         turns = _marked_turns(numbered, fmt)
-        if fmt == "plain" and not any(t.role == "assistant" for t in turns):
-            turns = _unmarked_turns(numbered) or turns
+        if fmt != "claude" and not any(t.role == "user" and t.lines and k for k, t in enumerate(turns)):
+            turns = _unmarked_user_turns(turns) or turns  # nothing marks the person's turns after the prompt
     merged: list[Turn] = []
     for turn in turns:
         if not any(t.strip() for _, t in turn.lines):
@@ -148,37 +148,77 @@ def _without_page_header(seg: list[Line], bot: str) -> list[Line]:
 # A line of the prompt's directory tree (`|-- main.py`, `├── main.py`, `└── main.py`): the tree closes the prompt.
 _TREE_FILE = re.compile(r"^[\s|│├└─\-+`]*(dataset|model|train|main)\.py\s*$")
 # The last line of a pasted traceback: the exception, flush left.
+_CODE_START = re.compile(r"^(?:import |from \S+ import |def |class )")
+_ERROR_IN_LINE = re.compile(r"\b[A-Za-z_][\w.]*(?:Error|Exception): ")
+_EXIT_LINE = re.compile(r"^Process finished with exit code \d+$")
 _RUN_END = re.compile(r"^(?:Process finished with exit code \d+)?$")
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b")
 
 
-def _unmarked_turns(lines: list[Line]) -> list[Turn]:
-    """A copy with no turn markers at all (DeepSeek's web page): the prompt ends with its directory tree of the
-    four files, the reply follows; a pasted traceback (from its first line to the exception) is the person's
-    turn and the next reply starts after it. No tree, no turns: nothing is guessed."""
-    end = None
+def _unmarked_user_turns(turns: list[Turn]) -> list[Turn]:
+    """Turns of a copy where nothing marks the person's messages (DeepSeek's page marks nothing at all; GitHub
+    Copilot's marks only its own replies after the first): the prompt ends with its directory tree of the four
+    files when code follows it before any reply marker, and a pasted run is the person's turn. With neither
+    a reply marker nor a tree, nothing is guessed: no turns."""
+    first, rest = turns[0], turns[1:]
+    end = _prompt_end(first.lines)
+    if end is None and not rest:
+        return []
+    out = [first] if end is None else [Turn("user", first.lines[:end]), *_pasted_runs(first.lines[end:])]
+    for turn in rest:
+        out += _pasted_runs(turn.lines) if turn.role == "assistant" else [turn]
+    return out
+
+
+def _prompt_end(lines: list[Line]) -> int | None:
+    """Index after the prompt's directory tree (four lines naming the four files) when code follows it."""
     for k in range(len(lines)):
         names = [m.group(1) for _, t in lines[k : k + 4] if (m := _TREE_FILE.match(t))]
         if sorted(names) == ["dataset", "main", "model", "train"]:
-            end = k + 4
-            break
-    if end is None:
-        return []
-    turns = [Turn("user", lines[:end]), Turn("assistant", [])]
-    in_traceback = False
-    for number, text in lines[end:]:
-        if not in_traceback and _PASTED_RUN.match(text.strip()):
-            in_traceback = True
+            after = lines[k + 4 :]
+            return k + 4 if any(_CODE_START.match(t) for _, t in after) else None
+    return None
+
+
+def _pasted_runs(lines: list[Line]) -> list[Turn]:
+    """An assistant turn split where the person pasted a run: from its command line or `Traceback` to the
+    exception's line (the same line when the paste lost its line breaks), plus the IDE's closing line."""
+    turns = [Turn("assistant", [])]
+    in_run = False
+    for number, text in lines:
+        starts = not in_run and _PASTED_RUN.match(text.strip())
+        if starts:
+            in_run = True
             turns.append(Turn("user", []))
-        if in_traceback and _ERROR_LINE.match(text):
-            in_traceback = False
+        ends = in_run and (
+            _ERROR_LINE.match(text) or (starts and _ERROR_IN_LINE.search(text.strip().split(":", 1)[-1]))
+        )
+        if ends:
+            in_run = False
             turns[-1].lines.append((number, text))
             turns.append(Turn("assistant", []))
-        elif turns[-2].role == "user" and not turns[-1].lines and _RUN_END.match(text.strip()):
+        elif turns[-2:][0].role == "user" and not turns[-1].lines and _RUN_END.match(text.strip()):
             turns[-2].lines.append((number, text))  # the IDE's last word on the run is the person's paste too
+        elif not in_run and _EXIT_LINE.match(text.strip()) and (paste := _last_paragraph(turns[-1].lines)):
+            # A paste that starts mid-output ("Testing: 100%|... Traceback ...", a bare `File "..."`) is
+            # found from its end: the IDE's exit line closes the paragraph that names the error.
+            del turns[-1].lines[-len(paste) :]
+            turns += [Turn("user", [*paste, (number, text)]), Turn("assistant", [])]
         else:
             turns[-1].lines.append((number, text))
     return turns
+
+
+def _last_paragraph(lines: list[Line]) -> list[Line]:
+    """The trailing paragraph of lines (blank lines after it included) when it names an error, else []."""
+    k = len(lines)
+    while k and not lines[k - 1][1].strip():
+        k -= 1
+    start = k
+    while start and lines[start - 1][1].strip():
+        start -= 1
+    text = " ".join(t for _, t in lines[start:k])
+    return lines[start:] if k and ("Traceback (most recent call last)" in text or _ERROR_IN_LINE.search(text)) else []
 
 
 # Where a person's pasted run starts on an older Poe page (nothing else marks their turn): the command line

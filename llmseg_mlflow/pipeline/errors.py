@@ -14,6 +14,8 @@ _TRACEBACK = "Traceback (most recent call last):"
 _EXC_LINE = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*)(?::\s?(?P<msg>.*))?$")
 # A pasted error without its traceback: "KeyError: 'image'" (chat users often copy only the last line).
 _PASTED_ERROR = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s?(?P<msg>.*))?$")
+_FRAME = re.compile(r'File "[^"]*", line \d+, in \S+')
+_FLAT_ERROR = re.compile(r"(?:^|\s)(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)):\s?(?P<msg>.*)$")
 _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
 MAX_FEEDBACK_CHARS = 12_000  # keeps a runaway traceback from flooding the context window
 
@@ -67,6 +69,12 @@ def recorded_error(text: str) -> tuple[str, str] | None:
         match = _PASTED_ERROR.match(line.strip())
         if match:
             return match["qual"].rsplit(".", 1)[-1], (match["msg"] or "").strip()
+    for line in reversed(_clean(text).splitlines()):
+        if "Traceback (most recent call last)" in line or _FRAME.search(line):
+            # A traceback pasted with its line breaks lost: the error follows the last frame's code line.
+            match = _FLAT_ERROR.search(_FRAME.split(line)[-1])
+            if match:
+                return match["qual"].rsplit(".", 1)[-1], (match["msg"] or "").strip()
     tb = last_traceback(text)
     if tb is not None:
         qual, message = exception_line(tb)

@@ -421,3 +421,45 @@ def test_a_copy_without_any_turn_markers_ends_the_prompt_at_its_directory_tree(t
     source.write_text(text.replace("├── main.py", "and a main script"), encoding="utf-8")
     with pytest.raises(UsageError, match="no assistant replies found"):  # no tree: no guess where the prompt ends
         import_chat(source, tmp_path / "out2", "auto")
+
+
+def test_bings_bare_you_and_copilot_lines_are_its_turn_markers(tmp_path: Path):
+    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    answer = "".join(f"{name}\n```python\n{code}```\n\nCopy\n\n" for name, code in files.items())
+    text = (
+        f"Microsoft Copilot\nCopilot\nWhat's on your mind?\n\nYou\n{PROMPT}\nCopilot\nHere it is:\n\n{answer}"
+        f"You\n{TRACEBACK}\nCopilot\nAdd the import:\n\nmain.py\n```python\n{MAIN_FIXED}```\n"
+    )
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    assert detect_format(text) == "copilot"
+    result = import_chat(source, tmp_path / "out", "auto")
+    # The greeting before the prompt is a reply without code; the prompt and the traceback stay the person's.
+    assert [r["files"] for r in result.replies] == [[], sorted(files), ["main.py"]]
+    assert [r["user_turn"]["kind"] for r in result.replies][1:] == ["other", "traceback"]
+    assert "PyTorch" in (tmp_path / "out" / "02.user.md").read_text()
+
+
+def test_github_copilot_marks_only_its_later_replies_and_the_ide_exit_line_closes_each_paste(tmp_path: Path):
+    # The first answer follows the prompt unmarked; each paste lost its line breaks and may start mid-output.
+    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    answer = "".join(f"#### `{name}`\n```python\n{code}```\n\n" for name, code in files.items())
+    flat = " ".join(line.strip() for line in TRACEBACK.splitlines()[:-2])
+    mid = 'Testing: 100%| 4/4 File "D:\\\\seg\\\\train.py", line 3, in f x.numpy() RuntimeError: call detach() first'
+    text = (
+        f"{PROMPT}\nHere is the implementation:\n\n{answer}That is all.\n{flat}\n\nProcess finished with exit code 1\n"
+        f"GitHub Copilot\nAdd the import:\n\n#### `main.py`\n```python\n{MAIN_FIXED}```\n\n{mid}\n\n"
+        f"Process finished with exit code 1\nGitHub Copilot\nDetach first:\n\n#### `train.py`\n```python\n{TRAIN_FIXED}```\n"
+    )
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    assert detect_format(text) == "copilot"
+    result = import_chat(source, tmp_path / "out", "auto")
+    assert [r["files"] for r in result.replies] == [sorted(files), ["main.py"], ["train.py"]]
+    assert [r["user_turn"].get("error") for r in result.replies] == [
+        None,
+        "NameError: name 'np' is not defined",
+        "RuntimeError: call detach() first",
+    ]
+    assert "exit code" not in (tmp_path / "out" / "01.md").read_text()
+    assert "Testing: 100%" in (tmp_path / "out" / "03.user.md").read_text()

@@ -97,5 +97,15 @@ def test_the_error_a_person_pasted_is_read_from_a_traceback_or_a_last_line():
     assert recorded_error(pasted) == ("OutOfMemoryError", "CUDA out")
     assert recorded_error("still failing:\nKeyError: 'image'\nwhat now?") == ("KeyError", "'image'")
     assert recorded_error("Dice is only 0.4, can you improve the model?") is None
+    # A chat page that lost the traceback's line breaks: the error follows the last frame's code line.
+    flat = (
+        'Testing: 100%| 32/32 Traceback (most recent call last): File "D:\\seg\\main.py", line 32, in <module> '
+        "optimizer = optim.Adam(model.parameters(), lr=1e-4) NameError: name 'optim' is not defined"
+    )
+    assert recorded_error(flat) == ("NameError", "name 'optim' is not defined")
+    assert recorded_error('File "t.py", line 8, in f x.numpy() RuntimeError: Can\'t call numpy()') == (
+        "RuntimeError",
+        "Can't call numpy()",
+    )
     assert same_error(("KeyError", "'image'  "), ("KeyError", "'image'"))
     assert not same_error(("KeyError", "'image'"), ("KeyError", "'mask'"))
