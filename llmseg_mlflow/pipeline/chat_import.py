@@ -186,6 +186,24 @@ def _segments(lines: list[Line]) -> list[Block]:
     return blocks
 
 
+def _without_gutters(lines: list[Line]) -> list[Line]:
+    """The lines without an editor's line-number gutter (Qwen's page copies `1`, `2`, ... `N` on lines of their
+    own above a block's code) and its fold markers (`⌄`)."""
+    out: list[Line] = []
+    k = 0
+    while k < len(lines):
+        n = 0
+        while k + n < len(lines) and lines[k + n][1].strip() == str(n + 1):
+            n += 1
+        if n and (not out or not out[-1][1].strip() or _LANG_TAG.match(out[-1][1].strip())):
+            k += n  # a count from 1 right after a language line or a blank: a gutter, not content
+            continue
+        if lines[k][1].strip() != "⌄":
+            out.append(lines[k])
+        k += 1
+    return out
+
+
 def _file_comment_above_code(lines: list[Line], k: int) -> bool:
     """A `# model.py` line right above an import or def opens the block it names."""
     after = _next_text(lines, k)
@@ -242,7 +260,7 @@ def _kinds(code: str) -> list[str]:
 def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, Any]:
     """One assistant turn -> its Markdown, reasoning and the files it carries; UsageError when code is unnamed."""
     reasoning, body, notes = _take_reasoning(turn.lines)
-    blocks = _segments(body)
+    blocks = _segments(_without_gutters(body))
     parts: list[str] = []
     unplaced: list[str] = []
     guessed: dict[str, str] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-FORMATS = ("auto", "poe", "chatgpt", "gemini", "copilot", "claude", "plain")
+FORMATS = ("auto", "poe", "chatgpt", "gemini", "copilot", "claude", "qwen", "plain")
 
 Line = tuple[int, str]  # (1-based line number in the transcript, text)
 
@@ -28,6 +28,8 @@ _MARKERS: dict[str, tuple[str, str]] = {
     # claude.ai: the person's message ends with its "Edit" button; nothing marks where a later one starts, so
     # only a transcript of one reply is read whole (a second user message would stay in the reply).
     "claude": (r"(?!)", r"Edit"),
+    # chat.qwen.ai: each reply opens with "profile" and the model's name; nothing marks the person's turns.
+    "qwen": (r"(?!)", r"profile"),
 }
 _TIMESTAMP = re.compile(r"^\d{1,2}:\d{2}(?:\s?[AaPp]\.?[Mm]\.?)?$")
 _DAY = re.compile(
@@ -60,6 +62,9 @@ def detect_format(text: str) -> str:
         return "gemini"
     if any(_TIMESTAMP.match(line) for line in lines) and {"Copy", "Run"} & lines:
         return "poe"
+    numbered = text.splitlines()
+    if any(a.strip() == "profile" and b.strip().startswith("Qwen") for a, b in zip(numbered, numbered[1:])):
+        return "qwen"
     if "Edit" in lines and not _bot_marks([(0, line) for line in text.splitlines()]):
         return "claude"
     if _bot_marks([(0, line) for line in text.splitlines()]):

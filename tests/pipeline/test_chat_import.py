@@ -463,3 +463,25 @@ def test_github_copilot_marks_only_its_later_replies_and_the_ide_exit_line_close
     ]
     assert "exit code" not in (tmp_path / "out" / "01.md").read_text()
     assert "Testing: 100%" in (tmp_path / "out" / "03.user.md").read_text()
+
+
+def test_qwens_page_opens_replies_with_profile_and_its_code_carries_a_line_number_gutter(tmp_path: Path):
+    def block(code: str) -> str:
+        gutter = "\n".join(str(n + 1) for n in range(len(code.splitlines())))
+        return f"python\n\n\n{gutter}\n⌄\n{code}"
+
+    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    answer = "".join(f"✅ {n + 1}. {name}\n{block(code)}" for n, (name, code) in enumerate(files.items()))
+    text = (
+        f"{PROMPT}\nprofile\nQwen3-235B-A22B\nBelow is the implementation.\n\n{answer}Happy coding!\n\n"
+        f"{TRACEBACK}\n\nprofile\nQwen3-235B-A22B\nThe fix, in main.py:\n{block(MAIN_FIXED)}"
+    )
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    assert detect_format(text) == "qwen"
+    result = import_chat(source, tmp_path / "out", "auto")
+    assert [r["files"] for r in result.replies] == [sorted(files), ["main.py"]]
+    assert [r["user_turn"]["kind"] for r in result.replies] == ["prompt", "traceback"]
+    current = merge_reply({}, (tmp_path / "out" / "01.md").read_text())
+    assert current == files  # no gutter number or fold marker left in the code
+    assert merge_reply(current, (tmp_path / "out" / "02.md").read_text())["main.py"] == MAIN_FIXED
