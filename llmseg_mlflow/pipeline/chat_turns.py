@@ -60,11 +60,11 @@ def detect_format(text: str) -> str:
         return "copilot"  # Bing's page marks the turns with a bare `You` and `Copilot`
     if {"Show thinking", "Gemini said:", "Gemini said"} & lines:
         return "gemini"
-    if any(_TIMESTAMP.match(line) for line in lines) and {"Copy", "Run"} & lines:
-        return "poe"
     numbered = text.splitlines()
     if any(a.strip() == "profile" and b.strip().startswith("Qwen") for a, b in zip(numbered, numbered[1:])):
-        return "qwen"
+        return "qwen"  # before Poe's test: Qwen's page also shows times ("1:54 am")
+    if any(_TIMESTAMP.match(line) for line in lines) and {"Copy", "Run"} & lines:
+        return "poe"
     if "Edit" in lines and not _bot_marks([(0, line) for line in text.splitlines()]):
         return "claude"
     if _bot_marks([(0, line) for line in text.splitlines()]):
