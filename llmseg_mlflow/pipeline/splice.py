@@ -46,6 +46,9 @@ def is_partial(snippet: str, current: str) -> bool:
         return False
     if any(not isinstance(n, (*_DEFS, *_IMPORTS)) and not _is_docstring(n) for n in new.body):
         return False  # module-level code (a main block, constants): a whole file, as the reply says
+    if all(isinstance(n, _IMPORTS) for n in new.body):
+        # "the top of main.py": imports alone belong to a file that holds more, functions or a bare main block
+        return any(not isinstance(n, _IMPORTS) and not _is_docstring(n) for n in old.body)
     defs = {n.name for n in new.body if isinstance(n, _DEFS)}
     have = {n.name for n in old.body if isinstance(n, _DEFS)}
     methods = {name for name, nodes in _methods(old).items() if len(nodes) == 1 and name not in have}

@@ -57,6 +57,15 @@ def test_a_named_block_of_imports_only_adds_the_missing_imports():
     assert "if __name__ == '__main__':" in merged
 
 
+def test_imports_only_go_into_a_main_py_that_is_one_bare_main_block():
+    # GPT-4o's fix in the study: the import block of a main.py that defines no function at all.
+    main = "import os\nimport torch\n\nif __name__ == '__main__':\n    t = T.Compose([])\n    print(os.getcwd())\n"
+    reply = "Add this import to main.py:\n\n```python\n# main.py\nimport os\nimport torch\nimport torchvision.transforms as T\n```\n"
+    merged = merge_reply({"main.py": main}, reply)["main.py"]
+    assert "import torchvision.transforms as T" in merged and "t = T.Compose([])" in merged
+    assert not is_partial("import os\n", "import os\nimport sys\n")  # imports for a file of imports: the file
+
+
 def test_a_whole_file_still_replaces_the_file():
     whole = "import torch\n\n\ndef visualize_predictions(model, data):\n    pass\n\n\nprint('done')\n"
     assert not is_partial(whole, TRAIN)  # module-level code: the reply is the file
