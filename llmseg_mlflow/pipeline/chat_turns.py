@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from llmseg_mlflow.pipeline.errors import flat_error, recorded_error
+
 FORMATS = ("auto", "poe", "chatgpt", "gemini", "copilot", "claude", "qwen", "plain")
 
 Line = tuple[int, str]  # (1-based line number in the transcript, text)
@@ -60,14 +62,15 @@ def detect_format(text: str) -> str:
         return "copilot"  # Bing's page marks the turns with a bare `You` and `Copilot`
     if {"Show thinking", "Gemini said:", "Gemini said"} & lines:
         return "gemini"
-    numbered = text.splitlines()
-    if any(a.strip() == "profile" and b.strip().startswith("Qwen") for a, b in zip(numbered, numbered[1:])):
+    ordered = text.splitlines()
+    if any(a.strip() == "profile" and b.strip().startswith("Qwen") for a, b in zip(ordered, ordered[1:])):
         return "qwen"  # before Poe's test: Qwen's page also shows times ("1:54 am")
     if any(_TIMESTAMP.match(line) for line in lines) and {"Copy", "Run"} & lines:
         return "poe"
-    if "Edit" in lines and not _bot_marks([(0, line) for line in text.splitlines()]):
+    marks = _bot_marks([(0, line) for line in ordered])
+    if "Edit" in lines and not marks:
         return "claude"
-    if _bot_marks([(0, line) for line in text.splitlines()]):
+    if marks:
         return "poe"  # an older Poe page: each bot message opens with its name and "Poe"
     return "plain"
 
@@ -152,12 +155,11 @@ def _without_page_header(seg: list[Line], bot: str) -> list[Line]:
 
 # A line of the prompt's directory tree (`|-- main.py`, `├── main.py`, `└── main.py`): the tree closes the prompt.
 _TREE_FILE = re.compile(r"^[\s|│├└─\-+`]*(dataset|model|train|main)\.py\s*$")
-# The last line of a pasted traceback: the exception, flush left.
 _CODE_START = re.compile(r"^(?:import |from \S+ import |def |class )")
-_ERROR_IN_LINE = re.compile(r"\b[A-Za-z_][\w.]*(?:Error|Exception): ")
-_EXIT_LINE = re.compile(r"^Process finished with exit code \d+$")
-_RUN_END = re.compile(r"^(?:Process finished with exit code \d+)?$")
+# The last line of a pasted traceback: the exception, flush left.
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b")
+# The IDE's last word on a run (PyCharm); a blank line after the exception belongs to the paste as well.
+_EXIT_LINE = re.compile(r"^Process finished with exit code \d+$")
 
 
 def _unmarked_user_turns(turns: list[Turn]) -> list[Turn]:
@@ -195,14 +197,16 @@ def _pasted_runs(lines: list[Line]) -> list[Turn]:
         if starts:
             in_run = True
             turns.append(Turn("user", []))
-        ends = in_run and (
-            _ERROR_LINE.match(text) or (starts and _ERROR_IN_LINE.search(text.strip().split(":", 1)[-1]))
-        )
+        ends = in_run and (_ERROR_LINE.match(text) or (starts and flat_error(text) is not None))
         if ends:
             in_run = False
             turns[-1].lines.append((number, text))
             turns.append(Turn("assistant", []))
-        elif turns[-2:][0].role == "user" and not turns[-1].lines and _RUN_END.match(text.strip()):
+        elif (
+            turns[-2:][0].role == "user"
+            and not turns[-1].lines
+            and (not text.strip() or _EXIT_LINE.match(text.strip()))
+        ):
             turns[-2].lines.append((number, text))  # the IDE's last word on the run is the person's paste too
         elif not in_run and _EXIT_LINE.match(text.strip()) and (paste := _last_paragraph(turns[-1].lines)):
             # A paste that starts mid-output ("Testing: 100%|... Traceback ...", a bare `File "..."`) is
@@ -222,8 +226,7 @@ def _last_paragraph(lines: list[Line]) -> list[Line]:
     start = k
     while start and lines[start - 1][1].strip():
         start -= 1
-    text = " ".join(t for _, t in lines[start:k])
-    return lines[start:] if k and ("Traceback (most recent call last)" in text or _ERROR_IN_LINE.search(text)) else []
+    return lines[start:] if k and recorded_error("\n".join(t for _, t in lines[start:k])) is not None else []
 
 
 # Where a person's pasted run starts on an older Poe page (nothing else marks their turn): the command line

@@ -70,16 +70,22 @@ def recorded_error(text: str) -> tuple[str, str] | None:
         if match:
             return match["qual"].rsplit(".", 1)[-1], (match["msg"] or "").strip()
     for line in reversed(_clean(text).splitlines()):
-        if "Traceback (most recent call last)" in line or _FRAME.search(line):
-            # A traceback pasted with its line breaks lost: the error follows the last frame's code line.
-            match = _FLAT_ERROR.search(_FRAME.split(line)[-1])
-            if match:
-                return match["qual"].rsplit(".", 1)[-1], (match["msg"] or "").strip()
+        if (error := flat_error(line)) is not None:
+            return error
     tb = last_traceback(text)
     if tb is not None:
         qual, message = exception_line(tb)
         return qual.rsplit(".", 1)[-1], message
     return None
+
+
+def flat_error(line: str) -> tuple[str, str] | None:
+    """(error type, message) of a traceback pasted on one line (a chat page lost its line breaks), or None: the
+    error follows the last frame's code line."""
+    if "Traceback (most recent call last)" not in line and not _FRAME.search(line):
+        return None
+    match = _FLAT_ERROR.search(_FRAME.split(line)[-1])
+    return (match["qual"].rsplit(".", 1)[-1], (match["msg"] or "").strip()) if match else None
 
 
 def error_text(error: tuple[str, str]) -> str:

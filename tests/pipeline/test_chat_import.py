@@ -169,6 +169,17 @@ def plain_transcript() -> str:
     )
 
 
+FOUR = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+
+
+def _imported(tmp_path: Path, text: str, fmt: str):
+    """The transcript written to chat.txt, recognised as fmt and imported into tmp_path/out."""
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    assert detect_format(text) == fmt
+    return import_chat(source, tmp_path / "out", "auto")
+
+
 def _comment(name: str, code: str) -> str:
     return f"# unet_segmentation/{name}\n\n{code}"
 
@@ -370,7 +381,7 @@ def test_an_older_poe_page_marks_only_the_bot_and_the_pasted_run_opens_the_users
 
 
 def test_a_claude_page_ends_the_prompt_at_its_edit_button(tmp_path: Path):
-    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    files = FOUR
     reply = "\n".join(f"{name}:\n\n{code}" for name, code in files.items())
     text = f"{PROMPT}\nEdit\nI'll create a complete U-Net implementation.\n\n{reply}\nRetry\n"
     source = tmp_path / "chat.txt"
@@ -404,10 +415,7 @@ def test_a_copy_without_any_turn_markers_ends_the_prompt_at_its_directory_tree(t
         f"\t{PROMPT}{reasoning}\nHere's the complete implementation:\n\n{answer}Run main.py.\n"
         f"{TRACEBACK}\nThe import is missing; here is main.py:\n\npython\n{MAIN_FIXED}"
     )
-    source = tmp_path / "chat.txt"
-    source.write_text(text, encoding="utf-8")
-    assert detect_format(text) == "plain"
-    result = import_chat(source, tmp_path / "out", "auto")
+    result = _imported(tmp_path, text, "plain")
     assert [r["files"] for r in result.replies] == [sorted(files), ["main.py"]]
     assert [r["user_turn"]["kind"] for r in result.replies] == ["prompt", "traceback"]
     assert result.replies[1]["user_turn"]["error"] == "NameError: name 'np' is not defined"
@@ -418,22 +426,20 @@ def test_a_copy_without_any_turn_markers_ends_the_prompt_at_its_directory_tree(t
     assert "exit code" not in (tmp_path / "out" / "02.md").read_text()
     assert merge_reply({}, (tmp_path / "out" / "02.md").read_text())["main.py"].strip() == MAIN_FIXED.strip()
 
+    source = tmp_path / "chat.txt"
     source.write_text(text.replace("├── main.py", "and a main script"), encoding="utf-8")
     with pytest.raises(UsageError, match="no assistant replies found"):  # no tree: no guess where the prompt ends
         import_chat(source, tmp_path / "out2", "auto")
 
 
 def test_bings_bare_you_and_copilot_lines_are_its_turn_markers(tmp_path: Path):
-    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    files = FOUR
     answer = "".join(f"{name}\n```python\n{code}```\n\nCopy\n\n" for name, code in files.items())
     text = (
         f"Microsoft Copilot\nCopilot\nWhat's on your mind?\n\nYou\n{PROMPT}\nCopilot\nHere it is:\n\n{answer}"
         f"You\n{TRACEBACK}\nCopilot\nAdd the import:\n\nmain.py\n```python\n{MAIN_FIXED}```\n"
     )
-    source = tmp_path / "chat.txt"
-    source.write_text(text, encoding="utf-8")
-    assert detect_format(text) == "copilot"
-    result = import_chat(source, tmp_path / "out", "auto")
+    result = _imported(tmp_path, text, "copilot")
     # The greeting before the prompt is a reply without code; the prompt and the traceback stay the person's.
     assert [r["files"] for r in result.replies] == [[], sorted(files), ["main.py"]]
     assert [r["user_turn"]["kind"] for r in result.replies][1:] == ["other", "traceback"]
@@ -442,7 +448,7 @@ def test_bings_bare_you_and_copilot_lines_are_its_turn_markers(tmp_path: Path):
 
 def test_github_copilot_marks_only_its_later_replies_and_the_ide_exit_line_closes_each_paste(tmp_path: Path):
     # The first answer follows the prompt unmarked; each paste lost its line breaks and may start mid-output.
-    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    files = FOUR
     answer = "".join(f"#### `{name}`\n```python\n{code}```\n\n" for name, code in files.items())
     flat = " ".join(line.strip() for line in TRACEBACK.splitlines()[:-2])
     mid = 'Testing: 100%| 4/4 File "D:\\\\seg\\\\train.py", line 3, in f x.numpy() RuntimeError: call detach() first'
@@ -451,10 +457,7 @@ def test_github_copilot_marks_only_its_later_replies_and_the_ide_exit_line_close
         f"GitHub Copilot\nAdd the import:\n\n#### `main.py`\n```python\n{MAIN_FIXED}```\n\n{mid}\n\n"
         f"Process finished with exit code 1\nGitHub Copilot\nDetach first:\n\n#### `train.py`\n```python\n{TRAIN_FIXED}```\n"
     )
-    source = tmp_path / "chat.txt"
-    source.write_text(text, encoding="utf-8")
-    assert detect_format(text) == "copilot"
-    result = import_chat(source, tmp_path / "out", "auto")
+    result = _imported(tmp_path, text, "copilot")
     assert [r["files"] for r in result.replies] == [sorted(files), ["main.py"], ["train.py"]]
     assert [r["user_turn"].get("error") for r in result.replies] == [
         None,
@@ -470,16 +473,13 @@ def test_qwens_page_opens_replies_with_profile_and_its_code_carries_a_line_numbe
         gutter = "\n".join(str(n + 1) for n in range(len(code.splitlines())))
         return f"python\n\n\n{gutter}\n⌄\n{code}"
 
-    files = {"dataset.py": DATASET, "model.py": MODEL, "train.py": TRAIN, "main.py": MAIN}
+    files = FOUR
     answer = "".join(f"✅ {n + 1}. {name}\n{block(code)}" for n, (name, code) in enumerate(files.items()))
     text = (
         f"{PROMPT}\nprofile\nQwen3-235B-A22B\nBelow is the implementation.\n\n{answer}Happy coding!\n\n"
         f"{TRACEBACK}\n\nprofile\nQwen3-235B-A22B\nThe fix, in main.py:\n{block(MAIN_FIXED)}"
     )
-    source = tmp_path / "chat.txt"
-    source.write_text(text, encoding="utf-8")
-    assert detect_format(text) == "qwen"
-    result = import_chat(source, tmp_path / "out", "auto")
+    result = _imported(tmp_path, text, "qwen")
     assert [r["files"] for r in result.replies] == [sorted(files), ["main.py"]]
     assert [r["user_turn"]["kind"] for r in result.replies] == ["prompt", "traceback"]
     current = merge_reply({}, (tmp_path / "out" / "01.md").read_text())

@@ -41,7 +41,7 @@ def _kill_tree(pid: int) -> None:
 
 
 def _alive_nodes(address: str) -> int:
-    """Worker nodes the head counts as alive (`ray list nodes` speaks to the head's state API)."""
+    """Worker nodes the head counts as alive, asked from a process of its own (the test process holds no Ray)."""
     out = subprocess.run(
         [
             sys.executable,
