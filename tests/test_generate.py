@@ -272,6 +272,52 @@ def test_a_trained_pipeline_whose_evaluation_fails_says_so_on_the_root(tracking,
     assert kids["evaluation"].info.run_id == root.data.tags["evaluation_run_id"]
 
 
+def _samples_test_batches(k: int) -> dict[str, str]:
+    """Code that shows k random test batches, as GitHub Copilot's did: it needs k batches in the test loader."""
+    return with_bug(
+        FILES,
+        "main.py",
+        "    test_model(model, test_loader, SAVE_PATH, device)\n",
+        f"    test_model(model, test_loader, SAVE_PATH, device)\n    shown = __import__('random').sample(list(test_loader), {k})\n",
+    )
+
+
+def test_a_preflight_failure_the_batch_cap_caused_is_not_the_codes(tracking, llmseg_home, tmp_path):
+    # 9 test images in batches of 4: 3 batches, of which the preflight lets 2 through
+    replies = write_replies(tmp_path / "r", [as_reply(_samples_test_batches(50)), as_reply(_samples_test_batches(3))])
+    result = run_generate(
+        GenerateConfig(model=f"replay:{replies}", dataset=DATASET, study="t-cap", epochs=1, evaluate=False)
+    )
+    client = MlflowClient()
+    root = client.get_run(result.run_id)
+    # 50 batches fail on all the data too: one error, from the uncapped run; 3 fail only under the cap
+    assert result.status == "succeeded" and result.errors_total == 1
+    debug = [r for r in _children(client, root) if r.data.tags["kind"] == "debug"]
+    assert [(r.data.tags["phase"], r.data.tags["error_type"]) for r in debug] == [("preflight-uncapped", "ValueError")]
+    assert "batch_cap_cut" not in debug[0].data.tags
+    assert root.data.metrics["preflight_cap_errors"] == 1 and root.data.metrics["debug_iterations"] == 1
+
+
+def test_an_error_after_the_users_batch_cap_cut_a_loader_says_so(tracking, llmseg_home, tmp_path):
+    replies = write_replies(tmp_path / "r", [as_reply(_samples_test_batches(3))])
+    result = run_generate(
+        GenerateConfig(
+            model=f"replay:{replies}",
+            dataset=DATASET,
+            study="t-cap",
+            epochs=1,
+            max_batches=2,
+            preflight=False,
+            evaluate=False,
+        )
+    )
+    debug = [
+        r for r in _children(MlflowClient(), MlflowClient().get_run(result.run_id)) if r.data.tags["kind"] == "debug"
+    ]
+    assert [(r.data.tags["phase"], r.data.tags.get("batch_cap_cut")) for r in debug] == [("full", "true")]
+    assert "Sample larger than population" in debug[0].data.params["error_message"]
+
+
 def test_the_same_error_three_times_in_a_row_is_a_stuck_loop(tracking, llmseg_home, tmp_path):
     broken = as_reply(with_bug(FILES, "model.py", "import torch.nn as nn", "import torch.nn as nnn"))
     replies = write_replies(tmp_path / "r", [broken] * 5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -18,6 +20,7 @@ ENTRY = "main.py"
 SAVE_DIR = "results"  # inside the attempt folder; the save-path knobs are pointed here
 WORKDIR_INSIDE = Path("/workspace")  # where the attempt folder appears to the sandboxed code
 POOL_INSIDE = Path("/data/pool")  # where the data pool appears (read-only)
+CAP_MARK = ".llmseg-batch-cap-cut"  # created in the attempt folder when the batch cap stopped a loader short
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Attempt:
     result: sandbox.ExecResult
     overrides: list[knobs.Override]
     error: ExecError | None
+    cap_cut: bool = False  # the batch cap stopped a DataLoader that had more batches to give
 
     @property
     def ok(self) -> bool:
@@ -109,7 +113,9 @@ def execute(
     patched, overrides = knobs.apply_overrides(files, values)
     ws.new_attempt(number, phase, patched)
     (folder / SAVE_DIR).mkdir(parents=True, exist_ok=True)
-    env = {"LLMSEG_MAX_BATCHES": str(budget.max_batches)} if budget.max_batches else {}
+    env = {}
+    if budget.max_batches:
+        env = {"LLMSEG_MAX_BATCHES": str(budget.max_batches), "LLMSEG_CAP_MARK": str(mounts.inside() / CAP_MARK)}
     if budget.seed is not None:
         env |= {"LLMSEG_SEED": str(budget.seed), "PYTHONHASHSEED": str(budget.seed)}
     with training_slot() as slot_env:  # a sweep may allow fewer trainings than jobs at once
@@ -126,6 +132,11 @@ def execute(
         )
     lim = budget.limits
     error = None if result.ok else classify(result, lim.timeout_s, lim.memory_gb, lim.disk_gb, lim.max_processes)
+    mark = folder / CAP_MARK
+    cap_cut = os.path.lexists(mark)
+    if cap_cut:
+        with contextlib.suppress(OSError):
+            mark.unlink()
     if result.disk_quota:
         _free_quota_folder(folder)
-    return Attempt(number, phase, folder, result, overrides, error)
+    return Attempt(number, phase, folder, result, overrides, error, cap_cut)

@@ -22,6 +22,7 @@ from llmseg_mlflow.tracking.runs import RunLogger, RunTree
 from llmseg_mlflow.tracking.schema import DISK_QUOTA, NO_CODE, Kind, Status
 
 PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES = 1, 2
+UNCAPPED_PREFLIGHT = "preflight-uncapped"  # the preflight again on all the data, after a failure under the cap
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class LoopOutcome:
     interventions: int = 0  # supplementary messages sent after a repeated error (the paper's additional interactions)
     replay_compared: int = 0  # fix replies replayed from an imported chat whose user turn was compared
     replay_divergences: int = 0  # ... of which the person had pasted another error than the harness sent
+    preflight_cap_errors: int = 0  # preflight failures the batch cap alone caused (not counted, not sent)
 
 
 def _log_call(run: RunLogger, reply: Reply) -> None:
@@ -174,30 +176,22 @@ class AttemptLoop:
         if self.cfg.preflight:
             quick = replace(limits, timeout_s=min(limits.timeout_s, self.cfg.preflight_timeout_s))
             self.say(f"attempt {number}: preflight")
-            pre = execute(
-                self.ws,
-                self.out.files,
-                self.data,
-                number,
-                "preflight",
-                Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES),
-                self.cfg.unsafe_no_sandbox,
-                self.say,
-            )
+            pre = self._execute(number, "preflight", Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES))
+            if not pre.ok and pre.cap_cut:
+                # The failure may be the cap's own (code that needs 5 test batches gets 2): only an error
+                # the code also raises on all its data is the code's, counted and sent.
+                self.say(f"attempt {number}: preflight failed after the batch cap cut a loader short; again without it")
+                pre = self._execute(number, UNCAPPED_PREFLIGHT, Budget(quick, PREFLIGHT_EPOCHS))
+                self.out.preflight_cap_errors += int(pre.ok)
             if not pre.ok:
                 return pre
             self.out.preflight = pre
         self.say(f"attempt {number}: training")
-        return execute(
-            self.ws,
-            self.out.files,
-            self.data,
-            number,
-            "full",
-            Budget(limits, self.cfg.epochs, self.cfg.max_batches),
-            self.cfg.unsafe_no_sandbox,
-            self.say,
-        )
+        return self._execute(number, "full", Budget(limits, self.cfg.epochs, self.cfg.max_batches))
+
+    def _execute(self, number: int, phase: str, budget: Budget) -> Attempt:
+        """Run the current code once in the sandbox."""
+        return execute(self.ws, self.out.files, self.data, number, phase, budget, self.cfg.unsafe_no_sandbox, self.say)
 
     def _debug(self, iteration: int, error: ExecError, attempt: Attempt | None) -> ExecError | None:
         """Record one failure; if rounds remain, send its text verbatim and adopt the fix."""
@@ -210,6 +204,8 @@ class AttemptLoop:
             "phase": attempt.phase if attempt else "extraction",
             "answered": str(answer).lower(),
         }
+        if attempt is not None and attempt.cap_cut:  # --max-batches stopped a loader short before this error
+            tags["batch_cap_cut"] = "true"
         if verdict == "stop":
             tags["stuck_loop"] = "true"
             self.out.status = Status.STUCK_LOOP

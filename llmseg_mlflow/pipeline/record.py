@@ -124,6 +124,8 @@ def log_summary(tree: RunTree, out: LoopOutcome, ws: Workspace, extra: dict[str,
     root.tags({"status": out.status.value})
     if out.replay_compared:  # an imported chat: how often its recorded user turns matched what the harness sent
         extra = {**extra, "replay_compared": out.replay_compared, "replay_divergences": out.replay_divergences}
+    if out.preflight_cap_errors:
+        extra = {**extra, "preflight_cap_errors": out.preflight_cap_errors}
     root.metrics(
         {**summary.loop_metrics(out.errors, out.fix_rounds, out.usage, out.cost_usd, out.interventions), **extra}
     )

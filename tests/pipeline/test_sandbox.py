@@ -198,6 +198,31 @@ def test_max_batches_caps_every_dataloader_from_outside(place):
     assert result.stdout_text().split() == ["2", "2"]
 
 
+def test_the_cap_marks_a_run_only_when_it_withheld_batches(place):
+    """A loader asked past the cap, with batches left, marks the run: its failure may be the cap's."""
+    work, pool, _ = place
+    mark = work / "cut"
+    code = """
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        loader = DataLoader(TensorDataset(torch.arange({n})), batch_size=4)
+        {use}
+    """
+    cases = {
+        ("100", "next(iter(loader)); print(len(loader))"): False,  # stopped before the cap
+        ("8", "print(len(list(loader)))"): False,  # 2 batches: the cap withheld nothing
+        ("100", "print(len(list(loader)))"): True,  # 25 batches, 2 let through
+    }
+    for (n, use), cut in cases.items():
+        mark.unlink(missing_ok=True)
+        result = _run(
+            work, pool, code.format(n=n, use=use), env={"LLMSEG_MAX_BATCHES": "2", "LLMSEG_CAP_MARK": str(mark)}
+        )
+        assert result.ok, result.stderr_text()
+        assert result.stdout_text().split() == ["2"]
+        assert mark.exists() is cut, (n, use)
+
+
 def test_missing_bwrap_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install -y bubblewrap"):

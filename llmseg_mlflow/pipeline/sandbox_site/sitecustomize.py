@@ -1,8 +1,11 @@
 """Loaded by every Python in the sandbox: the harness's settings applied from outside the generated code.
 
-LLMSEG_MAX_BATCHES caps DataLoader batches per epoch; LLMSEG_SEED seeds Python, NumPy and torch before
-the pipeline runs. Both act right after the module they touch is first imported (the code never sees
-this file), so Python starts without importing torch; a seed the code sets itself comes later and wins.
+LLMSEG_MAX_BATCHES caps DataLoader batches per epoch; when the cap stops an iteration that had more to
+give, the file LLMSEG_CAP_MARK names is created, so the harness knows the run did not see all its data
+(code such as `random.sample(list(test_loader), 5)` fails under the cap alone). LLMSEG_SEED seeds Python,
+NumPy and torch before the pipeline runs. Both act right after the module they touch is first imported
+(the code never sees this file), so Python starts without importing torch; a seed the code sets itself
+comes later and wins.
 """
 
 import os
@@ -11,18 +14,43 @@ import sys
 
 _CAP = int(os.environ.get("LLMSEG_MAX_BATCHES", "0") or 0)
 _SEED = os.environ.get("LLMSEG_SEED", "")
+_MARK = os.environ.get("LLMSEG_CAP_MARK", "")
+
+
+def _mark_cut():
+    if _MARK and not os.path.exists(_MARK):
+        try:
+            open(_MARK, "w").close()
+        except OSError:
+            pass
 
 
 def _patch_dataloader(module):
-    import itertools
-
     loader = module.DataLoader
     if getattr(loader, "_llmseg_capped", False):
         return
     orig_iter, orig_len = loader.__iter__, loader.__len__
 
     def __iter__(self):
-        return itertools.islice(orig_iter(self), _CAP)
+        batches = orig_iter(self)
+        try:
+            total = orig_len(self)
+        except TypeError:  # an iterable dataset without a length: only the next batch tells
+            total = None
+        for _ in range(_CAP):
+            try:
+                yield next(batches)
+            except StopIteration:
+                return
+        # The consumer asked for more than the cap let through: was there more?
+        if total is None:
+            try:
+                next(batches)
+            except StopIteration:
+                return
+            _mark_cut()
+        elif total > _CAP:
+            _mark_cut()
 
     def __len__(self):
         return min(orig_len(self), _CAP)
