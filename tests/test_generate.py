@@ -290,10 +290,10 @@ def test_a_preflight_failure_the_batch_cap_caused_is_not_the_codes(tracking, llm
     )
     client = MlflowClient()
     root = client.get_run(result.run_id)
-    # 50 batches fail on all the data too: one error, from the uncapped run; 3 fail only under the cap
+    # 50 batches fail on all the data too: one error, from the recheck; 3 fail only under the preflight's cap
     assert result.status == "succeeded" and result.errors_total == 1
     debug = [r for r in _children(client, root) if r.data.tags["kind"] == "debug"]
-    assert [(r.data.tags["phase"], r.data.tags["error_type"]) for r in debug] == [("preflight-uncapped", "ValueError")]
+    assert [(r.data.tags["phase"], r.data.tags["error_type"]) for r in debug] == [("preflight-recheck", "ValueError")]
     assert "batch_cap_cut" not in debug[0].data.tags
     assert root.data.metrics["preflight_cap_errors"] == 1 and root.data.metrics["debug_iterations"] == 1
 

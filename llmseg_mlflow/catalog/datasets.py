@@ -147,11 +147,16 @@ Folders = Annotated[tuple[Folder, ...], BeforeValidator(_folders)]
 
 
 class SyntheticSpec(_Yaml):
-    """How a synthetic dataset is generated: count, square image size, seed."""
+    """How a synthetic dataset is generated: count, square image size (or mixed sizes), seed."""
 
     n: int = Field(default=100, ge=2)
     size: int = Field(default=64, ge=16)
     seed: int = Field(default=0, ge=0)
+    # Each image's (height, width) drawn from this list instead, as real sets such as BAGLS mix frame sizes
+    # (code that stacks unresized images fails on them, as it did for the study's authors).
+    sizes: tuple[tuple[Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)]], ...] | None = Field(
+        default=None, min_length=1
+    )
 
 
 class SourceSpec(_Yaml):

@@ -100,7 +100,7 @@ def _settings(spec: DatasetSpec) -> dict[str, Any]:
         "normalize": spec.normalize,
         "subset_size": spec.subset_size,
         "heldout_fraction": spec.heldout_fraction,
-        "synthetic": None if spec.synthetic is None else spec.synthetic.model_dump(),
+        "synthetic": None if spec.synthetic is None else spec.synthetic.model_dump(mode="json", exclude_none=True),
         "split_by": spec.split_by,
         "source_format": spec.source.format,
         "group_pattern": spec.source.group_pattern,
@@ -624,7 +624,7 @@ def prepare_dataset(
         if source is None:
             assert spec.synthetic is not None  # a non-synthetic entry without a source was refused above
             source = generate_synthetic(spec, work / "staging")
-            label = "synthetic:" + json.dumps(spec.synthetic.model_dump(), sort_keys=True)
+            label = "synthetic:" + json.dumps(spec.synthetic.model_dump(mode="json", exclude_none=True), sort_keys=True)
         else:
             label = str(Path(source).resolve())
         built = work / "prepared"

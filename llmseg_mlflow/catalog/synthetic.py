@@ -41,20 +41,22 @@ def _rectangle(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.n
     return (np.abs(yy - cy) <= hy) & (np.abs(xx - cx) <= hx)
 
 
-def make_sample(rng: np.random.Generator, size: int, rgb: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One (image uint8 HxW or HxWx3, mask uint8 HxW in {0, 255}) pair."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / (size - 1)
+def make_sample(rng: np.random.Generator, size: int | tuple[int, int], rgb: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One (image uint8 HxW or HxWx3, mask uint8 HxW in {0, 255}) pair; `size` is a side or (height, width)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = yy / (h - 1), xx / (w - 1)
     background = _smooth_field(rng, yy, xx)
     # Distractors are as bright as the targets but striped, so a threshold alone cannot segment.
-    distract = np.zeros((size, size), dtype=bool)
+    distract = np.zeros((h, w), dtype=bool)
     for _ in range(rng.integers(1, 4)):
         shape = _rectangle(rng, yy, xx) if rng.random() < 0.5 else _ellipse(rng, yy, xx, 0.06, 0.15)[0]
         distract |= shape
-    period = rng.uniform(3.0, 5.0) / size
+    period = rng.uniform(3.0, 5.0) / max(h, w)
     stripes = 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * (xx + yy) / period))
 
-    mask = np.zeros((size, size), dtype=bool)
-    shading = np.zeros((size, size))
+    mask = np.zeros((h, w), dtype=bool)
+    shading = np.zeros((h, w))
     for _ in range(rng.integers(1, 4)):
         blob, radius = _ellipse(rng, yy, xx, 0.08, 0.2)
         mask |= blob
@@ -62,7 +64,7 @@ def make_sample(rng: np.random.Generator, size: int, rgb: bool) -> tuple[np.ndar
         level = rng.uniform(0.75, 1.0) * (1.0 - 0.3 * radius**2)
         shading = np.where(blob, np.maximum(shading, level), shading)
 
-    noise_shape = (size, size, 3) if rgb else (size, size)
+    noise_shape = (h, w, 3) if rgb else (h, w)
     noise = rng.normal(0.0, 0.04, size=noise_shape)
     if rgb:
         skin = np.array([0.85, 0.65, 0.55]) + rng.uniform(-0.1, 0.1, size=3)
@@ -98,7 +100,8 @@ def generate_synthetic(
     for i in range(n):
         # One generator per sample: sample i is the same whatever n is.
         rng = np.random.default_rng([seed, i])
-        img, mask = make_sample(rng, size, rgb)
+        shape = size if defaults.sizes is None else defaults.sizes[i % len(defaults.sizes)]
+        img, mask = make_sample(rng, shape, rgb)
         Image.fromarray(img).save(images / spec.image_name(str(i)))
         Image.fromarray(mask).save(masks / spec.mask_name(str(i)))
     return out

@@ -22,7 +22,9 @@ from llmseg_mlflow.tracking.runs import RunLogger, RunTree
 from llmseg_mlflow.tracking.schema import DISK_QUOTA, NO_CODE, Kind, Status
 
 PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES = 1, 2
-UNCAPPED_PREFLIGHT = "preflight-uncapped"  # the preflight again on all the data, after a failure under the cap
+# The preflight again, 1 epoch with the full run's batch cap (none unless --max-batches), after it failed
+# under its own 2-batch cap.
+PREFLIGHT_RECHECK = "preflight-recheck"
 
 
 @dataclass(frozen=True)
@@ -177,11 +179,12 @@ class AttemptLoop:
             quick = replace(limits, timeout_s=min(limits.timeout_s, self.cfg.preflight_timeout_s))
             self.say(f"attempt {number}: preflight")
             pre = self._execute(number, "preflight", Budget(quick, PREFLIGHT_EPOCHS, PREFLIGHT_BATCHES))
-            if not pre.ok and pre.cap_cut:
-                # The failure may be the cap's own (code that needs 5 test batches gets 2): only an error
-                # the code also raises on all its data is the code's, counted and sent.
-                self.say(f"attempt {number}: preflight failed after the batch cap cut a loader short; again without it")
-                pre = self._execute(number, UNCAPPED_PREFLIGHT, Budget(quick, PREFLIGHT_EPOCHS))
+            full_cap = self.cfg.max_batches
+            if not pre.ok and pre.cap_cut and (full_cap is None or full_cap > PREFLIGHT_BATCHES):
+                # The failure may be the cap's own (code that shows 5 test batches gets 2): only an error the
+                # code also raises with the batches the full run will give it is the code's, counted and sent.
+                self.say(f"attempt {number}: preflight failed after its batch cap cut a loader short; rechecking")
+                pre = self._execute(number, PREFLIGHT_RECHECK, Budget(quick, PREFLIGHT_EPOCHS, full_cap))
                 self.out.preflight_cap_errors += int(pre.ok)
             if not pre.ok:
                 return pre

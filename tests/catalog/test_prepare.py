@@ -74,6 +74,21 @@ def test_synthetic_layouts_modes_and_binary_masks(tmp_path: Path, catalog, key, 
     assert values == {0, 255}  # binary, with some foreground and some background
 
 
+def test_synthetic_sizes_mix_frame_shapes_and_prepare_like_a_real_set(tmp_path: Path, catalog) -> None:
+    sizes = ((40, 64), (64, 32))
+    spec = catalog["synthetic-gray-suffix"].model_copy(update={"synthetic": SyntheticSpec(n=12, seed=1, sizes=sizes)})
+    prepared = prepare_dataset(spec, tmp_path / "data")
+    shapes = {}
+    for image in sorted(prepared.pool.glob("*.png")):
+        with Image.open(image) as img:
+            shapes[image.name] = img.size[::-1]
+    masks = {k: v for k, v in shapes.items() if k.endswith("_seg.png")}
+    assert set(masks.values()) == set(sizes)  # (height, width), both present in the pool
+    assert all(shapes[name.replace("_seg", "")] == shape for name, shape in masks.items())
+    with pytest.raises(ValueError, match=r"sizes\[0\]\[0\]: expected a number >= 16, got 8"):
+        SyntheticSpec(sizes=((8, 64),))
+
+
 def test_synthetic_task_is_not_a_plain_threshold(tmp_path: Path, catalog) -> None:
     out = generate_synthetic(catalog["synthetic-gray-folders"], tmp_path, n=20, size=64)
     images = np.stack([np.asarray(Image.open(p)) for p in sorted((out / "images").glob("*.png"))])
