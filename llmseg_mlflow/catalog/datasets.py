@@ -110,6 +110,18 @@ def _mask_values(value: Any) -> Any:
     return tuple(v)
 
 
+def _sizes(value: Any) -> Any:
+    v = value
+    pairs = isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v)
+    if v is None:
+        return None
+    if not (pairs and all(isinstance(x, int) and not isinstance(x, bool) and x >= 16 for p in v for x in p)):
+        raise ValueError(
+            f"expected a list of [height, width] pairs of at least 16, such as [[256, 512]], got {value!r}"
+        )
+    return tuple((p[0], p[1]) for p in v)
+
+
 def _window(value: Any) -> Any:
     v = value
     numbers = isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
@@ -152,11 +164,9 @@ class SyntheticSpec(_Yaml):
     n: int = Field(default=100, ge=2)
     size: int = Field(default=64, ge=16)
     seed: int = Field(default=0, ge=0)
-    # Each image's (height, width) drawn from this list instead, as real sets such as BAGLS mix frame sizes
-    # (code that stacks unresized images fails on them, as it did for the study's authors).
-    sizes: tuple[tuple[Annotated[int, Field(ge=16)], Annotated[int, Field(ge=16)]], ...] | None = Field(
-        default=None, min_length=1
-    )
+    # Each image's (height, width) taken from this list in turn instead, as real sets such as BAGLS mix frame
+    # sizes (code that stacks unresized images fails on them, as it did for the study's authors).
+    sizes: Annotated[tuple[tuple[int, int], ...] | None, BeforeValidator(_sizes)] = None
 
 
 class SourceSpec(_Yaml):

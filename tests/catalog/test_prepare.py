@@ -85,8 +85,8 @@ def test_synthetic_sizes_mix_frame_shapes_and_prepare_like_a_real_set(tmp_path: 
     masks = {k: v for k, v in shapes.items() if k.endswith("_seg.png")}
     assert set(masks.values()) == set(sizes)  # (height, width), both present in the pool
     assert all(shapes[name.replace("_seg", "")] == shape for name, shape in masks.items())
-    with pytest.raises(ValueError, match=r"sizes\[0\]\[0\]: expected a number >= 16, got 8"):
-        SyntheticSpec(sizes=((8, 64),))
+    with pytest.raises(ValueError, match=r"sizes: expected a list of \[height, width\] pairs .* got \[\[8, 64\]\]"):
+        SyntheticSpec(sizes=[[8, 64]])  # as YAML gives it
 
 
 def test_synthetic_task_is_not_a_plain_threshold(tmp_path: Path, catalog) -> None:

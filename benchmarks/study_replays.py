@@ -1,0 +1,185 @@
+"""Study replays: the study's own chats run again, on data laid out as their code expects (issue 21 item 3).
+
+Input: the replay folders `benchmarks/study_chats.py` wrote (`OUT/replay/<model-slug>/`, one per transcript that
+imports). For each, this script runs `generate` with `model=replay:<folder>` (the recorded replies answer the
+harness's errors in order; `recorded_error` and `replay_divergence` on each debug run say whether the person had
+pasted the same error) on a synthetic stand-in for BAGLS, the set the authors' prompt describes:
+
+- grayscale frames of mixed sizes (BAGLS mixes them too; code that stacks unresized images fails on them, as
+  GPT-4o's did), masks `N_seg.png` beside the images `N.png` in one folder,
+- 1,000 pairs (the paper's ~5,000 would only slow this down): 900 in the pool, so a pipeline's own 10% test
+  split holds 90 images, 6 batches of 16, enough for code that shows 5 random test batches,
+- code that joins `images/` and `masks/` onto its data folder gets the same frames laid out that way
+  (`FOLDERS`: the authors moved the files or edited the paths; their transcripts do not say which).
+
+Budget: 1 epoch, at most 5 batches per loader, the 2-batch preflight first (a failure under its cap is
+rechecked with 5), no held-out evaluation: the question is which errors the code meets until it runs.
+Writes `OUT/replays.csv` (one row per model: status, errors by type, matched/diverged recorded errors, the
+paper's count), `OUT/replays.md` (the same as a table) and prints both. All state (LLMSEG_HOME, tracking store,
+pipeline folders) stays under OUT.
+
+    .venv/bin/python benchmarks/study_chats.py --transcripts /tmp/study_chats/transcripts --out /tmp/study_chats/out
+    .venv/bin/python benchmarks/study_replays.py --replays /tmp/study_chats/out/replay --out /tmp/study_chats/replays
+    # then: llmseg analyze --study study-replays --recorded-errors /tmp/study_chats/out/recorded_counts.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from _server import running_server  # benchmarks/_server.py (the script's folder is on sys.path)
+
+STUDY = "study-replays"
+FRAME_SIZES = [[256, 256], [512, 256], [256, 120]]  # (height, width), in turn
+# Chats whose main.py joins "images" and "masks" onto its data folder (checked by reading each reply).
+FOLDERS = {"deepseek-v3"}
+
+
+def _datasets_yaml(n: int) -> str:
+    """Two catalog entries: the same synthetic frames in BAGLS's layout and in images/ + masks/ folders."""
+    common = f"    colour: grayscale\n    mask_suffix: _seg\n    synthetic: {{n: {n}, seed: 0, sizes: {FRAME_SIZES}}}\n"
+    return (
+        "datasets:\n"
+        "  study-bagls-like:\n    title: Synthetic BAGLS stand-in, N.png and N_seg.png in one folder\n"
+        f"    modality: synthetic\n    layout: suffix\n{common}"
+        "  study-bagls-like-folders:\n    title: Synthetic BAGLS stand-in, images/N.png and masks/N_seg.png\n"
+        f"    modality: synthetic\n    layout: folders\n{common}"
+    )
+
+
+def _recorded(folder: Path) -> dict:
+    """What the transcript holds: replies and pasted errors (import.json)."""
+    records = json.loads((folder / "import.json").read_text())["replies"]
+    pasted = [r["user_turn"].get("error", "") for r in records if r["user_turn"]["kind"] == "traceback"]
+    return {"replies": len(records), "pasted": pasted}
+
+
+def _debug_rows(client, root) -> list[dict]:
+    """The root's debug runs, oldest first: error, phase, whether the person had pasted the same one."""
+    runs = client.search_runs(
+        [root.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{root.info.run_id}' and tags.kind = 'debug'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return [
+        {
+            "type": r.data.tags.get("error_type", ""),
+            "message": r.data.params.get("error_message", "")[:120],
+            "phase": r.data.tags.get("phase", ""),
+            "diverged": r.data.tags.get("replay_divergence"),
+            "recorded": r.data.params.get("recorded_error", "")[:120],
+            "cap_cut": r.data.tags.get("batch_cap_cut") == "true",
+        }
+        for r in runs
+    ]
+
+
+def main() -> int:
+    """Replay every imported chat and tabulate the errors beside the transcripts' and the paper's."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--replays", type=Path, required=True, help="OUT/replay of benchmarks/study_chats.py")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only", nargs="*", help="model slugs (folder names) to run")
+    ap.add_argument("--n", type=int, default=1000, help="synthetic pairs (pool + held-out)")
+    ap.add_argument("--max-batches", type=int, default=5)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "datasets.yaml").write_text(_datasets_yaml(args.n))
+    os.environ |= {"LLMSEG_HOME": str(args.out / "home"), "LLMSEG_DATASETS_FILE": str(args.out / "datasets.yaml")}
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    paper = _paper_counts(args.replays.parent / "recorded_counts.csv")
+    slugs = sorted(p.name for p in args.replays.iterdir() if (p / "import.json").is_file())
+    slugs = [s for s in slugs if not args.only or s in args.only]
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from llmseg_mlflow.generate import GenerateConfig, run_generate
+
+    rows = []
+    with running_server(args.out / "server") as uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient()
+        for slug in slugs:
+            folder = args.replays / slug
+            dataset = "study-bagls-like-folders" if slug in FOLDERS else "study-bagls-like"
+            print(f"== {slug} on {dataset}", flush=True)
+            t0 = time.monotonic()
+            row = {"model": slug, "dataset": dataset, **_recorded(folder)}
+            try:
+                result = run_generate(
+                    GenerateConfig(
+                        model=f"replay:{folder}",
+                        dataset=dataset,
+                        study=STUDY,
+                        epochs=1,
+                        max_batches=args.max_batches,
+                        evaluate=False,
+                    )
+                )
+                root = client.get_run(result.run_id)
+                row |= {"status": result.status, "errors": result.errors_total, "debug": _debug_rows(client, root)}
+                row["preflight_cap_errors"] = int(root.data.metrics.get("preflight_cap_errors", 0))
+            except Exception as exc:  # one model's harness failure must not lose the others' rows
+                traceback.print_exc()
+                row |= {"status": f"harness: {type(exc).__name__}: {exc}"[:200], "errors": None, "debug": []}
+            row["seconds"] = round(time.monotonic() - t0)
+            row["paper"] = paper.get(slug, "not stated")
+            rows.append(row)
+            (args.out / "replays.json").write_text(json.dumps(rows, indent=1))
+    _write_tables(rows, args.out)
+    return 0
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "." else "-" for c in name.lower()).strip("-").replace("--", "-")
+
+
+def _paper_counts(path: Path) -> dict[str, str]:
+    """The paper's count per model slug, from study_chats.py's recorded_counts.csv."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {_slug(r["model"]): r["errors"] for r in csv.DictReader(f)}
+
+
+def _write_tables(rows: list[dict], out: Path) -> None:
+    """replays.csv and replays.md: one row per model."""
+    fields = ["model", "paper", "pasted", "errors", "types", "matched", "diverged", "cap_cut", "status", "seconds"]
+    table = []
+    for r in rows:
+        debug = r["debug"]
+        table.append(
+            {
+                "model": r["model"],
+                "paper": r["paper"],
+                "pasted": len(r["pasted"]),
+                "errors": r["errors"],
+                "types": ", ".join(d["type"] for d in debug),
+                "matched": sum(d["diverged"] == "false" for d in debug),
+                "diverged": sum(d["diverged"] == "true" for d in debug),
+                "cap_cut": sum(d["cap_cut"] for d in debug) + r.get("preflight_cap_errors", 0),
+                "status": r["status"],
+                "seconds": r["seconds"],
+            }
+        )
+    with open(out / "replays.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(table)
+    lines = ["| " + " | ".join(fields) + " |", "|" + " --- |" * len(fields)]
+    lines += ["| " + " | ".join(str(t[k]) for k in fields) + " |" for t in table]
+    (out / "replays.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
