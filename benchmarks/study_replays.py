@@ -75,7 +75,6 @@ def _debug_rows(client, root) -> list[dict]:
             "phase": r.data.tags.get("phase", ""),
             "diverged": r.data.tags.get("replay_divergence"),
             "recorded": r.data.params.get("recorded_error", "")[:120],
-            "cap_cut": r.data.tags.get("batch_cap_cut") == "true",
         }
         for r in runs
     ]
@@ -103,7 +102,8 @@ def main() -> int:
 
     from llmseg_mlflow.generate import GenerateConfig, run_generate
 
-    rows = []
+    saved = args.out / "replays.json"  # rows of earlier runs (e.g. with --only) are kept unless run again
+    rows = [r for r in json.loads(saved.read_text()) if r["model"] not in slugs] if saved.is_file() else []
     with running_server(args.out / "server") as uri:
         os.environ["MLFLOW_TRACKING_URI"] = uri
         mlflow.set_tracking_uri(uri)
@@ -134,8 +134,8 @@ def main() -> int:
             row["seconds"] = round(time.monotonic() - t0)
             row["paper"] = paper.get(slug, "not stated")
             rows.append(row)
-            (args.out / "replays.json").write_text(json.dumps(rows, indent=1))
-    _write_tables(rows, args.out)
+            saved.write_text(json.dumps(rows, indent=1))
+    _write_tables(sorted(rows, key=lambda r: r["model"]), args.out)
     return 0
 
 
@@ -153,7 +153,7 @@ def _paper_counts(path: Path) -> dict[str, str]:
 
 def _write_tables(rows: list[dict], out: Path) -> None:
     """replays.csv and replays.md: one row per model."""
-    fields = ["model", "paper", "pasted", "errors", "types", "matched", "diverged", "cap_cut", "status", "seconds"]
+    fields = ["model", "paper", "pasted", "errors", "types", "matched", "diverged", "cap_only", "status", "seconds"]
     table = []
     for r in rows:
         debug = r["debug"]
@@ -166,7 +166,7 @@ def _write_tables(rows: list[dict], out: Path) -> None:
                 "types": ", ".join(d["type"] for d in debug),
                 "matched": sum(d["diverged"] == "false" for d in debug),
                 "diverged": sum(d["diverged"] == "true" for d in debug),
-                "cap_cut": sum(d["cap_cut"] for d in debug) + r.get("preflight_cap_errors", 0),
+                "cap_only": r.get("preflight_cap_errors", 0),  # preflight failures the recheck cleared
                 "status": r["status"],
                 "seconds": r["seconds"],
             }

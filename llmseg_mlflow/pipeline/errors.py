@@ -16,6 +16,7 @@ _EXC_LINE = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*)(?::\s?(?P<msg>.*))?$")
 _PASTED_ERROR = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s?(?P<msg>.*))?$")
 _FRAME = re.compile(r'File "[^"]*", line \d+, in \S+')
 _FLAT_ERROR = re.compile(r"(?:^|\s)(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)):\s?(?P<msg>.*)$")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
 MAX_FEEDBACK_CHARS = 12_000  # keeps a runaway traceback from flooding the context window
 
@@ -93,9 +94,15 @@ def error_text(error: tuple[str, str]) -> str:
     return f"{error[0]}: {error[1]}" if error[1] else error[0]
 
 
+def masked(message: str) -> str:
+    """The message with every number as N and whitespace collapsed: shapes, sizes and line numbers follow the
+    data and the run, the cause does not."""
+    return " ".join(_NUMBER.sub("N", message).split())
+
+
 def same_error(a: tuple[str, str], b: tuple[str, str]) -> bool:
-    """Whether two (type, message) pairs name the same error, whitespace aside."""
-    return a[0] == b[0] and " ".join(a[1].split()) == " ".join(b[1].split())
+    """Whether two (type, message) pairs name the same error, numbers and whitespace aside."""
+    return a[0] == b[0] and masked(a[1]) == masked(b[1])
 
 
 def _is_oom(qualname: str, message: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llmseg_mlflow.pipeline.errors import ExecError
+from llmseg_mlflow.pipeline.errors import ExecError, masked
 
 PIPELINE_FILES = ("dataset.py", "model.py", "train.py", "main.py")
 DEFAULT_HINT = (
@@ -21,7 +21,6 @@ DEFAULT_HINT = (
     "that cause, and resend every file you change in full."
 )
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+, in (?P<func>\S+)\s*$')
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def signature(error: ExecError) -> tuple[str, str, str]:
@@ -33,7 +32,7 @@ def signature(error: ExecError) -> tuple[str, str, str]:
         if match and match["path"].rsplit("/", 1)[-1] in PIPELINE_FILES:
             code = lines[i + 1].strip() if i + 1 < len(lines) and not _FRAME.match(lines[i + 1]) else ""
             frame = f"{match['path'].rsplit('/', 1)[-1]}:{match['func']}:{code}"
-    return error.error_type, frame, _NUMBER.sub("N", error.message)
+    return error.error_type, frame, masked(error.message)
 
 
 @dataclass

@@ -109,3 +109,11 @@ def test_the_error_a_person_pasted_is_read_from_a_traceback_or_a_last_line():
     )
     assert same_error(("KeyError", "'image'  "), ("KeyError", "'image'"))
     assert not same_error(("KeyError", "'image'"), ("KeyError", "'mask'"))
+    # shapes follow the data: the person's batch of 5 and the harness's 16 are the same error
+    assert same_error(
+        ("TypeError", "Invalid shape (5, 128, 128) for image data"),
+        ("TypeError", "Invalid shape (16, 128, 128) for image data"),
+    )
+    assert not same_error(
+        ("TypeError", "Invalid shape (5, 128) for image data"), ("ValueError", "Invalid shape (5, 128) for image data")
+    )
