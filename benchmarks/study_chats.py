@@ -8,7 +8,8 @@ ours to redistribute: fetch them into a folder outside the repository. For each 
 2. counts the assistant replies, the user turns read as a pasted error (`traceback`) or as anything else
    (`other`: a question, an error pasted without its traceback, ...), and whether the four files were recovered,
 3. prints one row per model beside the paper's count of errors until the code ran (hard-coded below, written
-   to `OUT/recorded_counts.csv` with header `model,errors,source`), and writes the rows to `OUT/import_counts.csv`.
+   to `OUT/recorded_counts.csv` with header `model,errors,source`, model as the replay folder's name, for
+   `llmseg analyze --recorded-errors`), and writes the rows to `OUT/import_counts.csv`.
 
     .venv/bin/python benchmarks/study_chats.py --transcripts /tmp/study_chats/transcripts --out /tmp/study_chats/out
     # then replay one: llmseg generate --model replay:/tmp/study_chats/out/replay/<slug> --dataset <key> ...
@@ -69,6 +70,7 @@ PAPER_NAME = {
 
 
 def slug(name: str) -> str:
+    """The replay folder's name for a model: "GPT o4-mini-high" -> "gpt-o4-mini-high"."""
     return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
 
 
@@ -134,7 +136,8 @@ def main() -> None:
     with open(args.out / "recorded_counts.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["model", "errors", "source"])
-        writer.writerows([name, errors, source] for name, (errors, source) in RECORDED.items())
+        # keyed by the replay folder's name: the `model` tag of a `replay:DIR` pipeline, what analyze matches
+        writer.writerows([slug(name), errors, f"{name}: {source}"] for name, (errors, source) in RECORDED.items())
     print(f"{len(rows)} transcripts in {time.perf_counter() - start:.1f}s; CSVs and replay folders in {args.out}")
 
 

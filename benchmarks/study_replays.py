@@ -9,8 +9,8 @@ pasted the same error) on a synthetic stand-in for BAGLS, the set the authors' p
   GPT-4o's did), masks `N_seg.png` beside the images `N.png` in one folder,
 - 1,000 pairs (the paper's ~5,000 would only slow this down): 900 in the pool, so a pipeline's own 10% test
   split holds 90 images, 6 batches of 16, enough for code that shows 5 random test batches,
-- code that joins `images/` and `masks/` onto its data folder gets the same frames laid out that way
-  (`FOLDERS`: the authors moved the files or edited the paths; their transcripts do not say which).
+- code that wants images and masks in two folders gets the same frames as `images/N.png`, `masks/N_seg.png`
+  (`FOLDERS`: the prompt allows both layouts; the authors' transcripts show no error of the other one).
 
 Budget: 1 epoch, at most 5 batches per loader, the 2-batch preflight first (a failure under its cap is
 rechecked with 5), no held-out evaluation: the question is which errors the code meets until it runs.
@@ -36,10 +36,15 @@ from pathlib import Path
 
 from _server import running_server  # benchmarks/_server.py (the script's folder is on sys.path)
 
+from llmseg_mlflow.pipeline.errors import recorded_error, same_error
+
 STUDY = "study-replays"
 FRAME_SIZES = [[256, 256], [512, 256], [256, 120]]  # (height, width), in turn
-# Chats whose main.py joins "images" and "masks" onto its data folder (checked by reading each reply).
-FOLDERS = {"deepseek-v3"}
+# Chats whose code wants images and masks in two folders (read in each reply): its Dataset lists every .png of
+# the image folder as an image (masks beside them would be read as images and `N_seg_seg.png` looked for), or
+# its main.py joins "images" and "masks" onto the data folder. None of the authors' pasted errors is such a
+# FileNotFoundError: they ran these on two folders.
+FOLDERS = {"deepseek-v3", "gemini-2.5-pro", "grok-3", "llama-4-maverick", "mistral-medium-3"}
 
 
 def _datasets_yaml(n: int) -> str:
@@ -71,10 +76,10 @@ def _debug_rows(client, root) -> list[dict]:
     return [
         {
             "type": r.data.tags.get("error_type", ""),
-            "message": r.data.params.get("error_message", "")[:120],
+            "message": r.data.params.get("error_message", ""),
             "phase": r.data.tags.get("phase", ""),
             "diverged": r.data.tags.get("replay_divergence"),
-            "recorded": r.data.params.get("recorded_error", "")[:120],
+            "recorded": r.data.params.get("recorded_error", ""),
         }
         for r in runs
     ]
@@ -88,12 +93,29 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="model slugs (folder names) to run")
     ap.add_argument("--n", type=int, default=1000, help="synthetic pairs (pool + held-out)")
     ap.add_argument("--max-batches", type=int, default=5)
+    ap.add_argument("--tables-only", action="store_true", help="rewrite the tables from OUT/replays.json")
     args = ap.parse_args()
+    paper = _paper_counts(args.replays.parent / "recorded_counts.csv")
+    if args.tables_only:  # the debug runs read again from the store, with this checkout's comparison
+        rows = json.loads((args.out / "replays.json").read_text())
+        with running_server(args.out / "server") as uri:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(uri)
+            for r in rows:
+                roots = client.search_runs(
+                    [client.get_experiment_by_name(STUDY).experiment_id],
+                    f"tags.model = '{r['model']}' and tags.kind = 'pipeline'",
+                    order_by=["attributes.start_time DESC"],
+                    max_results=1,
+                )
+                r["debug"] = _debug_rows(client, roots[0]) if roots else r["debug"]
+        _write_tables([{**r, "paper": paper.get(r["model"], "not stated")} for r in rows], args.out)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "datasets.yaml").write_text(_datasets_yaml(args.n))
     os.environ |= {"LLMSEG_HOME": str(args.out / "home"), "LLMSEG_DATASETS_FILE": str(args.out / "datasets.yaml")}
     os.environ.pop("MLFLOW_RUN_ID", None)
-    paper = _paper_counts(args.replays.parent / "recorded_counts.csv")
     slugs = sorted(p.name for p in args.replays.iterdir() if (p / "import.json").is_file())
     slugs = [s for s in slugs if not args.only or s in args.only]
 
@@ -135,24 +157,29 @@ def main() -> int:
             row["paper"] = paper.get(slug, "not stated")
             rows.append(row)
             saved.write_text(json.dumps(rows, indent=1))
-    _write_tables(sorted(rows, key=lambda r: r["model"]), args.out)
+    _write_tables(rows, args.out)
     return 0
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c == "." else "-" for c in name.lower()).strip("-").replace("--", "-")
-
-
 def _paper_counts(path: Path) -> dict[str, str]:
-    """The paper's count per model slug, from study_chats.py's recorded_counts.csv."""
+    """The paper's count per replay folder name, from study_chats.py's recorded_counts.csv."""
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
-        return {_slug(r["model"]): r["errors"] for r in csv.DictReader(f)}
+        return {r["model"]: r["errors"] for r in csv.DictReader(f)}
+
+
+def _matched(debug: dict) -> bool | None:
+    """Whether the person had pasted this error before the reply that answered it (None: no reply did)."""
+    if debug["diverged"] is None:
+        return None
+    recorded = recorded_error(debug["recorded"]) if debug["recorded"] else None
+    return recorded is not None and same_error(recorded, (debug["type"], debug["message"]))
 
 
 def _write_tables(rows: list[dict], out: Path) -> None:
     """replays.csv and replays.md: one row per model."""
+    rows = sorted(rows, key=lambda r: r["model"])
     fields = ["model", "paper", "pasted", "errors", "types", "matched", "diverged", "cap_only", "status", "seconds"]
     table = []
     for r in rows:
@@ -164,8 +191,8 @@ def _write_tables(rows: list[dict], out: Path) -> None:
                 "pasted": len(r["pasted"]),
                 "errors": r["errors"],
                 "types": ", ".join(d["type"] for d in debug),
-                "matched": sum(d["diverged"] == "false" for d in debug),
-                "diverged": sum(d["diverged"] == "true" for d in debug),
+                "matched": sum(_matched(d) is True for d in debug),
+                "diverged": sum(_matched(d) is False for d in debug),
                 "cap_only": r.get("preflight_cap_errors", 0),  # preflight failures the recheck cleared
                 "status": r["status"],
                 "seconds": r["seconds"],

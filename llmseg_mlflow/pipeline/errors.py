@@ -17,6 +17,7 @@ _PASTED_ERROR = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interru
 _FRAME = re.compile(r'File "[^"]*", line \d+, in \S+')
 _FLAT_ERROR = re.compile(r"(?:^|\s)(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)):\s?(?P<msg>.*)$")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SUGGESTION = re.compile(r"\.?\s*Did you mean:? .*\?$")  # Python 3.10+: "... is not defined. Did you mean: 'x'?"
 _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory")
 MAX_FEEDBACK_CHARS = 12_000  # keeps a runaway traceback from flooding the context window
 
@@ -95,8 +96,9 @@ def error_text(error: tuple[str, str]) -> str:
 
 
 def masked(message: str) -> str:
-    """The message with every number as N and whitespace collapsed: shapes, sizes and line numbers follow the
-    data and the run, the cause does not."""
+    """The message with every number as N, whitespace collapsed and Python's "Did you mean" hint dropped: shapes,
+    sizes and line numbers follow the data and the run, the hint the names around the error; the cause stays."""
+    message = _SUGGESTION.sub("", message).rstrip(". ")
     return " ".join(_NUMBER.sub("N", message).split())
 
 

@@ -109,6 +109,14 @@ def test_the_error_a_person_pasted_is_read_from_a_traceback_or_a_last_line():
     )
     assert same_error(("KeyError", "'image'  "), ("KeyError", "'image'"))
     assert not same_error(("KeyError", "'image'"), ("KeyError", "'mask'"))
+    # Python 3.10+ adds a hint naming what is near the error; a person's copy may lack it
+    assert same_error(
+        ("NameError", "name 'DataLoader' is not defined. Did you mean: 'data_folder'?"),
+        ("NameError", "name 'DataLoader' is not defined."),
+    )
+    assert not same_error(
+        ("NameError", "name 'DataLoader' is not defined"), ("NameError", "name 'Adam' is not defined")
+    )
     # shapes follow the data: the person's batch of 5 and the harness's 16 are the same error
     assert same_error(
         ("TypeError", "Invalid shape (5, 128, 128) for image data"),
