@@ -19,7 +19,7 @@ from typing import Any
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.pipeline.chat_turns import FORMATS, NOISE, Line, Turn, detect_format, split_turns
 from llmseg_mlflow.pipeline.errors import error_text, recorded_error
-from llmseg_mlflow.pipeline.extract import CODE_FILES, find_blocks, match_existing, merge_reply
+from llmseg_mlflow.pipeline.extract import CODE_FILES, CodeBlock, find_blocks, match_existing, merge_reply
 from llmseg_mlflow.pipeline.splice import is_partial
 
 __all__ = ["FORMATS", "detect_format", "import_chat", "split_turns"]  # the turn reading is re-exported
@@ -296,11 +296,10 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
     markdown = "\n".join(parts).strip() + "\n"
     pieces = find_blocks(markdown)
     merged = merge_reply(current, markdown) if any(p.name for p in pieces) else dict(current)
-    superseded = [p.name for p in pieces if p.name and p.code not in merged.values()]
     # a piece that is only part of the file it fixes (a function, some imports) was spliced into it
-    spliced = sorted(
-        {n for p in pieces if (n := p.name or match_existing(p, current)) in current and is_partial(p.code, current[n])}
-    )
+    into = {i: name for i, p in enumerate(pieces) if (name := _spliced_into(p, current))}
+    spliced = sorted(set(into.values()))
+    superseded = [p.name for i, p in enumerate(pieces) if p.name and p.code not in merged.values() and i not in into]
     carried = sorted({n for n, c in merged.items() if any(p.code == c for p in pieces)} | set(spliced))
     named_by = {p.name: p.how for p in pieces if p.name in carried}
     return {
@@ -378,3 +377,9 @@ def _check_out(out: Path) -> None:
     """Refuse to mix two conversations in one folder: the replay reads every NN.md it finds."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out} exists and is not an empty folder; choose a new folder")
+
+
+def _spliced_into(piece: CodeBlock, current: dict[str, str]) -> str | None:
+    """The current file a block is only part of (so it was spliced in, not a replacement), or None."""
+    name = piece.name or match_existing(piece, current)
+    return name if name is not None and name in current and is_partial(piece.code, current[name]) else None

@@ -264,8 +264,9 @@ def match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
 
 
 def _assign(blocks: list[CodeBlock], current: dict[str, str]) -> dict[str, str]:
-    """Files from blocks: named blocks first (last wins), unnamed ones fill the rest; a block that is only part
-    of a current file (a function, some imports) is spliced into it, as a person would paste it."""
+    """Files from blocks: named blocks first (last wins), unnamed ones fill the rest or, when only part of a
+    file a named block changed, are spliced into it too; a block that is only part of a current file (a
+    function, some imports) is spliced into it, as a person would paste it."""
 
     def put(files: dict[str, str], name: str, code: str) -> None:
         base = files.get(name, current.get(name))
@@ -281,6 +282,8 @@ def _assign(blocks: list[CodeBlock], current: dict[str, str]) -> dict[str, str]:
             target = match_existing(block, current) or block.name
             if target and target not in files:
                 put(guessed, target, block.code)
+            elif target and is_partial(block.code, files[target]):
+                put(files, target, block.code)  # one more piece of a file a named block changed (GPT-4o's fixes)
     return {**files, **guessed}
 
 

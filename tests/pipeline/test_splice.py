@@ -47,6 +47,17 @@ def test_a_resent_function_replaces_only_that_function_and_adds_its_imports():
     assert merged["main.py"] == "import train\n"
 
 
+def test_unnamed_functions_after_a_named_piece_of_the_same_file_are_spliced_too():
+    # GPT-4o's last fix: "Modified Training Function (train.py)", then "Similarly, validate and test" unnamed
+    reply = (
+        "Modified Training Function (train.py)\n\n```python\nimport torch\n\n\ndef train_one_epoch(model, loader):\n"
+        "    return 0.25\n```\n\nSimilarly, in the testing function:\n\n```python\ndef test_model(model, loader):\n"
+        "    return [0.95]\n```\n"
+    )
+    train = merge_reply({"train.py": TRAIN}, reply)["train.py"]
+    assert "return 0.25" in train and "return [0.95]" in train and "def visualize_predictions" in train
+
+
 def test_a_named_block_of_imports_only_adds_the_missing_imports():
     main = (
         "import os\nimport torch\n\n\ndef main():\n    print(os.getcwd())\n\n\nif __name__ == '__main__':\n    main()\n"
