@@ -12,7 +12,7 @@ pasted the same error) on a synthetic stand-in for BAGLS, the set the authors' p
 - code that wants images and masks in two folders gets the same frames as `images/N.png`, `masks/N_seg.png`
   (`FOLDERS`: the prompt allows both layouts; the authors' transcripts show no error of the other one).
 
-Budget: 1 epoch, at most 5 batches per loader, the 2-batch preflight first (a failure under its cap is
+Budget: 1 epoch (`--epochs`), at most 5 batches per loader, the 2-batch preflight first (a failure under its cap is
 rechecked with 5), no held-out evaluation: the question is which errors the code meets until it runs.
 Writes `OUT/replays.csv` (one row per model: status, errors by type, matched/diverged recorded errors, the
 paper's count), `OUT/replays.md` (the same as a table) and prints both. All state (LLMSEG_HOME, tracking store,
@@ -93,6 +93,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="model slugs (folder names) to run")
     ap.add_argument("--n", type=int, default=1000, help="synthetic pairs (pool + held-out)")
     ap.add_argument("--max-batches", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=1, help="2 reaches code that only runs from the second epoch on")
     ap.add_argument("--tables-only", action="store_true", help="rewrite the tables from OUT/replays.json")
     args = ap.parse_args()
     paper = _paper_counts(args.replays.parent / "recorded_counts.csv")
@@ -135,14 +136,14 @@ def main() -> int:
             dataset = "study-bagls-like-folders" if slug in FOLDERS else "study-bagls-like"
             print(f"== {slug} on {dataset}", flush=True)
             t0 = time.monotonic()
-            row = {"model": slug, "dataset": dataset, **_recorded(folder)}
+            row = {"model": slug, "dataset": dataset, "epochs": args.epochs, **_recorded(folder)}
             try:
                 result = run_generate(
                     GenerateConfig(
                         model=f"replay:{folder}",
                         dataset=dataset,
                         study=STUDY,
-                        epochs=1,
+                        epochs=args.epochs,
                         max_batches=args.max_batches,
                         evaluate=False,
                     )
@@ -180,7 +181,7 @@ def _matched(debug: dict) -> bool | None:
 def _write_tables(rows: list[dict], out: Path) -> None:
     """replays.csv and replays.md: one row per model."""
     rows = sorted(rows, key=lambda r: r["model"])
-    fields = ["model", "paper", "pasted", "errors", "types", "matched", "diverged", "cap_only", "status", "seconds"]
+    fields = ["model", "paper", "pasted", "errors", "types", "matched", "diverged", "cap_only", "status", "epochs", "seconds"]
     table = []
     for r in rows:
         debug = r["debug"]
@@ -195,6 +196,7 @@ def _write_tables(rows: list[dict], out: Path) -> None:
                 "diverged": sum(_matched(d) is False for d in debug),
                 "cap_only": r.get("preflight_cap_errors", 0),  # preflight failures the recheck cleared
                 "status": r["status"],
+                "epochs": r.get("epochs", 1),
                 "seconds": r["seconds"],
             }
         )
