@@ -181,7 +181,19 @@ def _matched(debug: dict) -> bool | None:
 def _write_tables(rows: list[dict], out: Path) -> None:
     """replays.csv and replays.md: one row per model."""
     rows = sorted(rows, key=lambda r: r["model"])
-    fields = ["model", "paper", "pasted", "errors", "types", "matched", "diverged", "cap_only", "status", "epochs", "seconds"]
+    fields = [
+        "model",
+        "paper",
+        "pasted",
+        "errors",
+        "types",
+        "matched",
+        "diverged",
+        "cap_only",
+        "status",
+        "epochs",
+        "seconds",
+    ]
     table = []
     for r in rows:
         debug = r["debug"]
