@@ -6,7 +6,7 @@ import ast
 import re
 from dataclasses import dataclass
 
-from llmseg_mlflow.pipeline.splice import is_partial, splice
+from llmseg_mlflow.pipeline.splice import is_partial, parses, splice
 
 CODE_FILES: tuple[str, ...] = ("dataset.py", "model.py", "train.py", "main.py")
 
@@ -264,9 +264,9 @@ def match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
 
 
 def _assign(blocks: list[CodeBlock], current: dict[str, str]) -> dict[str, str]:
-    """Files from blocks: named blocks first (last wins), unnamed ones fill the rest or, when only part of a
-    file a named block changed, are spliced into it too; a block that is only part of a current file (a
-    function, some imports) is spliced into it, as a person would paste it."""
+    """Files from blocks: named blocks first (last wins), unnamed ones fill the rest, replace a named sketch
+    that does not parse, or, when only part of a file a named block changed, are spliced into it too; a block
+    that is only part of a current file (a function, some imports) is spliced into it, as a person would."""
 
     def put(files: dict[str, str], name: str, code: str) -> None:
         base = files.get(name, current.get(name))
@@ -280,9 +280,16 @@ def _assign(blocks: list[CodeBlock], current: dict[str, str]) -> dict[str, str]:
     for block in blocks:
         if block.how == "content":
             target = match_existing(block, current) or block.name
-            if target and target not in files:
+            if not target:
+                continue
+            if target not in files:
                 put(guessed, target, block.code)
-            elif target and is_partial(block.code, files[target]):
+            elif not parses(files[target]) and parses(block.code):
+                # what was named is a sketch (`def __init__(self, ...):`, quoted in undelimited reasoning as
+                # Grok 3 mini's page shows it); the real code comes after it
+                del files[target]
+                put(files, target, block.code)
+            elif is_partial(block.code, files[target]):
                 put(files, target, block.code)  # one more piece of a file a named block changed (GPT-4o's fixes)
     return {**files, **guessed}
 

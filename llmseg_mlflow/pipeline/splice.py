@@ -18,6 +18,11 @@ def _parse(code: str) -> ast.Module | None:
         return None
 
 
+def parses(code: str) -> bool:
+    """Whether the code is valid Python (a sketch such as `def __init__(self, ...):` is not)."""
+    return _parse(code) is not None
+
+
 def _span(node: ast.stmt) -> tuple[int, int]:
     """0-based first and one-past-last line of a statement, its decorators included."""
     first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])

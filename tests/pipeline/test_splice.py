@@ -58,6 +58,18 @@ def test_unnamed_functions_after_a_named_piece_of_the_same_file_are_spliced_too(
     assert "return 0.25" in train and "return [0.95]" in train and "def visualize_predictions" in train
 
 
+def test_real_code_after_a_named_sketch_that_does_not_parse_wins():
+    # Grok 3 mini's page: undelimited reasoning quotes "the provided model.py" as a sketch, then the answer
+    model = "import torch.nn as nn\n\n\nclass UNet(nn.Module):\n    def forward(self, x):\n        return x\n"
+    reply = (
+        "Let me verify the rest of the code. In the provided model.py, it's:\n\n```python\nclass UNet(nn.Module):\n"
+        "    def __init__(self, ...):\n        ...\n```\nExactly, missing self.\n\nHere's the updated file:\n\n"
+        f"```python\n{model}```\n"
+    )
+    merged = merge_reply({"model.py": model.replace("self, x", "x"), "train.py": TRAIN}, reply)
+    assert merged == {"model.py": model, "train.py": TRAIN}
+
+
 def test_a_named_block_of_imports_only_adds_the_missing_imports():
     main = (
         "import os\nimport torch\n\n\ndef main():\n    print(os.getcwd())\n\n\nif __name__ == '__main__':\n    main()\n"
