@@ -39,6 +39,10 @@ _PATTERNS = {  # matched against the lower-cased name with dashes as underscores
     "input_size": r"(?:image|img|input|target|resize|patch|crop)_?(?:size|shape|dims?|resolution|res)",
 }
 _ROLE_RX = {role: re.compile(rx) for role, rx in _PATTERNS.items()}
+# A folder left as the reply's placeholder and passed straight to a call: Dataset('path_to_images', 'path_to_masks')
+_PLACEHOLDER = re.compile(
+    r"/?(?:path[_/ -]to[_/ -](?:your[_/ -])?|your[_/ -])(?P<what>[a-z]+)(?:[_/ -](?:dir|directory|folder|path))?/?"
+)
 # A literal ending like a file name is a file, not a folder (model_path = "unet.pth", f"{name}_seg.png").
 _FILE_EXT = re.compile(
     r"\.(?:pth|pt|ckpt|png|jpe?g|tiff?|bmp|xlsx?|csv|json|txt|npy|npz|nii|gz|h5|ya?ml|pkl)$", re.IGNORECASE
@@ -300,6 +304,10 @@ class _Scanner(ast.NodeVisitor):
             for kw in node.keywords:
                 if kw.arg:
                     self._add(kw.arg, kw.value, where, kw.value)
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    if found := _PLACEHOLDER.fullmatch(arg.value.lower()):
+                        self._add(arg.value, arg, "keyword", arg, role=_role_of(f"{found['what']}_dir"))
         in_optim = ".optim." in f".{func_text}." and "lr_scheduler" not in func_text
         if name in _OPTIMIZERS or (in_optim and name[:1].isupper()):
             self._add(func_text, None, "call", node, value=name, role="optimizer")

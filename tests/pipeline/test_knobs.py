@@ -188,6 +188,17 @@ def test_call_keywords_of_training_calls_and_dataset_constructors():
     }
 
 
+def test_placeholder_folders_passed_straight_to_a_constructor_are_overridden():
+    # Llama 4 Maverick's main(): "replace 'path_to_images' and 'path_to_masks' with the actual paths"
+    code = src("""
+        def main(GrayscaleDataset):
+            return GrayscaleDataset('path_to_images', 'path_to_masks', 'labels.csv', 'path/to/your/data')
+    """)
+    new, changes = override(code)
+    assert run(new)["main"](lambda *a: a) == ("/x/pool/images", "/x/pool/masks", "labels.csv", "/x/pool")
+    assert sorted(c.role for c in changes) == ["data_dir", "image_dir", "mask_dir"]
+
+
 def test_assignments_inside_main_guard_and_main_function():
     code = src("""
         def main():
