@@ -8,7 +8,7 @@ ours to redistribute: fetch them into a folder outside the repository. For each 
 2. counts the assistant replies, the user turns read as a pasted error (`traceback`) or as anything else
    (`other`: a question, an error pasted without its traceback, ...), and whether the four files were recovered,
 3. prints one row per model beside the paper's count of errors until the code ran (hard-coded below, written
-   to `OUT/recorded_counts.csv` with header `model,errors,source`, model as the replay folder's name, for
+   to `OUT/recorded_counts.csv` with header `model,errors,source`, model as a replay pipeline's `model` tag, for
    `llmseg analyze --recorded-errors`), and writes the rows to `OUT/import_counts.csv`.
 
     .venv/bin/python benchmarks/study_chats.py --transcripts /tmp/study_chats/transcripts --out /tmp/study_chats/out
@@ -136,8 +136,9 @@ def main() -> None:
     with open(args.out / "recorded_counts.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["model", "errors", "source"])
-        # keyed by the replay folder's name: the `model` tag of a `replay:DIR` pipeline, what analyze matches
-        writer.writerows([slug(name), errors, f"{name}: {source}"] for name, (errors, source) in RECORDED.items())
+        # keyed as the `model` tag of a `replay:DIR` pipeline (replay: and the folder's name), what analyze matches
+        rows = ([f"replay:{slug(name)}", errors, f"{name}: {source}"] for name, (errors, source) in RECORDED.items())
+        writer.writerows(rows)
     print(f"{len(rows)} transcripts in {time.perf_counter() - start:.1f}s; CSVs and replay folders in {args.out}")
 
 

@@ -106,11 +106,14 @@ def main() -> int:
             for r in rows:
                 roots = client.search_runs(
                     [client.get_experiment_by_name(STUDY).experiment_id],
-                    f"tags.model = '{r['model']}' and tags.kind = 'pipeline'",
+                    f"tags.model = 'replay:{r['model']}' and tags.kind = 'pipeline'",
                     order_by=["attributes.start_time DESC"],
                     max_results=1,
                 )
-                r["debug"] = _debug_rows(client, roots[0]) if roots else r["debug"]
+                if roots:  # a run cut short (killed mid-training) keeps status running and no errors_total
+                    r["debug"] = _debug_rows(client, roots[0])
+                    r["status"] = roots[0].data.tags.get("status", r["status"])
+                    r["errors"] = int(roots[0].data.metrics.get("errors_total", len(r["debug"])))
         _write_tables([{**r, "paper": paper.get(r["model"], "not stated")} for r in rows], args.out)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +170,7 @@ def _paper_counts(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
-        return {r["model"]: r["errors"] for r in csv.DictReader(f)}
+        return {r["model"].removeprefix("replay:"): r["errors"] for r in csv.DictReader(f)}
 
 
 def _matched(debug: dict) -> bool | None:
