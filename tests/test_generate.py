@@ -311,9 +311,8 @@ def test_an_error_after_the_users_batch_cap_cut_a_loader_says_so(tracking, llmse
             evaluate=False,
         )
     )
-    debug = [
-        r for r in _children(MlflowClient(), MlflowClient().get_run(result.run_id)) if r.data.tags["kind"] == "debug"
-    ]
+    client = MlflowClient()
+    debug = [r for r in _children(client, client.get_run(result.run_id)) if r.data.tags["kind"] == "debug"]
     assert [(r.data.tags["phase"], r.data.tags.get("batch_cap_cut")) for r in debug] == [("full", "true")]
     assert "Sample larger than population" in debug[0].data.params["error_message"]
 

@@ -111,15 +111,15 @@ def _mask_values(value: Any) -> Any:
 
 
 def _sizes(value: Any) -> Any:
-    v = value
-    pairs = isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v)
-    if v is None:
+    if value is None:
         return None
-    if not (pairs and all(isinstance(x, int) and not isinstance(x, bool) and x >= 16 for p in v for x in p)):
+    pairs = isinstance(value, (list, tuple)) and len(value) > 0
+    pairs = pairs and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value)
+    if not (pairs and all(isinstance(x, int) and not isinstance(x, bool) and x >= 16 for p in value for x in p)):
         raise ValueError(
             f"expected a list of [height, width] pairs of at least 16, such as [[256, 512]], got {value!r}"
         )
-    return tuple((p[0], p[1]) for p in v)
+    return tuple((p[0], p[1]) for p in value)
 
 
 def _window(value: Any) -> Any:

@@ -624,7 +624,7 @@ def prepare_dataset(
         if source is None:
             assert spec.synthetic is not None  # a non-synthetic entry without a source was refused above
             source = generate_synthetic(spec, work / "staging")
-            label = "synthetic:" + json.dumps(spec.synthetic.model_dump(mode="json", exclude_none=True), sort_keys=True)
+            label = "synthetic:" + json.dumps(_settings(spec)["synthetic"], sort_keys=True)
         else:
             label = str(Path(source).resolve())
         built = work / "prepared"
