@@ -79,31 +79,27 @@ def study(path: Path, replay_root: Path) -> dict:
     stem = path.name.removesuffix(" chat.json")
     model = PAPER_NAME.get(stem, stem)
     folder = replay_root / slug(model)
-    row = {"model": model, "file": path.name, "format": "", "replies": "", "traceback": "", "other": ""}
+    row = {"model": model, "file": path.name, "format": "", "replies": "", "traceback": "", "other": "", "stopped_at": ""}
     row.update({"files": "", "error": "", "paper": RECORDED.get(model, ("not stated", ""))[0]})
     first_error = None
     for fmt in FORMATS:
-        if folder.exists():
-            shutil.rmtree(folder)
         try:
-            result = import_chat(path, folder, fmt)
+            result = _fresh_import(path, folder, fmt)
         except UsageError as exc:
             first_error = first_error or f"{fmt}: {exc}"
             continue
-        kinds = [r["user_turn"]["kind"] for r in result.replies if r["user_turn"]]
-        if result.trailing_user_turn:
-            kinds.append(result.trailing_user_turn["kind"])
-        carried = {name for r in result.replies for name in r["files"]}
-        row.update(format=result.format if fmt == "auto" else f"{fmt} (auto failed)", replies=len(result.replies))
-        row.update(traceback=kinds.count("traceback"), other=kinds.count("other"))
-        row["files"] = (
-            "all 4" if set(CODE_FILES) <= carried else "missing " + ",".join(sorted(set(CODE_FILES) - carried))
-        )
+        row.update(_counts(result), format=result.format if fmt == "auto" else f"{fmt} (auto failed)")
         row["error"] = first_error.replace(str(path), path.name) if fmt != "auto" else ""
         return row
-    if folder.exists():
-        shutil.rmtree(folder)
     row["error"] = first_error.replace(str(path), path.name)
+    try:  # the replies before the one that cannot be placed can still be replayed
+        result = _fresh_import(path, folder, "auto", partial=True)
+    except UsageError:
+        if folder.exists():
+            shutil.rmtree(folder)
+    else:
+        row.update(_counts(result), format=f"{result.format} (partial)")
+        return row
     # No folder written: count the turns as the importer splits them (marked *), to compare with the paper anyway.
     turns = split_turns(path.read_text(encoding="utf-8", errors="replace"), detect_format(path.read_text()))
     users = [chat_import._classify_user(t, first=i == 0) for i, t in enumerate(turns) if t.role == "user"]
@@ -111,6 +107,28 @@ def study(path: Path, replay_root: Path) -> dict:
     replies = sum(t.role == "assistant" for t in turns)
     row.update(replies=f"{replies}*", traceback=f"{kinds.count('traceback')}*", other=f"{kinds.count('other')}*")
     return row
+
+
+def _fresh_import(path: Path, folder: Path, fmt: str, partial: bool = False) -> chat_import.ImportResult:
+    if folder.exists():
+        shutil.rmtree(folder)
+    return import_chat(path, folder, fmt, partial)
+
+
+def _counts(result: chat_import.ImportResult) -> dict:
+    """Replies, pasted errors and other user turns of an import, whether the four files came, where it stopped."""
+    kinds = [r["user_turn"]["kind"] for r in result.replies if r["user_turn"]]
+    if result.trailing_user_turn:
+        kinds.append(result.trailing_user_turn["kind"])
+    carried = {name for r in result.replies for name in r["files"]}
+    missing = sorted(set(CODE_FILES) - carried)
+    return {
+        "replies": len(result.replies),
+        "traceback": kinds.count("traceback"),
+        "other": kinds.count("other"),
+        "files": "all 4" if not missing else "missing " + ",".join(missing),
+        "stopped_at": (result.stopped_at or {}).get("reply", ""),
+    }
 
 
 def main() -> None:
@@ -124,11 +142,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows = [study(p, args.out / "replay") for p in paths]
-    head = f"{'model':<26} {'paper':>10} {'replies':>7} {'traceback':>9} {'other':>5}  {'files':<18} import error"
+    head = f"{'model':<26} {'paper':>10} {'replies':>7} {'traceback':>9} {'other':>5} {'stop':>4}  {'files':<18} import error"
     print(head)
     for r in rows:
-        line = f"{r['model']:<26} {r['paper']:>10} {r['replies']!s:>7} {r['traceback']!s:>9} {r['other']!s:>5}  "
-        print(line + f"{r['files']:<18} {r['error'] or '-'}" + (f"  [{r['format']}]" if "auto" in r["format"] else ""))
+        line = f"{r['model']:<26} {r['paper']:>10} {r['replies']!s:>7} {r['traceback']!s:>9} {r['other']!s:>5} "
+        line += f"{r['stopped_at']!s:>4}  {r['files']:<18} {r['error'][:150] or '-'}"
+        print(line + (f"  [{r['format']}]" if "(" in r["format"] else ""))
     with open(args.out / "import_counts.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -137,8 +156,7 @@ def main() -> None:
         writer = csv.writer(f)
         writer.writerow(["model", "errors", "source"])
         # keyed as the `model` tag of a `replay:DIR` pipeline (replay: and the folder's name), what analyze matches
-        rows = ([f"replay:{slug(name)}", errors, f"{name}: {source}"] for name, (errors, source) in RECORDED.items())
-        writer.writerows(rows)
+        writer.writerows([f"replay:{slug(name)}", errors, f"{name}: {source}"] for name, (errors, source) in RECORDED.items())
     print(f"{len(rows)} transcripts in {time.perf_counter() - start:.1f}s; CSVs and replay folders in {args.out}")
 
 

@@ -62,7 +62,8 @@ def _datasets_yaml(n: int) -> str:
 def _recorded(folder: Path) -> dict:
     """What the transcript holds: replies and pasted errors (import.json)."""
     records = json.loads((folder / "import.json").read_text())["replies"]
-    pasted = [r["user_turn"].get("error", "") for r in records if r["user_turn"]["kind"] == "traceback"]
+    turns = [r["user_turn"] for r in records if r["user_turn"]]  # an older Poe page may not show the person's turn
+    pasted = [t.get("error", "") for t in turns if t["kind"] == "traceback"]
     return {"replies": len(records), "pasted": pasted}
 
 

@@ -734,16 +734,24 @@ def server(folder: Path, store: str, port: int, host: str, workers: int, pg_user
     show_default=True,
     help="The chat interface the transcript was copied from.",
 )
-def import_chat_cmd(transcript: Path, out: Path, fmt: str) -> None:
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Import the replies before the first one whose code cannot be placed, instead of nothing.",
+)
+def import_chat_cmd(transcript: Path, out: Path, fmt: str, partial: bool) -> None:
     """Turn a pasted chat transcript into a replay folder (use it as --model replay:OUT)."""
     from llmseg_mlflow.pipeline.chat_import import import_chat
 
-    result = _guarded(lambda: import_chat(transcript, out, fmt))
+    result = _guarded(lambda: import_chat(transcript, out, fmt, partial))
     for reply in result.replies:
         user = reply["user_turn"]
         before = f"after {user['kind']}" if user else "no user turn before it"
         _say(f"{reply['file']}: {', '.join(reply['files']) or 'no files'} ({before})")
-    click.echo(json.dumps({"folder": str(result.folder), "format": result.format, "replies": len(result.replies)}))
+    if result.stopped_at:
+        _say(f"stopped before {result.stopped_at['reason']}")
+    summary = {"folder": str(result.folder), "format": result.format, "replies": len(result.replies)}
+    click.echo(json.dumps({**summary, "stopped_at": (result.stopped_at or {}).get("reply")}))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,16 @@ from typing import Any
 from llmseg_mlflow.errors import UsageError
 from llmseg_mlflow.pipeline.chat_turns import FORMATS, NOISE, Line, Turn, detect_format, split_turns
 from llmseg_mlflow.pipeline.errors import error_text, recorded_error
-from llmseg_mlflow.pipeline.extract import CODE_FILES, CodeBlock, find_blocks, match_existing, merge_reply
-from llmseg_mlflow.pipeline.splice import is_partial
+from llmseg_mlflow.pipeline.extract import (
+    CODE_FILES,
+    CodeBlock,
+    NoCodeError,
+    find_blocks,
+    match_existing,
+    merge_reply,
+    offered_instead,
+)
+from llmseg_mlflow.pipeline.splice import elides, is_partial
 
 __all__ = ["FORMATS", "detect_format", "import_chat", "split_turns"]  # the turn reading is re-exported
 
@@ -75,6 +83,7 @@ class ImportResult:
     format: str
     replies: list[dict[str, Any]]
     trailing_user_turn: dict[str, Any] | None
+    stopped_at: dict[str, Any] | None = None  # with partial=True: the reply that could not be placed, and why
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +91,7 @@ class ImportResult:
             "format": self.format,
             "replies": self.replies,
             "trailing_user_turn": self.trailing_user_turn,
+            "stopped_at": self.stopped_at,
         }
 
 
@@ -265,6 +275,7 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
     unplaced: list[str] = []
     guessed: dict[str, str] = {}
     other: list[dict[str, Any]] = []
+    seen_code = False
     for block in blocks:
         parts.extend(block.gap)
         if not block.lines:
@@ -274,8 +285,14 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
         if not named:
             other.append({"language": block.language or "none", "lines": block.span})
             continue
+        if seen_code and offered_instead(tuple(block.gap)):  # "Alternatively, ...": the replay applies the first
+            other.append({"language": "alternative", "lines": block.span})
+            continue
+        seen_code = True
         for code in named:
-            if code.name is None and (target := match_existing(code, current)) is not None:
+            if elides(code.code, current.get(code.name or match_existing(code, current) or "")):
+                other.append({"language": "sketch", "lines": block.span})  # `# ...` stands for code it leaves out
+            elif code.name is None and (target := match_existing(code, current)) is not None:
                 guessed[target] = "definitions"  # it redefines functions or classes of that file: spliced in
             elif code.name is None and _fragment(code.code):  # e.g. `def forward(x):` quoted in reasoning prose
                 other.append({"language": "fragment", "lines": block.span})
@@ -295,11 +312,20 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
         )
     markdown = "\n".join(parts).strip() + "\n"
     pieces = find_blocks(markdown)
-    merged = merge_reply(current, markdown) if any(p.name for p in pieces) else dict(current)
+    try:
+        merged = merge_reply(current, markdown) if any(p.name for p in pieces) else dict(current)
+    except NoCodeError:  # only sketches or alternatives: the replay applies nothing from this reply either
+        merged = dict(current)
     # a piece that is only part of the file it fixes (a function, some imports) was spliced into it
     into = {i: name for i, p in enumerate(pieces) if (name := _spliced_into(p, current))}
     spliced = sorted(set(into.values()))
-    superseded = [p.name for i, p in enumerate(pieces) if p.name and p.code not in merged.values() and i not in into]
+    # a named piece the reply's own later code replaced (sketches and alternatives are listed as other blocks)
+    superseded = [
+        p.name
+        for i, p in enumerate(pieces)
+        if p.name and p.code not in merged.values() and i not in into
+        and not p.alternative and not elides(p.code, current.get(p.name))
+    ]
     carried = sorted({n for n, c in merged.items() if any(p.code == c for p in pieces)} | set(spliced))
     named_by = {p.name: p.how for p in pieces if p.name in carried}
     return {
@@ -323,8 +349,9 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
     }
 
 
-def import_chat(source: Path, out: Path, fmt: str = "auto") -> ImportResult:
-    """Write a replay folder (NN.md, NN.reasoning.md, NN.user.md, import.json) from a pasted transcript."""
+def import_chat(source: Path, out: Path, fmt: str = "auto", partial: bool = False) -> ImportResult:
+    """Write a replay folder (NN.md, NN.reasoning.md, NN.user.md, import.json) from a pasted transcript; with
+    partial, a reply whose code cannot be placed ends the folder there instead of failing the import."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown transcript format {fmt!r}; choose one of {', '.join(FORMATS)}")
     text = Path(source).read_text(encoding="utf-8", errors="replace")
@@ -336,11 +363,19 @@ def import_chat(source: Path, out: Path, fmt: str = "auto") -> ImportResult:
     records: list[dict[str, Any]] = []
     current: dict[str, str] = {}
     before: Turn | None = None
+    stopped: dict[str, Any] | None = None
     for turn in turns:
         if turn.role == "user":
             before = turn
             continue
-        reply = _read_reply(len(replies) + 1, turn, current)
+        try:
+            reply = _read_reply(len(replies) + 1, turn, current)
+        except UsageError as exc:
+            if not partial or not replies:
+                raise
+            # the replay ends before this reply; the person's turn that it answered is the folder's trailing one
+            stopped = {"reply": len(replies) + 1, "lines": [turn.lines[0][0], turn.lines[-1][0]], "reason": str(exc)}
+            break
         reply["record"]["user_turn"] = _classify_user(before, first=not replies)
         current, before = reply["merged"], None
         replies.append(reply)
@@ -366,7 +401,7 @@ def import_chat(source: Path, out: Path, fmt: str = "auto") -> ImportResult:
     if trailing is not None:
         (out / "trailing.user.md").write_text(trailing.pop("text"), encoding="utf-8")
         trailing["file"] = "trailing.user.md"
-    result = ImportResult(out, fmt, records, trailing)
+    result = ImportResult(out, fmt, records, trailing, stopped)
     manifest = {"source": str(source), **result.as_dict()}
     manifest.pop("folder")
     (out / "import.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

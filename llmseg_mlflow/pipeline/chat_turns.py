@@ -51,6 +51,9 @@ class Turn:
 
     role: str  # "user" | "assistant"
     lines: list[Line]
+    # The page marks where this message starts (an older Poe page's bot header), so it is never merged into
+    # the message before it even when the person's turn between them cannot be told from the reply.
+    opened: bool = False
 
 
 def detect_format(text: str) -> str:
@@ -90,7 +93,7 @@ def split_turns(text: str, fmt: str) -> list[Turn]:
     for turn in turns:
         if not any(t.strip() for _, t in turn.lines):
             continue
-        if merged and merged[-1].role == turn.role:
+        if merged and merged[-1].role == turn.role and not turn.opened:
             merged[-1].lines.extend(turn.lines)
         else:
             merged.append(turn)
@@ -250,13 +253,13 @@ def _bot_marks(lines: list[Line]) -> list[tuple[int, int]]:
 def _marked_poe_turns(lines: list[Line], marks: list[tuple[int, int]]) -> list[Turn]:
     """An older Poe page: the page header, the prompt, then per bot message its reply and, where one starts
     with a pasted run (an IDE's command line or a traceback), the person's next message. Other things a
-    person wrote between two replies cannot be told from the reply and stay in it."""
+    person wrote between two replies cannot be told from the reply and stay in it; the replies stay apart."""
     head = [k for k, (_, t) in enumerate(lines[: marks[0][0]]) if t.strip() in _HEADER_END]
     turns = [Turn("user", lines[head[-1] + 1 if head else 0 : marks[0][0]])]
     for n, (_, poe) in enumerate(marks):
         body = lines[poe + 1 : marks[n + 1][0] if n + 1 < len(marks) else len(lines)]
         start = next((k for k, (_, t) in enumerate(body) if _PASTED_RUN.match(t.strip())), None)
-        turns.append(Turn("assistant", body if start is None else body[:start]))
+        turns.append(Turn("assistant", body if start is None else body[:start], opened=True))
         if start is not None:
             turns.append(Turn("user", body[start:]))
     return turns

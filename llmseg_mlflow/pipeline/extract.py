@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from llmseg_mlflow.pipeline.splice import is_partial, parses, splice
+from llmseg_mlflow.pipeline.splice import elides, is_partial, parses, splice
 
 CODE_FILES: tuple[str, ...] = ("dataset.py", "model.py", "train.py", "main.py")
 
@@ -32,6 +32,7 @@ class CodeBlock:
     code: str
     language: str
     how: str  # "comment" | "fence" | "heading" | "content"
+    alternative: bool = False  # the text before it offers it instead of the code above ("Alternatively, ...")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ _HEADING = re.compile(r"^(?:#{1,6}\s|(?:[-*+]\s+|\d+[.)]\s+)?(\*\*|__).+\1:?$)")
 _EMPHASIS = re.compile(r"`([^`]+)`|\*\*(.+?)\*\*")
 _PY_STATEMENT = re.compile(r"^\s*(?:import \w|from [\w.]+ import |(?:async\s+)?def \w+\s*\(|class \w+)", re.M)
 _TOP_DEF = re.compile(r"^(?:async\s+)?(?:def|class)\s+(\w+)", re.M)
+# The line before a block that offers it as another way to do what the code above it does.
+_ALTERNATIVE = re.compile(r"^\W*(?:alternatively|alternate|alternative|another (?:option|approach|way))\b", re.I)
 
 
 def _fenced_blocks(text: str) -> list[_Fenced]:
@@ -193,6 +196,12 @@ def _guess_by_content(code: str) -> str | None:
     return "main.py" if guard else None
 
 
+def offered_instead(before: tuple[str, ...]) -> bool:
+    """Whether the text right before a block opens with "Alternatively", "Alternate option", "Another way"."""
+    lines = [line.strip() for line in before if line.strip()]
+    return bool(lines) and _ALTERNATIVE.match(lines[-1]) is not None
+
+
 def _name_block(comment: str | None, code: str, fenced: _Fenced, language: str) -> CodeBlock:
     """Name one block by comment, then fence info, then the text before it, then its content."""
     if comment:
@@ -218,8 +227,10 @@ def find_blocks(reply: str) -> list[CodeBlock]:
         body = fenced.body.strip("\n")
         if not _is_python(language, body):
             continue
+        alternative = bool(blocks) and offered_instead(fenced.before)
         for comment, code in _split_markers(body):
-            blocks.append(_name_block(comment, code.strip("\n") + "\n", fenced, language))
+            block = _name_block(comment, code.strip("\n") + "\n", fenced, language)
+            blocks.append(replace(block, alternative=alternative))
     return blocks
 
 
@@ -255,6 +266,9 @@ def match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
         imports, only = _imports(block.code)
         if only:
             return _match_imports(imports, current)
+        # statements from inside a function ("the split in main() should be:"): the one file they fit
+        fits = [name for name, code in current.items() if is_partial(block.code, code)]
+        return fits[0] if len(fits) == 1 else None
     best, best_overlap = None, 0
     for name, code in current.items():
         overlap = len(names & _top_level_names(code))
@@ -266,12 +280,16 @@ def match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
 def _assign(blocks: list[CodeBlock], current: dict[str, str]) -> dict[str, str]:
     """Files from blocks: named blocks first (last wins), unnamed ones fill the rest, replace a named sketch
     that does not parse, or, when only part of a file a named block changed, are spliced into it too; a block
-    that is only part of a current file (a function, some imports) is spliced into it, as a person would."""
+    that is only part of a current file (a function, some imports) is spliced into it, as a person would. A
+    sketch (`# ...` for code it leaves out) and an alternative offered after other code are not applied."""
 
     def put(files: dict[str, str], name: str, code: str) -> None:
         base = files.get(name, current.get(name))
+        if elides(code, base):
+            return  # pasting it would lose the code it leaves out; the person asks for it whole
         files[name] = splice(code, base) if base is not None and is_partial(code, base) else code
 
+    blocks = [block for block in blocks if not block.alternative]
     files: dict[str, str] = {}
     for block in blocks:
         if block.how != "content" and block.name:
@@ -298,6 +316,11 @@ def _no_code(blocks: list[CodeBlock]) -> NoCodeError:
     expected = ", ".join(CODE_FILES)
     if not blocks:
         return NoCodeError(f"the reply contains no Python code block for {expected}")
+    if any(elides(block.code) for block in blocks):
+        return NoCodeError(
+            "the reply's code leaves parts out ('# ...' in a function stands for code it does not show); "
+            "send each file or function you change whole"
+        )
     return NoCodeError(f"the reply's code blocks do not say which of {expected} they are")
 
 

@@ -6,9 +6,17 @@ would run a train.py that is one function long. `splice` does what the person wo
 from __future__ import annotations
 
 import ast
+import re
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _IMPORTS = (ast.Import, ast.ImportFrom)
+# A comment standing in for code the reply does not show: `# ...`, `# ... (Encoder remains the same)`,
+# `# [rest of the train.py code remains the same]`.
+_ELISION = re.compile(
+    r"^\s*#\s*(?:\.\.\.|…|\W*(?:the\s+)?(?:rest|remainder)\s+of\b|.*\b(?:remains?|stays?)\s+(?:the\s+same|unchanged)\b"
+    r"|.*\bsame as (?:before|above)\b|\W*(?:previous|existing|other)\s+code\b)",
+    re.I,
+)
 
 
 def _parse(code: str) -> ast.Module | None:
@@ -43,31 +51,107 @@ def _methods(tree: ast.Module) -> dict[str, list[ast.stmt]]:
     return found
 
 
+def elides(snippet: str, current: str | None = None) -> bool:
+    """Whether snippet is a sketch that leaves code out: an elision comment (`# ...`) inside a definition, whose
+    code would replace the whole definition, or anywhere in code that would replace all of current."""
+    marks = [line for line in snippet.splitlines() if _ELISION.match(line)]
+    if any(line[:1].isspace() for line in marks):
+        return True
+    return bool(marks) and current is not None and not is_partial(snippet, current)
+
+
+def _statements(tree: ast.Module) -> list[ast.stmt]:
+    """A module's statements that are neither definitions, imports nor its docstring."""
+    return [n for n in tree.body if not isinstance(n, (*_DEFS, *_IMPORTS)) and not _is_docstring(n)]
+
+
 def is_partial(snippet: str, current: str) -> bool:
-    """Whether snippet is part of current rather than all of it: only imports and definitions of names current
-    already defines (at module level, or as the method of one class), while current defines others too."""
+    """Whether snippet is part of current rather than all of it: imports and definitions of names current
+    already defines (at module level, or as the method of one class), while current defines others too, and
+    any statements stand for statements inside one of its functions (`_anchors`)."""
     new, old = _parse(snippet), _parse(current)
     if new is None or old is None or not new.body:
         return False
-    if any(not isinstance(n, (*_DEFS, *_IMPORTS)) and not _is_docstring(n) for n in new.body):
+    statements = _statements(new)
+    if statements and _anchors(statements, old, _comments(snippet)) is None:
         return False  # module-level code (a main block, constants): a whole file, as the reply says
-    if all(isinstance(n, _IMPORTS) for n in new.body):
-        # "the top of main.py": imports alone belong to a file that holds more, functions or a bare main block
-        return any(not isinstance(n, _IMPORTS) and not _is_docstring(n) for n in old.body)
     defs = {n.name for n in new.body if isinstance(n, _DEFS)}
+    if not defs:
+        # "the top of main.py": imports alone belong to a file that holds more, functions or a bare main block
+        return bool(statements) or any(not isinstance(n, _IMPORTS) and not _is_docstring(n) for n in old.body)
     have = {n.name for n in old.body if isinstance(n, _DEFS)}
     methods = {name for name, nodes in _methods(old).items() if len(nodes) == 1 and name not in have}
     return defs <= have | methods and bool(have - defs)
 
 
+def _bodies(tree: ast.AST) -> list[tuple[str, list[ast.stmt]]]:
+    """Every statement list inside the functions of a module (their bodies and the blocks nested in them), each
+    with its function's name."""
+    found: list[tuple[str, list[ast.stmt]]] = []
+    for func in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        for node in ast.walk(func):
+            for field in ("body", "orelse", "finalbody"):
+                block = getattr(node, field, None)
+                if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                    found.append((func.name, block))
+    return found
+
+
+def _named_in(function: str, comments: str) -> bool:
+    """Whether the snippet's comments name the function ("# ... inside your training loop" names `train`)."""
+    return any(len(word) >= 4 and word[:5] in comments for word in function.lower().split("_"))
+
+
+def _same(new: ast.stmt, old: ast.stmt) -> bool:
+    """One statement stands for the other: it assigns the same targets, calls the same function as a statement
+    ("in main() call it like this: summary(model, device)"), or is the same statement."""
+    if isinstance(new, ast.Assign) and isinstance(old, ast.Assign):
+        return [ast.dump(t) for t in new.targets] == [ast.dump(t) for t in old.targets]
+    calls = [n.value.func for n in (new, old) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
+    if len(calls) == 2:
+        return ast.dump(calls[0]) == ast.dump(calls[1])
+    return ast.dump(new) == ast.dump(old)
+
+
+def _anchors(statements: list[ast.stmt], old: ast.Module, comments: str = "") -> tuple[ast.stmt, ast.stmt] | None:
+    """For bare statements quoted from a function ("change the split in main() to this"), the first and last
+    statement of the one function block they stand for: each with at most one counterpart there, in order, and
+    at least one; where several blocks fit (a training and a validation loop), the one whose function the
+    snippet's comments name. None for a snippet with a main guard, one that matches nowhere, or ambiguously."""
+    if any(isinstance(n, ast.If) for n in statements):
+        return None  # an `if` may be the main guard of a whole script
+    found = []
+    for function, block in _bodies(old):
+        matches = [[o for o in block if _same(stmt, o)] for stmt in statements]
+        pairs = [m[0] for m in matches if len(m) == 1]
+        if pairs and all(len(m) <= 1 for m in matches) and pairs == sorted(pairs, key=lambda n: n.lineno):
+            found.append((function, (pairs[0], pairs[-1])))
+    if len(found) > 1:
+        found = [f for f in found if _named_in(f[0], comments)]
+    return found[0][1] if len(found) == 1 else None
+
+
+def _comments(snippet: str) -> str:
+    """The snippet's comment text, lower case, for `_anchors` to tell which function it quotes."""
+    return " ".join(line.strip().lower() for line in snippet.splitlines() if line.strip().startswith("#"))
+
+
 def splice(snippet: str, current: str) -> str:
-    """current with the snippet's definitions in place of its own of the same name and the snippet's imports
-    that it lacks added after its last import; call only where `is_partial` holds."""
+    """current with the snippet's definitions in place of its own of the same name (or its statements in place
+    of the ones they stand for) and the snippet's imports that it lacks added after its last import; call only
+    where `is_partial` holds."""
     new, old = _parse(snippet), _parse(current)
     assert new is not None and old is not None
     lines, code = current.splitlines(), snippet.splitlines()
     replaced = {n.name: n for n in new.body if isinstance(n, _DEFS)}
     edits: list[tuple[int, int, list[str]]] = []  # (start, end, new lines) on current, applied bottom-up
+    statements = _statements(new)
+    if statements and (anchors := _anchors(statements, old, _comments(snippet))) is not None:
+        # the statements' lines, with the blanks and comments between them, less any definition among them
+        others = {i for n in new.body if n not in statements for i in range(*_span(n))}
+        body = [line for i, line in enumerate(code) if _span(statements[0])[0] <= i < _span(statements[-1])[1] and i not in others]
+        pad = " " * anchors[0].col_offset  # the statements were quoted flush left; they sit in a function
+        edits.append((_span(anchors[0])[0], _span(anchors[1])[1], [pad + line if line.strip() else line for line in body]))
     for node in old.body:
         if isinstance(node, _DEFS) and node.name in replaced:
             start, end = _span(replaced.pop(node.name))

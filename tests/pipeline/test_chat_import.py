@@ -302,6 +302,13 @@ def test_unnamed_code_stops_the_import_at_that_reply(tmp_path: Path):
     assert message.startswith("reply 2 ") and f"lines {start}-{start + 1}" in message
     assert not (tmp_path / "out").exists()
 
+    # --partial: the replies before it are written, and the error the person pasted is the trailing turn
+    result = import_chat(source, tmp_path / "out", partial=True)
+    assert len(result.replies) == 1 and result.stopped_at["reply"] == 2 and result.stopped_at["reason"] == message
+    assert not (tmp_path / "out" / "02.md").exists() and (tmp_path / "out" / "trailing.user.md").is_file()
+    assert result.trailing_user_turn["error"] == "NameError: name 'np' is not defined"
+    assert json.loads((tmp_path / "out" / "import.json").read_text())["stopped_at"]["reply"] == 2
+
 
 def test_one_block_holding_two_files_is_not_guessed(tmp_path: Path):
     both = f"python\nCopy\nEdit\n{DATASET}\n\n{MODEL}Done.\n"
@@ -327,7 +334,7 @@ def test_cli_end_to_end(tmp_path: Path):
     result = CliRunner().invoke(main, ["import-chat", str(source), "--out", str(out), "--format", "poe"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
-    assert summary == {"folder": str(out), "format": "poe", "replies": 2}
+    assert summary == {"folder": str(out), "format": "poe", "replies": 2, "stopped_at": None}
     assert "02.md: main.py (after traceback)" in result.output
     assert get_model(f"replay:{out}").provider == "replay"
 
@@ -485,3 +492,29 @@ def test_qwens_page_opens_replies_with_profile_and_its_code_carries_a_line_numbe
     current = merge_reply({}, (tmp_path / "out" / "01.md").read_text())
     assert current == files  # no gutter number or fold marker left in the code
     assert merge_reply(current, (tmp_path / "out" / "02.md").read_text())["main.py"] == MAIN_FIXED
+
+
+def test_an_older_poe_pages_bot_messages_stay_apart_and_sketches_and_alternatives_are_listed(tmp_path: Path):
+    # Gemini 1.5 Pro's page: the bot asks for the shapes with a `# ...` sketch, the person pastes printed shapes
+    # (no traceback, so nothing marks their turn), and the next bot message is a reply of its own
+    bot = "Gemini-1.5-Pro"
+    first = "\n".join(f"{name}\n\n{code}" for name, code in FOUR.items())
+    sketch = "def forward(self, x):\n    # ...\n    print('x shape:', x.shape)\n    # ...\n"
+    alternative = "model = UNet()\nmodel.half()\n"
+    text = (
+        f"{PROMPT}\n\n{bot}\n\nPoe\nBelow is the implementation.\n\n{first}\n\n{TRACEBACK}\n\n"
+        f"{bot}\n\nPoe\nPrint the shapes in forward:\n\npython\n\nCopy\n{sketch}Then send me the output.\n\n"
+        "x shape: torch.Size([2, 1, 64, 64])\n\n"
+        f"{bot}\n\nPoe\nnumpy is missing. Here is main.py:\n\nmain.py\n\n{MAIN_FIXED}\n"
+        f"Alternatively, build the model in half precision:\n\npython\n\nCopy\n{alternative}\n"
+    )
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    result = import_chat(source, tmp_path / "out", "poe")
+    assert [r["files"] for r in result.replies] == [sorted(FOUR), [], ["main.py"]]
+    assert [(r["user_turn"] or {}).get("kind") for r in result.replies] == ["prompt", "traceback", None]
+    assert [b["language"] for b in result.replies[1]["other_blocks"]] == ["sketch"]
+    assert [b["language"] for b in result.replies[2]["other_blocks"]] == ["alternative"]
+    assert "x shape: torch.Size" in (tmp_path / "out" / "02.md").read_text()  # the person's paste stays in it
+    files = merge_reply(FOUR, (tmp_path / "out" / "03.md").read_text())
+    assert files["main.py"] == MAIN_FIXED  # what the replay applies: the file, not the alternative

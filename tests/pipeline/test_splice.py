@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 
-from llmseg_mlflow.pipeline.extract import merge_reply
+import pytest
+
+from llmseg_mlflow.pipeline.extract import NoCodeError, merge_reply
 from llmseg_mlflow.pipeline.splice import is_partial, splice
 
 TRAIN = """import torch
@@ -122,3 +124,85 @@ def test_a_method_resent_at_module_level_replaces_that_method_in_its_class():
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
     assert [m.name for m in cls.body] == ["__init__", "__getitem__", "__len__"]
     assert "        return image, image" in spliced and "def helper" in spliced
+
+
+MAIN = """import torch
+
+
+def main():
+    dataset = list(range(10))
+    train_set, val_set, test_set = torch.utils.data.random_split(dataset, [8, 1, 1])
+    print_summary(model)
+    print(len(train_set))
+
+
+def print_summary(model):
+    print(model)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_statements_quoted_from_a_function_replace_the_statement_they_stand_for():
+    # Llama 3.1 405B's fix: the split from inside main(), quoted flush left with the sizes it needs first
+    reply = (
+        "To fix this issue, you can use the following code to split the dataset:\n\n```python\n"
+        "train_size = int(0.8 * len(dataset))\nval_size = int(0.1 * len(dataset))\n"
+        "test_size = len(dataset) - train_size - val_size\n\n"
+        "train_set, val_set, test_set = torch.utils.data.random_split(dataset, [train_size, val_size, test_size])\n"
+        "```\n\nAlternatively, you can also use the following code to split the dataset:\n\n```python\n"
+        "train_set, val_set, test_set = torch.utils.data.random_split(dataset, [7, 2, 1])\n```\n"
+    )
+    main = merge_reply({"main.py": MAIN}, reply)["main.py"]
+    ast.parse(main)
+    body = main[main.index("def main") : main.index("def print_summary")]
+    assert "    test_size = len(dataset) - train_size - val_size\n" in body  # indented into main()
+    assert "[train_size, val_size, test_size]" in body and "[8, 1, 1]" not in body
+    assert "[7, 2, 1]" not in main  # the alternative offered after it is not applied
+    assert "print(len(train_set))" in body and "def print_summary" in main
+
+
+def test_a_helper_resent_with_its_new_call_replaces_both():
+    # GPT o3: "replace the old helper in main.py", then "In main() call it like this:" at module level
+    reply = (
+        "Below is a drop-in replacement for the helper:\n\n```python\n# --- replace the old helper in main.py ---\n"
+        "def print_summary(model, device):\n    print(model, device)\n\n\n# In main() call it like this:\n"
+        "print_summary(model, device)\n```\n"
+    )
+    main = merge_reply({"main.py": MAIN}, reply)["main.py"]
+    assert "    print_summary(model, device)\n    print(len(train_set))" in main
+    assert "def print_summary(model, device):" in main and main.count("def print_summary") == 1
+    assert 'if __name__ == "__main__":' in main
+
+
+def test_only_alternative_code_is_applied():
+    # Llama 3.1 405B: "Alternatively, you can also resize the masks" is the only code of that reply
+    reply = "Alternatively, you can resize the masks. Here's train.py:\n\n```python\n" + TRAIN.replace("n=5", "n=6") + "```\n"
+    assert merge_reply({"train.py": "x = 1\n"}, reply) == {"train.py": TRAIN.replace("n=5", "n=6")}
+
+
+def test_a_sketch_that_leaves_code_out_is_not_applied():
+    # Gemini 1.5 Pro: "print the shapes in forward" with `# ...` for the rest of the method
+    model = "import torch.nn as nn\n\n\nclass UNet(nn.Module):\n    def forward(self, x):\n        e1 = self.enc1(x)\n        return e1\n"
+    sketch = "def forward(self, x):\n    # ...\n    e4 = self.enc4(e3)\n    print('e4 shape:', e4.shape)\n    # ...\n"
+    with pytest.raises(NoCodeError, match=r"leaves parts out .*'# \.\.\.'.* whole"):
+        merge_reply({"model.py": model}, f"Print the shapes:\n\n```python\n{sketch}```\n")
+    # DeepSeek V3's "train.py (updated imports)": module-level `# ... rest remains the same` around whole pieces
+    imports = "import numpy as np\nimport torch\n\n# ... [rest of the train.py code remains the same] ...\n"
+    merged = merge_reply({"train.py": TRAIN}, f"2. train.py (updated imports)\n```python\n{imports}```\n")
+    assert "import numpy as np" in merged["train.py"] and "def test_model" in merged["train.py"]
+
+
+def test_statements_that_fit_two_loops_go_where_their_comment_says():
+    train = (
+        "def train(model, loader):\n    for images, masks in loader:\n        outputs = model(images)\n"
+        "        loss = criterion(outputs, masks)\n\n\ndef validate(model, loader):\n    for images, masks in loader:\n"
+        "        outputs = model(images)\n        loss = criterion(outputs, masks)\n"
+    )
+    fix = "outputs = model(images)\nmasks = resize(masks, outputs.shape[2:])\nloss = criterion(outputs, masks)\n"
+    unnamed = {"train.py": train, "main.py": "import train\n"}
+    assert not is_partial(fix, train)  # which loop is meant cannot be told
+    hinted = merge_reply(unnamed, f"```python\n# ... inside your training loop ...\n{fix}```\n")["train.py"]
+    assert hinted.count("resize(") == 1 and hinted.index("resize(") < hinted.index("def validate")
