@@ -79,7 +79,15 @@ def study(path: Path, replay_root: Path) -> dict:
     stem = path.name.removesuffix(" chat.json")
     model = PAPER_NAME.get(stem, stem)
     folder = replay_root / slug(model)
-    row = {"model": model, "file": path.name, "format": "", "replies": "", "traceback": "", "other": "", "stopped_at": ""}
+    row = {
+        "model": model,
+        "file": path.name,
+        "format": "",
+        "replies": "",
+        "traceback": "",
+        "other": "",
+        "stopped_at": "",
+    }
     row.update({"files": "", "error": "", "paper": RECORDED.get(model, ("not stated", ""))[0]})
     first_error = None
     for fmt in FORMATS:
@@ -156,7 +164,9 @@ def main() -> None:
         writer = csv.writer(f)
         writer.writerow(["model", "errors", "source"])
         # keyed as the `model` tag of a `replay:DIR` pipeline (replay: and the folder's name), what analyze matches
-        writer.writerows([f"replay:{slug(name)}", errors, f"{name}: {source}"] for name, (errors, source) in RECORDED.items())
+        writer.writerows(
+            [f"replay:{slug(name)}", errors, f"{name}: {source}"] for name, (errors, source) in RECORDED.items()
+        )
     print(f"{len(rows)} transcripts in {time.perf_counter() - start:.1f}s; CSVs and replay folders in {args.out}")
 
 

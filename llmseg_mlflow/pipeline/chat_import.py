@@ -323,8 +323,11 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
     superseded = [
         p.name
         for i, p in enumerate(pieces)
-        if p.name and p.code not in merged.values() and i not in into
-        and not p.alternative and not elides(p.code, current.get(p.name))
+        if p.name
+        and p.code not in merged.values()
+        and i not in into
+        and not p.alternative
+        and not elides(p.code, current.get(p.name))
     ]
     carried = sorted({n for n, c in merged.items() if any(p.code == c for p in pieces)} | set(spliced))
     named_by = {p.name: p.how for p in pieces if p.name in carried}

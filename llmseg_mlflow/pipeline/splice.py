@@ -149,9 +149,15 @@ def splice(snippet: str, current: str) -> str:
     if statements and (anchors := _anchors(statements, old, _comments(snippet))) is not None:
         # the statements' lines, with the blanks and comments between them, less any definition among them
         others = {i for n in new.body if n not in statements for i in range(*_span(n))}
-        body = [line for i, line in enumerate(code) if _span(statements[0])[0] <= i < _span(statements[-1])[1] and i not in others]
+        body = [
+            line
+            for i, line in enumerate(code)
+            if _span(statements[0])[0] <= i < _span(statements[-1])[1] and i not in others
+        ]
         pad = " " * anchors[0].col_offset  # the statements were quoted flush left; they sit in a function
-        edits.append((_span(anchors[0])[0], _span(anchors[1])[1], [pad + line if line.strip() else line for line in body]))
+        edits.append(
+            (_span(anchors[0])[0], _span(anchors[1])[1], [pad + line if line.strip() else line for line in body])
+        )
     for node in old.body:
         if isinstance(node, _DEFS) and node.name in replaced:
             start, end = _span(replaced.pop(node.name))

@@ -179,7 +179,11 @@ def test_a_helper_resent_with_its_new_call_replaces_both():
 
 def test_only_alternative_code_is_applied():
     # Llama 3.1 405B: "Alternatively, you can also resize the masks" is the only code of that reply
-    reply = "Alternatively, you can resize the masks. Here's train.py:\n\n```python\n" + TRAIN.replace("n=5", "n=6") + "```\n"
+    reply = (
+        "Alternatively, you can resize the masks. Here's train.py:\n\n```python\n"
+        + TRAIN.replace("n=5", "n=6")
+        + "```\n"
+    )
     assert merge_reply({"train.py": "x = 1\n"}, reply) == {"train.py": TRAIN.replace("n=5", "n=6")}
 
 
