@@ -13,7 +13,8 @@ pasted the same error) on a synthetic stand-in for BAGLS, the set the authors' p
   (`FOLDERS`: the prompt allows both layouts; the authors' transcripts show no error of the other one).
 
 Budget: 1 epoch (`--epochs`), at most 5 batches per loader, the 2-batch preflight first (a failure under its cap is
-rechecked with 5), no held-out evaluation: the question is which errors the code meets until it runs.
+rechecked with 5), no held-out evaluation: the question is which errors the code meets until it runs. The replay
+follows the chat to its end: no stuck-loop stop (`stuck_after=0`) and a fix round for every recorded reply.
 Writes `OUT/replays.csv` (one row per model: status, errors by type, matched/diverged recorded errors, the
 paper's count), `OUT/replays.md` (the same as a table) and prints both. All state (LLMSEG_HOME, tracking store,
 pipeline folders) stays under OUT.
@@ -150,6 +151,9 @@ def main() -> int:
                         epochs=args.epochs,
                         max_batches=args.max_batches,
                         evaluate=False,
+                        # follow the chat to its last reply: no stuck-loop stop, a fix round for every reply
+                        max_fix_rounds=max(row["replies"], 10),
+                        stuck_after=0,
                     )
                 )
                 root = client.get_run(result.run_id)

@@ -232,6 +232,14 @@ def _last_paragraph(lines: list[Line]) -> list[Line]:
     return lines[start:] if k and recorded_error("\n".join(t for _, t in lines[start:k])) is not None else []
 
 
+def _paste_from_end(lines: list[Line]) -> int | None:
+    """Where a paste that starts mid-traceback (a bare `File "..."` line) begins: the paragraph naming the error
+    before the IDE's exit line, the last one in the lines; None when there is none."""
+    ends = [k for k, (_, t) in enumerate(lines) if _EXIT_LINE.match(t.strip())]
+    paste = _last_paragraph(lines[: ends[-1]]) if ends else []
+    return ends[-1] - len(paste) if paste else None
+
+
 # Where a person's pasted run starts on an older Poe page (nothing else marks their turn): the command line
 # the IDE prints first, or the traceback itself.
 _PASTED_RUN = re.compile(r"^(?:[A-Za-z]:\\|/)\S*python[\d.]*(?:\.exe)?\b|^Traceback \(most recent call last\):")
@@ -252,13 +260,14 @@ def _bot_marks(lines: list[Line]) -> list[tuple[int, int]]:
 
 def _marked_poe_turns(lines: list[Line], marks: list[tuple[int, int]]) -> list[Turn]:
     """An older Poe page: the page header, the prompt, then per bot message its reply and, where one starts
-    with a pasted run (an IDE's command line or a traceback), the person's next message. Other things a
+    with a pasted run (an IDE's command line, a traceback, or a paragraph naming the error before the IDE's
+    exit line), the person's next message. Other things a
     person wrote between two replies cannot be told from the reply and stay in it; the replies stay apart."""
     head = [k for k, (_, t) in enumerate(lines[: marks[0][0]]) if t.strip() in _HEADER_END]
     turns = [Turn("user", lines[head[-1] + 1 if head else 0 : marks[0][0]])]
     for n, (_, poe) in enumerate(marks):
         body = lines[poe + 1 : marks[n + 1][0] if n + 1 < len(marks) else len(lines)]
-        start = next((k for k, (_, t) in enumerate(body) if _PASTED_RUN.match(t.strip())), None)
+        start = next((k for k, (_, t) in enumerate(body) if _PASTED_RUN.match(t.strip())), _paste_from_end(body))
         turns.append(Turn("assistant", body if start is None else body[:start], opened=True))
         if start is not None:
             turns.append(Turn("user", body[start:]))

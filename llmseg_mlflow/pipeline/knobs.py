@@ -201,9 +201,28 @@ def _accepts(role: str, node: ast.expr) -> bool:
     return 0 < len(ints) <= 4 and all(type(v) is int for v in ints)  # input_size: 256, (256, 256), (1, 256, 256)
 
 
+def _signatures(files: dict[str, str]) -> dict[str, list[str]]:
+    """Positional parameter names of the pipeline's own module-level functions and classes (their __init__ less
+    self): a literal passed by position takes its parameter's name, `Dataset('data')` fills `image_dir`."""
+    found: dict[str, list[str]] = {}
+    for file, src in files.items():
+        try:
+            body = ast.parse(src).body if file.endswith(".py") else []
+        except (SyntaxError, ValueError, RecursionError):
+            continue
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+                if init is not None:
+                    found[node.name] = [a.arg for a in init.args.posonlyargs + init.args.args][1:]
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found[node.name] = [a.arg for a in node.args.posonlyargs + node.args.args]
+    return found
+
+
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, file: str, src: str, folders: dict[str, str]) -> None:
-        self.file, self.scopes, self.folders = file, ["module"], folders
+    def __init__(self, file: str, src: str, folders: dict[str, str], signatures: dict[str, list[str]]) -> None:
+        self.file, self.scopes, self.folders, self.signatures = file, ["module"], folders, signatures
         self.hits: list[_Hit] = []
         self.data = src.encode("utf-8")
         self.starts = _line_starts(self.data)  # ast.get_source_segment re-splits the file on every call
@@ -304,10 +323,13 @@ class _Scanner(ast.NodeVisitor):
             for kw in node.keywords:
                 if kw.arg:
                     self._add(kw.arg, kw.value, where, kw.value)
-            for arg in node.args:
+            params = self.signatures.get(name, [])
+            for k, arg in enumerate(node.args):
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                     if found := _PLACEHOLDER.fullmatch(arg.value.lower()):
                         self._add(arg.value, arg, "keyword", arg, role=_role_of(f"{found['what']}_dir"))
+                    elif k < len(params):  # Llama 3.1 405B's BinarySegmentationDataset('data')
+                        self._add(params[k], arg, "keyword", arg)
         in_optim = ".optim." in f".{func_text}." and "lr_scheduler" not in func_text
         if name in _OPTIMIZERS or (in_optim and name[:1].isupper()):
             self._add(func_text, None, "call", node, value=name, role="optimizer")
@@ -338,10 +360,11 @@ class _Scanner(ast.NodeVisitor):
 def _scan(files: dict[str, str], folders: dict[str, str] | None = None) -> list[tuple[_Hit, str]]:
     """Every knob hit with its file's source, derived paths marked, path roles as their values say, in order."""
     found: list[tuple[_Hit, str]] = []
+    signatures = _signatures(files)
     for file, src in files.items():
         if not file.endswith(".py"):
             continue
-        scanner = _Scanner(file, src, folders or {})
+        scanner = _Scanner(file, src, folders or {}, signatures)
         try:
             scanner.visit(ast.parse(src, filename=file))
         except (SyntaxError, ValueError, RecursionError):  # the sandbox run reports it; nothing to locate

@@ -199,6 +199,23 @@ def test_placeholder_folders_passed_straight_to_a_constructor_are_overridden():
     assert sorted(c.role for c in changes) == ["data_dir", "image_dir", "mask_dir"]
 
 
+def test_a_folder_literal_passed_by_position_takes_its_parameters_name():
+    # Llama 3.1 405B's main(): BinarySegmentationDataset('data'), whose __init__(self, image_dir) names the role
+    code = src("""
+        class SegDataset:
+            def __init__(self, image_dir, size=256):
+                self.image_dir = image_dir
+
+        def main():
+            print('data')
+            return SegDataset('data').image_dir
+    """)
+    new, changes = override(code)
+    assert run(new)["main"]() == "/x/pool/images"
+    assert "print('data')" in new  # a literal passed to a function the pipeline does not define is left alone
+    assert [(c.role, c.name) for c in changes] == [("image_dir", "image_dir")]
+
+
 def test_assignments_inside_main_guard_and_main_function():
     code = src("""
         def main():
