@@ -518,3 +518,19 @@ def test_an_older_poe_pages_bot_messages_stay_apart_and_sketches_and_alternative
     assert "x shape: torch.Size" in (tmp_path / "out" / "02.md").read_text()  # the person's paste stays in it
     files = merge_reply(FOUR, (tmp_path / "out" / "03.md").read_text())
     assert files["main.py"] == MAIN_FIXED  # what the replay applies: the file, not the alternative
+
+
+def test_an_older_poe_paste_that_starts_mid_traceback_is_found_from_its_exit_line(tmp_path: Path):
+    # Llama 3.1 405B's page: the person copied from a `File "..."` line, so no command line or Traceback opens it
+    bot = "Llama-3.1-405B"
+    first = "\n".join(f"{name}\n\n{code}" for name, code in FOUR.items())
+    paste = TRACEBACK.split("\n", 1)[1]  # from its first File line to the exit line
+    text = (
+        f"{PROMPT}\n\n{bot}\n\nPoe\nBelow is the implementation.\n\n{first}\nThat is all.\n\n{paste}\n\n\n"
+        f"{bot}\n\nPoe\nnumpy is missing. Here is main.py:\n\nmain.py\n\n{MAIN_FIXED}\n"
+    )
+    source = tmp_path / "chat.txt"
+    source.write_text(text, encoding="utf-8")
+    result = import_chat(source, tmp_path / "out", "poe")
+    assert result.replies[1]["user_turn"]["error"] == "NameError: name 'np' is not defined"
+    assert 'File "D:' not in (tmp_path / "out" / "01.md").read_text()
