@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from llmseg_mlflow.catalog.datasets import get_dataset
+from llmseg_mlflow.catalog.datasets import SyntheticSpec, get_dataset
 from llmseg_mlflow.catalog.prepare import ensure_prepared
 from llmseg_mlflow.evaluation.evaluator import EvalSettings, EvaluationError, code_files, evaluate_attempt
 from llmseg_mlflow.evaluation.record import score_heldout
@@ -82,6 +83,18 @@ def test_half_size_outputs_are_brought_to_the_ground_truth(gray, plain, tmp_path
     half, s_half = _evaluate(make_attempt(tmp_path / "h", half=True), gray, tmp_path / "h")
     assert all(m.shape == (64, 64) for m in half.predictions.values())
     assert abs(s_half.summary()["heldout_dice_mean"] - s_full.summary()["heldout_dice_mean"]) < 0.1
+
+
+def test_frames_of_mixed_sizes_are_each_scored_at_their_own_size(gray, plain, tmp_path):
+    # BAGLS mixes frame sizes; a pipeline whose net halves its input is brought back per frame, not per batch
+    sizes = ((64, 64), (96, 64), (64, 40))
+    synthetic = SyntheticSpec(n=40, seed=gray.spec.synthetic.seed, sizes=sizes)
+    spec = gray.spec.model_copy(update={"key": "synthetic-gray-mixed", "synthetic": synthetic})
+    mixed = ensure_prepared(spec, tmp_path / "data")
+    out, scores = _evaluate(make_attempt(tmp_path / "m", half=True), mixed, tmp_path / "m")
+    truth = {p.name: np.asarray(Image.open(m)).shape for p, m in mixed.heldout_pairs()}
+    assert {name: m.shape for name, m in out.predictions.items()} == truth and len(set(truth.values())) > 1
+    assert scores.summary()["heldout_dice_mean"] > 0.3
 
 
 def test_rgb_pipeline_reads_three_channels(rgb, tmp_path):
