@@ -290,7 +290,9 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
             continue
         seen_code = True
         for code in named:
-            if elides(code.code, current.get(code.name or match_existing(code, current) or "")):
+            # in a fix, code that fits no current file is measured against an empty one: any `# ...` makes it a sketch
+            base = current.get(code.name or match_existing(code, current) or "", "") if current else None
+            if elides(code.code, base):
                 other.append({"language": "sketch", "lines": block.span})  # `# ...` stands for code it leaves out
             elif code.name is None and (target := match_existing(code, current)) is not None:
                 guessed[target] = "definitions"  # it redefines functions or classes of that file: spliced in

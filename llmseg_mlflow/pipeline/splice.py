@@ -6,6 +6,7 @@ would run a train.py that is one function long. `splice` does what the person wo
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -73,7 +74,7 @@ def is_partial(snippet: str, current: str) -> bool:
     if new is None or old is None or not new.body:
         return False
     statements = _statements(new)
-    if statements and _anchors(statements, old, _comments(snippet)) is None:
+    if statements and _anchors(new, old, _comments(snippet)) is None:
         return False  # module-level code (a main block, constants): a whole file, as the reply says
     defs = {n.name for n in new.body if isinstance(n, _DEFS)}
     if not defs:
@@ -84,17 +85,40 @@ def is_partial(snippet: str, current: str) -> bool:
     return defs <= have | methods and bool(have - defs)
 
 
-def _bodies(tree: ast.AST) -> list[tuple[str, list[ast.stmt]]]:
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _bodies(tree: ast.AST) -> list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, list[ast.stmt]]]:
     """Every statement list inside the functions of a module (their bodies and the blocks nested in them), each
-    with its function's name."""
-    found: list[tuple[str, list[ast.stmt]]] = []
-    for func in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+    with its function."""
+    found: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, list[ast.stmt]]] = []
+    for func in (n for n in ast.walk(tree) if isinstance(n, _FUNCTIONS)):
         for node in ast.walk(func):
             for field in ("body", "orelse", "finalbody"):
                 block = getattr(node, field, None)
                 if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
-                    found.append((func.name, block))
+                    found.append((func, block))
     return found
+
+
+def _bound(node: ast.AST) -> set[str]:
+    """Names a piece of code binds: assignments, loop and `with` targets, imports, definitions, parameters."""
+    names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    names |= {
+        a.arg for n in ast.walk(node) if isinstance(n, ast.arguments) for a in ast.walk(n) if isinstance(a, ast.arg)
+    }
+    names |= {n.name for n in ast.walk(node) if isinstance(n, (*_DEFS,))}
+    names |= {(a.asname or a.name).split(".")[0] for n in ast.walk(node) if isinstance(n, _IMPORTS) for a in n.names}
+    return names
+
+
+def _reads_only_known(snippet: ast.Module, func: ast.AST, module: ast.Module) -> bool:
+    """Whether the snippet reads only names the function or its module bind (or it binds or imports itself): a
+    suggestion that reads `batch` where the loop has no such name is an example, not this function's code."""
+    known = _bound(func) | {n for stmt in module.body if not isinstance(stmt, _DEFS) for n in _bound(stmt)}
+    known |= {n.name for n in module.body if isinstance(n, _DEFS)} | set(dir(builtins)) | _bound(snippet)
+    read = {n.id for n in ast.walk(snippet) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return read <= known
 
 
 def _named_in(function: str, comments: str) -> bool:
@@ -113,19 +137,22 @@ def _same(new: ast.stmt, old: ast.stmt) -> bool:
     return ast.dump(new) == ast.dump(old)
 
 
-def _anchors(statements: list[ast.stmt], old: ast.Module, comments: str = "") -> tuple[ast.stmt, ast.stmt] | None:
+def _anchors(new: ast.Module, old: ast.Module, comments: str = "") -> tuple[ast.stmt, ast.stmt] | None:
     """For bare statements quoted from a function ("change the split in main() to this"), the first and last
     statement of the one function block they stand for: each with at most one counterpart there, in order, and
-    at least one; where several blocks fit (a training and a validation loop), the one whose function the
-    snippet's comments name. None for a snippet with a main guard, one that matches nowhere, or ambiguously."""
-    if any(isinstance(n, ast.If) for n in statements):
+    at least one, reading no name the function lacks; where several blocks fit (a training and a validation
+    loop), the one whose function the snippet's comments name. None for a snippet with a main guard, one that
+    matches nowhere, or ambiguously."""
+    statements = _statements(new)
+    if not statements or any(isinstance(n, ast.If) for n in statements):
         return None  # an `if` may be the main guard of a whole script
     found = []
-    for function, block in _bodies(old):
+    for func, block in _bodies(old):
         matches = [[o for o in block if _same(stmt, o)] for stmt in statements]
         pairs = [m[0] for m in matches if len(m) == 1]
         if pairs and all(len(m) <= 1 for m in matches) and pairs == sorted(pairs, key=lambda n: n.lineno):
-            found.append((function, (pairs[0], pairs[-1])))
+            if _reads_only_known(new, func, old):
+                found.append((func.name, (pairs[0], pairs[-1])))
     if len(found) > 1:
         found = [f for f in found if _named_in(f[0], comments)]
     return found[0][1] if len(found) == 1 else None
@@ -146,7 +173,7 @@ def splice(snippet: str, current: str) -> str:
     replaced = {n.name: n for n in new.body if isinstance(n, _DEFS)}
     edits: list[tuple[int, int, list[str]]] = []  # (start, end, new lines) on current, applied bottom-up
     statements = _statements(new)
-    if statements and (anchors := _anchors(statements, old, _comments(snippet))) is not None:
+    if statements and (anchors := _anchors(new, old, _comments(snippet))) is not None:
         # the statements' lines, with the blanks and comments between them, less any definition among them
         others = {i for n in new.body if n not in statements for i in range(*_span(n))}
         body = [

@@ -201,12 +201,25 @@ def test_a_sketch_that_leaves_code_out_is_not_applied():
 
 def test_statements_that_fit_two_loops_go_where_their_comment_says():
     train = (
-        "def train(model, loader):\n    for images, masks in loader:\n        outputs = model(images)\n"
-        "        loss = criterion(outputs, masks)\n\n\ndef validate(model, loader):\n    for images, masks in loader:\n"
+        "import torch\n\n\ndef train(model, loader, criterion):\n    for images, masks in loader:\n"
+        "        outputs = model(images)\n        loss = criterion(outputs, masks)\n\n\n"
+        "def validate(model, loader, criterion):\n    for images, masks in loader:\n"
         "        outputs = model(images)\n        loss = criterion(outputs, masks)\n"
     )
-    fix = "outputs = model(images)\nmasks = resize(masks, outputs.shape[2:])\nloss = criterion(outputs, masks)\n"
+    fix = (
+        "import torch.nn.functional as F\n\noutputs = model(images)\n"
+        "masks = F.interpolate(masks, size=outputs.shape[2:])\nloss = criterion(outputs, masks)\n"
+    )
     unnamed = {"train.py": train, "main.py": "import train\n"}
     assert not is_partial(fix, train)  # which loop is meant cannot be told
     hinted = merge_reply(unnamed, f"```python\n# ... inside your training loop ...\n{fix}```\n")["train.py"]
-    assert hinted.count("resize(") == 1 and hinted.index("resize(") < hinted.index("def validate")
+    assert hinted.count("F.interpolate(") == 1 and hinted.index("F.interpolate(") < hinted.index("def validate")
+    assert "import torch.nn.functional as F" in hinted
+
+
+def test_an_example_that_reads_names_the_function_lacks_is_not_its_code():
+    # Gemini 1.5 Pro's "# In your training loop: images, masks = batch", where the loop unpacks the loader
+    train = "def train(model, loader):\n    for images, masks in loader:\n        images, masks = images.cuda(), masks.cuda()\n"
+    example = "# In your training loop:\nimages, masks = batch\nprint(images.min(), images.max())\n"
+    assert not is_partial(example, train)
+    assert is_partial(example.replace("batch", "images, masks"), train)
