@@ -267,8 +267,9 @@ def _kinds(code: str) -> list[str]:
     return [kind for kind, pattern in _KINDS.items() if pattern.search(code)]
 
 
-def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, Any]:
-    """One assistant turn -> its Markdown, reasoning and the files it carries; UsageError when code is unnamed."""
+def _read_reply(number: int, turn: Turn, current: dict[str, str], answering: str | None = None) -> dict[str, Any]:
+    """One assistant turn -> its Markdown, reasoning and the files it carries; UsageError when code is unnamed.
+    answering: the person's turn before it (a traceback's NameError places the import that fixes it)."""
     reasoning, body, notes = _take_reasoning(turn.lines)
     blocks = _segments(_without_gutters(body))
     parts: list[str] = []
@@ -291,10 +292,10 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
         seen_code = True
         for code in named:
             # in a fix, code that fits no current file is measured against an empty one: any `# ...` makes it a sketch
-            base = current.get(code.name or match_existing(code, current) or "", "") if current else None
+            base = current.get(code.name or match_existing(code, current, answering) or "", "") if current else None
             if elides(code.code, base):
                 other.append({"language": "sketch", "lines": block.span})  # `# ...` stands for code it leaves out
-            elif code.name is None and (target := match_existing(code, current)) is not None:
+            elif code.name is None and (target := match_existing(code, current, answering)) is not None:
                 guessed[target] = "definitions"  # it redefines functions or classes of that file: spliced in
             elif code.name is None and _fragment(code.code):  # e.g. `def forward(x):` quoted in reasoning prose
                 other.append({"language": "fragment", "lines": block.span})
@@ -315,11 +316,11 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str]) -> dict[str, A
     markdown = "\n".join(parts).strip() + "\n"
     pieces = find_blocks(markdown)
     try:
-        merged = merge_reply(current, markdown) if any(p.name for p in pieces) else dict(current)
+        merged = merge_reply(current, markdown, answering) if any(p.name for p in pieces) else dict(current)
     except NoCodeError:  # only sketches or alternatives: the replay applies nothing from this reply either
         merged = dict(current)
     # a piece that is only part of the file it fixes (a function, some imports) was spliced into it
-    into = {i: name for i, p in enumerate(pieces) if (name := _spliced_into(p, current))}
+    into = {i: name for i, p in enumerate(pieces) if (name := _spliced_into(p, current, answering))}
     spliced = sorted(set(into.values()))
     # a named piece the reply's own later code replaced (sketches and alternatives are listed as other blocks)
     superseded = [
@@ -374,7 +375,8 @@ def import_chat(source: Path, out: Path, fmt: str = "auto", partial: bool = Fals
             before = turn
             continue
         try:
-            reply = _read_reply(len(replies) + 1, turn, current)
+            answering = "\n".join(t for _, t in before.lines) if before is not None else None
+            reply = _read_reply(len(replies) + 1, turn, current, answering)
         except UsageError as exc:
             if not partial or not replies:
                 raise
@@ -419,7 +421,7 @@ def _check_out(out: Path) -> None:
         raise UsageError(f"--out {out} exists and is not an empty folder; choose a new folder")
 
 
-def _spliced_into(piece: CodeBlock, current: dict[str, str]) -> str | None:
+def _spliced_into(piece: CodeBlock, current: dict[str, str], answering: str | None) -> str | None:
     """The current file a block is only part of (so it was spliced in, not a replacement), or None."""
-    name = piece.name or match_existing(piece, current)
+    name = piece.name or match_existing(piece, current, answering)
     return name if name is not None and name in current and is_partial(piece.code, current[name]) else None

@@ -95,6 +95,19 @@ def error_text(error: tuple[str, str]) -> str:
     return f"{error[0]}: {error[1]}" if error[1] else error[0]
 
 
+_FILE_FRAME = re.compile(r'File "(?P<path>[^"]+)", line \d+')
+_UNDEFINED = re.compile(r"NameError: name '(?P<name>\w+)' is not defined")
+
+
+def undefined_name(text: str, files: set[str] | frozenset[str]) -> tuple[str, str] | None:
+    """(file, name) of a traceback's `NameError: name 'X' is not defined` raised in one of files (the last
+    frame of theirs, Windows paths too): where the import a fix sends for X belongs."""
+    found = _UNDEFINED.search(text)
+    frames = [re.split(r"[\\/]", m["path"])[-1] for m in _FILE_FRAME.finditer(text[: found.start()] if found else "")]
+    ours = [name for name in frames if name in files]
+    return (ours[-1], found["name"]) if found and ours else None
+
+
 def masked(message: str) -> str:
     """The message with every number as N, whitespace collapsed and Python's "Did you mean" hint dropped: shapes,
     sizes and line numbers follow the data and the run, the hint the names around the error; the cause stays."""

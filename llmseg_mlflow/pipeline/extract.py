@@ -6,6 +6,7 @@ import ast
 import re
 from dataclasses import dataclass, replace
 
+from llmseg_mlflow.pipeline.errors import undefined_name
 from llmseg_mlflow.pipeline.splice import elides, is_partial, parses, splice
 
 CODE_FILES: tuple[str, ...] = ("dataset.py", "model.py", "train.py", "main.py")
@@ -249,6 +250,13 @@ def _imports(code: str) -> tuple[set[str], bool]:
     return {ast.unparse(node) for node in nodes}, bool(body) and len(nodes) == len(body)
 
 
+def _binds(statement: str, name: str) -> bool:
+    """Whether an import statement (as ast.unparse writes it) binds name."""
+    node = ast.parse(statement).body[0]
+    assert isinstance(node, (ast.Import, ast.ImportFrom))
+    return any((a.asname or a.name).split(".")[0] == name for a in node.names)
+
+
 def _match_imports(imports: set[str], current: dict[str, str]) -> str | None:
     """The one current file that already has most of a block's imports (at least half): the block quotes or
     extends that file's import lines. None when no file does, or two do equally."""
@@ -258,12 +266,16 @@ def _match_imports(imports: set[str], current: dict[str, str]) -> str | None:
     return overlaps[0][1]
 
 
-def match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
+def match_existing(block: CodeBlock, current: dict[str, str], answering: str | None = None) -> str | None:
     """The current file that defines most of the same top-level names as an unnamed block; for a block of
-    imports only, the one file that already has most of them."""
+    imports only, the file whose NameError it answers (answering: the traceback), else the one file that
+    already has most of them."""
     names = _top_level_names(block.code)
     if not names:
         imports, only = _imports(block.code)
+        missing = undefined_name(answering or "", frozenset(current))
+        if only and missing and any(_binds(line, missing[1]) for line in imports):
+            return missing[0]  # "import torch.nn.functional as F" for the F that train.py lacked
         if only:
             return _match_imports(imports, current)
         # statements from inside a function ("the split in main() should be:"): the one file they fit
@@ -277,7 +289,7 @@ def match_existing(block: CodeBlock, current: dict[str, str]) -> str | None:
     return best
 
 
-def _assign(blocks: list[CodeBlock], current: dict[str, str]) -> dict[str, str]:
+def _assign(blocks: list[CodeBlock], current: dict[str, str], answering: str | None = None) -> dict[str, str]:
     """Files from blocks: named blocks first (last wins), unnamed ones fill the rest, replace a named sketch
     that does not parse, or, when only part of a file a named block changed, are spliced into it too; a block
     that is only part of a current file (a function, some imports) is spliced into it, as a person would. A
@@ -297,7 +309,7 @@ def _assign(blocks: list[CodeBlock], current: dict[str, str]) -> dict[str, str]:
     guessed: dict[str, str] = {}
     for block in blocks:
         if block.how == "content":
-            target = match_existing(block, current) or block.name
+            target = match_existing(block, current, answering) or block.name
             if not target:
                 continue
             if target not in files:
@@ -336,10 +348,10 @@ def extract_files(reply: str) -> dict[str, str]:
     return files
 
 
-def merge_reply(current: dict[str, str], reply: str) -> dict[str, str]:
-    """Fix reply -> current files with the resent ones replaced."""
+def merge_reply(current: dict[str, str], reply: str, answering: str | None = None) -> dict[str, str]:
+    """Fix reply -> current files with the resent ones replaced; answering is the traceback the reply answers."""
     blocks = find_blocks(reply)
-    updates = _assign(blocks, current)
+    updates = _assign(blocks, current, answering)
     if not updates:
         raise _no_code(blocks)
     return {**current, **updates}

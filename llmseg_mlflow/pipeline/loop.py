@@ -253,7 +253,11 @@ class AttemptLoop:
                 self.out.replay_compared += 1
                 self.out.replay_divergences += int(diverged)
             try:
-                merged = merge_reply(self.out.files, reply.text) if self.out.files else extract_files(reply.text)
+                merged = (
+                    merge_reply(self.out.files, reply.text, error.feedback)
+                    if self.out.files
+                    else extract_files(reply.text)
+                )
             except NoCodeError as exc:
                 run.tags({"no_code": "true"})
                 return _no_code(exc)

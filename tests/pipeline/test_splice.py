@@ -223,3 +223,21 @@ def test_an_example_that_reads_names_the_function_lacks_is_not_its_code():
     example = "# In your training loop:\nimages, masks = batch\nprint(images.min(), images.max())\n"
     assert not is_partial(example, train)
     assert is_partial(example.replace("batch", "images, masks"), train)
+
+
+def test_imports_sent_for_a_name_error_go_to_the_file_that_raised_it():
+    # Llama 3.1 405B: "NameError: name 'F' is not defined" in train.py, answered by three import lines that
+    # model.py (which has two of them) would otherwise claim
+    model = "import torch\nimport torch.nn as nn\n\n\nclass UNet(nn.Module):\n    pass\n"
+    train = "import torch\n\n\ndef train(masks, outputs):\n    return F.interpolate(masks, size=outputs.shape[2:])\n"
+    reply = "```python\nimport torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n```\n"
+    files = {"model.py": model, "train.py": train}
+    traceback = (
+        'Traceback (most recent call last):\n  File "D:\\seg\\main.py", line 43, in main\n    train(m, o)\n'
+        '  File "D:\\seg\\train.py", line 5, in train\n    return F.interpolate(masks)\n'
+        "NameError: name 'F' is not defined\n"
+    )
+    assert merge_reply(files, reply)["model.py"] != model  # by the imports alone
+    fixed = merge_reply(files, reply, traceback)
+    assert fixed["model.py"] == model and "import torch.nn.functional as F" in fixed["train.py"]
+    ast.parse(fixed["train.py"])
