@@ -291,11 +291,11 @@ def _read_reply(number: int, turn: Turn, current: dict[str, str], answering: str
             continue
         seen_code = True
         for code in named:
+            target = code.name or match_existing(code, current, answering)
             # in a fix, code that fits no current file is measured against an empty one: any `# ...` makes it a sketch
-            base = current.get(code.name or match_existing(code, current, answering) or "", "") if current else None
-            if elides(code.code, base):
+            if elides(code.code, current.get(target or "", "") if current else None):
                 other.append({"language": "sketch", "lines": block.span})  # `# ...` stands for code it leaves out
-            elif code.name is None and (target := match_existing(code, current, answering)) is not None:
+            elif code.name is None and target is not None:
                 guessed[target] = "definitions"  # it redefines functions or classes of that file: spliced in
             elif code.name is None and _fragment(code.code):  # e.g. `def forward(x):` quoted in reasoning prose
                 other.append({"language": "fragment", "lines": block.span})

@@ -261,8 +261,8 @@ def _bot_marks(lines: list[Line]) -> list[tuple[int, int]]:
 def _marked_poe_turns(lines: list[Line], marks: list[tuple[int, int]]) -> list[Turn]:
     """An older Poe page: the page header, the prompt, then per bot message its reply and, where one starts
     with a pasted run (an IDE's command line, a traceback, or a paragraph naming the error before the IDE's
-    exit line), the person's next message. Other things a
-    person wrote between two replies cannot be told from the reply and stay in it; the replies stay apart."""
+    exit line), the person's next message. Other things a person wrote between two replies cannot be told from
+    the reply and stay in it; the replies stay apart."""
     head = [k for k, (_, t) in enumerate(lines[: marks[0][0]]) if t.strip() in _HEADER_END]
     turns = [Turn("user", lines[head[-1] + 1 if head else 0 : marks[0][0]])]
     for n, (_, poe) in enumerate(marks):

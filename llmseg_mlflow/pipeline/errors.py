@@ -14,7 +14,7 @@ _TRACEBACK = "Traceback (most recent call last):"
 _EXC_LINE = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*)(?::\s?(?P<msg>.*))?$")
 # A pasted error without its traceback: "KeyError: 'image'" (chat users often copy only the last line).
 _PASTED_ERROR = re.compile(r"^(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s?(?P<msg>.*))?$")
-_FRAME = re.compile(r'File "[^"]*", line \d+, in \S+')
+_FRAME = re.compile(r'File "(?P<path>[^"]*)", line \d+, in \S+')
 _FLAT_ERROR = re.compile(r"(?:^|\s)(?P<qual>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)):\s?(?P<msg>.*)$")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SUGGESTION = re.compile(r"\.?\s*Did you mean:? .*\?$")  # Python 3.10+: "... is not defined. Did you mean: 'x'?"
@@ -95,7 +95,6 @@ def error_text(error: tuple[str, str]) -> str:
     return f"{error[0]}: {error[1]}" if error[1] else error[0]
 
 
-_FILE_FRAME = re.compile(r'File "(?P<path>[^"]+)", line \d+')
 _UNDEFINED = re.compile(r"NameError: name '(?P<name>\w+)' is not defined")
 
 
@@ -103,7 +102,7 @@ def undefined_name(text: str, files: set[str] | frozenset[str]) -> tuple[str, st
     """(file, name) of a traceback's `NameError: name 'X' is not defined` raised in one of files (the last
     frame of theirs, Windows paths too): where the import a fix sends for X belongs."""
     found = _UNDEFINED.search(text)
-    frames = [re.split(r"[\\/]", m["path"])[-1] for m in _FILE_FRAME.finditer(text[: found.start()] if found else "")]
+    frames = [re.split(r"[\\/]", m["path"])[-1] for m in _FRAME.finditer(text[: found.start()] if found else "")]
     ours = [name for name in frames if name in files]
     return (ours[-1], found["name"]) if found and ours else None
 

@@ -273,10 +273,10 @@ def match_existing(block: CodeBlock, current: dict[str, str], answering: str | N
     names = _top_level_names(block.code)
     if not names:
         imports, only = _imports(block.code)
-        missing = undefined_name(answering or "", frozenset(current))
-        if only and missing and any(_binds(line, missing[1]) for line in imports):
-            return missing[0]  # "import torch.nn.functional as F" for the F that train.py lacked
         if only:
+            missing = undefined_name(answering or "", frozenset(current))
+            if missing and any(_binds(line, missing[1]) for line in imports):
+                return missing[0]  # "import torch.nn.functional as F" for the F that train.py lacked
             return _match_imports(imports, current)
         # statements from inside a function ("the split in main() should be:"): the one file they fit
         fits = [name for name, code in current.items() if is_partial(block.code, code)]

@@ -9,7 +9,8 @@ import ast
 import builtins
 import re
 
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_DEFS = (*_FUNCTIONS, ast.ClassDef)
 _IMPORTS = (ast.Import, ast.ImportFrom)
 # A comment standing in for code the reply does not show: `# ...`, `# ... (Encoder remains the same)`,
 # `# [rest of the train.py code remains the same]`.
@@ -47,7 +48,7 @@ def _methods(tree: ast.Module) -> dict[str, list[ast.stmt]]:
     found: dict[str, list[ast.stmt]] = {}
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for node in cls.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if isinstance(node, _FUNCTIONS):
                 found.setdefault(node.name, []).append(node)
     return found
 
@@ -85,9 +86,6 @@ def is_partial(snippet: str, current: str) -> bool:
     return defs <= have | methods and bool(have - defs)
 
 
-_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
-
-
 def _bodies(tree: ast.AST) -> list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, list[ast.stmt]]]:
     """Every statement list inside the functions of a module (their bodies and the blocks nested in them), each
     with its function."""
@@ -107,7 +105,7 @@ def _bound(node: ast.AST) -> set[str]:
     names |= {
         a.arg for n in ast.walk(node) if isinstance(n, ast.arguments) for a in ast.walk(n) if isinstance(a, ast.arg)
     }
-    names |= {n.name for n in ast.walk(node) if isinstance(n, (*_DEFS,))}
+    names |= {n.name for n in ast.walk(node) if isinstance(n, _DEFS)}
     names |= {(a.asname or a.name).split(".")[0] for n in ast.walk(node) if isinstance(n, _IMPORTS) for a in n.names}
     return names
 
